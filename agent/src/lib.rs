@@ -1,0 +1,10 @@
+//! kvs-edge-agent: an open, lean, drop-in replacement for the Amazon Kinesis Video Streams Edge
+//! Agent. The architecture is in `DESIGN.md`; data flows one way:
+//! control -> supervisor -> recorder / uploader / janitor, all of which read and write the catalog.
+
+pub mod catalog;
+pub mod clock;
+pub mod edge_config;
+pub mod media;
+pub mod schedule;
+pub mod settings;

@@ -1,0 +1,40 @@
+//! The `kvs-edge-agent` binary: the daemon and the operator verbs.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "kvs-edge-agent", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the agent: open the catalog, resume every stored edge configuration.
+    Run(cli::run::RunArgs),
+    /// Validate a StartEdgeConfigurationUpdate request and print it normalised.
+    CheckConfig(cli::check_config::CheckConfigArgs),
+    /// Check a Quartz schedule: next fire times and job windows.
+    Schedule(cli::schedule::ScheduleArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => cli::run::run(args),
+        Command::CheckConfig(args) => cli::check_config::run(args),
+        Command::Schedule(args) => cli::schedule::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kvs-edge-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Matroska (EBML) writer and reader, H.264 helpers.
+
+pub mod ebml;

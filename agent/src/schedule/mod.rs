@@ -1,0 +1,1 @@
+//! Quartz cron schedules and the job windows built on them.
