@@ -1,1 +1,3 @@
-//! TODO
+//! The catalog: SQLite.
+
+pub const FILE_NAME: &str = "kvs-edge-agent.db";

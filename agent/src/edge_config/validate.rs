@@ -135,6 +135,11 @@ const NEXT_TOKEN: StrRule = StrRule {
     pattern: Some((r"[a-zA-Z0-9+/=]*", &NEXT_TOKEN_RE)),
 };
 
+/// Whether `s` is a valid stream or thing name (`[a-zA-Z0-9_.-]+`).
+pub fn is_resource_name(s: &str) -> bool {
+    STREAM_NAME_RE.is_match(s)
+}
+
 /// The stream name inside a stream ARN (`...:stream/{name}/{creation-time}`).
 pub fn stream_name_from_arn(arn: &str) -> Option<&str> {
     if !STREAM_ARN_RE.is_match(arn) {

@@ -1,1 +1,347 @@
-//! TODO
+//! The agent's settings: the environment variables the original agent documents (same names,
+//! ranges and defaults, so a unit file written for it works here) and an optional YAML file
+//! (`--config`) for what has no variable.
+//!
+//! The variables the original agent needed only for its GStreamer/JNI plumbing
+//! (`GST_PLUGIN_PATH`, `LD_LIBRARY_PATH`, `GST_DEBUG`, `GST_DEBUG_FILE`) are accepted and ignored.
+//!
+//! A bad value stops startup with a message naming the variable (or YAML key) and the value.
+
+mod file;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use file::{AgentFile, MqttFile, RecorderFile};
+
+/// The process environment, as a map so tests can supply their own.
+#[derive(Clone, Debug, Default)]
+pub struct Env(HashMap<String, String>);
+
+impl Env {
+    pub fn from_process() -> Env {
+        Env(std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
+    }
+}
+
+impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Env {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        Env(iter
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect())
+    }
+}
+
+/// One bad setting, named as the user wrote it (a variable or a YAML key).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SettingError {
+    pub name: String,
+    pub message: String,
+}
+
+impl fmt::Display for SettingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.name, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<SettingError>),
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("configuration file {path}: {message}")]
+    Yaml { path: PathBuf, message: String },
+}
+
+/// The levels `AWS_KVS_EDGE_LOG_LEVEL` accepts (log4j's names, matched case-insensitively).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    Off,
+    All,
+    Fatal,
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    const NAMES: &'static [(&'static str, LogLevel)] = &[
+        ("OFF", LogLevel::Off),
+        ("ALL", LogLevel::All),
+        ("FATAL", LogLevel::Fatal),
+        ("ERROR", LogLevel::Error),
+        ("WARN", LogLevel::Warn),
+        ("INFO", LogLevel::Info),
+        ("DEBUG", LogLevel::Debug),
+        ("TRACE", LogLevel::Trace),
+    ];
+
+    /// The `tracing` filter directive for this level; FATAL has no tracing level of its own and
+    /// maps to ERROR, ALL to TRACE.
+    pub fn filter_directive(self) -> &'static str {
+        match self {
+            LogLevel::Off => "off",
+            LogLevel::Fatal | LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::All | LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// How the agent reaches the cloud, decided from the environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// No IoT settings: local MQTT, local secrets, no CloudWatch.
+    Local,
+    /// The original agent's non-Greengrass mode: the `AWS_IOT_*` variables.
+    Iot(IotSettings),
+    /// Running as a Greengrass v2 component; IoT settings come from the nucleus' effective
+    /// configuration under this root.
+    Greengrass { root: PathBuf },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IotSettings {
+    pub ca_cert: PathBuf,
+    pub cert: PathBuf,
+    pub private_key: PathBuf,
+    pub credential_endpoint: String,
+    pub data_ats_endpoint: String,
+    pub role_alias: String,
+    pub thing_name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogSettings {
+    pub level: LogLevel,
+    /// Size at which the log file rolls over, in MB (`AWS_KVS_EDGE_LOG_MAX_FILE_SIZE`).
+    pub max_file_size_mb: u32,
+    /// Rolled-over files kept (`AWS_KVS_EDGE_LOG_ROLLOVER_COUNT`).
+    pub rollover_count: u32,
+    pub output_directory: PathBuf,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub region: Option<String>,
+    pub mode: Mode,
+    pub cloudwatch_enabled: bool,
+    pub log: LogSettings,
+    pub recording_directory: PathBuf,
+    pub file: AgentFile,
+}
+
+impl Settings {
+    /// Where the catalog lives: the YAML `state_directory`, else beside the recordings, so that
+    /// media and the index describing it move together.
+    pub fn state_directory(&self) -> &Path {
+        self.file
+            .state_directory
+            .as_deref()
+            .unwrap_or(&self.recording_directory)
+    }
+
+    pub fn catalog_path(&self) -> PathBuf {
+        self.state_directory().join(crate::catalog::FILE_NAME)
+    }
+
+    /// The IoT thing this agent runs as, when the mode names one.
+    pub fn thing_name(&self) -> Option<&str> {
+        match &self.mode {
+            Mode::Iot(iot) => Some(&iot.thing_name),
+            _ => self.file.mqtt.thing_name.as_deref(),
+        }
+    }
+}
+
+pub const IOT_VARIABLES: &[&str] = &[
+    "AWS_IOT_CA_CERT",
+    "AWS_IOT_CORE_CERT",
+    "AWS_IOT_CORE_CREDENTIAL_ENDPOINT",
+    "AWS_IOT_CORE_DATA_ATS_ENDPOINT",
+    "AWS_IOT_CORE_PRIVATE_KEY",
+    "AWS_IOT_CORE_ROLE_ALIAS",
+    "AWS_IOT_CORE_THING_NAME",
+];
+
+/// Variables the Greengrass nucleus sets for every component it runs.
+const GREENGRASS_MARKERS: &[&str] = &[
+    "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT",
+    "SVCUID",
+];
+
+const DEFAULT_GREENGRASS_ROOT: &str = "/greengrass/v2";
+
+/// Reads the settings from the environment and, when given, the YAML file.
+pub fn load(env: &Env, config_file: Option<&Path>) -> Result<Settings, SettingsError> {
+    let file = match config_file {
+        Some(path) => file::read(path)?,
+        None => AgentFile::default(),
+    };
+    let mut errors = Vec::new();
+    let mut bad = |name: &str, message: String| {
+        errors.push(SettingError {
+            name: name.to_owned(),
+            message,
+        })
+    };
+
+    let cloudwatch_enabled = match env.get("AWS_KVS_EDGE_CLOUDWATCH_ENABLED") {
+        None => false,
+        Some(v) if v.eq_ignore_ascii_case("true") => true,
+        Some(v) if v.eq_ignore_ascii_case("false") => false,
+        Some(v) => {
+            bad(
+                "AWS_KVS_EDGE_CLOUDWATCH_ENABLED",
+                format!("{v:?} is not TRUE or FALSE"),
+            );
+            false
+        }
+    };
+
+    let level = match env.get("AWS_KVS_EDGE_LOG_LEVEL") {
+        None => LogLevel::Info,
+        Some(v) => LogLevel::NAMES
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(v.trim()))
+            .map(|(_, l)| *l)
+            .unwrap_or_else(|| {
+                let names: Vec<&str> = LogLevel::NAMES.iter().map(|(n, _)| *n).collect();
+                bad(
+                    "AWS_KVS_EDGE_LOG_LEVEL",
+                    format!("{v:?} is not one of {}", names.join(", ")),
+                );
+                LogLevel::Info
+            }),
+    };
+    let mut int = |name: &str, min: u32, max: u32, default: u32| match env.get(name) {
+        None => default,
+        Some(v) => match v.trim().parse::<i64>() {
+            Ok(i) if i < i64::from(min) => {
+                bad(name, format!("{i} is below the minimum {min}"));
+                default
+            }
+            Ok(i) if i > i64::from(max) => {
+                bad(name, format!("{i} is above the maximum {max}"));
+                default
+            }
+            Ok(i) => i as u32,
+            Err(_) => {
+                bad(name, format!("{v:?} is not a whole number"));
+                default
+            }
+        },
+    };
+    let max_file_size_mb = int("AWS_KVS_EDGE_LOG_MAX_FILE_SIZE", 0, 10_000, 20);
+    let rollover_count = int("AWS_KVS_EDGE_LOG_ROLLOVER_COUNT", 1, 100, 10);
+    let output_directory = PathBuf::from(env.get("AWS_KVS_EDGE_LOG_OUTPUT_DIRECTORY").unwrap_or("./log"));
+    let recording_directory = PathBuf::from(env.get("AWS_KVS_EDGE_RECORDING_DIRECTORY").unwrap_or("."));
+    let region = env.get("AWS_REGION").map(str::to_owned);
+
+    let mode = decide_mode(env, &file, &mut bad);
+    if matches!(mode, Mode::Iot(_)) && region.is_none() {
+        bad(
+            "AWS_REGION",
+            "is required when the AWS_IOT_* variables are set".into(),
+        );
+    }
+    if cloudwatch_enabled && mode == Mode::Local {
+        bad(
+            "AWS_KVS_EDGE_CLOUDWATCH_ENABLED",
+            "TRUE needs AWS credentials: set the AWS_IOT_* variables or run under Greengrass".into(),
+        );
+    }
+
+    if !errors.is_empty() {
+        return Err(SettingsError::Invalid(errors));
+    }
+    Ok(Settings {
+        region,
+        mode,
+        cloudwatch_enabled,
+        log: LogSettings {
+            level,
+            max_file_size_mb,
+            rollover_count,
+            output_directory,
+        },
+        recording_directory,
+        file,
+    })
+}
+
+fn decide_mode(env: &Env, file: &AgentFile, bad: &mut impl FnMut(&str, String)) -> Mode {
+    let greengrass_root = env.get("GREENGRASS_ROOT_DIRECTORY");
+    let under_nucleus = GREENGRASS_MARKERS.iter().any(|v| env.get(v).is_some());
+    if under_nucleus || greengrass_root.is_some() {
+        return Mode::Greengrass {
+            root: PathBuf::from(greengrass_root.unwrap_or(DEFAULT_GREENGRASS_ROOT)),
+        };
+    }
+    let given: Vec<&str> = IOT_VARIABLES
+        .iter()
+        .copied()
+        .filter(|v| env.get(v).is_some())
+        .collect();
+    if given.is_empty() {
+        return Mode::Local;
+    }
+    for missing in IOT_VARIABLES.iter().filter(|v| !given.contains(v)) {
+        bad(
+            missing,
+            format!("is required when {} is set (IoT mode)", given[0]),
+        );
+    }
+    let var = |name: &str| env.get(name).unwrap_or_default().to_owned();
+    let mut path = |name: &str| {
+        let p = PathBuf::from(var(name));
+        if given.contains(&name) && !p.is_file() {
+            bad(name, format!("{} is not a readable file", p.display()));
+        }
+        p
+    };
+    let iot = IotSettings {
+        ca_cert: path("AWS_IOT_CA_CERT"),
+        cert: path("AWS_IOT_CORE_CERT"),
+        private_key: path("AWS_IOT_CORE_PRIVATE_KEY"),
+        credential_endpoint: var("AWS_IOT_CORE_CREDENTIAL_ENDPOINT"),
+        data_ats_endpoint: var("AWS_IOT_CORE_DATA_ATS_ENDPOINT"),
+        role_alias: var("AWS_IOT_CORE_ROLE_ALIAS"),
+        thing_name: var("AWS_IOT_CORE_THING_NAME"),
+    };
+    if let Some(thing) = &file.mqtt.thing_name
+        && *thing != iot.thing_name
+    {
+        bad(
+            "mqtt.thing_name",
+            format!(
+                "{thing:?} differs from AWS_IOT_CORE_THING_NAME {:?}; leave it out in IoT mode",
+                iot.thing_name
+            ),
+        );
+    }
+    Mode::Iot(iot)
+}
+
+#[cfg(test)]
+mod tests;

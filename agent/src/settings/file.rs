@@ -1,0 +1,146 @@
+//! The optional YAML settings file (`--config`), for what the original agent has no environment
+//! variable for. `config/agent.yaml` documents every key. Unknown keys are errors: a misspelt
+//! key silently falling back to its default is worse than refusing to start.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::{SettingError, SettingsError};
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentFile {
+    /// Where the catalog (SQLite) lives; default: the recording directory.
+    pub state_directory: Option<PathBuf>,
+    /// Most edge configurations the agent runs at once (the original agent's hard limit is 16).
+    pub max_streams: u32,
+    pub mqtt: MqttFile,
+    pub recorder: RecorderFile,
+}
+
+impl Default for AgentFile {
+    fn default() -> Self {
+        AgentFile {
+            state_directory: None,
+            max_streams: 16,
+            mqtt: MqttFile::default(),
+            recorder: RecorderFile::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttFile {
+    /// First level of every control topic: `{topic_prefix}/{thing}/...`.
+    pub topic_prefix: String,
+    /// The thing name in local mode (IoT mode takes AWS_IOT_CORE_THING_NAME).
+    pub thing_name: Option<String>,
+}
+
+impl Default for MqttFile {
+    fn default() -> Self {
+        MqttFile {
+            topic_prefix: "kvs-edge".into(),
+            thing_name: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecorderFile {
+    /// A fragment closes at the first key frame after this long.
+    pub min_fragment_duration_ms: u32,
+    /// A segment file closes at the first fragment boundary after this long.
+    pub segment_duration_secs: u32,
+}
+
+impl Default for RecorderFile {
+    fn default() -> Self {
+        RecorderFile {
+            min_fragment_duration_ms: 2000,
+            segment_duration_secs: 60,
+        }
+    }
+}
+
+pub(super) fn read(path: &Path) -> Result<AgentFile, SettingsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(&text).map_err(|e| match e {
+        ParseError::Yaml(message) => SettingsError::Yaml {
+            path: path.to_owned(),
+            message,
+        },
+        ParseError::Invalid(errors) => SettingsError::Invalid(errors),
+    })
+}
+
+pub(super) enum ParseError {
+    Yaml(String),
+    Invalid(Vec<SettingError>),
+}
+
+pub(super) fn parse(text: &str) -> Result<AgentFile, ParseError> {
+    // An empty file (or one of comments only) is the defaults.
+    if text
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+    {
+        return Ok(AgentFile::default());
+    }
+    let file: AgentFile =
+        serde_saphyr::from_str(text).map_err(|e| ParseError::Yaml(e.to_string()))?;
+    let mut errors = Vec::new();
+    let mut range = |name: &str, v: u32, min: u32, max: u32| {
+        if v < min || v > max {
+            errors.push(SettingError {
+                name: name.to_owned(),
+                message: format!("{v} is outside {min}..={max}"),
+            });
+        }
+    };
+    range("max_streams", file.max_streams, 1, 256);
+    range(
+        "recorder.min_fragment_duration_ms",
+        file.recorder.min_fragment_duration_ms,
+        1000,
+        10_000,
+    );
+    range(
+        "recorder.segment_duration_secs",
+        file.recorder.segment_duration_secs,
+        10,
+        3600,
+    );
+    let topic_ok = !file.mqtt.topic_prefix.is_empty()
+        && !file.mqtt.topic_prefix.contains(['+', '#', '\0'])
+        && !file.mqtt.topic_prefix.starts_with('/')
+        && !file.mqtt.topic_prefix.ends_with('/');
+    if !topic_ok {
+        errors.push(SettingError {
+            name: "mqtt.topic_prefix".into(),
+            message: format!(
+                "{:?} must be a non-empty topic without wildcards or a leading or trailing '/'",
+                file.mqtt.topic_prefix
+            ),
+        });
+    }
+    if let Some(thing) = &file.mqtt.thing_name
+        && !crate::edge_config::validate::is_resource_name(thing)
+    {
+        errors.push(SettingError {
+            name: "mqtt.thing_name".into(),
+            message: format!("{thing:?} does not match the pattern [a-zA-Z0-9_.-]+"),
+        });
+    }
+    if errors.is_empty() {
+        Ok(file)
+    } else {
+        Err(ParseError::Invalid(errors))
+    }
+}

@@ -1,0 +1,233 @@
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Env {
+    pairs.iter().copied().collect()
+}
+
+fn errors(e: SettingsError) -> Vec<String> {
+    match e {
+        SettingsError::Invalid(errors) => errors.iter().map(ToString::to_string).collect(),
+        other => vec![other.to_string()],
+    }
+}
+
+#[test]
+fn defaults_are_the_seeds() {
+    let s = load(&Env::default(), None).unwrap();
+    assert_eq!(s.mode, Mode::Local);
+    assert!(!s.cloudwatch_enabled);
+    assert_eq!(s.log.level, LogLevel::Info);
+    assert_eq!(s.log.max_file_size_mb, 20);
+    assert_eq!(s.log.rollover_count, 10);
+    assert_eq!(s.log.output_directory, PathBuf::from("./log"));
+    assert_eq!(s.recording_directory, PathBuf::from("."));
+    assert_eq!(s.file.max_streams, 16);
+    assert_eq!(s.file.mqtt.topic_prefix, "kvs-edge");
+    assert_eq!(s.file.recorder.min_fragment_duration_ms, 2000);
+    assert_eq!(s.file.recorder.segment_duration_secs, 60);
+    assert_eq!(s.catalog_path(), PathBuf::from("./kvs-edge-agent.db"));
+}
+
+#[test]
+fn each_variable_accepts_its_range_and_names_itself_when_wrong() {
+    let cases: &[(&str, &str, Result<(), &str>)] = &[
+        ("AWS_KVS_EDGE_CLOUDWATCH_ENABLED", "false", Ok(())),
+        ("AWS_KVS_EDGE_CLOUDWATCH_ENABLED", "FaLsE", Ok(())),
+        (
+            "AWS_KVS_EDGE_CLOUDWATCH_ENABLED",
+            "yes",
+            Err("AWS_KVS_EDGE_CLOUDWATCH_ENABLED: \"yes\" is not TRUE or FALSE"),
+        ),
+        ("AWS_KVS_EDGE_LOG_LEVEL", "debug", Ok(())),
+        ("AWS_KVS_EDGE_LOG_LEVEL", "OFF", Ok(())),
+        (
+            "AWS_KVS_EDGE_LOG_LEVEL",
+            "VERBOSE",
+            Err("AWS_KVS_EDGE_LOG_LEVEL: \"VERBOSE\" is not one of OFF, ALL, FATAL, ERROR, WARN, INFO, DEBUG, TRACE"),
+        ),
+        ("AWS_KVS_EDGE_LOG_MAX_FILE_SIZE", "0", Ok(())),
+        ("AWS_KVS_EDGE_LOG_MAX_FILE_SIZE", "10000", Ok(())),
+        (
+            "AWS_KVS_EDGE_LOG_MAX_FILE_SIZE",
+            "10001",
+            Err("AWS_KVS_EDGE_LOG_MAX_FILE_SIZE: 10001 is above the maximum 10000"),
+        ),
+        (
+            "AWS_KVS_EDGE_LOG_MAX_FILE_SIZE",
+            "5MB",
+            Err("AWS_KVS_EDGE_LOG_MAX_FILE_SIZE: \"5MB\" is not a whole number"),
+        ),
+        ("AWS_KVS_EDGE_LOG_ROLLOVER_COUNT", "1", Ok(())),
+        ("AWS_KVS_EDGE_LOG_ROLLOVER_COUNT", "100", Ok(())),
+        (
+            "AWS_KVS_EDGE_LOG_ROLLOVER_COUNT",
+            "0",
+            Err("AWS_KVS_EDGE_LOG_ROLLOVER_COUNT: 0 is below the minimum 1"),
+        ),
+        (
+            "AWS_KVS_EDGE_LOG_ROLLOVER_COUNT",
+            "101",
+            Err("AWS_KVS_EDGE_LOG_ROLLOVER_COUNT: 101 is above the maximum 100"),
+        ),
+        ("AWS_KVS_EDGE_LOG_OUTPUT_DIRECTORY", "/var/log/kvs", Ok(())),
+        ("AWS_KVS_EDGE_RECORDING_DIRECTORY", "/media/kvs", Ok(())),
+        ("GST_PLUGIN_PATH", "/opt/gst", Ok(())),
+        ("LD_LIBRARY_PATH", "/opt/lib", Ok(())),
+    ];
+    for (name, value, want) in cases {
+        let got = load(&env(&[(name, value)]), None).map(|_| ()).map_err(errors);
+        match want {
+            Ok(()) => assert!(got.is_ok(), "{name}={value}: {got:?}"),
+            Err(msg) => assert_eq!(got.unwrap_err(), vec![msg.to_string()], "{name}={value}"),
+        }
+    }
+}
+
+#[test]
+fn values_are_applied() {
+    let s = load(
+        &env(&[
+            ("AWS_KVS_EDGE_LOG_LEVEL", "fatal"),
+            ("AWS_KVS_EDGE_LOG_MAX_FILE_SIZE", "5"),
+            ("AWS_KVS_EDGE_LOG_ROLLOVER_COUNT", "3"),
+            ("AWS_KVS_EDGE_LOG_OUTPUT_DIRECTORY", "/tmp/l"),
+            ("AWS_KVS_EDGE_RECORDING_DIRECTORY", "/tmp/r"),
+            ("AWS_REGION", "eu-west-1"),
+        ]),
+        None,
+    )
+    .unwrap();
+    assert_eq!(s.log.level, LogLevel::Fatal);
+    assert_eq!(s.log.level.filter_directive(), "error");
+    assert_eq!(s.log.max_file_size_mb, 5);
+    assert_eq!(s.log.rollover_count, 3);
+    assert_eq!(s.log.output_directory, PathBuf::from("/tmp/l"));
+    assert_eq!(s.catalog_path(), PathBuf::from("/tmp/r/kvs-edge-agent.db"));
+    assert_eq!(s.region.as_deref(), Some("eu-west-1"));
+}
+
+#[test]
+fn iot_mode_needs_every_iot_variable_and_readable_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |n: &str| {
+        let p = dir.path().join(n);
+        std::fs::write(&p, "pem").unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    let (ca, cert, key) = (file("ca.pem"), file("cert.pem"), file("key.pem"));
+    let full = [
+        ("AWS_REGION", "us-west-2"),
+        ("AWS_IOT_CA_CERT", ca.as_str()),
+        ("AWS_IOT_CORE_CERT", cert.as_str()),
+        ("AWS_IOT_CORE_PRIVATE_KEY", key.as_str()),
+        ("AWS_IOT_CORE_CREDENTIAL_ENDPOINT", "c.credentials.iot.us-west-2.amazonaws.com"),
+        ("AWS_IOT_CORE_DATA_ATS_ENDPOINT", "a-ats.iot.us-west-2.amazonaws.com"),
+        ("AWS_IOT_CORE_ROLE_ALIAS", "kvs-edge-role-alias"),
+        ("AWS_IOT_CORE_THING_NAME", "my-edge-device-thing"),
+    ];
+    let s = load(&env(&full), None).unwrap();
+    let Mode::Iot(iot) = &s.mode else {
+        panic!("expected IoT mode, got {:?}", s.mode)
+    };
+    assert_eq!(iot.role_alias, "kvs-edge-role-alias");
+    assert_eq!(s.thing_name(), Some("my-edge-device-thing"));
+
+    let partial = env(&[
+        ("AWS_IOT_CORE_THING_NAME", "t"),
+        ("AWS_IOT_CORE_CERT", "/nonexistent/cert.pem"),
+    ]);
+    assert_eq!(
+        errors(load(&partial, None).unwrap_err()),
+        [
+            "AWS_IOT_CA_CERT: is required when AWS_IOT_CORE_CERT is set (IoT mode)",
+            "AWS_IOT_CORE_CREDENTIAL_ENDPOINT: is required when AWS_IOT_CORE_CERT is set (IoT mode)",
+            "AWS_IOT_CORE_DATA_ATS_ENDPOINT: is required when AWS_IOT_CORE_CERT is set (IoT mode)",
+            "AWS_IOT_CORE_PRIVATE_KEY: is required when AWS_IOT_CORE_CERT is set (IoT mode)",
+            "AWS_IOT_CORE_ROLE_ALIAS: is required when AWS_IOT_CORE_CERT is set (IoT mode)",
+            "AWS_IOT_CORE_CERT: /nonexistent/cert.pem is not a readable file",
+            "AWS_REGION: is required when the AWS_IOT_* variables are set",
+        ]
+    );
+}
+
+#[test]
+fn greengrass_mode_is_detected() {
+    let s = load(&env(&[("SVCUID", "abc"), ("AWS_REGION", "us-east-1")]), None).unwrap();
+    assert_eq!(
+        s.mode,
+        Mode::Greengrass {
+            root: PathBuf::from("/greengrass/v2")
+        }
+    );
+    let s = load(&env(&[("GREENGRASS_ROOT_DIRECTORY", "/gg")]), None).unwrap();
+    assert_eq!(
+        s.mode,
+        Mode::Greengrass {
+            root: PathBuf::from("/gg")
+        }
+    );
+}
+
+#[test]
+fn cloudwatch_needs_credentials() {
+    assert_eq!(
+        errors(load(&env(&[("AWS_KVS_EDGE_CLOUDWATCH_ENABLED", "TRUE")]), None).unwrap_err()),
+        ["AWS_KVS_EDGE_CLOUDWATCH_ENABLED: TRUE needs AWS credentials: set the AWS_IOT_* variables or run under Greengrass"]
+    );
+}
+
+#[test]
+fn shipped_agent_yaml_is_the_defaults() {
+    let text = include_str!("../../../config/agent.yaml");
+    let parsed = match file::parse(text) {
+        Ok(f) => f,
+        Err(_) => panic!("config/agent.yaml must parse"),
+    };
+    assert_eq!(parsed, AgentFile::default());
+}
+
+#[test]
+fn yaml_file_values_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.yaml");
+    std::fs::write(
+        &path,
+        "state_directory: /var/lib/kvs\nmax_streams: 4\nmqtt:\n  topic_prefix: site/7\n  thing_name: box-1\nrecorder:\n  segment_duration_secs: 120\n",
+    )
+    .unwrap();
+    let s = load(&Env::default(), Some(&path)).unwrap();
+    assert_eq!(s.catalog_path(), PathBuf::from("/var/lib/kvs/kvs-edge-agent.db"));
+    assert_eq!(s.file.max_streams, 4);
+    assert_eq!(s.file.mqtt.topic_prefix, "site/7");
+    assert_eq!(s.thing_name(), Some("box-1"));
+    assert_eq!(s.file.recorder.segment_duration_secs, 120);
+    assert_eq!(s.file.recorder.min_fragment_duration_ms, 2000);
+
+    std::fs::write(&path, "max_streams: 0\nmqtt:\n  topic_prefix: a/+/b\n  thing_name: 'bad thing'\nrecorder:\n  min_fragment_duration_ms: 500\n  segment_duration_secs: 4000\n").unwrap();
+    assert_eq!(
+        errors(load(&Env::default(), Some(&path)).unwrap_err()),
+        [
+            "max_streams: 0 is outside 1..=256",
+            "recorder.min_fragment_duration_ms: 500 is outside 1000..=10000",
+            "recorder.segment_duration_secs: 4000 is outside 10..=3600",
+            "mqtt.topic_prefix: \"a/+/b\" must be a non-empty topic without wildcards or a leading or trailing '/'",
+            "mqtt.thing_name: \"bad thing\" does not match the pattern [a-zA-Z0-9_.-]+",
+        ]
+    );
+
+    std::fs::write(&path, "max_stream: 4\n").unwrap();
+    let e = load(&Env::default(), Some(&path)).unwrap_err().to_string();
+    assert!(e.contains("agent.yaml") && e.contains("max_stream"), "{e}");
+
+    std::fs::write(&path, "max_streams: [1\n").unwrap();
+    let e = load(&Env::default(), Some(&path)).unwrap_err().to_string();
+    assert!(e.starts_with("configuration file "), "{e}");
+
+    std::fs::write(&path, "max_streams: many\n").unwrap();
+    let e = load(&Env::default(), Some(&path)).unwrap_err().to_string();
+    assert!(e.contains("max_streams") || e.contains("many"), "{e}");
+
+    let missing = dir.path().join("nope.yaml");
+    let e = load(&Env::default(), Some(&missing)).unwrap_err().to_string();
+    assert!(e.starts_with("cannot read the configuration file") && e.contains("nope.yaml"), "{e}");
+}
