@@ -1,3 +1,160 @@
-//! The catalog: SQLite.
+//! The catalog: one SQLite database (WAL) holding the edge configurations, their job status, and
+//! the index of every segment file and fragment on disk.
+//!
+//! Crash-safety contract (the media side is kept by the recorder and janitor, see DESIGN.md):
+//! a fragment row is committed only after its cluster is written and fsynced, so every row
+//! describes bytes that are durably on disk; a file may hold bytes past its indexed size (the
+//! fragment in flight at a crash), which recovery truncates. `synchronous=FULL` makes each
+//! commit durable before it returns, so a row the recorder was told is committed survives a
+//! power cut.
+//!
+//! One connection behind a mutex serves the agent: every statement is short, and SQLite
+//! serialises writers anyway. Other processes (`recordings`, `check`) open their own
+//! connection; WAL lets them read while the agent writes.
 
+mod config;
+mod media;
+mod upgrade;
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{Connection, OpenFlags};
+
+pub use config::{Job, JobStatusRow, StoredConfig};
+pub use media::{FragmentRow, NewFragment, NewSegment, SegmentId, SegmentRow, SegmentState, UploadState};
+pub use upgrade::CURRENT_VERSION;
+
+/// The catalog's file name inside the state directory.
 pub const FILE_NAME: &str = "kvs-edge-agent.db";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("catalog {path}: {source}")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "catalog {path} has schema version {found}, newer than the {supported} this kvs-edge-agent \
+         understands; run the newer kvs-edge-agent, or move the file aside to start afresh"
+    )]
+    TooNew {
+        path: String,
+        found: i32,
+        supported: i32,
+    },
+    #[error(
+        "catalog {path} has schema version {found}; start the agent once to upgrade it to \
+         {supported}"
+    )]
+    TooOld {
+        path: String,
+        found: i32,
+        supported: i32,
+    },
+    #[error("catalog: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("catalog: stored configuration of stream {stream} is unreadable: {message}")]
+    Corrupt { stream: String, message: String },
+    #[error("catalog: no {what} {key}")]
+    NotFound { what: &'static str, key: String },
+}
+
+pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
+
+pub struct Catalog {
+    conn: Mutex<Connection>,
+}
+
+impl Catalog {
+    /// Opens (creating if needed) the catalog at `path` and brings its schema up to date.
+    /// Opening an up-to-date catalog changes nothing.
+    pub fn open(path: &Path) -> Result<Catalog> {
+        let wrap = |source| CatalogError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(wrap)?;
+        Self::init(conn, &path.display().to_string()).map_err(|e| match e {
+            CatalogError::Sqlite(source) => wrap(source),
+            other => other,
+        })
+    }
+
+    /// Opens an existing catalog without writing to it (for operator commands that must not
+    /// disturb a running agent); the schema must be current.
+    pub fn open_read_only(path: &Path) -> Result<Catalog> {
+        let name = path.display().to_string();
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| CatalogError::Open {
+            path: name.clone(),
+            source,
+        })?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > CURRENT_VERSION {
+            return Err(CatalogError::TooNew {
+                path: name,
+                found: version,
+                supported: CURRENT_VERSION,
+            });
+        }
+        if version < CURRENT_VERSION {
+            return Err(CatalogError::TooOld {
+                path: name,
+                found: version,
+                supported: CURRENT_VERSION,
+            });
+        }
+        Ok(Catalog {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    pub fn open_in_memory() -> Result<Catalog> {
+        Self::init(Connection::open_in_memory()?, ":memory:")
+    }
+
+    fn init(mut conn: Connection, name: &str) -> Result<Catalog> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "wal")?;
+        conn.pragma_update(None, "synchronous", "full")?;
+        conn.pragma_update(None, "foreign_keys", "on")?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let version: i32 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > CURRENT_VERSION {
+            return Err(CatalogError::TooNew {
+                path: name.to_owned(),
+                found: version,
+                supported: CURRENT_VERSION,
+            });
+        }
+        if version < CURRENT_VERSION {
+            upgrade::run(&tx, version)?;
+        }
+        tx.commit()?;
+        Ok(Catalog {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite itself consistent (an open transaction is
+        // rolled back when dropped), so a poisoned lock is still safe to use.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The schema version of the open catalog.
+    pub fn schema_version(&self) -> Result<i32> {
+        Ok(self
+            .conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -20,7 +20,9 @@ pub const UNKNOWN_SIZE: [u8; 8] = [0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xF
 pub enum EbmlError {
     #[error("truncated EBML data: need {needed} bytes, have {available}")]
     Truncated { needed: u64, available: u64 },
-    #[error("invalid VINT: first byte 0x{first:02x} has no length marker in its first {max_len} bits")]
+    #[error(
+        "invalid VINT: first byte 0x{first:02x} has no length marker in its first {max_len} bits"
+    )]
     InvalidVint { first: u8, max_len: usize },
     #[error("element ID 0x{0:x} is not a valid 1-4 byte EBML ID")]
     InvalidId(u64),
@@ -118,7 +120,9 @@ pub fn size_len(size: u64) -> Result<usize, EbmlError> {
     if size > MAX_SIZE {
         return Err(EbmlError::SizeTooLarge(size));
     }
-    Ok((1..=8).find(|&len| size < (1u64 << (7 * len)) - 1).unwrap_or(8))
+    Ok((1..=8)
+        .find(|&len| size < (1u64 << (7 * len)) - 1)
+        .unwrap_or(8))
 }
 
 /// Append `size` as a VINT of exactly `len` bytes (used to reserve a fixed-width size field).
@@ -275,7 +279,9 @@ pub fn split_element(buf: &[u8]) -> Result<(ElementHeader, &[u8], &[u8]), EbmlEr
 
 /// Iterate over the complete child elements of a master element's data. Stops with an error
 /// on the first malformed or truncated child.
-pub fn children(mut data: &[u8]) -> impl Iterator<Item = Result<(ElementHeader, &[u8]), EbmlError>> {
+pub fn children(
+    mut data: &[u8],
+) -> impl Iterator<Item = Result<(ElementHeader, &[u8]), EbmlError>> {
     std::iter::from_fn(move || {
         if data.is_empty() {
             return None;
@@ -324,7 +330,9 @@ pub fn read_int(data: &[u8]) -> Result<i64, EbmlError> {
 pub fn read_float(data: &[u8]) -> Result<f64, EbmlError> {
     match data.len() {
         0 => Ok(0.0),
-        4 => Ok(f64::from(f32::from_be_bytes([data[0], data[1], data[2], data[3]]))),
+        4 => Ok(f64::from(f32::from_be_bytes([
+            data[0], data[1], data[2], data[3],
+        ]))),
         8 => Ok(f64::from_be_bytes([
             data[0], data[1], data[2], data[3], data[4], data[5], data[6], data[7],
         ])),
@@ -358,11 +366,32 @@ mod tests {
         assert_eq!(size_bytes(127), [0x40, 0x7F]);
         assert_eq!(size_bytes(16382), [0x7F, 0xFE]);
         assert_eq!(size_bytes(16383), [0x20, 0x3F, 0xFF]);
-        assert_eq!(size_bytes(MAX_SIZE), [0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFE]);
-        assert_eq!(size_len(MAX_SIZE + 1), Err(EbmlError::SizeTooLarge(MAX_SIZE + 1)));
-        for size in [0, 1, 126, 127, 128, 16382, 16383, 1 << 20, (1 << 35) + 7, MAX_SIZE] {
+        assert_eq!(
+            size_bytes(MAX_SIZE),
+            [0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFE]
+        );
+        assert_eq!(
+            size_len(MAX_SIZE + 1),
+            Err(EbmlError::SizeTooLarge(MAX_SIZE + 1))
+        );
+        for size in [
+            0,
+            1,
+            126,
+            127,
+            128,
+            16382,
+            16383,
+            1 << 20,
+            (1 << 35) + 7,
+            MAX_SIZE,
+        ] {
             let bytes = size_bytes(size);
-            assert_eq!(read_size(&bytes), Ok((Some(size), bytes.len())), "size {size}");
+            assert_eq!(
+                read_size(&bytes),
+                Ok((Some(size), bytes.len())),
+                "size {size}"
+            );
         }
     }
 
@@ -389,19 +418,34 @@ mod tests {
         );
         assert_eq!(read_size(&[]), Err(truncated(1, 0)));
         assert_eq!(read_size(&[0x01, 0xFF]), Err(truncated(8, 2)));
-        assert!(matches!(read_id(&[0x08, 1, 2, 3, 4]), Err(EbmlError::InvalidVint { .. })));
+        assert!(matches!(
+            read_id(&[0x08, 1, 2, 3, 4]),
+            Err(EbmlError::InvalidVint { .. })
+        ));
         assert_eq!(read_id(&[0x1A, 0x45]), Err(truncated(4, 2)));
     }
 
     #[test]
     fn ids_round_trip() {
-        for id in [ids::EBML, ids::SEGMENT, ids::TIMECODE_SCALE, ids::NAME, ids::SIMPLE_BLOCK] {
+        for id in [
+            ids::EBML,
+            ids::SEGMENT,
+            ids::TIMECODE_SCALE,
+            ids::NAME,
+            ids::SIMPLE_BLOCK,
+        ] {
             let mut out = Vec::new();
             write_id(&mut out, id).unwrap();
             assert_eq!(read_id(&out), Ok((id, out.len())));
         }
-        assert_eq!(write_id(&mut Vec::new(), 0x12), Err(EbmlError::InvalidId(0x12)));
-        assert_eq!(write_id(&mut Vec::new(), 0xFF), Err(EbmlError::InvalidId(0xFF)));
+        assert_eq!(
+            write_id(&mut Vec::new(), 0x12),
+            Err(EbmlError::InvalidId(0x12))
+        );
+        assert_eq!(
+            write_id(&mut Vec::new(), 0xFF),
+            Err(EbmlError::InvalidId(0xFF))
+        );
     }
 
     #[test]
@@ -413,7 +457,19 @@ mod tests {
             assert_eq!((h.id, rest.len()), (ids::TIMECODE, 0));
             assert_eq!(read_uint(data), Ok(value));
         }
-        for value in [0i64, 1, -1, 127, 128, -128, -129, 32767, -32768, i64::MIN, i64::MAX] {
+        for value in [
+            0i64,
+            1,
+            -1,
+            127,
+            128,
+            -128,
+            -129,
+            32767,
+            -32768,
+            i64::MIN,
+            i64::MAX,
+        ] {
             let mut out = Vec::new();
             write_int(&mut out, ids::TIMECODE, value).unwrap();
             let (_, data, _) = split_element(&out).unwrap();
@@ -444,7 +500,10 @@ mod tests {
         assert_eq!(read_string(b"ab\0\0").as_deref(), Ok("ab"));
         // A huge declared size is reported, not allocated.
         let huge = [0xA3, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFE, 0x00];
-        assert!(matches!(split_element(&huge), Err(EbmlError::Truncated { .. })));
+        assert!(matches!(
+            split_element(&huge),
+            Err(EbmlError::Truncated { .. })
+        ));
         let mut it = children(&[0xE7, 0x81]);
         assert!(matches!(it.next(), Some(Err(EbmlError::Truncated { .. }))));
         assert!(it.next().is_none());
@@ -455,6 +514,9 @@ mod tests {
         let mut out = Vec::new();
         write_unknown_size_header(&mut out, ids::SEGMENT).unwrap();
         let h = read_element_header(&out).unwrap();
-        assert_eq!((h.id, h.header_len, h.size, h.total_len()), (ids::SEGMENT, 12, None, None));
+        assert_eq!(
+            (h.id, h.header_len, h.size, h.total_len()),
+            (ids::SEGMENT, 12, None, None)
+        );
     }
 }

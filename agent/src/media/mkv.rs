@@ -8,7 +8,7 @@
 //! cluster with no size to patch afterwards, so a file cut anywhere is still a valid segment up
 //! to its last complete cluster.
 //!
-//! The header follows the KVS producer SDK's (`mkvgen`): DocType `matroska` version 2
+//! The header is modelled on the KVS producer SDK's (`mkvgen`): DocType `matroska` version 2
 //! (SimpleBlock needs 2), EBMLMaxIDLength 4, EBMLMaxSizeLength 8; Info with a 16-byte
 //! SegmentUID, TimecodeScale 1 ms, MuxingApp/WritingApp; one video TrackEntry with TrackNumber
 //! 1, TrackUID 1, Name `kinesis_video` (the SDK's default track name), CodecID
@@ -126,7 +126,9 @@ pub enum MkvError {
     EmptyFrame { index: usize },
     #[error("timestamps go backwards: {next} ms after {prev} ms")]
     TimestampBackwards { prev: i64, next: i64 },
-    #[error("frame at {timestamp_ms} ms is too far from cluster start {cluster_ms} ms for a 16-bit relative timecode")]
+    #[error(
+        "frame at {timestamp_ms} ms is too far from cluster start {cluster_ms} ms for a 16-bit relative timecode"
+    )]
     RelativeTimecodeOverflow { cluster_ms: i64, timestamp_ms: i64 },
     #[error("cluster timecode {0} ms is negative")]
     NegativeTimecode(i64),
@@ -138,12 +140,23 @@ pub enum MkvError {
     Missing(&'static str),
     #[error("no H.264 or H.265 video track (codecs seen: {0:?})")]
     NoVideoTrack(Vec<String>),
-    #[error("element 0x{id:x} at offset {offset} has unknown size, which only Segment and Cluster may have")]
+    #[error(
+        "element 0x{id:x} at offset {offset} has unknown size, which only Segment and Cluster may have"
+    )]
     UnexpectedUnknownSize { id: u32, offset: u64 },
     #[error("element 0x{id:x} at offset {offset} is {len} bytes, more than the {max} allowed")]
-    ElementTooLarge { id: u32, offset: u64, len: u64, max: u64 },
+    ElementTooLarge {
+        id: u32,
+        offset: u64,
+        len: u64,
+        max: u64,
+    },
     #[error("element at offset {offset} needs {needed} bytes but the file ends at {file_len}")]
-    Truncated { offset: u64, needed: u64, file_len: u64 },
+    Truncated {
+        offset: u64,
+        needed: u64,
+        file_len: u64,
+    },
     #[error("malformed block: {0}")]
     BadBlock(&'static str),
     #[error("laced blocks are not supported for video")]
@@ -410,7 +423,12 @@ impl<R: Read + Seek> SegmentReader<R> {
         let mut segment_uid = None;
         let mut tracks = None;
         while pos < segment_end {
-            let h = io.header_at(pos)?;
+            // Once Tracks is known, a torn or bad element ends the header; the cluster walk
+            // then reports it, so a file cut right after its header still opens.
+            let h = match io.header_at(pos) {
+                Err(_) if tracks.is_some() => break,
+                h => h?,
+            };
             if h.id == ids::CLUSTER {
                 break;
             }
@@ -432,7 +450,11 @@ impl<R: Read + Seek> SegmentReader<R> {
                 }
                 _ => {}
             }
-            pos += io.known_total(pos, &h)?;
+            match io.known_total(pos, &h) {
+                Ok(total) => pos += total,
+                Err(_) if tracks.is_some() => break,
+                Err(e) => return Err(e),
+            }
         }
         if timecode_scale_ns == 0 {
             return Err(MkvError::OutOfRange {
@@ -480,7 +502,10 @@ impl<R: Read + Seek> SegmentReader<R> {
         self.next_with(false).map(|c| c.map(|(summary, _)| summary))
     }
 
-    fn next_with(&mut self, want_frames: bool) -> Result<Option<(ClusterSummary, Vec<Frame>)>, MkvError> {
+    fn next_with(
+        &mut self,
+        want_frames: bool,
+    ) -> Result<Option<(ClusterSummary, Vec<Frame>)>, MkvError> {
         if self.done {
             return Ok(None);
         }
@@ -491,7 +516,10 @@ impl<R: Read + Seek> SegmentReader<R> {
         result
     }
 
-    fn advance(&mut self, want_frames: bool) -> Result<Option<(ClusterSummary, Vec<Frame>)>, MkvError> {
+    fn advance(
+        &mut self,
+        want_frames: bool,
+    ) -> Result<Option<(ClusterSummary, Vec<Frame>)>, MkvError> {
         let mut io = Io {
             src: &mut self.src,
             file_len: self.file_len,
@@ -579,7 +607,9 @@ impl<R: Read + Seek> Io<'_, R> {
 
     /// Total length of a known-size element that must lie entirely within the file.
     fn known_total(&mut self, offset: u64, h: &ElementHeader) -> Result<u64, MkvError> {
-        let total = h.total_len().ok_or(MkvError::UnexpectedUnknownSize { id: h.id, offset })?;
+        let total = h
+            .total_len()
+            .ok_or(MkvError::UnexpectedUnknownSize { id: h.id, offset })?;
         if offset.saturating_add(total) > self.file_len {
             return Err(MkvError::Truncated {
                 offset,
@@ -591,19 +621,19 @@ impl<R: Read + Seek> Io<'_, R> {
     }
 
     fn bytes_at(&mut self, offset: u64, len: u64, max: u64, id: u32) -> Result<Vec<u8>, MkvError> {
+        if offset.saturating_add(len) > self.file_len {
+            return Err(MkvError::Truncated {
+                offset,
+                needed: len,
+                file_len: self.file_len,
+            });
+        }
         if len > max {
             return Err(MkvError::ElementTooLarge {
                 id,
                 offset,
                 len,
                 max,
-            });
-        }
-        if offset.saturating_add(len) > self.file_len {
-            return Err(MkvError::Truncated {
-                offset,
-                needed: len,
-                file_len: self.file_len,
             });
         }
         let mut buf = vec![0u8; len as usize];
@@ -621,7 +651,12 @@ impl<R: Read + Seek> Io<'_, R> {
 
     /// Length of an unknown-size cluster: its children run until a top-level element starts
     /// or the segment ends; every child must be complete.
-    fn unknown_cluster_len(&mut self, offset: u64, h: &ElementHeader, end: u64) -> Result<u64, MkvError> {
+    fn unknown_cluster_len(
+        &mut self,
+        offset: u64,
+        h: &ElementHeader,
+        end: u64,
+    ) -> Result<u64, MkvError> {
         let mut pos = offset + h.header_len as u64;
         while pos < end {
             let child = self.header_at(pos)?;
@@ -723,12 +758,18 @@ struct ParsedCluster<'a> {
 
 /// Ticks to ms, saturating instead of overflowing on absurd values.
 fn ticks_to_ms(ticks: i128, scale_ns: u64) -> i64 {
-    let ms = ticks * i128::from(scale_ns) / 1_000_000;
+    let ms = ticks
+        .checked_mul(i128::from(scale_ns))
+        .map_or(ticks.signum() * i128::MAX, |ns| ns / 1_000_000);
     ms.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
 }
 
 /// Parse a cluster's children: Timecode, then SimpleBlocks and BlockGroups of `track`.
-fn parse_cluster_body(body: &[u8], scale_ns: u64, track: u64) -> Result<ParsedCluster<'_>, MkvError> {
+fn parse_cluster_body(
+    body: &[u8],
+    scale_ns: u64,
+    track: u64,
+) -> Result<ParsedCluster<'_>, MkvError> {
     let mut timecode: Option<u64> = None;
     let mut blocks = Vec::new();
     for child in ebml::children(body) {
@@ -785,7 +826,11 @@ fn parse_cluster_body(body: &[u8], scale_ns: u64, track: u64) -> Result<ParsedCl
 
 /// The frames of one complete Cluster element (header included), as written by [`cluster`]
 /// or read from a file with the given TimecodeScale and video track number.
-pub fn read_cluster_frames(cluster: &[u8], timecode_scale_ns: u64, track: u64) -> Result<Vec<Frame>, MkvError> {
+pub fn read_cluster_frames(
+    cluster: &[u8],
+    timecode_scale_ns: u64,
+    track: u64,
+) -> Result<Vec<Frame>, MkvError> {
     let (h, body, _) = ebml::split_element(cluster)?;
     if h.id != ids::CLUSTER {
         return Err(MkvError::Missing("Cluster"));
@@ -809,7 +854,9 @@ mod tests {
     fn track() -> TrackInfo {
         TrackInfo {
             codec: VideoCodec::H264,
-            codec_private: vec![1, 0x4D, 0x40, 0x1E, 0xFF, 0xE1, 0, 4, 0x67, 0x4D, 0x40, 0x1E, 1, 0, 2, 0x68, 0xEB],
+            codec_private: vec![
+                1, 0x4D, 0x40, 0x1E, 0xFF, 0xE1, 0, 4, 0x67, 0x4D, 0x40, 0x1E, 1, 0, 2, 0x68, 0xEB,
+            ],
             width: 640,
             height: 360,
         }
@@ -824,7 +871,9 @@ mod tests {
     }
 
     fn gop(start: i64, n: usize) -> Vec<Frame> {
-        (0..n).map(|i| frame(start + 40 * i as i64, i == 0, i as u8)).collect()
+        (0..n)
+            .map(|i| frame(start + 40 * i as i64, i == 0, i as u8))
+            .collect()
     }
 
     fn segment(clusters: &[Vec<Frame>]) -> Vec<u8> {
@@ -844,11 +893,32 @@ mod tests {
         assert_eq!(scan.header.timecode_scale_ns, 1_000_000);
         assert_eq!(scan.header.segment_uid.as_deref(), Some(&[7u8; 16][..]));
         assert_eq!(scan.header.header_len, bytes.len() as u64);
-        assert_eq!((scan.valid_len, scan.clusters.len()), (bytes.len() as u64, 0));
+        assert_eq!(
+            (scan.valid_len, scan.clusters.len()),
+            (bytes.len() as u64, 0)
+        );
         assert!(scan.stopped_by.is_none());
         // Segment size is the unknown marker, right after the EBML header.
         let ebml_len = ebml::split_element(&bytes).unwrap().0.total_len().unwrap() as usize;
-        assert_eq!(&bytes[ebml_len..ebml_len + 12], &[0x18, 0x53, 0x80, 0x67, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]);
+        assert_eq!(
+            &bytes[ebml_len..ebml_len + 12],
+            &[
+                0x18, 0x53, 0x80, 0x67, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF
+            ]
+        );
+    }
+
+    #[test]
+    fn hevc_track_round_trips() {
+        let hevc = TrackInfo {
+            codec: VideoCodec::H265,
+            codec_private: vec![1, 2, 3],
+            width: 3840,
+            height: 2160,
+        };
+        let bytes = segment_header(&hevc, [2; 16]);
+        assert!(bytes.windows(16).any(|w| w == b"V_MPEGH/ISO/HEVC"));
+        assert_eq!(scan_segment_bytes(&bytes).unwrap().header.track, hevc);
     }
 
     #[test]
@@ -863,26 +933,41 @@ mod tests {
         assert_eq!(kids[1].0.id, ids::SIMPLE_BLOCK);
         assert_eq!(&kids[1].1[..4], &[0x81, 0, 0, 0x80]);
         assert_eq!(&kids[2].1[..4], &[0x81, 0, 40, 0x00]);
-        assert_eq!(read_cluster_frames(&bytes, TIMECODE_SCALE_NS, 1).unwrap(), frames);
+        assert_eq!(
+            read_cluster_frames(&bytes, TIMECODE_SCALE_NS, 1).unwrap(),
+            frames
+        );
     }
 
     #[test]
     fn cluster_rules_are_enforced() {
         assert!(matches!(cluster(&[]), Err(MkvError::EmptyCluster)));
-        assert!(matches!(cluster(&[frame(0, false, 0)]), Err(MkvError::FirstFrameNotKey)));
+        assert!(matches!(
+            cluster(&[frame(0, false, 0)]),
+            Err(MkvError::FirstFrameNotKey)
+        ));
         assert!(matches!(
             cluster(&[frame(100, true, 0), frame(99, false, 0)]),
-            Err(MkvError::TimestampBackwards { prev: 100, next: 99 })
+            Err(MkvError::TimestampBackwards {
+                prev: 100,
+                next: 99
+            })
         ));
         assert!(matches!(
             cluster(&[frame(0, true, 0), frame(32_768, false, 0)]),
             Err(MkvError::RelativeTimecodeOverflow { .. })
         ));
         assert!(cluster(&[frame(0, true, 0), frame(32_767, false, 0)]).is_ok());
-        assert!(matches!(cluster(&[frame(-1, true, 0)]), Err(MkvError::NegativeTimecode(-1))));
+        assert!(matches!(
+            cluster(&[frame(-1, true, 0)]),
+            Err(MkvError::NegativeTimecode(-1))
+        ));
         let mut empty = frame(0, true, 0);
         empty.data.clear();
-        assert!(matches!(cluster(&[empty]), Err(MkvError::EmptyFrame { index: 0 })));
+        assert!(matches!(
+            cluster(&[empty]),
+            Err(MkvError::EmptyFrame { index: 0 })
+        ));
         // Equal timestamps are accepted.
         assert!(cluster(&[frame(5, true, 0), frame(5, false, 0)]).is_ok());
     }
@@ -923,7 +1008,12 @@ mod tests {
                 continue;
             }
             let scan = scan.unwrap();
-            let expected: Vec<_> = full.clusters.iter().filter(|c| c.end() <= cut as u64).copied().collect();
+            let expected: Vec<_> = full
+                .clusters
+                .iter()
+                .filter(|c| c.end() <= cut as u64)
+                .copied()
+                .collect();
             assert_eq!(scan.clusters, expected, "cut {cut}");
             let valid = expected.last().map_or(header_len as u64, |c| c.end());
             assert_eq!(scan.valid_len, valid, "cut {cut}");
@@ -940,7 +1030,10 @@ mod tests {
         let scan = scan_segment_bytes(&bytes).unwrap();
         assert_eq!(scan.clusters.len(), 1);
         assert_eq!(scan.valid_len, second as u64);
-        assert!(matches!(scan.stopped_by, Some(MkvError::Ebml(EbmlError::InvalidVint { .. }))));
+        assert!(matches!(
+            scan.stopped_by,
+            Some(MkvError::Ebml(EbmlError::InvalidVint { .. }))
+        ));
         // A cluster claiming a huge size is truncated, not allocated.
         let mut bytes = segment(&[gop(0, 3)]);
         let at = full.clusters[0].offset as usize + 4;
@@ -979,8 +1072,19 @@ mod tests {
         assert_eq!(scan.clusters[1].offset, second);
         let mut reader = SegmentReader::new(io::Cursor::new(&bytes)).unwrap();
         let c = reader.next_cluster().unwrap().unwrap();
-        let got: Vec<_> = c.frames.iter().map(|f| (f.timestamp_ms, f.key, f.data.clone())).collect();
-        assert_eq!(got, [(1000, true, vec![9]), (1040, false, vec![8]), (1080, true, vec![7])]);
+        let got: Vec<_> = c
+            .frames
+            .iter()
+            .map(|f| (f.timestamp_ms, f.key, f.data.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1000, true, vec![9]),
+                (1040, false, vec![8]),
+                (1080, true, vec![7])
+            ]
+        );
     }
 
     #[test]
@@ -996,22 +1100,88 @@ mod tests {
 
     #[test]
     fn bad_headers_are_errors() {
-        assert!(matches!(scan_segment_bytes(&[]), Err(MkvError::Truncated { .. })));
-        assert!(matches!(scan_segment_bytes(&[0xA3, 0x80]), Err(MkvError::NotEbml(0xA3))));
+        assert!(matches!(
+            scan_segment_bytes(&[]),
+            Err(MkvError::Truncated { .. })
+        ));
+        assert!(matches!(
+            scan_segment_bytes(&[0xA3, 0x80]),
+            Err(MkvError::NotEbml(0xA3))
+        ));
         let mut doc = Vec::new();
         let mut body = Vec::new();
         ebml::write_string(&mut body, ids::DOC_TYPE, "other").unwrap();
         ebml::write_master(&mut doc, ids::EBML, &body).unwrap();
-        assert!(matches!(scan_segment_bytes(&doc), Err(MkvError::NotMatroska(_))));
+        assert!(matches!(
+            scan_segment_bytes(&doc),
+            Err(MkvError::NotMatroska(_))
+        ));
         let header = segment_header(&track(), [0; 16]);
         let ebml_len = ebml::split_element(&header).unwrap().0.total_len().unwrap() as usize;
-        assert!(matches!(scan_segment_bytes(&header[..ebml_len + 12]), Err(MkvError::Missing("Tracks"))));
+        assert!(matches!(
+            scan_segment_bytes(&header[..ebml_len + 12]),
+            Err(MkvError::Missing("Tracks"))
+        ));
         let mut laced = segment_header(&track(), [0; 16]);
         let mut body = Vec::new();
         ebml::write_uint(&mut body, ids::TIMECODE, 0).unwrap();
         ebml::write_binary(&mut body, ids::SIMPLE_BLOCK, &[0x81, 0, 0, 0x82, 0, 1]).unwrap();
         ebml::write_master(&mut laced, ids::CLUSTER, &body).unwrap();
-        assert!(matches!(scan_segment_bytes(&laced).unwrap().stopped_by, Some(MkvError::Lacing)));
+        assert!(matches!(
+            scan_segment_bytes(&laced).unwrap().stopped_by,
+            Some(MkvError::Lacing)
+        ));
+    }
+
+    /// Deterministic xorshift64, so the mutation tests need no extra crate.
+    fn next_random(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    fn read_everything(bytes: &[u8]) {
+        if let Ok(scan) = scan_segment_bytes(bytes) {
+            assert!(scan.valid_len <= bytes.len() as u64);
+            assert!(scan.clusters.iter().all(|c| c.end() <= scan.valid_len));
+        }
+        if let Ok(mut reader) = SegmentReader::new(io::Cursor::new(bytes)) {
+            while let Ok(Some(_)) = reader.next_cluster() {}
+        }
+    }
+
+    #[test]
+    fn mutated_segments_never_panic() {
+        let bytes = segment(&[gop(0, 3), gop(120, 3)]);
+        for i in 0..bytes.len() {
+            for value in [0x00, 0x01, 0x7F, 0x80, 0xFF, bytes[i] ^ 0x55] {
+                let mut mutated = bytes.clone();
+                mutated[i] = value;
+                read_everything(&mutated);
+            }
+        }
+        let mut state = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..3000 {
+            let keep = (next_random(&mut state) % bytes.len() as u64) as usize;
+            let mut mutated = bytes[..keep].to_vec();
+            for _ in 0..next_random(&mut state) % 64 {
+                mutated.push(next_random(&mut state) as u8);
+            }
+            read_everything(&mutated);
+        }
+        let mut c = Vec::new();
+        ebml::write_master(
+            &mut c,
+            ids::CLUSTER,
+            &[
+                0xE7, 0x88, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xA3, 0x84, 0x81, 0x7F,
+                0xFF, 0x80,
+            ],
+        )
+        .unwrap();
+        let frames = read_cluster_frames(&c, u64::MAX, 1).unwrap();
+        assert_eq!(frames[0].timestamp_ms, i64::MAX);
     }
 
     #[test]

@@ -1,0 +1,352 @@
+//! Segment and fragment rows: the index of the media on disk.
+//!
+//! Order of operations the callers keep (DESIGN.md, "Media on disk"):
+//! - recording: write the cluster, fsync, then [`Catalog::add_fragment`] (one transaction that
+//!   inserts the fragment and extends the segment's indexed size);
+//! - deleting: [`Catalog::mark_segment_deleting`], unlink, fsync the directory, then
+//!   [`Catalog::remove_segment`]. A crash in between leaves a DELETING row that startup finishes.
+
+use jiff::Timestamp;
+use rusqlite::{OptionalExtension, Row, params};
+
+use super::{Catalog, CatalogError, Result};
+
+pub type SegmentId = i64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SegmentState {
+    Open,
+    Closed,
+    Deleting,
+}
+
+impl SegmentState {
+    fn as_str(self) -> &'static str {
+        match self {
+            SegmentState::Open => "OPEN",
+            SegmentState::Closed => "CLOSED",
+            SegmentState::Deleting => "DELETING",
+        }
+    }
+
+    fn parse(s: &str) -> rusqlite::Result<SegmentState> {
+        match s {
+            "OPEN" => Ok(SegmentState::Open),
+            "CLOSED" => Ok(SegmentState::Closed),
+            "DELETING" => Ok(SegmentState::Deleting),
+            other => Err(rusqlite::Error::InvalidColumnType(
+                0,
+                format!("segment state {other:?}"),
+                rusqlite::types::Type::Text,
+            )),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UploadState {
+    Pending,
+    Uploaded,
+    Failed,
+}
+
+impl UploadState {
+    fn parse(s: &str) -> rusqlite::Result<UploadState> {
+        match s {
+            "PENDING" => Ok(UploadState::Pending),
+            "UPLOADED" => Ok(UploadState::Uploaded),
+            "FAILED" => Ok(UploadState::Failed),
+            other => Err(rusqlite::Error::InvalidColumnType(
+                0,
+                format!("upload state {other:?}"),
+                rusqlite::types::Type::Text,
+            )),
+        }
+    }
+}
+
+/// A segment about to be written: its file holds only the Matroska header so far.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewSegment {
+    pub stream_name: String,
+    /// Relative to the recording directory.
+    pub path: String,
+    pub codec_id: String,
+    pub codec_private: Vec<u8>,
+    pub width: u16,
+    pub height: u16,
+    pub header_size: u64,
+    pub start_ms: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentRow {
+    pub id: SegmentId,
+    pub stream_name: String,
+    pub path: String,
+    pub codec_id: String,
+    pub codec_private: Vec<u8>,
+    pub width: u16,
+    pub height: u16,
+    pub header_size: u64,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub size: u64,
+    pub state: SegmentState,
+}
+
+/// A fragment whose cluster is durably written at `offset..offset + size` of its segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewFragment {
+    pub offset: u64,
+    pub size: u64,
+    pub timecode_ms: i64,
+    pub duration_ms: i64,
+    pub frame_count: u32,
+    pub key_frame_count: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FragmentRow {
+    pub id: i64,
+    pub segment_id: SegmentId,
+    pub offset: u64,
+    pub size: u64,
+    pub timecode_ms: i64,
+    pub duration_ms: i64,
+    pub frame_count: u32,
+    pub key_frame_count: u32,
+    pub upload_state: UploadState,
+    pub fragment_number: Option<String>,
+    pub upload_error: Option<String>,
+}
+
+const SEGMENT_COLUMNS: &str = "id, stream_name, path, codec_id, codec_private, width, height, \
+                               header_size, start_ms, end_ms, size, state";
+
+fn segment_from_row(r: &Row<'_>) -> rusqlite::Result<SegmentRow> {
+    Ok(SegmentRow {
+        id: r.get(0)?,
+        stream_name: r.get(1)?,
+        path: r.get(2)?,
+        codec_id: r.get(3)?,
+        codec_private: r.get(4)?,
+        width: r.get(5)?,
+        height: r.get(6)?,
+        header_size: r.get(7)?,
+        start_ms: r.get(8)?,
+        end_ms: r.get(9)?,
+        size: r.get(10)?,
+        state: SegmentState::parse(&r.get::<_, String>(11)?)?,
+    })
+}
+
+const FRAGMENT_COLUMNS: &str = "f.id, f.segment_id, f.offset, f.size, f.timecode_ms, \
+     f.duration_ms, f.frame_count, f.key_frame_count, f.upload_state, f.fragment_number, \
+     f.upload_error";
+
+fn fragment_from_row(r: &Row<'_>) -> rusqlite::Result<FragmentRow> {
+    Ok(FragmentRow {
+        id: r.get(0)?,
+        segment_id: r.get(1)?,
+        offset: r.get(2)?,
+        size: r.get(3)?,
+        timecode_ms: r.get(4)?,
+        duration_ms: r.get(5)?,
+        frame_count: r.get(6)?,
+        key_frame_count: r.get(7)?,
+        upload_state: UploadState::parse(&r.get::<_, String>(8)?)?,
+        fragment_number: r.get(9)?,
+        upload_error: r.get(10)?,
+    })
+}
+
+fn not_found(what: &'static str, key: impl ToString) -> CatalogError {
+    CatalogError::NotFound {
+        what,
+        key: key.to_string(),
+    }
+}
+
+impl Catalog {
+    /// Registers a new segment file (state OPEN) whose header is already durably written.
+    pub fn insert_segment(&self, s: &NewSegment) -> Result<SegmentId> {
+        let conn = self.conn();
+        conn.execute(
+            "insert into segment (stream_name, path, codec_id, codec_private, width, height, \
+             header_size, start_ms, end_ms, size, state) \
+             values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?7, 'OPEN')",
+            params![
+                s.stream_name,
+                s.path,
+                s.codec_id,
+                s.codec_private,
+                s.width,
+                s.height,
+                s.header_size,
+                s.start_ms
+            ],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Indexes a fragment whose cluster is durably on disk, and extends the segment over it,
+    /// in one transaction. The cluster must start where the segment's indexed bytes end.
+    pub fn add_fragment(&self, segment: SegmentId, f: &NewFragment) -> Result<i64> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let (size, state): (u64, String) = tx
+            .query_row(
+                "select size, state from segment where id = ?1",
+                [segment],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?
+            .ok_or_else(|| not_found("segment", segment))?;
+        if state != "OPEN" || f.offset != size {
+            return Err(CatalogError::Corrupt {
+                stream: format!("segment {segment}"),
+                message: format!(
+                    "fragment at offset {} does not continue the {state} segment of {size} bytes",
+                    f.offset
+                ),
+            });
+        }
+        tx.execute(
+            "insert into fragment (segment_id, offset, size, timecode_ms, duration_ms, \
+             frame_count, key_frame_count) values (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                segment,
+                f.offset,
+                f.size,
+                f.timecode_ms,
+                f.duration_ms,
+                f.frame_count,
+                f.key_frame_count
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.execute(
+            "update segment set size = ?2, end_ms = max(end_ms, ?3) where id = ?1",
+            params![segment, f.offset + f.size, f.timecode_ms + f.duration_ms],
+        )?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    pub fn close_segment(&self, segment: SegmentId) -> Result<()> {
+        self.set_segment_state(segment, SegmentState::Closed)
+    }
+
+    /// First step of deleting a segment: from here on it is never read or uploaded.
+    pub fn mark_segment_deleting(&self, segment: SegmentId) -> Result<()> {
+        self.set_segment_state(segment, SegmentState::Deleting)
+    }
+
+    fn set_segment_state(&self, segment: SegmentId, state: SegmentState) -> Result<()> {
+        let n = self.conn().execute(
+            "update segment set state = ?2 where id = ?1",
+            params![segment, state.as_str()],
+        )?;
+        if n == 0 {
+            return Err(not_found("segment", segment));
+        }
+        Ok(())
+    }
+
+    /// Last step of deleting a segment (after its file is gone): removes it and its fragments.
+    pub fn remove_segment(&self, segment: SegmentId) -> Result<()> {
+        self.conn()
+            .execute("delete from segment where id = ?1", [segment])?;
+        Ok(())
+    }
+
+    pub fn segment(&self, segment: SegmentId) -> Result<Option<SegmentRow>> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("select {SEGMENT_COLUMNS} from segment where id = ?1"),
+                [segment],
+                segment_from_row,
+            )
+            .optional()?)
+    }
+
+    /// A stream's segments, oldest first; `None` lists every stream's.
+    pub fn segments(&self, stream: Option<&str>) -> Result<Vec<SegmentRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "select {SEGMENT_COLUMNS} from segment where ?1 is null or stream_name = ?1 \
+             order by stream_name, start_ms, id"
+        ))?;
+        Ok(stmt
+            .query_map([stream], segment_from_row)?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn fragments(&self, segment: SegmentId) -> Result<Vec<FragmentRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "select {FRAGMENT_COLUMNS} from fragment f where f.segment_id = ?1 order by f.offset"
+        ))?;
+        Ok(stmt
+            .query_map([segment], fragment_from_row)?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The oldest fragments of a stream still to upload, in upload order. Segments being
+    /// deleted are skipped.
+    pub fn pending_fragments(&self, stream: &str, limit: usize) -> Result<Vec<FragmentRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "select {FRAGMENT_COLUMNS} from fragment f join segment s on s.id = f.segment_id \
+             where s.stream_name = ?1 and s.state != 'DELETING' and f.upload_state = 'PENDING' \
+             order by s.start_ms, s.id, f.offset limit ?2"
+        ))?;
+        Ok(stmt
+            .query_map(params![stream, limit as i64], fragment_from_row)?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Records a PERSISTED acknowledgement: only this marks a fragment uploaded.
+    pub fn mark_fragment_uploaded(
+        &self,
+        fragment: i64,
+        fragment_number: &str,
+        now: Timestamp,
+    ) -> Result<()> {
+        let n = self.conn().execute(
+            "update fragment set upload_state = 'UPLOADED', fragment_number = ?2, \
+             upload_error = null, upload_time_ms = ?3 where id = ?1",
+            params![fragment, fragment_number, now.as_millisecond()],
+        )?;
+        if n == 0 {
+            return Err(not_found("fragment", fragment));
+        }
+        Ok(())
+    }
+
+    /// Records a non-retriable upload error; the fragment stays on disk.
+    pub fn mark_fragment_failed(&self, fragment: i64, error: &str, now: Timestamp) -> Result<()> {
+        let n = self.conn().execute(
+            "update fragment set upload_state = 'FAILED', upload_error = ?2, \
+             upload_time_ms = ?3 where id = ?1 and upload_state != 'UPLOADED'",
+            params![fragment, error, now.as_millisecond()],
+        )?;
+        if n == 0 {
+            return Err(not_found("pending fragment", fragment));
+        }
+        Ok(())
+    }
+
+    /// Bytes of media the catalog indexes for a stream (segments being deleted excluded).
+    pub fn stream_usage(&self, stream: &str) -> Result<u64> {
+        let n: i64 = self.conn().query_row(
+            "select coalesce(sum(size), 0) from segment where stream_name = ?1 \
+             and state != 'DELETING'",
+            [stream],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+}

@@ -1,0 +1,338 @@
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use jiff::Timestamp;
+
+use super::*;
+use crate::edge_config::{JobStatus, StartEdgeConfigurationUpdateRequest, SyncStatus, parse_start_request};
+
+const EXAMPLE: &str = include_str!("../../../config/example-edge-configuration.json");
+
+fn t(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+fn request(stream: &str, hub: &str) -> StartEdgeConfigurationUpdateRequest {
+    let mut r = parse_start_request(EXAMPLE).unwrap();
+    r.stream_arn = None;
+    r.stream_name = Some(stream.into());
+    r.edge_config.hub_device_arn = format!("arn:aws:iot:us-west-2:123456789012:thing/{hub}");
+    r
+}
+
+fn segment(stream: &str, path: &str, start_ms: i64) -> NewSegment {
+    NewSegment {
+        stream_name: stream.into(),
+        path: path.into(),
+        codec_id: "V_MPEG4/ISO/AVC".into(),
+        codec_private: vec![1, 0x4d, 0, 0x1f, 0xff],
+        width: 1920,
+        height: 1080,
+        header_size: 300,
+        start_ms,
+    }
+}
+
+fn fragment(offset: u64, size: u64, timecode_ms: i64) -> NewFragment {
+    NewFragment {
+        offset,
+        size,
+        timecode_ms,
+        duration_ms: 2000,
+        frame_count: 50,
+        key_frame_count: 1,
+    }
+}
+
+#[test]
+fn migrates_from_empty_and_reopens_idempotently() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    {
+        let c = Catalog::open(&path).unwrap();
+        assert_eq!(c.schema_version().unwrap(), CURRENT_VERSION);
+        c.put_config(&request("cam1", "hub"), SyncStatus::Syncing, t("2026-01-01T00:00:00Z"))
+            .unwrap();
+    }
+    let schema = |p: &std::path::Path| -> String {
+        let conn = rusqlite::Connection::open(p).unwrap();
+        let mut stmt = conn
+            .prepare("select coalesce(sql, '') from sqlite_master order by name")
+            .unwrap();
+        stmt.query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let before = schema(&path);
+    let c = Catalog::open(&path).unwrap();
+    assert_eq!(c.schema_version().unwrap(), CURRENT_VERSION);
+    assert_eq!(c.config_count().unwrap(), 1, "reopening keeps the data");
+    drop(c);
+    assert_eq!(schema(&path), before, "reopening changes no schema");
+    let journal: String = rusqlite::Connection::open(&path)
+        .unwrap()
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .unwrap();
+    assert_eq!(journal, "wal");
+}
+
+#[test]
+fn refuses_a_catalog_from_a_newer_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    drop(Catalog::open(&path).unwrap());
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", CURRENT_VERSION + 1)
+        .unwrap();
+    let err = Catalog::open(&path).err().expect("newer schema is refused");
+    assert!(matches!(err, CatalogError::TooNew { found, .. } if found == CURRENT_VERSION + 1));
+    let msg = err.to_string();
+    assert!(msg.contains("newer than the 1"), "{msg}");
+    assert!(matches!(
+        Catalog::open_read_only(&path),
+        Err(CatalogError::TooNew { .. })
+    ));
+}
+
+#[test]
+fn refuses_a_file_that_is_not_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    std::fs::write(&path, b"this is not a database, just text that is long enough......").unwrap();
+    let msg = Catalog::open(&path).err().expect("garbage refused").to_string();
+    assert!(msg.contains(FILE_NAME), "{msg}");
+}
+
+#[test]
+fn configs_put_get_list_and_delete() {
+    let c = Catalog::open_in_memory().unwrap();
+    let created = t("2026-01-01T00:00:00Z");
+    let stored = c.put_config(&request("cam1", "hubA"), SyncStatus::Syncing, created).unwrap();
+    assert_eq!(stored.stream_name(), "cam1");
+    assert_eq!(stored.creation_time, created);
+    c.put_config(&request("cam2", "hubA"), SyncStatus::Syncing, created).unwrap();
+    c.put_config(&request("cam3", "hubB"), SyncStatus::Syncing, created).unwrap();
+
+    // An update keeps the creation time and clears a previous failure.
+    c.set_sync_status("cam1", SyncStatus::SyncFailed, Some("bad"), t("2026-01-01T00:01:00Z"))
+        .unwrap();
+    let mut updated = request("cam1", "hubA");
+    updated.edge_config.deletion_config = None;
+    let later = t("2026-01-02T00:00:00Z");
+    let s = c.put_config(&updated, SyncStatus::Acknowledged, later).unwrap();
+    assert_eq!(s.creation_time, created);
+    assert_eq!(s.last_updated_time, later);
+    assert_eq!(s.failed_status_details, None);
+    assert_eq!(s.request, updated);
+    assert_eq!(s.sync_status, SyncStatus::Acknowledged);
+
+    let hub_a = "arn:aws:iot:us-west-2:123456789012:thing/hubA";
+    let page1 = c.configs_of_hub(hub_a, None, 1).unwrap();
+    assert_eq!(page1.len(), 1);
+    assert_eq!(page1[0].stream_name(), "cam1");
+    let page2 = c.configs_of_hub(hub_a, Some("cam1"), 1).unwrap();
+    assert_eq!(page2[0].stream_name(), "cam2");
+    assert!(c.configs_of_hub(hub_a, Some("cam2"), 1).unwrap().is_empty());
+    assert_eq!(c.configs().unwrap().len(), 3);
+
+    assert!(c.delete_config("cam2").unwrap());
+    assert!(!c.delete_config("cam2").unwrap());
+    assert_eq!(c.config_count().unwrap(), 2);
+    assert!(c.config("cam2").unwrap().is_none());
+    assert!(matches!(
+        c.set_sync_status("cam2", SyncStatus::InSync, None, later),
+        Err(CatalogError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn describe_carries_job_status() {
+    let c = Catalog::open_in_memory().unwrap();
+    let now = t("2026-01-01T00:00:00Z");
+    c.put_config(&request("cam1", "hub"), SyncStatus::InSync, now).unwrap();
+    let d = c.describe("cam1").unwrap().unwrap();
+    assert!(d.edge_agent_status.is_none());
+
+    let collected = t("2026-01-01T00:00:10Z");
+    c.set_job_status("cam1", Job::Recorder, JobStatus::Success, None, Some(collected), now)
+        .unwrap();
+    let failed_at = t("2026-01-01T00:00:20Z");
+    c.set_job_status(
+        "cam1",
+        Job::Recorder,
+        JobStatus::UserError,
+        Some("camera refused the credentials"),
+        None,
+        failed_at,
+    )
+    .unwrap();
+    let v = serde_json::to_value(c.describe("cam1").unwrap().unwrap()).unwrap();
+    let rec = &v["EdgeAgentStatus"]["LastRecorderStatus"];
+    assert_eq!(rec["RecorderStatus"], "USER_ERROR");
+    assert_eq!(rec["JobStatusDetails"], "camera refused the credentials");
+    assert_eq!(rec["LastCollectedTime"], serde_json::json!(collected.as_second()));
+    assert_eq!(rec["LastUpdatedTime"], serde_json::json!(failed_at.as_second()));
+    assert!(v["EdgeAgentStatus"].get("LastUploaderStatus").is_none());
+    assert_eq!(v["SyncStatus"], "IN_SYNC");
+    assert_eq!(v["StreamName"], "cam1");
+
+    c.delete_config("cam1").unwrap();
+    assert!(c.job_status("cam1", Job::Recorder).unwrap().is_none(), "status goes with its config");
+}
+
+#[test]
+fn segments_and_fragments() {
+    let c = Catalog::open_in_memory().unwrap();
+    let seg = c.insert_segment(&segment("cam1", "cam1/2026-01-01/1000.mkv", 1000)).unwrap();
+    let f1 = c.add_fragment(seg, &fragment(300, 5000, 1000)).unwrap();
+    let f2 = c.add_fragment(seg, &fragment(5300, 6000, 3000)).unwrap();
+    let row = c.segment(seg).unwrap().unwrap();
+    assert_eq!(row.size, 11_300);
+    assert_eq!((row.start_ms, row.end_ms), (1000, 5000));
+    assert_eq!(row.state, SegmentState::Open);
+
+    // A fragment that does not continue the indexed bytes is refused: rows never describe a
+    // gap or an overlap in the file.
+    assert!(c.add_fragment(seg, &fragment(300, 10, 9000)).is_err());
+    assert!(c.add_fragment(seg, &fragment(99_999, 10, 9000)).is_err());
+    c.close_segment(seg).unwrap();
+    assert!(c.add_fragment(seg, &fragment(11_300, 10, 9000)).is_err(), "closed segments are final");
+
+    let seg2 = c.insert_segment(&segment("cam1", "cam1/2026-01-01/5000.mkv", 5000)).unwrap();
+    let f3 = c.add_fragment(seg2, &fragment(300, 100, 5000)).unwrap();
+    let other = c.insert_segment(&segment("cam2", "cam2/2026-01-01/0.mkv", 0)).unwrap();
+    c.add_fragment(other, &fragment(300, 100, 0)).unwrap();
+
+    let ids = |v: Vec<FragmentRow>| v.into_iter().map(|f| f.id).collect::<Vec<_>>();
+    assert_eq!(ids(c.pending_fragments("cam1", 10).unwrap()), [f1, f2, f3]);
+    c.mark_fragment_uploaded(f1, "91343852333181432392682062607743920146264440076", t("2026-01-01T01:00:00Z"))
+        .unwrap();
+    c.mark_fragment_failed(f2, "4004: fragment too large", t("2026-01-01T01:00:00Z"))
+        .unwrap();
+    assert!(c.mark_fragment_failed(f1, "x", t("2026-01-01T01:00:00Z")).is_err(), "uploaded stays uploaded");
+    assert_eq!(ids(c.pending_fragments("cam1", 10).unwrap()), [f3]);
+    let frags = c.fragments(seg).unwrap();
+    assert_eq!(frags[0].upload_state, UploadState::Uploaded);
+    assert!(frags[0].fragment_number.is_some());
+    assert_eq!(frags[1].upload_state, UploadState::Failed);
+    assert_eq!(frags[1].upload_error.as_deref(), Some("4004: fragment too large"));
+
+    assert_eq!(c.stream_usage("cam1").unwrap(), 11_300 + 400);
+    c.mark_segment_deleting(seg2).unwrap();
+    assert_eq!(c.stream_usage("cam1").unwrap(), 11_300);
+    assert!(c.pending_fragments("cam1", 10).unwrap().is_empty(), "deleting segments are not uploaded");
+    c.remove_segment(seg2).unwrap();
+    assert!(c.fragments(seg2).unwrap().is_empty(), "fragments go with their segment");
+    assert_eq!(c.segments(Some("cam1")).unwrap().len(), 1);
+    assert_eq!(c.segments(None).unwrap().len(), 2);
+
+    let dup = c.insert_segment(&segment("cam1", "cam1/2026-01-01/1000.mkv", 1000));
+    assert!(dup.is_err(), "one row per file");
+}
+
+/// A reader in another connection sees consistent snapshots while a writer appends: the
+/// segment's indexed size always equals its header plus the fragments it has.
+#[test]
+fn concurrent_reader_while_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let c = Catalog::open(&path).unwrap();
+    let seg = c.insert_segment(&segment("cam1", "cam1/a.mkv", 0)).unwrap();
+    const N: u64 = 300;
+    let reader_path = path.clone();
+    let reader = std::thread::spawn(move || {
+        let r = Catalog::open_read_only(&reader_path).unwrap();
+        let mut last = 0;
+        let mut reads = 0;
+        while last < N {
+            let conn = r.conn();
+            let (size, count, sum): (u64, u64, u64) = conn
+                .query_row(
+                    "select s.size, count(f.id), coalesce(sum(f.size), 0) from segment s \
+                     left join fragment f on f.segment_id = s.id where s.id = ?1",
+                    [seg],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .unwrap();
+            assert_eq!(size, 300 + sum, "snapshot is consistent");
+            assert!(count >= last, "never goes backwards");
+            last = count;
+            reads += 1;
+        }
+        reads
+    });
+    for i in 0..N {
+        c.add_fragment(seg, &fragment(300 + i * 10, 10, i as i64 * 2000))
+            .unwrap();
+    }
+    let reads = reader.join().unwrap();
+    assert!(reads > 0);
+}
+
+/// Env var that turns [`child_commits_then_waits_to_be_killed`] into the child of
+/// [`committed_row_survives_kill_9`].
+const CHILD_DB: &str = "KVS_EDGE_AGENT_TEST_CHILD_DB";
+
+#[test]
+fn committed_row_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "catalog::tests::child_commits_then_waits_to_be_killed",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_DB, &path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let committed = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.split_once("COMMITTED ").map(|(_, id)| id.trim().to_owned()))
+        .expect("child reports its commit");
+    child.kill().unwrap(); // SIGKILL: no destructor, no checkpoint, no clean close.
+    child.wait().unwrap();
+    let fragment_id: i64 = committed.parse().unwrap();
+
+    let c = Catalog::open(&path).unwrap();
+    let stored = c.config("cam1").unwrap().expect("config row survived");
+    assert_eq!(stored.sync_status, SyncStatus::InSync);
+    let segs = c.segments(Some("cam1")).unwrap();
+    assert_eq!(segs.len(), 1);
+    let frags = c.fragments(segs[0].id).unwrap();
+    assert_eq!(frags.last().map(|f| f.id), Some(fragment_id), "last committed fragment survived");
+    assert_eq!(segs[0].size, 300 + 10 * frags.len() as u64);
+}
+
+#[test]
+#[ignore = "child process of committed_row_survives_kill_9"]
+fn child_commits_then_waits_to_be_killed() {
+    let Some(path) = std::env::var_os(CHILD_DB) else {
+        return;
+    };
+    let c = Catalog::open(std::path::Path::new(&path)).unwrap();
+    c.put_config(&request("cam1", "hub"), SyncStatus::InSync, Timestamp::now())
+        .unwrap();
+    let seg = c.insert_segment(&segment("cam1", "cam1/a.mkv", 0)).unwrap();
+    let mut last = 0;
+    for i in 0..20u64 {
+        last = c.add_fragment(seg, &fragment(300 + i * 10, 10, i as i64 * 2000)).unwrap();
+    }
+    println!("COMMITTED {last}");
+    use std::io::Write;
+    std::io::stdout().flush().unwrap();
+    // Keep the connection open (WAL not checkpointed) until the parent kills this process.
+    loop {
+        std::thread::park();
+    }
+}
