@@ -85,11 +85,21 @@ mod tests {
         let start: Timestamp = "2026-03-29T00:30:00Z".parse().unwrap();
         let c = SimulatedClock::new(start);
         c.advance(Duration::from_secs(90));
-        assert_eq!(c.now(), "2026-03-29T00:31:30Z".parse::<Timestamp>().unwrap());
+        assert_eq!(
+            c.now(),
+            "2026-03-29T00:31:30Z".parse::<Timestamp>().unwrap()
+        );
         assert_eq!(c.monotonic(), Duration::from_secs(90));
         c.jump("2026-03-28T00:00:00Z".parse().unwrap());
-        assert_eq!(c.now(), "2026-03-28T00:00:00Z".parse::<Timestamp>().unwrap());
-        assert_eq!(c.monotonic(), Duration::from_secs(90), "a wall-clock step is not elapsed time");
+        assert_eq!(
+            c.now(),
+            "2026-03-28T00:00:00Z".parse::<Timestamp>().unwrap()
+        );
+        assert_eq!(
+            c.monotonic(),
+            Duration::from_secs(90),
+            "a wall-clock step is not elapsed time"
+        );
     }
 
     #[test]

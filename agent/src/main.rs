@@ -15,12 +15,16 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the agent: open the catalog, resume every stored edge configuration.
+    /// Run the agent daemon (settings from the environment and --config).
     Run(cli::run::RunArgs),
     /// Validate a StartEdgeConfigurationUpdate request and print it normalised.
     CheckConfig(cli::check_config::CheckConfigArgs),
     /// Check a Quartz schedule: next fire times and job windows.
     Schedule(cli::schedule::ScheduleArgs),
+    /// Record a camera or file to local segments, without any cloud.
+    Record(cli::record::Args),
+    /// Compare the catalog with the media files on disk.
+    Check(cli::check::Args),
 }
 
 fn main() -> ExitCode {
@@ -29,6 +33,8 @@ fn main() -> ExitCode {
         Command::Run(args) => cli::run::run(args),
         Command::CheckConfig(args) => cli::check_config::run(args),
         Command::Schedule(args) => cli::schedule::run(args),
+        Command::Record(args) => cli::record::run(args),
+        Command::Check(args) => cli::check::run(args),
     };
     match result {
         Ok(code) => code,

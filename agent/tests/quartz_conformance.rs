@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use jiff::tz::TimeZone;
 use jiff::Timestamp;
+use jiff::tz::TimeZone;
 use kvs_edge_agent::schedule::CronSchedule;
 
 /// Fire times compared per case.
@@ -303,10 +303,22 @@ fn field(rng: &mut Rng, lo: i64, hi: i64, names: Option<&[&str]>, sloppy: bool) 
 /// A random expression; biased towards valid ones, with a share of near-misses Quartz rejects.
 fn generate(rng: &mut Rng) -> String {
     let sloppy = rng.chance(15);
-    let sec = if rng.chance(60) { "0".to_string() } else { field(rng, 0, 59, None, sloppy) };
-    let min = if rng.chance(30) { rng.range(0, 59).to_string() } else { field(rng, 0, 59, None, sloppy) };
+    let sec = if rng.chance(60) {
+        "0".to_string()
+    } else {
+        field(rng, 0, 59, None, sloppy)
+    };
+    let min = if rng.chance(30) {
+        rng.range(0, 59).to_string()
+    } else {
+        field(rng, 0, 59, None, sloppy)
+    };
     let hour = field(rng, 0, 23, None, sloppy);
-    let month = if rng.chance(50) { "*".to_string() } else { field(rng, 1, 12, Some(&MONTHS), sloppy) };
+    let month = if rng.chance(50) {
+        "*".to_string()
+    } else {
+        field(rng, 1, 12, Some(&MONTHS), sloppy)
+    };
     let (dom, dow) = if rng.chance(50) {
         let dom = match rng.below(10) {
             0 => "L".to_string(),
@@ -315,16 +327,28 @@ fn generate(rng: &mut Rng) -> String {
             3 => format!("{}W", rng.range(1, 31)),
             _ => field(rng, 1, 31, None, sloppy),
         };
-        let dow = if sloppy && rng.chance(30) { field(rng, 1, 7, Some(&DAYS), false) } else { "?".into() };
+        let dow = if sloppy && rng.chance(30) {
+            field(rng, 1, 7, Some(&DAYS), false)
+        } else {
+            "?".into()
+        };
         (dom, dow)
     } else {
         let dow = match rng.below(8) {
             0 => format!("{}L", rng.range(1, 7)),
             1 => format!("{}#{}", rng.pick(&DAYS), rng.range(1, 5)),
-            2 => format!("{}#{}", rng.range(1, 7), rng.range(1, if sloppy { 6 } else { 5 })),
+            2 => format!(
+                "{}#{}",
+                rng.range(1, 7),
+                rng.range(1, if sloppy { 6 } else { 5 })
+            ),
             _ => field(rng, 1, 7, Some(&DAYS), sloppy),
         };
-        let dom = if sloppy && rng.chance(30) { "*".into() } else { "?".into() };
+        let dom = if sloppy && rng.chance(30) {
+            "*".into()
+        } else {
+            "?".into()
+        };
         (dom, dow)
     };
     let mut e = format!("{sec} {min} {hour} {dom} {month} {dow}");
@@ -367,7 +391,11 @@ fn cases() -> Vec<Case> {
             let trans = transitions(zone);
             let t = secs(trans[(i + z) % trans.len()]);
             let back = [1, 1800, 3 * 3600 + 17, 2 * 86_400][(i + z) % 4];
-            out.push(Case { zone, start: t - back, expr: expr.to_string() });
+            out.push(Case {
+                zone,
+                start: t - back,
+                expr: expr.to_string(),
+            });
         }
     }
     // Expressions firing in or next to DST gaps and folds, from just before each change in
@@ -379,7 +407,11 @@ fn cases() -> Vec<Case> {
             for tr in tz.following(from).take(6) {
                 let t = tr.timestamp().as_second();
                 for expr in DST_SENSITIVE {
-                    out.push(Case { zone, start: t - 3 * 3600 - 1, expr: expr.to_string() });
+                    out.push(Case {
+                        zone,
+                        start: t - 3 * 3600 - 1,
+                        expr: expr.to_string(),
+                    });
                 }
             }
         }
@@ -440,7 +472,12 @@ fn run_oracle(input: &str) -> Option<String> {
         .stdout(Stdio::piped())
         .spawn()
         .expect("run java");
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "oracle failed");
     Some(String::from_utf8(out.stdout).unwrap())
@@ -470,7 +507,10 @@ fn show(line: &str, zone: &str) -> String {
     let tz = TimeZone::get(zone).unwrap();
     line.split(' ')
         .map(|w| match w.parse::<i64>() {
-            Ok(s) => Timestamp::from_second(s).unwrap().to_zoned_datetime(tz.clone()).to_string(),
+            Ok(s) => Timestamp::from_second(s)
+                .unwrap()
+                .to_zoned_datetime(tz.clone())
+                .to_string(),
             Err(_) => w.to_string(),
         })
         .collect::<Vec<_>>()
@@ -485,7 +525,9 @@ fn matches_quartz_2_3_2() {
         .iter()
         .map(|c| format!("{}\t{}\t{}\t{}\n", c.zone, c.start, COUNT, c.expr))
         .collect();
-    let Some(output) = run_oracle(&input) else { return };
+    let Some(output) = run_oracle(&input) else {
+        return;
+    };
     let mut lines = output.lines();
     let max_year: i64 = lines
         .next()
@@ -501,7 +543,9 @@ fn matches_quartz_2_3_2() {
             if l.ends_with(" HANG") {
                 hangs.push(i);
             }
-            l.trim_end_matches(" HANG").trim_end_matches(" EXC").to_string()
+            l.trim_end_matches(" HANG")
+                .trim_end_matches(" EXC")
+                .to_string()
         })
         .collect();
     assert_eq!(expected.len(), cases.len(), "one oracle line per case");
@@ -530,7 +574,8 @@ fn matches_quartz_2_3_2() {
     for &i in &hangs {
         eprintln!("  Quartz hangs on {:?} in {}", cases[i].expr, cases[i].zone);
     }
-    let distinct: std::collections::BTreeSet<&str> = cases.iter().map(|c| c.expr.as_str()).collect();
+    let distinct: std::collections::BTreeSet<&str> =
+        cases.iter().map(|c| c.expr.as_str()).collect();
     eprintln!(
         "quartz conformance: {} cases, {} distinct expressions, {} zones, {accepted} accepted \
          ({fires} fire times), {rejected} rejected, {} where Quartz hangs, {} mismatches, \
@@ -543,12 +588,20 @@ fn matches_quartz_2_3_2() {
         started.elapsed()
     );
     assert!(distinct.len() >= 300, "at least 300 expressions");
-    assert!(rejected > 50 && accepted > 300, "both decisions are exercised");
+    assert!(
+        rejected > 50 && accepted > 300,
+        "both decisions are exercised"
+    );
     assert!(
         failures.is_empty(),
         "{} of {} cases differ from Quartz:\n{}",
         failures.len(),
         cases.len(),
-        failures.iter().take(15).cloned().collect::<Vec<_>>().join("\n")
+        failures
+            .iter()
+            .take(15)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }

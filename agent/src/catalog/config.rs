@@ -82,10 +82,7 @@ fn ts(ms: i64) -> Timestamp {
     Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
-fn parse_enum<E: std::str::FromStr<Err = String>>(
-    stream: &str,
-    s: &str,
-) -> Result<E> {
+fn parse_enum<E: std::str::FromStr<Err = String>>(stream: &str, s: &str) -> Result<E> {
     s.parse().map_err(|message| CatalogError::Corrupt {
         stream: stream.to_owned(),
         message,
@@ -95,7 +92,9 @@ fn parse_enum<E: std::str::FromStr<Err = String>>(
 const CONFIG_COLUMNS: &str = "stream_name, request_json, sync_status, failed_status_details, \
                               creation_time_ms, last_updated_time_ms";
 
-fn config_from_row(row: &Row<'_>) -> rusqlite::Result<(String, String, String, Option<String>, i64, i64)> {
+fn config_from_row(
+    row: &Row<'_>,
+) -> rusqlite::Result<(String, String, String, Option<String>, i64, i64)> {
     Ok((
         row.get(0)?,
         row.get(1)?,
@@ -107,7 +106,14 @@ fn config_from_row(row: &Row<'_>) -> rusqlite::Result<(String, String, String, O
 }
 
 fn stored_config(
-    (stream, json, status, details, created, updated): (String, String, String, Option<String>, i64, i64),
+    (stream, json, status, details, created, updated): (
+        String,
+        String,
+        String,
+        Option<String>,
+        i64,
+        i64,
+    ),
 ) -> Result<StoredConfig> {
     let request = serde_json::from_str(&json).map_err(|e| CatalogError::Corrupt {
         stream: stream.clone(),

@@ -22,7 +22,9 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{Connection, OpenFlags};
 
 pub use config::{Job, JobStatusRow, StoredConfig};
-pub use media::{FragmentRow, NewFragment, NewSegment, SegmentId, SegmentRow, SegmentState, UploadState};
+pub use media::{
+    FragmentRow, NewFragment, NewSegment, SegmentId, SegmentRow, SegmentState, UploadState,
+};
 pub use upgrade::CURRENT_VERSION;
 
 /// The catalog's file name inside the state directory.

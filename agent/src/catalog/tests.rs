@@ -4,7 +4,9 @@ use std::process::{Command, Stdio};
 use jiff::Timestamp;
 
 use super::*;
-use crate::edge_config::{JobStatus, StartEdgeConfigurationUpdateRequest, SyncStatus, parse_start_request};
+use crate::edge_config::{
+    JobStatus, StartEdgeConfigurationUpdateRequest, SyncStatus, parse_start_request,
+};
 
 const EXAMPLE: &str = include_str!("../../../config/example-edge-configuration.json");
 
@@ -51,8 +53,12 @@ fn migrates_from_empty_and_reopens_idempotently() {
     {
         let c = Catalog::open(&path).unwrap();
         assert_eq!(c.schema_version().unwrap(), CURRENT_VERSION);
-        c.put_config(&request("cam1", "hub"), SyncStatus::Syncing, t("2026-01-01T00:00:00Z"))
-            .unwrap();
+        c.put_config(
+            &request("cam1", "hub"),
+            SyncStatus::Syncing,
+            t("2026-01-01T00:00:00Z"),
+        )
+        .unwrap();
     }
     let schema = |p: &std::path::Path| -> String {
         let conn = rusqlite::Connection::open(p).unwrap();
@@ -101,8 +107,15 @@ fn refuses_a_catalog_from_a_newer_version() {
 fn refuses_a_file_that_is_not_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(FILE_NAME);
-    std::fs::write(&path, b"this is not a database, just text that is long enough......").unwrap();
-    let msg = Catalog::open(&path).err().expect("garbage refused").to_string();
+    std::fs::write(
+        &path,
+        b"this is not a database, just text that is long enough......",
+    )
+    .unwrap();
+    let msg = Catalog::open(&path)
+        .err()
+        .expect("garbage refused")
+        .to_string();
     assert!(msg.contains(FILE_NAME), "{msg}");
 }
 
@@ -110,19 +123,30 @@ fn refuses_a_file_that_is_not_sqlite() {
 fn configs_put_get_list_and_delete() {
     let c = Catalog::open_in_memory().unwrap();
     let created = t("2026-01-01T00:00:00Z");
-    let stored = c.put_config(&request("cam1", "hubA"), SyncStatus::Syncing, created).unwrap();
+    let stored = c
+        .put_config(&request("cam1", "hubA"), SyncStatus::Syncing, created)
+        .unwrap();
     assert_eq!(stored.stream_name(), "cam1");
     assert_eq!(stored.creation_time, created);
-    c.put_config(&request("cam2", "hubA"), SyncStatus::Syncing, created).unwrap();
-    c.put_config(&request("cam3", "hubB"), SyncStatus::Syncing, created).unwrap();
+    c.put_config(&request("cam2", "hubA"), SyncStatus::Syncing, created)
+        .unwrap();
+    c.put_config(&request("cam3", "hubB"), SyncStatus::Syncing, created)
+        .unwrap();
 
     // An update keeps the creation time and clears a previous failure.
-    c.set_sync_status("cam1", SyncStatus::SyncFailed, Some("bad"), t("2026-01-01T00:01:00Z"))
-        .unwrap();
+    c.set_sync_status(
+        "cam1",
+        SyncStatus::SyncFailed,
+        Some("bad"),
+        t("2026-01-01T00:01:00Z"),
+    )
+    .unwrap();
     let mut updated = request("cam1", "hubA");
     updated.edge_config.deletion_config = None;
     let later = t("2026-01-02T00:00:00Z");
-    let s = c.put_config(&updated, SyncStatus::Acknowledged, later).unwrap();
+    let s = c
+        .put_config(&updated, SyncStatus::Acknowledged, later)
+        .unwrap();
     assert_eq!(s.creation_time, created);
     assert_eq!(s.last_updated_time, later);
     assert_eq!(s.failed_status_details, None);
@@ -152,13 +176,21 @@ fn configs_put_get_list_and_delete() {
 fn describe_carries_job_status() {
     let c = Catalog::open_in_memory().unwrap();
     let now = t("2026-01-01T00:00:00Z");
-    c.put_config(&request("cam1", "hub"), SyncStatus::InSync, now).unwrap();
+    c.put_config(&request("cam1", "hub"), SyncStatus::InSync, now)
+        .unwrap();
     let d = c.describe("cam1").unwrap().unwrap();
     assert!(d.edge_agent_status.is_none());
 
     let collected = t("2026-01-01T00:00:10Z");
-    c.set_job_status("cam1", Job::Recorder, JobStatus::Success, None, Some(collected), now)
-        .unwrap();
+    c.set_job_status(
+        "cam1",
+        Job::Recorder,
+        JobStatus::Success,
+        None,
+        Some(collected),
+        now,
+    )
+    .unwrap();
     let failed_at = t("2026-01-01T00:00:20Z");
     c.set_job_status(
         "cam1",
@@ -173,20 +205,31 @@ fn describe_carries_job_status() {
     let rec = &v["EdgeAgentStatus"]["LastRecorderStatus"];
     assert_eq!(rec["RecorderStatus"], "USER_ERROR");
     assert_eq!(rec["JobStatusDetails"], "camera refused the credentials");
-    assert_eq!(rec["LastCollectedTime"], serde_json::json!(collected.as_second()));
-    assert_eq!(rec["LastUpdatedTime"], serde_json::json!(failed_at.as_second()));
+    assert_eq!(
+        rec["LastCollectedTime"],
+        serde_json::json!(collected.as_second())
+    );
+    assert_eq!(
+        rec["LastUpdatedTime"],
+        serde_json::json!(failed_at.as_second())
+    );
     assert!(v["EdgeAgentStatus"].get("LastUploaderStatus").is_none());
     assert_eq!(v["SyncStatus"], "IN_SYNC");
     assert_eq!(v["StreamName"], "cam1");
 
     c.delete_config("cam1").unwrap();
-    assert!(c.job_status("cam1", Job::Recorder).unwrap().is_none(), "status goes with its config");
+    assert!(
+        c.job_status("cam1", Job::Recorder).unwrap().is_none(),
+        "status goes with its config"
+    );
 }
 
 #[test]
 fn segments_and_fragments() {
     let c = Catalog::open_in_memory().unwrap();
-    let seg = c.insert_segment(&segment("cam1", "cam1/2026-01-01/1000.mkv", 1000)).unwrap();
+    let seg = c
+        .insert_segment(&segment("cam1", "cam1/2026-01-01/1000.mkv", 1000))
+        .unwrap();
     let f1 = c.add_fragment(seg, &fragment(300, 5000, 1000)).unwrap();
     let f2 = c.add_fragment(seg, &fragment(5300, 6000, 3000)).unwrap();
     let row = c.segment(seg).unwrap().unwrap();
@@ -199,33 +242,57 @@ fn segments_and_fragments() {
     assert!(c.add_fragment(seg, &fragment(300, 10, 9000)).is_err());
     assert!(c.add_fragment(seg, &fragment(99_999, 10, 9000)).is_err());
     c.close_segment(seg).unwrap();
-    assert!(c.add_fragment(seg, &fragment(11_300, 10, 9000)).is_err(), "closed segments are final");
+    assert!(
+        c.add_fragment(seg, &fragment(11_300, 10, 9000)).is_err(),
+        "closed segments are final"
+    );
 
-    let seg2 = c.insert_segment(&segment("cam1", "cam1/2026-01-01/5000.mkv", 5000)).unwrap();
+    let seg2 = c
+        .insert_segment(&segment("cam1", "cam1/2026-01-01/5000.mkv", 5000))
+        .unwrap();
     let f3 = c.add_fragment(seg2, &fragment(300, 100, 5000)).unwrap();
-    let other = c.insert_segment(&segment("cam2", "cam2/2026-01-01/0.mkv", 0)).unwrap();
+    let other = c
+        .insert_segment(&segment("cam2", "cam2/2026-01-01/0.mkv", 0))
+        .unwrap();
     c.add_fragment(other, &fragment(300, 100, 0)).unwrap();
 
     let ids = |v: Vec<FragmentRow>| v.into_iter().map(|f| f.id).collect::<Vec<_>>();
     assert_eq!(ids(c.pending_fragments("cam1", 10).unwrap()), [f1, f2, f3]);
-    c.mark_fragment_uploaded(f1, "91343852333181432392682062607743920146264440076", t("2026-01-01T01:00:00Z"))
-        .unwrap();
+    c.mark_fragment_uploaded(
+        f1,
+        "91343852333181432392682062607743920146264440076",
+        t("2026-01-01T01:00:00Z"),
+    )
+    .unwrap();
     c.mark_fragment_failed(f2, "4004: fragment too large", t("2026-01-01T01:00:00Z"))
         .unwrap();
-    assert!(c.mark_fragment_failed(f1, "x", t("2026-01-01T01:00:00Z")).is_err(), "uploaded stays uploaded");
+    assert!(
+        c.mark_fragment_failed(f1, "x", t("2026-01-01T01:00:00Z"))
+            .is_err(),
+        "uploaded stays uploaded"
+    );
     assert_eq!(ids(c.pending_fragments("cam1", 10).unwrap()), [f3]);
     let frags = c.fragments(seg).unwrap();
     assert_eq!(frags[0].upload_state, UploadState::Uploaded);
     assert!(frags[0].fragment_number.is_some());
     assert_eq!(frags[1].upload_state, UploadState::Failed);
-    assert_eq!(frags[1].upload_error.as_deref(), Some("4004: fragment too large"));
+    assert_eq!(
+        frags[1].upload_error.as_deref(),
+        Some("4004: fragment too large")
+    );
 
     assert_eq!(c.stream_usage("cam1").unwrap(), 11_300 + 400);
     c.mark_segment_deleting(seg2).unwrap();
     assert_eq!(c.stream_usage("cam1").unwrap(), 11_300);
-    assert!(c.pending_fragments("cam1", 10).unwrap().is_empty(), "deleting segments are not uploaded");
+    assert!(
+        c.pending_fragments("cam1", 10).unwrap().is_empty(),
+        "deleting segments are not uploaded"
+    );
     c.remove_segment(seg2).unwrap();
-    assert!(c.fragments(seg2).unwrap().is_empty(), "fragments go with their segment");
+    assert!(
+        c.fragments(seg2).unwrap().is_empty(),
+        "fragments go with their segment"
+    );
     assert_eq!(c.segments(Some("cam1")).unwrap().len(), 1);
     assert_eq!(c.segments(None).unwrap().len(), 2);
 
@@ -298,7 +365,10 @@ fn committed_row_survives_kill_9() {
     let committed = lines
         .by_ref()
         .map_while(Result::ok)
-        .find_map(|l| l.split_once("COMMITTED ").map(|(_, id)| id.trim().to_owned()))
+        .find_map(|l| {
+            l.split_once("COMMITTED ")
+                .map(|(_, id)| id.trim().to_owned())
+        })
         .expect("child reports its commit");
     child.kill().unwrap(); // SIGKILL: no destructor, no checkpoint, no clean close.
     child.wait().unwrap();
@@ -310,7 +380,11 @@ fn committed_row_survives_kill_9() {
     let segs = c.segments(Some("cam1")).unwrap();
     assert_eq!(segs.len(), 1);
     let frags = c.fragments(segs[0].id).unwrap();
-    assert_eq!(frags.last().map(|f| f.id), Some(fragment_id), "last committed fragment survived");
+    assert_eq!(
+        frags.last().map(|f| f.id),
+        Some(fragment_id),
+        "last committed fragment survived"
+    );
     assert_eq!(segs[0].size, 300 + 10 * frags.len() as u64);
 }
 
@@ -321,12 +395,18 @@ fn child_commits_then_waits_to_be_killed() {
         return;
     };
     let c = Catalog::open(std::path::Path::new(&path)).unwrap();
-    c.put_config(&request("cam1", "hub"), SyncStatus::InSync, Timestamp::now())
-        .unwrap();
+    c.put_config(
+        &request("cam1", "hub"),
+        SyncStatus::InSync,
+        Timestamp::now(),
+    )
+    .unwrap();
     let seg = c.insert_segment(&segment("cam1", "cam1/a.mkv", 0)).unwrap();
     let mut last = 0;
     for i in 0..20u64 {
-        last = c.add_fragment(seg, &fragment(300 + i * 10, 10, i as i64 * 2000)).unwrap();
+        last = c
+            .add_fragment(seg, &fragment(300 + i * 10, 10, i as i64 * 2000))
+            .unwrap();
     }
     println!("COMMITTED {last}");
     use std::io::Write;

@@ -91,10 +91,13 @@ impl EdgeConfig {
     /// `LocalSizeConfig` has no documented default and stays as sent.
     pub fn normalized(&self) -> EdgeConfig {
         let mut c = self.clone();
-        let d = c.deletion_config.get_or_insert_with(DeletionConfig::default);
+        let d = c
+            .deletion_config
+            .get_or_insert_with(DeletionConfig::default);
         d.edge_retention_in_hours
             .get_or_insert(DEFAULT_EDGE_RETENTION_IN_HOURS);
-        d.delete_after_upload.get_or_insert(DEFAULT_DELETE_AFTER_UPLOAD);
+        d.delete_after_upload
+            .get_or_insert(DEFAULT_DELETE_AFTER_UPLOAD);
         c
     }
 
@@ -171,7 +174,10 @@ pub struct DeletionConfig {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct LocalSizeConfig {
-    #[serde(rename = "MaxLocalMediaSizeInMB", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "MaxLocalMediaSizeInMB",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_local_media_size_in_mb: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub strategy_on_full_size: Option<StrategyOnFullSize>,

@@ -74,7 +74,11 @@ fn every_field_valid_and_invalid() {
             Some(json!("")),
             "StreamARN: length 0 is below the minimum length 1",
         ),
-        bad("StreamARN", Some(json!(12)), "StreamARN: expected a string, found number 12"),
+        bad(
+            "StreamARN",
+            Some(json!(12)),
+            "StreamARN: expected a string, found number 12",
+        ),
         bad(
             "StreamARN",
             None,
@@ -345,15 +349,18 @@ fn every_problem_is_reported_at_once() {
 #[test]
 fn malformed_documents_get_clear_errors() {
     for (text, want) in [
-        ("", "not valid JSON: EOF while parsing a value at line 1 column 0"),
-        ("{", "not valid JSON: EOF while parsing an object at line 1 column 1"),
+        (
+            "",
+            "not valid JSON: EOF while parsing a value at line 1 column 0",
+        ),
+        (
+            "{",
+            "not valid JSON: EOF while parsing an object at line 1 column 1",
+        ),
         ("[]", "expected an object, found an array"),
         ("null", "expected an object, found null"),
         ("\"x\"", "expected an object, found string \"x\""),
-        (
-            "{\"StreamName\":\"a\"}",
-            "EdgeConfig: is required",
-        ),
+        ("{\"StreamName\":\"a\"}", "EdgeConfig: is required"),
         (
             "{\"StreamName\":\"a\",\"EdgeConfig\":{}}",
             "EdgeConfig.HubDeviceArn: is required; EdgeConfig.RecorderConfig: is required",
@@ -364,7 +371,10 @@ fn malformed_documents_get_clear_errors() {
     }
     let huge = format!("{{\"StreamName\":\"{}\"}}", "x".repeat(100_000));
     let err = parse_start_request(&huge).unwrap_err().to_string();
-    assert!(err.len() < 300, "long values are shortened in errors: {err}");
+    assert!(
+        err.len() < 300,
+        "long values are shortened in errors: {err}"
+    );
 }
 
 /// The seed's example, verbatim, has placeholders (`your-account-id`) that its own ARN
@@ -412,7 +422,10 @@ fn normalized_fills_documented_defaults_only() {
         n["DeletionConfig"],
         json!({"EdgeRetentionInHours": 720, "DeleteAfterUpload": true})
     );
-    let partial = with("EdgeConfig.DeletionConfig", Some(json!({"DeleteAfterUpload": false})));
+    let partial = with(
+        "EdgeConfig.DeletionConfig",
+        Some(json!({"DeleteAfterUpload": false})),
+    );
     let r = validate::validate_start_request(&partial).unwrap();
     let n = serde_json::to_value(r.edge_config.normalized()).unwrap();
     assert_eq!(
@@ -430,11 +443,9 @@ fn describe_delete_and_list_requests() {
         "cam"
     );
     assert_eq!(
-        parse_delete_request(
-            "{\"StreamARN\":\"arn:aws:kinesisvideo:us-west-2:1:stream/cam/9\"}"
-        )
-        .unwrap()
-        .stream_name(),
+        parse_delete_request("{\"StreamARN\":\"arn:aws:kinesisvideo:us-west-2:1:stream/cam/9\"}")
+            .unwrap()
+            .stream_name(),
         "cam"
     );
     assert_eq!(
@@ -482,7 +493,10 @@ fn enums_use_the_wire_names() {
             "DELETING_ACKNOWLEDGED"
         ]
     );
-    assert_eq!(JobStatus::WIRE_NAMES, ["SUCCESS", "USER_ERROR", "SYSTEM_ERROR"]);
+    assert_eq!(
+        JobStatus::WIRE_NAMES,
+        ["SUCCESS", "USER_ERROR", "SYSTEM_ERROR"]
+    );
 }
 
 #[test]

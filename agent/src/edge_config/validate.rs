@@ -187,7 +187,10 @@ impl Walk {
                 asked: Vec::new(),
             }),
             other => {
-                self.error(path, format!("expected an object, found {}", describe(other)));
+                self.error(
+                    path,
+                    format!("expected an object, found {}", describe(other)),
+                );
                 None
             }
         }
@@ -250,7 +253,10 @@ impl Walk {
         match v {
             Value::Bool(b) => Some(*b),
             other => {
-                self.error(path, format!("expected a boolean, found {}", describe(other)));
+                self.error(
+                    path,
+                    format!("expected a boolean, found {}", describe(other)),
+                );
                 None
             }
         }
@@ -456,19 +462,20 @@ fn media_source_config(w: &mut Walk, path: &str, v: &Value) -> Option<MediaSourc
 
 fn schedule_config(w: &mut Walk, path: &str, v: &Value) -> Option<ScheduleConfig> {
     let mut obj = w.object(path, v)?;
-    let expression = obj
-        .required(w, "ScheduleExpression")
-        .and_then(|(v, p)| {
-            let expr = w.string(&p, v, &SCHEDULE_EXPRESSION)?;
-            if let Some(e) = quartz_error(&expr) {
-                w.error(
-                    &p,
-                    format!("{} is not a valid Quartz cron expression: {e}", quote(&expr)),
-                );
-                return None;
-            }
-            Some(expr)
-        });
+    let expression = obj.required(w, "ScheduleExpression").and_then(|(v, p)| {
+        let expr = w.string(&p, v, &SCHEDULE_EXPRESSION)?;
+        if let Some(e) = quartz_error(&expr) {
+            w.error(
+                &p,
+                format!(
+                    "{} is not a valid Quartz cron expression: {e}",
+                    quote(&expr)
+                ),
+            );
+            return None;
+        }
+        Some(expr)
+    });
     let duration = obj
         .required(w, "DurationInSeconds")
         .and_then(|(v, p)| w.integer(&p, v, 60, 3600));
@@ -560,9 +567,7 @@ pub fn validate_list_request(v: &Value) -> Result<ListEdgeAgentConfigurationsReq
         let hub = obj
             .required(&mut w, "HubDeviceArn")
             .and_then(|(v, p)| w.string(&p, v, &HUB_DEVICE_ARN));
-        let max_results = obj
-            .get("MaxResults")
-            .map(|(v, p)| w.integer(&p, v, 1, 10));
+        let max_results = obj.get("MaxResults").map(|(v, p)| w.integer(&p, v, 1, 10));
         let next_token = obj
             .get("NextToken")
             .map(|(v, p)| w.string(&p, v, &NEXT_TOKEN));

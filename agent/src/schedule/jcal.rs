@@ -6,9 +6,9 @@
 //! library's checked arithmetic) is what makes our answers match Quartz's across month ends and
 //! DST changes.
 
+use jiff::Timestamp;
 use jiff::civil::DateTime;
 use jiff::tz::{AmbiguousOffset, TimeZone};
-use jiff::Timestamp;
 
 pub(crate) const YEAR: usize = 0;
 /// 0-based, as `Calendar.MONTH`.
@@ -17,10 +17,6 @@ pub(crate) const DAY_OF_MONTH: usize = 2;
 pub(crate) const HOUR_OF_DAY: usize = 3;
 pub(crate) const MINUTE: usize = 4;
 pub(crate) const SECOND: usize = 5;
-
-/// Java's `ZoneInfo` lists explicit transitions up to 2037 and resolves later local times with
-/// the zone's recurring rule, which treats a time in a spring-forward gap differently.
-const JAVA_LAST_TABLE_YEAR: i64 = 2037;
 
 /// A calendar holding local fields that are normalised lazily, as Java's are.
 pub(crate) struct JCal<'a> {
@@ -69,7 +65,11 @@ impl<'a> JCal<'a> {
     /// `Calendar.DAY_OF_WEEK`: 1 = Sunday .. 7 = Saturday.
     pub(crate) fn day_of_week(&mut self) -> i64 {
         self.complete();
-        let days = days_from_civil(self.fields[YEAR], self.fields[MONTH] + 1, self.fields[DAY_OF_MONTH]);
+        let days = days_from_civil(
+            self.fields[YEAR],
+            self.fields[MONTH] + 1,
+            self.fields[DAY_OF_MONTH],
+        );
         (days + 4).rem_euclid(7) + 1
     }
 
@@ -110,23 +110,18 @@ impl<'a> JCal<'a> {
     }
 
     /// The offset Java applies to a local time: in a gap the offset before it (the instant lands
-    /// after the gap), in a fold the offset after it (the later instant); beyond Java's
-    /// transition table, a gap takes the offset after it.
+    /// after the gap), in a fold the offset after it (the later instant). Java's `ZoneInfo`
+    /// does the same past its transition table (2037), where it applies the zone's rules.
     fn offset_for_wall(&self, wall: i64) -> i64 {
         let Some(dt) = civil_of(wall) else {
-            return self.tz.to_offset(Timestamp::UNIX_EPOCH).seconds() as i64;
+            return i64::from(self.tz.to_offset(Timestamp::UNIX_EPOCH).seconds());
         };
-        match self.tz.to_ambiguous_timestamp(dt).offset() {
-            AmbiguousOffset::Unambiguous { offset } => offset.seconds() as i64,
-            AmbiguousOffset::Gap { before, after } => {
-                if i64::from(dt.year()) > JAVA_LAST_TABLE_YEAR {
-                    after.seconds() as i64
-                } else {
-                    before.seconds() as i64
-                }
-            }
-            AmbiguousOffset::Fold { after, .. } => after.seconds() as i64,
-        }
+        let offset = match self.tz.to_ambiguous_timestamp(dt).offset() {
+            AmbiguousOffset::Unambiguous { offset } => offset,
+            AmbiguousOffset::Gap { before, .. } => before,
+            AmbiguousOffset::Fold { after, .. } => after,
+        };
+        i64::from(offset.seconds())
     }
 
     fn compute_fields(&mut self) {
@@ -214,7 +209,11 @@ mod tests {
     fn lenient_fields_roll_over() {
         let tz = TimeZone::UTC;
         let mut c = JCal::with_fields(&tz, [2025, 1, 31, 0, 0, 0]);
-        assert_eq!((c.get(MONTH), c.get(DAY_OF_MONTH)), (2, 3), "Feb 31 is Mar 3");
+        assert_eq!(
+            (c.get(MONTH), c.get(DAY_OF_MONTH)),
+            (2, 3),
+            "Feb 31 is Mar 3"
+        );
         c.set(MONTH, 12);
         assert_eq!((c.get(YEAR), c.get(MONTH)), (2026, 0));
         c.set(MINUTE, 60);
@@ -229,6 +228,12 @@ mod tests {
         assert_eq!(gap.get(HOUR_OF_DAY), 3, "02:30 does not exist: 03:30 EDT");
         let mut fold = JCal::with_fields(&tz, [2026, 10, 1, 1, 30, 0]);
         let t = fold.time();
-        assert_eq!(t, "2026-11-01T06:30:00Z".parse::<Timestamp>().unwrap().as_second());
+        assert_eq!(
+            t,
+            "2026-11-01T06:30:00Z"
+                .parse::<Timestamp>()
+                .unwrap()
+                .as_second()
+        );
     }
 }

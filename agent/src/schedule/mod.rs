@@ -12,14 +12,19 @@
 //! `98` as `?` in the day-of-month field, wraps day-of-month ranges modulo 31, moves a `W` day
 //! only within its month but lets `1W`/`LW` land before the search start, reads `L` alone in the
 //! day-of-week field as Saturday, stops at this year + 100, and resolves DST gaps and folds the
-//! way `java.util.GregorianCalendar` does (a gap resolves forward, a fold to the later instant,
-//! except past 2037 where Java's zone rules resolve a gap backward). Mirroring Quartz's
+//! way `java.util.GregorianCalendar` does (a time in a gap resolves forward past it, a time in a
+//! fold to the later instant, which is how a skipped time is not fired and a repeated one fires
+//! once). Mirroring Quartz's
 //! algorithm field by field reproduces all of that; bending another evaluator would not.
 //! `tokio-cron-scheduler` pins croner 3 in POSIX weekday mode (0/7 = Sunday) and re-parses the
 //! string with no option to change it, so `? * 2-6` would fire Tuesday to Saturday and `6L`
 //! would mean the last Saturday; it also has no notion of a window with a duration.
 
+mod driver;
 mod jcal;
 mod quartz;
+mod window;
 
-pub use quartz::{default_max_year, CronSchedule, ParseError};
+pub use driver::{DEFAULT_MAX_SLEEP, ScheduleDriver, Sleeper, TokioSleeper, Transition};
+pub use quartz::{CronSchedule, ParseError, default_max_year};
+pub use window::{Plan, PlanState, Window, Windows, last_hour, next_hour};

@@ -9,10 +9,12 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use jiff::tz::TimeZone;
 use jiff::Timestamp;
+use jiff::tz::TimeZone;
 
-use super::jcal::{last_day_of_month, JCal, DAY_OF_MONTH, HOUR_OF_DAY, MINUTE, MONTH, SECOND, YEAR};
+use super::jcal::{
+    DAY_OF_MONTH, HOUR_OF_DAY, JCal, MINUTE, MONTH, SECOND, YEAR, last_day_of_month,
+};
 
 const F_SECOND: usize = 0;
 const F_MINUTE: usize = 1;
@@ -138,7 +140,10 @@ fn month_number(s: &str) -> i64 {
 
 fn day_of_week_number(s: &str) -> i64 {
     const NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
-    NAMES.iter().position(|n| *n == s).map_or(-1, |p| p as i64 + 1)
+    NAMES
+        .iter()
+        .position(|n| *n == s)
+        .map_or(-1, |p| p as i64 + 1)
 }
 
 /// `s.matches("^L-[0-9]*[W]?")`.
@@ -207,10 +212,14 @@ impl CronSchedule {
             let expr = java_trim(token);
             let has_l = expr.contains('L') && expr.chars().count() > 1 && expr.contains(',');
             if expr_on == F_DAY_OF_MONTH && has_l {
-                return perr("Support for specifying 'L' and 'LW' with other days of the month is not implemented");
+                return perr(
+                    "Support for specifying 'L' and 'LW' with other days of the month is not implemented",
+                );
             }
             if expr_on == F_DAY_OF_WEEK && has_l {
-                return perr("Support for specifying 'L' with other days of the week is not implemented");
+                return perr(
+                    "Support for specifying 'L' with other days of the week is not implemented",
+                );
             }
             if expr_on == F_DAY_OF_WEEK && expr.matches('#').count() > 1 {
                 return perr("Support for specifying multiple \"nth\" days is not implemented.");
@@ -230,7 +239,9 @@ impl CronSchedule {
         let dom_spec = !self.sets[F_DAY_OF_MONTH].contains(&NO_SPEC);
         let dow_spec = !self.sets[F_DAY_OF_WEEK].contains(&NO_SPEC);
         if dom_spec == dow_spec {
-            return perr("Support for specifying both a day-of-week AND a day-of-month parameter is not implemented.");
+            return perr(
+                "Support for specifying both a day-of-week AND a day-of-month parameter is not implemented.",
+            );
         }
         Ok(())
     }
@@ -281,7 +292,7 @@ impl CronSchedule {
                                 _ => {
                                     return perr(
                                         "A numeric value between 1 and 5 must follow the '#' option",
-                                    )
+                                    );
                                 }
                             }
                         }
@@ -306,13 +317,9 @@ impl CronSchedule {
             }
             if ty == F_DAY_OF_WEEK && !self.lastday_of_month {
                 match self.sets[F_DAY_OF_MONTH].last() {
-                    None => {
-                        return Err(PErr::Runtime("java.util.NoSuchElementException".into()))
-                    }
+                    None => return Err(PErr::Runtime("java.util.NoSuchElementException".into())),
                     Some(&NO_SPEC) => {
-                        return perr(
-                            "'?' can only be specified for Day-of-Month -OR- Day-of-Week.",
-                        )
+                        return perr("'?' can only be specified for Day-of-Month -OR- Day-of-Week.");
                     }
                     Some(_) => {}
                 }
@@ -406,7 +413,9 @@ impl CronSchedule {
                 }
                 self.nearest_weekday = true;
                 if val > 31 {
-                    return perr("The 'W' option does not make sense with values larger than 31 (max number of days in a month)");
+                    return perr(
+                        "The 'W' option does not make sense with values larger than 31 (max number of days in a month)",
+                    );
                 }
                 self.sets[ty].insert(val);
                 Ok(())
@@ -418,9 +427,7 @@ impl CronSchedule {
                 i += 1;
                 match java_parse_int(&s[i.min(s.len())..]) {
                     Ok(n) if (1..=5).contains(&n) => self.nthday_of_week = n,
-                    _ => {
-                        return perr("A numeric value between 1 and 5 must follow the '#' option")
-                    }
+                    _ => return perr("A numeric value between 1 and 5 must follow the '#' option"),
                 }
                 self.sets[ty].insert(val);
                 Ok(())
@@ -485,9 +492,13 @@ impl CronSchedule {
             F_DAY_OF_WEEK => (1, 7, "Day-of-Week values must be between 1 and 7"),
             _ => (i64::MIN, i64::MAX, ""),
         };
-        let exempt = val == ALL_SPEC
-            || (val == NO_SPEC && (ty == F_DAY_OF_MONTH || ty == F_DAY_OF_WEEK));
-        let low_bad = if ty == F_DAY_OF_WEEK { val == 0 } else { val < lo };
+        let exempt =
+            val == ALL_SPEC || (val == NO_SPEC && (ty == F_DAY_OF_MONTH || ty == F_DAY_OF_WEEK));
+        let low_bad = if ty == F_DAY_OF_WEEK {
+            val == 0
+        } else {
+            val < lo
+        };
         if ty != F_YEAR && (low_bad || val > hi || end > hi) && !exempt {
             return perr(msg);
         }
@@ -510,7 +521,11 @@ impl CronSchedule {
             F_DAY_OF_WEEK => (1, 7, 7),
             _ => (1970, self.max_year, -1),
         };
-        let start = if val == -1 || val == ALL_SPEC { min } else { val };
+        let start = if val == -1 || val == ALL_SPEC {
+            min
+        } else {
+            val
+        };
         let mut stop = if end == -1 { max_val } else { end };
         let mut max = -1;
         if stop < start {
@@ -668,14 +683,17 @@ impl CronSchedule {
                             }
                             day = 1;
                         }
-                    } else if nearest_weekday_before(&mut cl, tz, &mut day, mon, sec, min, hr, after_time) {
+                    } else if nearest_weekday_before(
+                        &mut cl, tz, &mut day, mon, sec, min, hr, after_time,
+                    ) {
                         day = 1;
                         mon += 1;
                     }
                 } else if self.nearest_weekday {
                     t = day;
                     day = first(dom_set)?;
-                    if nearest_weekday_before(&mut cl, tz, &mut day, mon, sec, min, hr, after_time) {
+                    if nearest_weekday_before(&mut cl, tz, &mut day, mon, sec, min, hr, after_time)
+                    {
                         day = first(dom_set)?;
                         mon += 1;
                     }

@@ -59,7 +59,9 @@ impl Windows {
     /// The merged window containing `t`, if the job is active at `t`.
     pub fn window_at(&self, t: Timestamp) -> Option<Window> {
         // Only fire times in (t - duration, t] open a window containing t.
-        let first = self.schedule.next_after(t.checked_sub(self.duration).ok()?, &self.tz)?;
+        let first = self
+            .schedule
+            .next_after(t.checked_sub(self.duration).ok()?, &self.tz)?;
         if first > t {
             return None;
         }
@@ -88,13 +90,19 @@ impl Windows {
         })
     }
 
-    /// The window running at `t`, then the ones after it.
+    /// The window running at `t`, then the ones after it. A window running for more than a day
+    /// comes in day-long pieces (each starting where the previous ended).
     pub fn windows_from(&self, t: Timestamp) -> impl Iterator<Item = Window> + '_ {
         let mut next = self.window_at(t).or_else(|| self.next_window_after(t));
         std::iter::from_fn(move || {
             let w = next?;
-            next = self.next_window_after(w.end.checked_sub(SignedDuration::from_secs(1)).ok()?)
-                .filter(|n| n.start >= w.end);
+            next = match self.window_at(w.end) {
+                Some(more) => Some(Window {
+                    start: w.end,
+                    end: more.end,
+                }),
+                None => self.next_window_after(w.end),
+            };
             Some(w)
         })
     }
@@ -155,7 +163,11 @@ pub enum PlanState {
 impl Plan {
     /// A plan from an optional schedule: `None` gives `fallback` (Always for the recorder,
     /// Hourly for the uploader).
-    pub fn from_schedule(schedule: Option<(CronSchedule, Duration)>, tz: TimeZone, fallback: Plan) -> Plan {
+    pub fn from_schedule(
+        schedule: Option<(CronSchedule, Duration)>,
+        tz: TimeZone,
+        fallback: Plan,
+    ) -> Plan {
         match schedule {
             Some((s, d)) => Plan::Windows(Windows::new(s, d, tz)),
             None => fallback,

@@ -254,8 +254,12 @@ pub fn load(env: &Env, config_file: Option<&Path>) -> Result<Settings, SettingsE
     };
     let max_file_size_mb = int("AWS_KVS_EDGE_LOG_MAX_FILE_SIZE", 0, 10_000, 20);
     let rollover_count = int("AWS_KVS_EDGE_LOG_ROLLOVER_COUNT", 1, 100, 10);
-    let output_directory = PathBuf::from(env.get("AWS_KVS_EDGE_LOG_OUTPUT_DIRECTORY").unwrap_or("./log"));
-    let recording_directory = PathBuf::from(env.get("AWS_KVS_EDGE_RECORDING_DIRECTORY").unwrap_or("."));
+    let output_directory = PathBuf::from(
+        env.get("AWS_KVS_EDGE_LOG_OUTPUT_DIRECTORY")
+            .unwrap_or("./log"),
+    );
+    let recording_directory =
+        PathBuf::from(env.get("AWS_KVS_EDGE_RECORDING_DIRECTORY").unwrap_or("."));
     let region = env.get("AWS_REGION").map(str::to_owned);
 
     let mode = decide_mode(env, &file, &mut bad);
@@ -268,7 +272,8 @@ pub fn load(env: &Env, config_file: Option<&Path>) -> Result<Settings, SettingsE
     if cloudwatch_enabled && mode == Mode::Local {
         bad(
             "AWS_KVS_EDGE_CLOUDWATCH_ENABLED",
-            "TRUE needs AWS credentials: set the AWS_IOT_* variables or run under Greengrass".into(),
+            "TRUE needs AWS credentials: set the AWS_IOT_* variables or run under Greengrass"
+                .into(),
         );
     }
 

@@ -43,7 +43,9 @@ fn each_variable_accepts_its_range_and_names_itself_when_wrong() {
         (
             "AWS_KVS_EDGE_LOG_LEVEL",
             "VERBOSE",
-            Err("AWS_KVS_EDGE_LOG_LEVEL: \"VERBOSE\" is not one of OFF, ALL, FATAL, ERROR, WARN, INFO, DEBUG, TRACE"),
+            Err(
+                "AWS_KVS_EDGE_LOG_LEVEL: \"VERBOSE\" is not one of OFF, ALL, FATAL, ERROR, WARN, INFO, DEBUG, TRACE",
+            ),
         ),
         ("AWS_KVS_EDGE_LOG_MAX_FILE_SIZE", "0", Ok(())),
         ("AWS_KVS_EDGE_LOG_MAX_FILE_SIZE", "10000", Ok(())),
@@ -75,7 +77,9 @@ fn each_variable_accepts_its_range_and_names_itself_when_wrong() {
         ("LD_LIBRARY_PATH", "/opt/lib", Ok(())),
     ];
     for (name, value, want) in cases {
-        let got = load(&env(&[(name, value)]), None).map(|_| ()).map_err(errors);
+        let got = load(&env(&[(name, value)]), None)
+            .map(|_| ())
+            .map_err(errors);
         match want {
             Ok(()) => assert!(got.is_ok(), "{name}={value}: {got:?}"),
             Err(msg) => assert_eq!(got.unwrap_err(), vec![msg.to_string()], "{name}={value}"),
@@ -120,8 +124,14 @@ fn iot_mode_needs_every_iot_variable_and_readable_files() {
         ("AWS_IOT_CA_CERT", ca.as_str()),
         ("AWS_IOT_CORE_CERT", cert.as_str()),
         ("AWS_IOT_CORE_PRIVATE_KEY", key.as_str()),
-        ("AWS_IOT_CORE_CREDENTIAL_ENDPOINT", "c.credentials.iot.us-west-2.amazonaws.com"),
-        ("AWS_IOT_CORE_DATA_ATS_ENDPOINT", "a-ats.iot.us-west-2.amazonaws.com"),
+        (
+            "AWS_IOT_CORE_CREDENTIAL_ENDPOINT",
+            "c.credentials.iot.us-west-2.amazonaws.com",
+        ),
+        (
+            "AWS_IOT_CORE_DATA_ATS_ENDPOINT",
+            "a-ats.iot.us-west-2.amazonaws.com",
+        ),
         ("AWS_IOT_CORE_ROLE_ALIAS", "kvs-edge-role-alias"),
         ("AWS_IOT_CORE_THING_NAME", "my-edge-device-thing"),
     ];
@@ -152,7 +162,11 @@ fn iot_mode_needs_every_iot_variable_and_readable_files() {
 
 #[test]
 fn greengrass_mode_is_detected() {
-    let s = load(&env(&[("SVCUID", "abc"), ("AWS_REGION", "us-east-1")]), None).unwrap();
+    let s = load(
+        &env(&[("SVCUID", "abc"), ("AWS_REGION", "us-east-1")]),
+        None,
+    )
+    .unwrap();
     assert_eq!(
         s.mode,
         Mode::Greengrass {
@@ -172,7 +186,9 @@ fn greengrass_mode_is_detected() {
 fn cloudwatch_needs_credentials() {
     assert_eq!(
         errors(load(&env(&[("AWS_KVS_EDGE_CLOUDWATCH_ENABLED", "TRUE")]), None).unwrap_err()),
-        ["AWS_KVS_EDGE_CLOUDWATCH_ENABLED: TRUE needs AWS credentials: set the AWS_IOT_* variables or run under Greengrass"]
+        [
+            "AWS_KVS_EDGE_CLOUDWATCH_ENABLED: TRUE needs AWS credentials: set the AWS_IOT_* variables or run under Greengrass"
+        ]
     );
 }
 
@@ -196,7 +212,10 @@ fn yaml_file_values_and_errors() {
     )
     .unwrap();
     let s = load(&Env::default(), Some(&path)).unwrap();
-    assert_eq!(s.catalog_path(), PathBuf::from("/var/lib/kvs/kvs-edge-agent.db"));
+    assert_eq!(
+        s.catalog_path(),
+        PathBuf::from("/var/lib/kvs/kvs-edge-agent.db")
+    );
     assert_eq!(s.file.max_streams, 4);
     assert_eq!(s.file.mqtt.topic_prefix, "site/7");
     assert_eq!(s.thing_name(), Some("box-1"));
@@ -228,6 +247,11 @@ fn yaml_file_values_and_errors() {
     assert!(e.contains("max_streams") || e.contains("many"), "{e}");
 
     let missing = dir.path().join("nope.yaml");
-    let e = load(&Env::default(), Some(&missing)).unwrap_err().to_string();
-    assert!(e.starts_with("cannot read the configuration file") && e.contains("nope.yaml"), "{e}");
+    let e = load(&Env::default(), Some(&missing))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("cannot read the configuration file") && e.contains("nope.yaml"),
+        "{e}"
+    );
 }

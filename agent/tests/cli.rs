@@ -1,0 +1,170 @@
+//! The binary's verbs as an operator runs them.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kvs-edge-agent");
+const EXAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../config/example-edge-configuration.json"
+);
+
+fn agent() -> Command {
+    let mut c = Command::new(BIN);
+    // Start each run from a clean environment of the agent's own variables.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") || k.starts_with("GREENGRASS") || k == "SVCUID" || k == "RUST_LOG"
+        {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+#[test]
+fn help_lists_every_verb() {
+    let out = agent().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for verb in ["run", "check-config", "schedule", "record", "check"] {
+        assert!(
+            text.contains(&format!("  {verb} ")),
+            "--help lists {verb}:\n{text}"
+        );
+        let sub = agent().args([verb, "--help"]).output().unwrap();
+        assert!(sub.status.success(), "{verb} --help");
+    }
+}
+
+#[test]
+fn check_config_prints_the_normalised_request() {
+    for arg in [EXAMPLE.to_owned(), format!("file://{EXAMPLE}")] {
+        let out = agent().args(["check-config", &arg]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let original: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(EXAMPLE).unwrap()).unwrap();
+        assert_eq!(
+            printed, original,
+            "the example states every default already"
+        );
+    }
+}
+
+#[test]
+fn check_config_fills_defaults_from_stdin() {
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(EXAMPLE).unwrap()).unwrap();
+    doc["EdgeConfig"]
+        .as_object_mut()
+        .unwrap()
+        .remove("DeletionConfig");
+    let mut child = agent()
+        .args(["check-config", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(doc.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        printed["EdgeConfig"]["DeletionConfig"],
+        serde_json::json!({"EdgeRetentionInHours": 720, "DeleteAfterUpload": true})
+    );
+}
+
+#[test]
+fn check_config_lists_every_error_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"StreamName": "cam", "EdgeConfig": {"HubDeviceArn": "arn:aws:iot:us-west-2:1:thing/t",
+            "RecorderConfig": {"MediaSourceConfig": {"MediaUriSecretArn": "arn:aws:secretsmanager:us-west-2:1:secret:s", "MediaUriType": "RTSP_URI"},
+            "ScheduleConfig": {"ScheduleExpression": "0 0 9 * * ? *", "DurationInSeconds": 59}},
+            "DeletionConfig": {"EdgeRetentionInHours": 721}}}"#,
+    )
+    .unwrap();
+    let out = agent()
+        .args(["check-config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "EdgeConfig.RecorderConfig.ScheduleConfig.DurationInSeconds: 59 is below the minimum 60\n\
+         EdgeConfig.DeletionConfig.EdgeRetentionInHours: 721 is above the maximum 720\n"
+    );
+
+    std::fs::write(&bad, "{\"StreamName\": ").unwrap();
+    let out = agent()
+        .args(["check-config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("not valid JSON: "));
+
+    let out = agent()
+        .args(["check-config", "file:///nonexistent/x.json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/x.json"));
+}
+
+#[test]
+fn run_refuses_bad_settings_naming_the_variable() {
+    let out = agent()
+        .arg("run")
+        .env("AWS_KVS_EDGE_LOG_ROLLOVER_COUNT", "0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("AWS_KVS_EDGE_LOG_ROLLOVER_COUNT: 0 is below the minimum 1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn run_opens_the_catalog_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = agent()
+        .arg("run")
+        .env("AWS_KVS_EDGE_RECORDING_DIRECTORY", dir.path())
+        .env("AWS_KVS_EDGE_LOG_LEVEL", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let ready = stderr
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("ready"));
+    assert!(ready, "agent logs that it is ready");
+    assert!(dir.path().join("kvs-edge-agent.db").is_file());
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "SIGTERM is a clean stop");
+}

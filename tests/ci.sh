@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The project's test command (README.md names it; .ci/run calls it). Installs the real peers the
+# tests run against from Debian's packages, then checks formatting, lints and runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export DEBIAN_FRONTEND=noninteractive
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO=sudo
+PACKAGES=(
+  # Matroska oracles: ffprobe/ffmpeg, mkvinfo/mkvmerge
+  ffmpeg mkvtoolnix
+  # Quartz 2 (the schedule oracle) and a JDK to compile the oracle program
+  libquartz2-java openjdk-17-jdk-headless
+  # RTSP cameras: GStreamer's RTSP server through python3-gi
+  python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-tools
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
+  # MQTT broker
+  mosquitto
+  sqlite3
+)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Tests that need a peer fail (rather than skip) when it is missing under CI.
+export CI="${CI:-true}"
+
+cargo fmt --all --check
+cargo clippy --locked --all-targets -- -D warnings
+cargo test --locked --workspace
