@@ -196,6 +196,11 @@ fn every_field_valid_and_invalid() {
         ),
         bad(
             "EdgeConfig.RecorderConfig.ScheduleConfig.DurationInSeconds",
+            Some(json!(u64::MAX)),
+            "EdgeConfig.RecorderConfig.ScheduleConfig.DurationInSeconds: 18446744073709551615 is above the maximum 3600",
+        ),
+        bad(
+            "EdgeConfig.RecorderConfig.ScheduleConfig.DurationInSeconds",
             None,
             "EdgeConfig.RecorderConfig.ScheduleConfig.DurationInSeconds: is required",
         ),
@@ -534,4 +539,52 @@ fn describe_response_serialises_in_api_shape() {
     assert!(v.get("FailedStatusDetails").is_none());
     let back: DescribeEdgeConfigurationResponse = serde_json::from_value(v).unwrap();
     assert_eq!(back, resp);
+}
+
+/// Every field of the example replaced by every kind of wrong value: never a panic, and each
+/// error names the field that was changed (or a field inside it).
+#[test]
+fn mutations_never_panic_and_name_their_field() {
+    fn paths(v: &Value, prefix: &str, out: &mut Vec<String>) {
+        if let Value::Object(map) = v {
+            for (k, child) in map {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                out.push(p.clone());
+                paths(child, &p, out);
+            }
+        }
+    }
+    let mut all = Vec::new();
+    paths(&example(), "", &mut all);
+    assert!(all.len() >= 17, "{all:?}");
+    let wrong = [
+        json!(true),
+        json!(0),
+        json!(-1),
+        json!(1e20),
+        json!(u64::MAX),
+        json!(""),
+        json!("x".repeat(3000)),
+        json!("\u{0}\n\u{feff}"),
+        json!([]),
+        json!([1, 2]),
+        json!({}),
+        json!({"a": {"b": 1}}),
+    ];
+    for path in &all {
+        for value in &wrong {
+            let doc = with(path, Some(value.clone()));
+            if let Err(e) = validate::validate_start_request(&doc) {
+                for fe in e.field_errors() {
+                    let related = fe.path.starts_with(path.as_str())
+                        || (path.starts_with("Stream") && fe.path.is_empty());
+                    assert!(related, "{path} = {value}: unrelated error {fe}");
+                }
+            }
+        }
+    }
 }

@@ -235,7 +235,12 @@ impl Walk {
             return None;
         };
         let Some(i) = n.as_i64() else {
-            self.error(path, format!("expected an integer, found {n}"));
+            let message = if n.is_u64() {
+                format!("{n} is above the maximum {max}")
+            } else {
+                format!("expected an integer, found {n}")
+            };
+            self.error(path, message);
             return None;
         };
         if i < i64::from(min) {
