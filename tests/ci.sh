@@ -11,7 +11,7 @@ PACKAGES=(
   # Matroska oracles: ffprobe/ffmpeg, mkvinfo/mkvmerge
   ffmpeg mkvtoolnix
   # Quartz 2 (the schedule oracle) and a JDK to compile the oracle program
-  libquartz2-java openjdk-17-jdk-headless
+  libquartz2-java openjdk-17-jdk-headless tzdata
   # RTSP cameras: GStreamer's RTSP server through python3-gi
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-tools
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly

@@ -5,6 +5,8 @@
 pub mod catalog;
 pub mod clock;
 pub mod edge_config;
+pub mod janitor;
 pub mod media;
+pub mod recorder;
 pub mod schedule;
 pub mod settings;

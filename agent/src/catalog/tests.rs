@@ -422,8 +422,12 @@ fn unreadable_stored_configuration_is_reported_not_panicked() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(FILE_NAME);
     let c = Catalog::open(&path).unwrap();
-    c.put_config(&request("cam1", "hub"), SyncStatus::InSync, Timestamp::now())
-        .unwrap();
+    c.put_config(
+        &request("cam1", "hub"),
+        SyncStatus::InSync,
+        Timestamp::now(),
+    )
+    .unwrap();
     rusqlite::Connection::open(&path)
         .unwrap()
         .execute(
@@ -432,12 +436,14 @@ fn unreadable_stored_configuration_is_reported_not_panicked() {
         )
         .unwrap();
     let err = c.config("cam1").unwrap_err().to_string();
-    assert!(err.contains("stream cam1") && err.contains("unreadable"), "{err}");
+    assert!(
+        err.contains("stream cam1") && err.contains("unreadable"),
+        "{err}"
+    );
     assert!(c.configs().is_err());
     // A status value outside the schema's CHECK cannot even be written.
-    let bad_status = rusqlite::Connection::open(&path).unwrap().execute(
-        "update edge_config set sync_status = 'WHATEVER'",
-        [],
-    );
+    let bad_status = rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute("update edge_config set sync_status = 'WHATEVER'", []);
     assert!(bad_status.is_err());
 }

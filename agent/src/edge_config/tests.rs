@@ -168,6 +168,16 @@ fn every_field_valid_and_invalid() {
         ),
         bad(
             "EdgeConfig.RecorderConfig.ScheduleConfig.ScheduleExpression",
+            Some(json!("0 0 9-16 * * MON-FRI *")),
+            "EdgeConfig.RecorderConfig.ScheduleConfig.ScheduleExpression: \"0 0 9-16 * * MON-FRI *\" is not a valid Quartz cron expression: Support for specifying both a day-of-week AND a day-of-month parameter is not implemented.",
+        ),
+        bad(
+            "EdgeConfig.UploaderConfig.ScheduleConfig.ScheduleExpression",
+            Some(json!("0 0 25 ? * * *")),
+            "EdgeConfig.UploaderConfig.ScheduleConfig.ScheduleExpression: \"0 0 25 ? * * *\" is not a valid Quartz cron expression: Hour values must be between 0 and 23",
+        ),
+        bad(
+            "EdgeConfig.RecorderConfig.ScheduleConfig.ScheduleExpression",
             None,
             "EdgeConfig.RecorderConfig.ScheduleConfig.ScheduleExpression: is required",
         ),

@@ -587,6 +587,8 @@ pub fn validate_list_request(v: &Value) -> Result<ListEdgeAgentConfigurationsReq
 }
 
 /// Why Quartz would reject `expr`, if it would.
-fn quartz_error(_expr: &str) -> Option<String> {
-    None
+fn quartz_error(expr: &str) -> Option<String> {
+    crate::schedule::CronSchedule::parse(expr)
+        .err()
+        .map(|e| e.reason)
 }

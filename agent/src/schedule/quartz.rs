@@ -153,11 +153,7 @@ fn is_last_day_offset(s: &[char]) -> bool {
     }
     let rest = &s[2..];
     let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
-    match &rest[digits..] {
-        [] => true,
-        ['W'] => true,
-        _ => false,
-    }
+    matches!(&rest[digits..], [] | ['W'])
 }
 
 /// `String.trim()`: strips every char at or below U+0020.
@@ -319,7 +315,9 @@ impl CronSchedule {
                 match self.sets[F_DAY_OF_MONTH].last() {
                     None => return Err(PErr::Runtime("java.util.NoSuchElementException".into())),
                     Some(&NO_SPEC) => {
-                        return perr("'?' can only be specified for Day-of-Month -OR- Day-of-Week.");
+                        return perr(
+                            "'?' can only be specified for Day-of-Month -OR- Day-of-Week.",
+                        );
                     }
                     Some(_) => {}
                 }

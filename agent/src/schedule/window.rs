@@ -140,6 +140,8 @@ impl Windows {
 }
 
 /// What a job's schedule says it should do.
+// One plan per job: its size does not matter, and unboxed it is simpler to match on.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Plan {
     /// No `ScheduleConfig` on the recorder: record all the time.

@@ -1,0 +1,663 @@
+//! The recorder: one job per stream turning a camera (RTSP) or a local clip (FILE_URI) into
+//! KVS-ready fragments in crash-safe Matroska segments indexed in the catalog.
+//!
+//! ```text
+//! source (rtsp | file) --SourceFrame--> Timeline --TimedFrame--> Fragmenter --Fragment--> SegmentWriter
+//!   async, reconnects      wall clock              pure                        blocking thread, fsync, catalog
+//! ```
+//!
+//! - [`source`]: the frame type every source yields, and the wall-clock [`source::Timeline`].
+//! - [`rtsp`] / [`file`]: the two sources.
+//! - [`fragmenter`]: where fragments and segments begin and end (pure, unit-tested).
+//! - [`segment`]: files, fsync order and catalog rows.
+//! - [`recovery`]: startup repair and the audit behind `kvs-edge-agent check`.
+//!
+//! [`run`] is the per-stream job: connect, record, and on any source failure flush the fragment
+//! in flight (so no fragment spans a gap), log the gap, and reconnect with exponential backoff
+//! (1 s doubling to 30 s, equal jitter). While backing off after the camera was unreachable, a
+//! TCP connect probe each second cuts the wait short as soon as the camera listens again, so
+//! recording resumes within about 2 s of its return even after a long outage; failures from a
+//! camera that answers (auth, codec, protocol) wait out the full backoff.
+//!
+//! Status (LastRecorderStatus) goes to a [`StatusSink`]: SUCCESS once fragments are committed;
+//! USER_ERROR for a bad URI, an authentication failure or an unsupported codec; SYSTEM_ERROR for
+//! an unreachable or failing camera, disk faults and internal errors. Details pass through
+//! [`redact_url`] and never hold the password.
+
+pub mod file;
+pub mod fragmenter;
+pub mod recovery;
+pub mod rtsp;
+pub mod segment;
+pub mod source;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{info, warn};
+use url::Url;
+
+use crate::catalog::{Catalog, Job};
+use crate::clock::Clock;
+use crate::edge_config::JobStatus;
+use fragmenter::{Fragment, Fragmenter, FragmenterConfig};
+use rtsp::{RtspOptions, RtspSource};
+use segment::{SegmentError, SegmentWriter, Written};
+use source::{SourceFrame, TimedFrame, Timeline};
+
+/// Why a source could not deliver frames.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum SourceError {
+    #[error("bad media URI: {0}")]
+    BadUri(String),
+    #[error("the camera refused the credentials: {0}")]
+    Auth(String),
+    #[error("unsupported codec: {0}")]
+    UnsupportedCodec(String),
+    #[error("camera unreachable: {0}")]
+    Unreachable(String),
+    #[error("no video frame for {0:?}")]
+    Stalled(Duration),
+    #[error("the camera ended the stream")]
+    Ended,
+    #[error("RTSP error: {0}")]
+    Protocol(String),
+}
+
+impl SourceError {
+    /// USER_ERROR: the configuration (URI, credentials, camera settings) must change.
+    pub fn status(&self) -> JobStatus {
+        match self {
+            SourceError::BadUri(_) | SourceError::Auth(_) | SourceError::UnsupportedCodec(_) => {
+                JobStatus::UserError
+            }
+            _ => JobStatus::SystemError,
+        }
+    }
+}
+
+/// Errors that stop the job for good (until the configuration changes).
+#[derive(Debug, Error)]
+pub enum RecorderError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+}
+
+/// The URL with any password replaced by `***`, for logs and status details. Text that is not a
+/// URL is returned with anything between `://` and `@` masked.
+pub fn redact_url(s: &str) -> String {
+    if let Ok(mut u) = Url::parse(s)
+        && u.password().is_some()
+    {
+        let _ = u.set_password(Some("***"));
+        return u.to_string();
+    }
+    match (s.find("://"), s.rfind('@')) {
+        (Some(i), Some(j)) if j > i + 3 => format!("{}***{}", &s[..i + 3], &s[j..]),
+        _ => s.to_owned(),
+    }
+}
+
+/// Where the media comes from (`MediaUriType` RTSP_URI or FILE_URI).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaUri {
+    Rtsp(Url),
+    /// A clip; `fps` paces Annex B files (query `?fps=N`, default 25).
+    File { path: PathBuf, fps: u32 },
+}
+
+impl MediaUri {
+    /// `rtsp://[user:password@]host[:port]/path`, `file:///path[?fps=N]` or an absolute path.
+    pub fn parse(s: &str) -> Result<MediaUri, SourceError> {
+        let bad = |why: &str| SourceError::BadUri(format!("{}: {why}", redact_url(s)));
+        if s.starts_with('/') {
+            return Ok(MediaUri::File {
+                path: PathBuf::from(s),
+                fps: 25,
+            });
+        }
+        let url = Url::parse(s).map_err(|e| bad(&e.to_string()))?;
+        match url.scheme() {
+            "rtsp" => {
+                if url.host_str().is_none_or(str::is_empty) {
+                    return Err(bad("no host"));
+                }
+                Ok(MediaUri::Rtsp(url))
+            }
+            "file" => {
+                let path = url.to_file_path().map_err(|()| bad("not a local path"))?;
+                let fps = match url.query_pairs().find(|(k, _)| k == "fps") {
+                    Some((_, v)) => v
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|f| (1..=1000).contains(f))
+                        .ok_or_else(|| bad("fps must be 1 to 1000"))?,
+                    None => 25,
+                };
+                Ok(MediaUri::File { path, fps })
+            }
+            other => Err(bad(&format!("scheme {other:?} is not rtsp or file"))),
+        }
+    }
+
+    /// `host:port` to probe while the camera is away.
+    fn probe_addr(&self) -> Option<String> {
+        match self {
+            MediaUri::Rtsp(u) => Some(format!("{}:{}", u.host_str()?, u.port().unwrap_or(554))),
+            MediaUri::File { .. } => None,
+        }
+    }
+}
+
+enum Source {
+    Rtsp(Box<RtspSource>),
+    File(file::FileSource),
+}
+
+impl Source {
+    async fn open(uri: &MediaUri, opts: &RtspOptions) -> Result<Source, SourceError> {
+        match uri {
+            MediaUri::Rtsp(url) => Ok(Source::Rtsp(Box::new(RtspSource::connect(url, opts).await?))),
+            MediaUri::File { path, fps } => {
+                let (path, fps) = (path.clone(), *fps);
+                tokio::task::spawn_blocking(move || file::FileSource::open(&path, fps))
+                    .await
+                    .map_err(|e| SourceError::Protocol(format!("loading the clip panicked: {e}")))?
+                    .map(Source::File)
+            }
+        }
+    }
+
+    async fn next(&mut self) -> Result<SourceFrame, SourceError> {
+        match self {
+            Source::Rtsp(s) => s.next().await,
+            Source::File(s) => s.next().await,
+        }
+    }
+}
+
+/// Where LastRecorderStatus goes.
+pub trait StatusSink: Send + Sync {
+    fn report(&self, status: JobStatus, details: Option<&str>);
+}
+
+/// Writes the status into the catalog's job_status (the stream must have an edge configuration
+/// row); failures are logged.
+pub struct CatalogStatus {
+    pub catalog: Arc<Catalog>,
+    pub stream: String,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl StatusSink for CatalogStatus {
+    fn report(&self, status: JobStatus, details: Option<&str>) {
+        let now = self.clock.now();
+        let collected = (status == JobStatus::Success).then_some(now);
+        if let Err(e) = self.catalog.set_job_status(&self.stream, Job::Recorder, status, details, collected, now) {
+            warn!(stream = %self.stream, error = %e, "cannot store the recorder status");
+        }
+    }
+}
+
+/// Logs the status only (the `record` command, which has no edge configuration).
+pub struct LogStatus;
+
+impl StatusSink for LogStatus {
+    fn report(&self, status: JobStatus, details: Option<&str>) {
+        match status {
+            JobStatus::Success => info!(status = %status.as_str(), "recorder status"),
+            _ => warn!(status = %status.as_str(), details = details.unwrap_or(""), "recorder status"),
+        }
+    }
+}
+
+/// Keeps every report, for tests and callers that want to look.
+#[derive(Default)]
+pub struct MemoryStatus(pub Mutex<Vec<(JobStatus, Option<String>)>>);
+
+impl StatusSink for MemoryStatus {
+    fn report(&self, status: JobStatus, details: Option<&str>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((status, details.map(str::to_owned)));
+    }
+}
+
+/// What the supervisor asks of a running job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Record,
+    /// Stop writing (DENY_NEW_MEDIA, outside the schedule window): the fragment in flight is
+    /// written, the segment closed and the camera disconnected until `Record` again.
+    Pause,
+    /// Finish the fragment in flight, close the segment and return.
+    Stop,
+}
+
+#[derive(Debug, Clone)]
+pub struct RecorderConfig {
+    pub stream: String,
+    /// The media URI; may hold a password, so it is never logged as is.
+    pub uri: String,
+    pub recording_dir: PathBuf,
+    pub fragmenter: FragmenterConfig,
+    pub rtsp: RtspOptions,
+}
+
+/// A stretch with no media between two sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap {
+    /// End of the last frame before the gap (its timestamp plus one frame interval).
+    pub from_ms: i64,
+    /// First frame after the gap.
+    pub to_ms: i64,
+}
+
+/// What a finished job did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecorderSummary {
+    pub frames: u64,
+    pub fragments: u64,
+    pub segments: u64,
+    pub sessions: u64,
+    pub gaps: Vec<Gap>,
+    pub write_errors: u64,
+}
+
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How often a waiting job probes an unreachable camera.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// A SUCCESS status is refreshed this often while recording (LastCollectedTime).
+const STATUS_REFRESH: Duration = Duration::from_secs(60);
+
+/// Exponential backoff with equal jitter: the n-th wait is in [d/2, d], d = min(1 s * 2^n, 30 s).
+#[derive(Debug, Default)]
+struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    fn next_delay(&mut self) -> Duration {
+        let d = BACKOFF_MIN
+            .saturating_mul(1 << self.attempt.min(6))
+            .min(BACKOFF_MAX);
+        self.attempt += 1;
+        let mut r = [0u8; 4];
+        let frac = match getrandom::fill(&mut r) {
+            Ok(()) => f64::from(u32::from_le_bytes(r)) / f64::from(u32::MAX),
+            Err(_) => 1.0,
+        };
+        d / 2 + d.mul_f64(frac / 2.0)
+    }
+
+    fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// Reports status changes, and SUCCESS again every [`STATUS_REFRESH`].
+struct Reporter {
+    sink: Arc<dyn StatusSink>,
+    last: Option<(JobStatus, Option<String>)>,
+    last_at: Option<Instant>,
+}
+
+impl Reporter {
+    fn report(&mut self, status: JobStatus, details: Option<String>) {
+        let same = self.last.as_ref() == Some(&(status, details.clone()));
+        let fresh = self.last_at.is_some_and(|t| t.elapsed() < STATUS_REFRESH);
+        if same && (fresh || status != JobStatus::Success) {
+            return;
+        }
+        self.sink.report(status, details.as_deref());
+        self.last = Some((status, details));
+        self.last_at = Some(Instant::now());
+    }
+}
+
+struct Job {
+    cfg: RecorderConfig,
+    clock: Arc<dyn Clock>,
+    reporter: Reporter,
+    fragmenter: Fragmenter,
+    timeline: Timeline,
+    writer: Option<SegmentWriter>,
+    summary: RecorderSummary,
+}
+
+impl Job {
+    /// Writes a fragment on a blocking thread. Failures are reported, not returned: the writer
+    /// has abandoned its segment and the next fragment starts a new one.
+    async fn write(&mut self, frag: Fragment) {
+        let Some(mut writer) = self.writer.take() else {
+            return;
+        };
+        let result = tokio::task::spawn_blocking(move || {
+            let r = writer.write(&frag);
+            (writer, r, frag.frames.len())
+        })
+        .await;
+        match result {
+            Ok((writer, r, frames)) => {
+                self.writer = Some(writer);
+                self.after_write(r, frames);
+            }
+            Err(e) => {
+                self.summary.write_errors += 1;
+                self.reporter
+                    .report(JobStatus::SystemError, Some(format!("segment writer failed: {e}")));
+            }
+        }
+    }
+
+    fn after_write(&mut self, r: Result<Written, SegmentError>, frames: usize) {
+        match r {
+            Ok(w) => {
+                self.summary.fragments += 1;
+                self.summary.frames += frames as u64;
+                if w.new_file.is_some() {
+                    self.summary.segments += 1;
+                }
+                self.reporter.report(JobStatus::Success, None);
+            }
+            Err(e) => {
+                self.summary.write_errors += 1;
+                warn!(stream = %self.cfg.stream, error = %e, "cannot write fragment");
+                self.reporter
+                    .report(JobStatus::SystemError, Some(format!("cannot write media: {e}")));
+            }
+        }
+    }
+
+    async fn flush(&mut self) {
+        if let Some(frag) = self.fragmenter.flush() {
+            self.write(frag).await;
+        }
+    }
+
+    /// Closes the open segment file (pause, stop).
+    async fn close_segment(&mut self) {
+        self.flush().await;
+        self.fragmenter.end_segment();
+        if let Some(mut writer) = self.writer.take() {
+            let r = tokio::task::spawn_blocking(move || {
+                let r = writer.close();
+                (writer, r)
+            })
+            .await;
+            match r {
+                Ok((writer, r)) => {
+                    self.writer = Some(writer);
+                    if let Err(e) = r {
+                        warn!(stream = %self.cfg.stream, error = %e, "cannot close segment");
+                    }
+                }
+                Err(e) => warn!(error = %e, "segment writer failed"),
+            }
+        }
+    }
+
+    async fn on_frame(&mut self, f: SourceFrame, session_first: &mut bool) {
+        let before = self.timeline.last_ms();
+        let interval = self.timeline.interval_ms();
+        let ts = self.timeline.place(f.media_ms, self.clock.now().as_millisecond());
+        if *session_first {
+            *session_first = false;
+            if let Some(last) = before {
+                let gap = Gap {
+                    from_ms: last + interval,
+                    to_ms: ts,
+                };
+                if gap.to_ms > gap.from_ms {
+                    warn!(
+                        stream = %self.cfg.stream,
+                        from_ms = gap.from_ms,
+                        to_ms = gap.to_ms,
+                        gap_ms = gap.to_ms - gap.from_ms,
+                        "recording resumed after a gap"
+                    );
+                    self.summary.gaps.push(gap);
+                }
+            }
+        }
+        let timed = TimedFrame {
+            timestamp_ms: ts,
+            key: f.key,
+            data: f.data,
+            track: f.track,
+        };
+        if let Some(frag) = self.fragmenter.push(timed) {
+            self.write(frag).await;
+        }
+    }
+}
+
+/// Waits until `control` is no longer `Pause`; returns the new value.
+async fn wait_while_paused(control: &mut watch::Receiver<Control>) -> Control {
+    loop {
+        let c = *control.borrow_and_update();
+        if c != Control::Pause {
+            return c;
+        }
+        if control.changed().await.is_err() {
+            return Control::Stop;
+        }
+    }
+}
+
+/// Sleeps `delay`, cut short by a control change or, when `probe` is set, by the camera's port
+/// accepting a TCP connection. Returns the control value to act on.
+async fn back_off(delay: Duration, probe: Option<&str>, control: &mut watch::Receiver<Control>) -> Control {
+    let deadline = Instant::now() + delay;
+    loop {
+        let step = deadline.min(Instant::now() + PROBE_EVERY);
+        tokio::select! {
+            _ = tokio::time::sleep_until(step) => {}
+            changed = control.changed() => {
+                let c = if changed.is_err() { Control::Stop } else { *control.borrow_and_update() };
+                if c != Control::Record {
+                    return c;
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            return Control::Record;
+        }
+        if let Some(addr) = probe {
+            let connect = tokio::net::TcpStream::connect(addr);
+            if let Ok(Ok(_)) = tokio::time::timeout(PROBE_EVERY, connect).await {
+                return Control::Record;
+            }
+        }
+    }
+}
+
+/// The recorder job of one stream. Runs until `control` says `Stop` (or its sender is dropped),
+/// then writes the fragment in flight and closes the segment. Returns an error only for faults
+/// no retry can fix: a malformed URI, a missing clip, a stream name unusable as a directory.
+///
+/// Run [`recovery::recover`] for the stream before starting it.
+pub async fn run(
+    cfg: RecorderConfig,
+    catalog: Arc<Catalog>,
+    clock: Arc<dyn Clock>,
+    status: Arc<dyn StatusSink>,
+    mut control: watch::Receiver<Control>,
+) -> Result<RecorderSummary, RecorderError> {
+    let mut reporter = Reporter {
+        sink: status,
+        last: None,
+        last_at: None,
+    };
+    let uri = match MediaUri::parse(&cfg.uri) {
+        Ok(u) => u,
+        Err(e) => {
+            reporter.report(e.status(), Some(e.to_string()));
+            return Err(e.into());
+        }
+    };
+    let writer = match SegmentWriter::new(&cfg.recording_dir, &cfg.stream, catalog) {
+        Ok(w) => w,
+        Err(e) => {
+            reporter.report(JobStatus::UserError, Some(e.to_string()));
+            return Err(e.into());
+        }
+    };
+    let probe_addr = uri.probe_addr();
+    let mut job = Job {
+        fragmenter: Fragmenter::new(cfg.fragmenter),
+        cfg,
+        clock,
+        reporter,
+        timeline: Timeline::new(),
+        writer: Some(writer),
+        summary: RecorderSummary::default(),
+    };
+    let mut backoff = Backoff::default();
+    let safe_uri = redact_url(&job.cfg.uri);
+    loop {
+        match wait_while_paused(&mut control).await {
+            Control::Stop => break,
+            Control::Pause | Control::Record => {}
+        }
+        let opened = tokio::select! {
+            r = Source::open(&uri, &job.cfg.rtsp) => Some(r),
+            _ = control.changed() => None,
+        };
+        let mut src = match opened {
+            None => continue,
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                warn!(stream = %job.cfg.stream, uri = %safe_uri, error = %e, "cannot open the source");
+                job.reporter.report(e.status(), Some(e.to_string()));
+                if matches!(uri, MediaUri::File { .. }) {
+                    // A clip that cannot be read will not get better by retrying.
+                    return Err(e.into());
+                }
+                let probe = matches!(e, SourceError::Unreachable(_))
+                    .then_some(probe_addr.as_deref())
+                    .flatten();
+                match back_off(backoff.next_delay(), probe, &mut control).await {
+                    Control::Stop => break,
+                    _ => continue,
+                }
+            }
+        };
+        job.summary.sessions += 1;
+        info!(stream = %job.cfg.stream, uri = %safe_uri, "source connected");
+        job.timeline.new_session();
+        let mut session_first = true;
+        let ended = loop {
+            tokio::select! {
+                r = src.next() => match r {
+                    Ok(f) => {
+                        if session_first {
+                            backoff.reset();
+                        }
+                        job.on_frame(f, &mut session_first).await;
+                    }
+                    Err(e) => break Some(e),
+                },
+                changed = control.changed() => {
+                    let c = if changed.is_err() { Control::Stop } else { *control.borrow() };
+                    if c != Control::Record {
+                        break None;
+                    }
+                }
+            }
+        };
+        drop(src);
+        match ended {
+            None => {
+                // Pause or stop: close the file; the loop head decides what next.
+                job.close_segment().await;
+            }
+            Some(e) => {
+                warn!(stream = %job.cfg.stream, error = %e, "source lost; reconnecting");
+                job.flush().await;
+                job.reporter.report(e.status(), Some(e.to_string()));
+                let probe = matches!(e, SourceError::Unreachable(_) | SourceError::Ended | SourceError::Stalled(_))
+                    .then_some(probe_addr.as_deref())
+                    .flatten();
+                if back_off(backoff.next_delay(), probe, &mut control).await == Control::Stop {
+                    break;
+                }
+            }
+        }
+    }
+    job.close_segment().await;
+    info!(
+        stream = %job.cfg.stream,
+        frames = job.summary.frames,
+        fragments = job.summary.fragments,
+        dropped = job.fragmenter.dropped_frames(),
+        "recorder stopped"
+    );
+    Ok(job.summary)
+}
+
+/// Recovery for one stream on a blocking thread, as the supervisor runs it before [`run`].
+pub async fn recover_stream(
+    catalog: Arc<Catalog>,
+    recording_dir: &Path,
+    stream: &str,
+) -> Result<recovery::RecoveryReport, recovery::RecoveryError> {
+    let (dir, stream) = (recording_dir.to_owned(), stream.to_owned());
+    tokio::task::spawn_blocking(move || recovery::recover(&catalog, &dir, Some(&stream)))
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_hides_passwords() {
+        assert_eq!(
+            redact_url("rtsp://admin:s3cret@10.0.0.2:554/stream1"),
+            "rtsp://admin:***@10.0.0.2:554/stream1"
+        );
+        assert_eq!(redact_url("rtsp://10.0.0.2/s"), "rtsp://10.0.0.2/s");
+        assert!(!redact_url("rtsp://a:p@ss@w/rd@host").contains("ss@w"));
+        assert_eq!(redact_url("nonsense://u:pw@"), "nonsense://***@");
+    }
+
+    #[test]
+    fn uris() {
+        assert!(matches!(MediaUri::parse("rtsp://h/x"), Ok(MediaUri::Rtsp(_))));
+        assert_eq!(
+            MediaUri::parse("file:///tmp/a.h264?fps=30"),
+            Ok(MediaUri::File {
+                path: "/tmp/a.h264".into(),
+                fps: 30
+            })
+        );
+        assert!(matches!(MediaUri::parse("/tmp/a.mkv"), Ok(MediaUri::File { fps: 25, .. })));
+        let e = MediaUri::parse("http://u:secret@h/x").unwrap_err();
+        assert_eq!(e.status(), JobStatus::UserError);
+        assert!(!e.to_string().contains("secret"));
+        assert!(MediaUri::parse("rtsp:///x").is_err());
+    }
+
+    #[test]
+    fn backoff_doubles_to_thirty_seconds() {
+        let mut b = Backoff::default();
+        let waits: Vec<Duration> = (0..8).map(|_| b.next_delay()).collect();
+        let caps = [1, 2, 4, 8, 16, 30, 30, 30];
+        for (w, cap) in waits.iter().zip(caps) {
+            let cap = Duration::from_secs(cap);
+            assert!(*w >= cap / 2 && *w <= cap, "{w:?} vs {cap:?}");
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,476 @@
+//! Startup repair of segment files against the catalog, and the read-only audit behind
+//! `kvs-edge-agent check`.
+//!
+//! [`recover`] runs before a stream's recorder starts (never while one writes), and brings the
+//! catalog and the disk into agreement:
+//! - DELETING rows: the deletion is finished (unlink, directory fsync, row removed);
+//! - rows whose file is gone: removed (logged: media was lost outside the agent);
+//! - OPEN rows (a crash mid-segment): complete, key-first clusters past the indexed size were
+//!   fsynced before the crash could have stopped the commit, so they are fsynced again and
+//!   registered; the file is then cut at its last complete cluster and the row closed. An
+//!   open segment left with no fragment is removed;
+//! - CLOSED rows whose file holds bytes past the indexed size (an abandoned segment): cut;
+//! - files shorter than their indexed size: reported, left for an operator (the disk lost
+//!   committed data; nothing automatic is safe);
+//! - `.mkv` files named like ours with no row (a crash between creating a file and indexing
+//!   it, so they hold no committed fragment): removed. Other files are left alone.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+use tracing::{info, warn};
+
+use super::segment::fsync_dir;
+use crate::catalog::{Catalog, CatalogError, NewFragment, SegmentRow, SegmentState};
+use crate::media::mkv::{MkvError, SegmentReader, scan_segment};
+
+#[derive(Debug, Error)]
+pub enum RecoveryError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Segment(#[from] super::segment::SegmentError),
+}
+
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> RecoveryError + '_ {
+    move |source| RecoveryError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What recovery did, one line per action (also logged).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub actions: Vec<String>,
+    /// Problems recovery could not fix.
+    pub unresolved: Vec<String>,
+}
+
+impl RecoveryReport {
+    fn act(&mut self, msg: String) {
+        info!("recovery: {msg}");
+        self.actions.push(msg);
+    }
+
+    fn unresolved(&mut self, msg: String) {
+        warn!("recovery: {msg}");
+        self.unresolved.push(msg);
+    }
+}
+
+/// Repairs the segments of `stream` (every stream when `None`) under `root`. Must not run while
+/// a recorder writes to them.
+pub fn recover(catalog: &Catalog, root: &Path, stream: Option<&str>) -> Result<RecoveryReport, RecoveryError> {
+    let mut report = RecoveryReport::default();
+    let rows = catalog.segments(stream)?;
+    for row in &rows {
+        let path = root.join(&row.path);
+        match row.state {
+            SegmentState::Deleting => {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {
+                        if let Some(dir) = path.parent() {
+                            fsync_dir(dir)?;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err("remove", &path)(e)),
+                }
+                catalog.remove_segment(row.id)?;
+                report.act(format!("{}: finished deleting", row.path));
+            }
+            SegmentState::Open | SegmentState::Closed => repair_segment(catalog, root, row, &mut report)?,
+        }
+    }
+    let known: HashSet<String> = catalog.segments(stream)?.into_iter().map(|r| r.path).collect();
+    for (rel, path) in media_files(root, stream)? {
+        if known.contains(&rel) {
+            continue;
+        }
+        if is_our_name(&path) {
+            std::fs::remove_file(&path).map_err(io_err("remove", &path))?;
+            if let Some(dir) = path.parent() {
+                fsync_dir(dir)?;
+            }
+            report.act(format!("{rel}: removed file with no catalog row (never indexed)"));
+        } else {
+            warn!(file = %rel, "recovery: leaving a file the agent did not write");
+        }
+    }
+    Ok(report)
+}
+
+fn repair_segment(catalog: &Catalog, root: &Path, row: &SegmentRow, report: &mut RecoveryReport) -> Result<(), RecoveryError> {
+    let path = root.join(&row.path);
+    let len = match std::fs::metadata(&path) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            catalog.remove_segment(row.id)?;
+            report.act(format!("{}: file missing, removed its row and {} fragment rows", row.path, count_fragments(catalog, row)?));
+            return Ok(());
+        }
+        Err(e) => return Err(io_err("stat", &path)(e)),
+    };
+    if len < row.size {
+        report.unresolved(format!(
+            "{}: file is {len} bytes but {} are indexed: committed media lost on disk",
+            row.path, row.size
+        ));
+        if row.state == SegmentState::Open {
+            catalog.close_segment(row.id)?;
+        }
+        return Ok(());
+    }
+    let mut indexed = row.size;
+    if row.state == SegmentState::Open && len > indexed {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_err("open", &path))?;
+        // Make what is there durable before trusting it enough to index.
+        file.sync_all().map_err(io_err("fsync", &path))?;
+        let registered = register_tail(catalog, row, &file, &mut indexed).unwrap_or_else(|e| {
+            warn!(path = %row.path, error = %e, "recovery: cannot read the unindexed tail");
+            0
+        });
+        if registered > 0 {
+            report.act(format!("{}: registered {registered} complete fragment(s) written before the crash", row.path));
+        }
+    }
+    if len > indexed {
+        let file = OpenOptions::new().write(true).open(&path).map_err(io_err("open", &path))?;
+        file.set_len(indexed)
+            .and_then(|()| file.sync_all())
+            .map_err(io_err("truncate", &path))?;
+        report.act(format!("{}: truncated {} bytes past the last complete fragment", row.path, len - indexed));
+    }
+    if row.state == SegmentState::Open {
+        if catalog.fragments(row.id)?.is_empty() {
+            std::fs::remove_file(&path).map_err(io_err("remove", &path))?;
+            if let Some(dir) = path.parent() {
+                fsync_dir(dir)?;
+            }
+            catalog.remove_segment(row.id)?;
+            report.act(format!("{}: removed open segment with no fragment", row.path));
+        } else {
+            catalog.close_segment(row.id)?;
+            report.act(format!("{}: closed segment left open", row.path));
+        }
+    }
+    Ok(())
+}
+
+fn count_fragments(catalog: &Catalog, row: &SegmentRow) -> Result<usize, CatalogError> {
+    // Rows cascade with the segment; the count is for the log only.
+    Ok(catalog.fragments(row.id).map(|f| f.len()).unwrap_or(0))
+}
+
+/// Indexes the complete key-first clusters that start at `*indexed`, advancing it.
+fn register_tail(catalog: &Catalog, row: &SegmentRow, file: &File, indexed: &mut u64) -> Result<usize, RecoveryError> {
+    let mut reader = SegmentReader::new(file).map_err(|e| mkv_err(&row.path, e))?;
+    let mut registered = 0;
+    loop {
+        let cluster = match reader.next_cluster() {
+            Ok(Some(c)) => c,
+            Ok(None) | Err(_) => break,
+        };
+        let s = &cluster.summary;
+        if s.offset < *indexed {
+            continue;
+        }
+        if s.offset != *indexed || !s.key_first || s.frame_count == 0 {
+            break;
+        }
+        catalog.add_fragment(
+            row.id,
+            &NewFragment {
+                offset: s.offset,
+                size: s.size,
+                timecode_ms: s.timecode_ms,
+                duration_ms: s.duration_ms.max(0),
+                frame_count: s.frame_count as u32,
+                key_frame_count: cluster.frames.iter().filter(|f| f.key).count() as u32,
+            },
+        )?;
+        *indexed = s.end();
+        registered += 1;
+    }
+    Ok(registered)
+}
+
+fn mkv_err(path: &str, e: MkvError) -> RecoveryError {
+    RecoveryError::Io {
+        op: "read segment",
+        path: PathBuf::from(path),
+        source: io::Error::other(e),
+    }
+}
+
+/// Our file names: `{epoch-ms}.mkv` or `{epoch-ms}-{n}.mkv`.
+fn is_our_name(path: &Path) -> bool {
+    let Some(stem) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".mkv")) else {
+        return false;
+    };
+    let (ms, n) = stem.split_once('-').unwrap_or((stem, "0"));
+    [ms, n]
+        .iter()
+        .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Every `.mkv` file at `{root}/{stream}/{day}/`, as (relative path, path).
+fn media_files(root: &Path, stream: Option<&str>) -> Result<Vec<(String, PathBuf)>, RecoveryError> {
+    let mut out = Vec::new();
+    let streams: Vec<String> = match stream {
+        Some(s) => vec![s.to_owned()],
+        None => list_dir(root)?
+            .into_iter()
+            .filter(|(_, p)| p.is_dir())
+            .map(|(n, _)| n)
+            .collect(),
+    };
+    for s in streams {
+        for (day, day_path) in list_dir(&root.join(&s))? {
+            if !day_path.is_dir() {
+                continue;
+            }
+            for (name, path) in list_dir(&day_path)? {
+                if name.ends_with(".mkv") && path.is_file() {
+                    out.push((format!("{s}/{day}/{name}"), path));
+                }
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>, RecoveryError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err("list", dir)(e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_err("list", dir))?;
+        if let Some(name) = entry.file_name().to_str() {
+            out.push((name.to_owned(), entry.path()));
+        }
+    }
+    Ok(out)
+}
+
+/// What [`audit`] found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct AuditReport {
+    pub segments: usize,
+    pub fragments: usize,
+    pub files: usize,
+    /// Disagreements between catalog and disk; empty when they agree.
+    pub problems: Vec<String>,
+}
+
+/// Compares the catalog with the files, reading only. Every indexed fragment must be a complete
+/// key-first cluster at its indexed offset with its indexed size, timecode and frame count;
+/// every file must have a row and no bytes past its indexed size.
+pub fn audit(catalog: &Catalog, root: &Path, stream: Option<&str>) -> Result<AuditReport, RecoveryError> {
+    let mut report = AuditReport::default();
+    let rows = catalog.segments(stream)?;
+    let mut known = HashSet::new();
+    for row in &rows {
+        known.insert(row.path.clone());
+        if row.state == SegmentState::Deleting {
+            continue;
+        }
+        report.segments += 1;
+        let frags = catalog.fragments(row.id)?;
+        report.fragments += frags.len();
+        let path = root.join(&row.path);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                report.problems.push(format!("{}: indexed but the file is missing", row.path));
+                continue;
+            }
+            Err(e) => return Err(io_err("open", &path)(e)),
+        };
+        let scan = match scan_segment(file) {
+            Ok(s) => s,
+            Err(e) => {
+                report.problems.push(format!("{}: unreadable header: {e}", row.path));
+                continue;
+            }
+        };
+        if scan.file_len > row.size {
+            report.problems.push(format!(
+                "{}: {} bytes past the indexed size {} (a crash left them; recovery cuts them)",
+                row.path,
+                scan.file_len - row.size,
+                row.size
+            ));
+        } else if scan.file_len < row.size {
+            report.problems.push(format!(
+                "{}: file is {} bytes, shorter than the indexed {}",
+                row.path, scan.file_len, row.size
+            ));
+        }
+        if scan.header.header_len != row.header_size {
+            report.problems.push(format!(
+                "{}: header is {} bytes, indexed as {}",
+                row.path, scan.header.header_len, row.header_size
+            ));
+        }
+        if scan.header.track.codec.codec_id() != row.codec_id || scan.header.track.codec_private != row.codec_private {
+            report.problems.push(format!("{}: codec differs from the catalog's", row.path));
+        }
+        let clusters: Vec<_> = scan.clusters.iter().filter(|c| c.offset < row.size).collect();
+        if clusters.len() != frags.len() {
+            report.problems.push(format!(
+                "{}: {} clusters in the indexed range, {} fragment rows",
+                row.path,
+                clusters.len(),
+                frags.len()
+            ));
+        }
+        for (c, f) in clusters.iter().zip(&frags) {
+            let same = (c.offset, c.size, c.timecode_ms, c.frame_count as u32)
+                == (f.offset, f.size, f.timecode_ms, f.frame_count);
+            if !same {
+                report.problems.push(format!(
+                    "{}: cluster at {} ({} bytes, {} ms, {} frames) differs from fragment row at {} ({} bytes, {} ms, {} frames)",
+                    row.path, c.offset, c.size, c.timecode_ms, c.frame_count, f.offset, f.size, f.timecode_ms, f.frame_count
+                ));
+            }
+            if !c.key_first {
+                report.problems.push(format!("{}: cluster at {} does not start with a key frame", row.path, c.offset));
+            }
+        }
+    }
+    for (rel, _) in media_files(root, stream)? {
+        report.files += 1;
+        if !known.contains(&rel) {
+            report.problems.push(format!("{rel}: file with no catalog row"));
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::mkv::{Frame, TrackInfo, VideoCodec};
+    use crate::recorder::fragmenter::Fragment;
+    use crate::recorder::segment::SegmentWriter;
+    use std::io::Write;
+    use std::sync::Arc;
+
+    fn frag(ts: i64) -> Fragment {
+        Fragment {
+            frames: (0..3)
+                .map(|i| Frame {
+                    timestamp_ms: ts + i * 40,
+                    key: i == 0,
+                    data: vec![0, 0, 0, 2, 0x65, i as u8],
+                })
+                .collect(),
+            track: Arc::new(TrackInfo {
+                codec: VideoCodec::H264,
+                codec_private: vec![1, 77, 0, 30, 0xFF, 0xE0, 0],
+                width: 64,
+                height: 64,
+            }),
+            duration_ms: 120,
+            new_segment: false,
+        }
+    }
+
+    #[test]
+    fn crash_leftovers_are_repaired() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let catalog = Arc::new(Catalog::open_in_memory().unwrap());
+        let t0 = 1_764_028_800_000;
+        let mut w = SegmentWriter::new(root, "cam", catalog.clone()).unwrap();
+        w.write(&frag(t0)).unwrap();
+        w.write(&frag(t0 + 120)).unwrap();
+        // Simulate a crash: forget the writer without closing the row.
+        std::mem::forget(w);
+        let seg = catalog.segments(Some("cam")).unwrap().remove(0);
+        assert_eq!(seg.state, SegmentState::Open);
+        let path = root.join(&seg.path);
+        // A complete cluster written but not committed, then half of another.
+        let c3 = crate::media::mkv::cluster(&frag(t0 + 240).frames).unwrap();
+        let c4 = crate::media::mkv::cluster(&frag(t0 + 360).frames).unwrap();
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&c3).unwrap();
+        f.write_all(&c4[..c4.len() / 2]).unwrap();
+        drop(f);
+        // A header-only orphan and a stranger's file.
+        let orphan = path.with_file_name(format!("{}.mkv", t0 + 999));
+        std::fs::write(&orphan, b"x").unwrap();
+        let foreign = path.with_file_name("holiday.mkv");
+        std::fs::write(&foreign, b"x").unwrap();
+
+        let before = audit(&catalog, root, None).unwrap();
+        assert!(before.problems.len() >= 3, "{:?}", before.problems);
+
+        let report = recover(&catalog, root, Some("cam")).unwrap();
+        assert!(report.unresolved.is_empty());
+        assert!(!orphan.exists());
+        assert!(foreign.exists());
+        std::fs::remove_file(&foreign).unwrap();
+
+        let seg = catalog.segment(seg.id).unwrap().unwrap();
+        assert_eq!(seg.state, SegmentState::Closed);
+        assert_eq!(catalog.fragments(seg.id).unwrap().len(), 3);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), seg.size);
+        let after = audit(&catalog, root, None).unwrap();
+        assert_eq!(after.problems, Vec::<String>::new());
+        assert_eq!((after.segments, after.fragments, after.files), (1, 3, 1));
+    }
+
+    #[test]
+    fn missing_files_and_empty_open_segments_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let catalog = Arc::new(Catalog::open_in_memory().unwrap());
+        let t0 = 1_764_028_800_000;
+        let mut w = SegmentWriter::new(root, "cam", catalog.clone()).unwrap();
+        w.write(&frag(t0)).unwrap();
+        let mut second = frag(t0 + 120);
+        second.new_segment = true;
+        w.write(&second).unwrap();
+        std::mem::forget(w);
+        let segs = catalog.segments(Some("cam")).unwrap();
+        std::fs::remove_file(root.join(&segs[0].path)).unwrap();
+        // Second segment: cut back to its header, as if the first cluster never made it.
+        let p1 = root.join(&segs[1].path);
+        let f = OpenOptions::new().write(true).open(&p1).unwrap();
+        f.set_len(segs[1].header_size + 5).unwrap();
+        drop(f);
+        let report = recover(&catalog, root, None).unwrap();
+        assert_eq!(report.unresolved.len(), 1, "{report:?}");
+        assert!(catalog.segment(segs[0].id).unwrap().is_none());
+        assert!(!audit(&catalog, root, None).unwrap().problems.is_empty());
+    }
+
+    #[test]
+    fn names() {
+        assert!(is_our_name(Path::new("1764028800000.mkv")));
+        assert!(is_our_name(Path::new("1764028800000-2.mkv")));
+        assert!(!is_our_name(Path::new("holiday.mkv")));
+        assert!(!is_our_name(Path::new("1-.mkv")));
+    }
+}
