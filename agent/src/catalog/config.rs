@@ -3,11 +3,10 @@
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, Row, params};
 
-use super::{Catalog, CatalogError, Result};
+use super::{Catalog, CatalogError, Result, text_enum};
 use crate::edge_config::{
     ApiTimestamp, DescribeEdgeConfigurationResponse, EdgeAgentStatus, JobStatus,
-    LastRecorderStatus, LastUploaderStatus, ListEdgeAgentConfigurationsEdgeConfig,
-    StartEdgeConfigurationUpdateRequest, SyncStatus,
+    LastRecorderStatus, LastUploaderStatus, StartEdgeConfigurationUpdateRequest, SyncStatus,
 };
 
 /// A stream's configuration as the catalog holds it.
@@ -25,8 +24,8 @@ impl StoredConfig {
         self.request.stream_name()
     }
 
-    /// The API's view of this configuration (DescribeEdgeConfiguration's response, without
-    /// EdgeAgentStatus).
+    /// The API's view of this configuration: DescribeEdgeConfiguration's response without
+    /// EdgeAgentStatus, which is also a ListEdgeAgentConfigurations entry.
     pub fn describe(&self) -> DescribeEdgeConfigurationResponse {
         DescribeEdgeConfigurationResponse {
             creation_time: Some(ApiTimestamp(self.creation_time)),
@@ -39,36 +38,12 @@ impl StoredConfig {
             sync_status: Some(self.sync_status),
         }
     }
-
-    pub fn list_entry(&self) -> ListEdgeAgentConfigurationsEdgeConfig {
-        let d = self.describe();
-        ListEdgeAgentConfigurationsEdgeConfig {
-            creation_time: d.creation_time,
-            edge_config: d.edge_config,
-            failed_status_details: d.failed_status_details,
-            last_updated_time: d.last_updated_time,
-            stream_arn: d.stream_arn,
-            stream_name: d.stream_name,
-            sync_status: d.sync_status,
-        }
-    }
 }
 
-/// Which of a stream's jobs a status is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Job {
-    Recorder,
-    Uploader,
-}
-
-impl Job {
-    fn as_str(self) -> &'static str {
-        match self {
-            Job::Recorder => "RECORDER",
-            Job::Uploader => "UPLOADER",
-        }
-    }
-}
+text_enum!(
+    /// Which of a stream's jobs a status is about.
+    Job { Recorder = "RECORDER", Uploader = "UPLOADER" }
+);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JobStatusRow {

@@ -9,61 +9,20 @@
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, Row, params};
 
-use super::{Catalog, CatalogError, Result};
+use super::{Catalog, CatalogError, Result, text_enum};
 
 pub type SegmentId = i64;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SegmentState {
-    Open,
-    Closed,
-    Deleting,
-}
+text_enum!(
+    /// OPEN: being appended to; CLOSED: complete; DELETING: marked for deletion, the file may
+    /// or may not still exist.
+    SegmentState { Open = "OPEN", Closed = "CLOSED", Deleting = "DELETING" }
+);
 
-impl SegmentState {
-    fn as_str(self) -> &'static str {
-        match self {
-            SegmentState::Open => "OPEN",
-            SegmentState::Closed => "CLOSED",
-            SegmentState::Deleting => "DELETING",
-        }
-    }
-
-    fn parse(s: &str) -> rusqlite::Result<SegmentState> {
-        match s {
-            "OPEN" => Ok(SegmentState::Open),
-            "CLOSED" => Ok(SegmentState::Closed),
-            "DELETING" => Ok(SegmentState::Deleting),
-            other => Err(rusqlite::Error::InvalidColumnType(
-                0,
-                format!("segment state {other:?}"),
-                rusqlite::types::Type::Text,
-            )),
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UploadState {
-    Pending,
-    Uploaded,
-    Failed,
-}
-
-impl UploadState {
-    fn parse(s: &str) -> rusqlite::Result<UploadState> {
-        match s {
-            "PENDING" => Ok(UploadState::Pending),
-            "UPLOADED" => Ok(UploadState::Uploaded),
-            "FAILED" => Ok(UploadState::Failed),
-            other => Err(rusqlite::Error::InvalidColumnType(
-                0,
-                format!("upload state {other:?}"),
-                rusqlite::types::Type::Text,
-            )),
-        }
-    }
-}
+text_enum!(
+    /// Only a PERSISTED acknowledgement moves a fragment to UPLOADED.
+    UploadState { Pending = "PENDING", Uploaded = "UPLOADED", Failed = "FAILED" }
+);
 
 /// A segment about to be written: its file holds only the Matroska header so far.
 #[derive(Clone, Debug, PartialEq, Eq)]

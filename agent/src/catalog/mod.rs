@@ -12,6 +12,38 @@
 //! serialises writers anyway. Other processes (`recordings`, `check`) open their own
 //! connection; WAL lets them read while the agent writes.
 
+/// Declares an enum kept as text in a column whose CHECK constraint lists the same names.
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($variant),+
+        }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+
+            /// Reads the column's text back; anything else means the row was not written by us.
+            pub fn parse(s: &str) -> rusqlite::Result<$name> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(rusqlite::Error::InvalidColumnType(
+                        0,
+                        format!(concat!(stringify!($name), " {:?}"), other),
+                        rusqlite::types::Type::Text,
+                    )),
+                }
+            }
+        }
+    };
+}
+use text_enum;
+
 mod config;
 mod media;
 mod upgrade;

@@ -335,24 +335,9 @@ pub struct ListEdgeAgentConfigurationsResponse {
     pub next_token: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ListEdgeAgentConfigurationsEdgeConfig {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub creation_time: Option<ApiTimestamp>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub edge_config: Option<EdgeConfig>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub failed_status_details: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_updated_time: Option<ApiTimestamp>,
-    #[serde(rename = "StreamARN", skip_serializing_if = "Option::is_none")]
-    pub stream_arn: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stream_name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sync_status: Option<SyncStatus>,
-}
+/// One entry of ListEdgeAgentConfigurations: the same members as DescribeEdgeConfiguration's
+/// response except EdgeAgentStatus, which is always `None` here.
+pub type ListEdgeAgentConfigurationsEdgeConfig = DescribeEdgeConfigurationResponse;
 
 #[cfg(test)]
 mod tests;
