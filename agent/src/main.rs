@@ -25,6 +25,8 @@ enum Command {
     Record(cli::record::Args),
     /// Compare the catalog with the media files on disk.
     Check(cli::check::Args),
+    /// List recorded segments, or show each stream's usage against its limit.
+    Recordings(cli::recordings::Args),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +37,7 @@ fn main() -> ExitCode {
         Command::Schedule(args) => cli::schedule::run(args),
         Command::Record(args) => cli::record::run(args),
         Command::Check(args) => cli::check::run(args),
+        Command::Recordings(args) => cli::recordings::run(args),
     };
     match result {
         Ok(code) => code,

@@ -26,7 +26,14 @@ fn help_lists_every_verb() {
     let out = agent().arg("--help").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    for verb in ["run", "check-config", "schedule", "record", "check"] {
+    for verb in [
+        "run",
+        "check-config",
+        "schedule",
+        "record",
+        "check",
+        "recordings",
+    ] {
         assert!(
             text.contains(&format!("  {verb} ")),
             "--help lists {verb}:\n{text}"
@@ -167,4 +174,102 @@ fn run_opens_the_catalog_and_stops_cleanly_on_sigterm() {
     );
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "SIGTERM is a clean stop");
+}
+
+#[test]
+fn recordings_list_and_du_read_the_catalog() {
+    use kvs_edge_agent::catalog::{Catalog, NewFragment, NewSegment};
+    use kvs_edge_agent::edge_config::{SyncStatus, parse_start_request};
+
+    let dir = tempfile::tempdir().unwrap();
+    let c = Catalog::open(&dir.path().join("kvs-edge-agent.db")).unwrap();
+    let mut request = parse_start_request(&std::fs::read_to_string(EXAMPLE).unwrap()).unwrap();
+    request.stream_arn = None;
+    request.stream_name = Some("cam1".into());
+    let now = jiff::Timestamp::from_second(1_767_225_600).unwrap(); // 2026-01-01T00:00:00Z
+    c.put_config(&request, SyncStatus::InSync, now).unwrap();
+    let seg = c
+        .insert_segment(&NewSegment {
+            stream_name: "cam1".into(),
+            path: "cam1/2026-01-01/1767225600000.mkv".into(),
+            codec_id: "V_MPEG4/ISO/AVC".into(),
+            codec_private: vec![1, 2, 3],
+            width: 640,
+            height: 360,
+            header_size: 1 << 20,
+            start_ms: 1_767_225_600_000,
+        })
+        .unwrap();
+    let frag = |i: u64| NewFragment {
+        offset: (1 << 20) + i * (100 << 20),
+        size: 100 << 20,
+        timecode_ms: 1_767_225_600_000 + i as i64 * 2000,
+        duration_ms: 2000,
+        frame_count: 50,
+        key_frame_count: 1,
+    };
+    let first = c.add_fragment(seg, &frag(0)).unwrap();
+    c.add_fragment(seg, &frag(1)).unwrap();
+    c.mark_fragment_uploaded(first, "1", now).unwrap();
+    drop(c);
+
+    let out = agent()
+        .args(["recordings", "list"])
+        .env("AWS_KVS_EDGE_RECORDING_DIRECTORY", dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("cam1/2026-01-01/1767225600000.mkv"), "{text}");
+    assert!(text.contains("2026-01-01T00:00:00Z"), "{text}");
+    assert!(
+        text.contains(
+            "total cam1: 1 segments, 201.0 MiB, 2 fragments (1 uploaded, 0 failed, 1 pending)"
+        ),
+        "{text}"
+    );
+
+    let out = agent()
+        .args(["recordings", "du"])
+        .env("AWS_KVS_EDGE_RECORDING_DIRECTORY", dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("cam1"))
+        .expect("a row for cam1");
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        cols,
+        [
+            "cam1",
+            "1",
+            "201.0",
+            "MiB",
+            "2.73",
+            "GiB",
+            "7.2",
+            "DELETE_OLDEST_MEDIA",
+            "15h"
+        ],
+        "{text}"
+    );
+
+    let missing = tempfile::tempdir().unwrap();
+    let out = agent()
+        .args(["recordings", "list"])
+        .env("AWS_KVS_EDGE_RECORDING_DIRECTORY", missing.path())
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "no catalog is an error, not an empty list"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("kvs-edge-agent.db"));
 }

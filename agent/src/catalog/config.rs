@@ -3,7 +3,7 @@
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, Row, params};
 
-use super::{Catalog, CatalogError, Result, text_enum};
+use super::{Catalog, CatalogError, Result};
 use crate::edge_config::{
     ApiTimestamp, DescribeEdgeConfigurationResponse, EdgeAgentStatus, JobStatus,
     LastRecorderStatus, LastUploaderStatus, StartEdgeConfigurationUpdateRequest, SyncStatus,

@@ -9,7 +9,7 @@
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, Row, params};
 
-use super::{Catalog, CatalogError, Result, text_enum};
+use super::{Catalog, CatalogError, Result};
 
 pub type SegmentId = i64;
 
@@ -63,6 +63,16 @@ pub struct NewFragment {
     pub duration_ms: i64,
     pub frame_count: u32,
     pub key_frame_count: u32,
+}
+
+/// A segment with the upload state of its fragments counted, for the janitor and `recordings`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentSummary {
+    pub segment: SegmentRow,
+    pub fragments: u32,
+    pub pending: u32,
+    pub uploaded: u32,
+    pub failed: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -296,6 +306,38 @@ impl Catalog {
             return Err(not_found("pending fragment", fragment));
         }
         Ok(())
+    }
+
+    /// Every segment of a stream (`None`: of every stream), oldest first, with its fragments
+    /// counted by upload state.
+    pub fn segment_summaries(&self, stream: Option<&str>) -> Result<Vec<SegmentSummary>> {
+        let columns = SEGMENT_COLUMNS
+            .split(", ")
+            .map(|c| format!("s.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "select {columns}, count(f.id), \
+             coalesce(sum(f.upload_state = 'PENDING'), 0), \
+             coalesce(sum(f.upload_state = 'UPLOADED'), 0), \
+             coalesce(sum(f.upload_state = 'FAILED'), 0) \
+             from segment s left join fragment f on f.segment_id = s.id \
+             where ?1 is null or s.stream_name = ?1 \
+             group by s.id order by s.stream_name, s.start_ms, s.id"
+        ))?;
+        let n = SEGMENT_COLUMNS.split(", ").count();
+        Ok(stmt
+            .query_map([stream], |r| {
+                Ok(SegmentSummary {
+                    segment: segment_from_row(r)?,
+                    fragments: r.get(n)?,
+                    pending: r.get(n + 1)?,
+                    uploaded: r.get(n + 2)?,
+                    failed: r.get(n + 3)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?)
     }
 
     /// Bytes of media the catalog indexes for a stream (segments being deleted excluded).

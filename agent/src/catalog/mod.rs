@@ -42,7 +42,6 @@ macro_rules! text_enum {
         }
     };
 }
-use text_enum;
 
 mod config;
 mod media;
@@ -55,7 +54,8 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use config::{Job, JobStatusRow, StoredConfig};
 pub use media::{
-    FragmentRow, NewFragment, NewSegment, SegmentId, SegmentRow, SegmentState, UploadState,
+    FragmentRow, NewFragment, NewSegment, SegmentId, SegmentRow, SegmentState, SegmentSummary,
+    UploadState,
 };
 pub use upgrade::CURRENT_VERSION;
 

@@ -447,3 +447,30 @@ fn unreadable_stored_configuration_is_reported_not_panicked() {
         .execute("update edge_config set sync_status = 'WHATEVER'", []);
     assert!(bad_status.is_err());
 }
+
+#[test]
+fn segment_summaries_count_upload_states() {
+    let c = Catalog::open_in_memory().unwrap();
+    let a = c.insert_segment(&segment("cam1", "cam1/a.mkv", 0)).unwrap();
+    let f1 = c.add_fragment(a, &fragment(300, 10, 0)).unwrap();
+    let f2 = c.add_fragment(a, &fragment(310, 10, 2000)).unwrap();
+    c.add_fragment(a, &fragment(320, 10, 4000)).unwrap();
+    let now = t("2026-01-01T00:00:00Z");
+    c.mark_fragment_uploaded(f1, "1", now).unwrap();
+    c.mark_fragment_failed(f2, "4004", now).unwrap();
+    let empty = c
+        .insert_segment(&segment("cam1", "cam1/b.mkv", 9000))
+        .unwrap();
+    c.insert_segment(&segment("cam2", "cam2/c.mkv", 0)).unwrap();
+
+    let s = c.segment_summaries(Some("cam1")).unwrap();
+    assert_eq!(s.len(), 2);
+    assert_eq!(s[0].segment.id, a);
+    assert_eq!(
+        (s[0].fragments, s[0].pending, s[0].uploaded, s[0].failed),
+        (3, 1, 1, 1)
+    );
+    assert_eq!(s[1].segment.id, empty);
+    assert_eq!((s[1].fragments, s[1].pending), (0, 0));
+    assert_eq!(c.segment_summaries(None).unwrap().len(), 3);
+}

@@ -7,7 +7,7 @@ use anyhow::Context;
 use tracing::{info, warn};
 
 use kvs_edge_agent::catalog::Catalog;
-use kvs_edge_agent::settings::{self, Env, Mode};
+use kvs_edge_agent::settings::Mode;
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
@@ -17,12 +17,9 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let settings = match settings::load(&Env::from_process(), args.config.as_deref()) {
+    let settings = match super::load_settings(args.config.as_deref()) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("kvs-edge-agent: invalid settings: {e}");
-            return Ok(ExitCode::from(2));
-        }
+        Err(code) => return Ok(code),
     };
     super::init_logging(settings.log.level.filter_directive());
     let mode = match &settings.mode {
