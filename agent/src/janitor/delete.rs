@@ -1,0 +1,174 @@
+//! Deleting a segment without ever leaving the catalog and the disk in disagreement.
+//!
+//! Order: the row is marked DELETING (from then on nothing reads or uploads it) -> the file is
+//! unlinked -> its directory is fsynced (the unlink is durable) -> the rows are removed. A crash
+//! between any two steps leaves a DELETING row, which [`finish`] completes at the next start:
+//! whatever happened, the file is never indexed without existing, and never exists unindexed
+//! for longer than until the next start.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::catalog::{Catalog, CatalogError, SegmentRow};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+/// Deletes a segment file and its rows, in the crash-safe order.
+pub fn delete(catalog: &Catalog, root: &Path, segment: &SegmentRow) -> Result<(), DeleteError> {
+    catalog.mark_segment_deleting(segment.id)?;
+    finish(catalog, root, segment)
+}
+
+/// Completes the deletion of a segment already marked DELETING (the last steps of [`delete`],
+/// also run by startup recovery for a deletion a crash interrupted).
+pub fn finish(catalog: &Catalog, root: &Path, segment: &SegmentRow) -> Result<(), DeleteError> {
+    let path = root.join(&segment.path);
+    let io_err = |op, path: &Path| {
+        let path = path.to_owned();
+        move |source| DeleteError::Io { op, path, source }
+    };
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err("remove", &path)(e)),
+    }
+    if let Some(dir) = path.parent() {
+        sync_dir(dir).map_err(io_err("fsync directory", dir))?;
+        remove_empty_day_dir(root, dir).map_err(io_err("remove directory", dir))?;
+    }
+    catalog.remove_segment(segment.id)?;
+    Ok(())
+}
+
+/// Removes the `{stream}/{YYYY-MM-DD}` directory once its last segment is gone, so a box that
+/// records for years does not collect thousands of empty directories.
+fn remove_empty_day_dir(root: &Path, dir: &Path) -> io::Result<()> {
+    if dir == root || dir.parent() == Some(root) {
+        return Ok(());
+    }
+    match std::fs::remove_dir(dir) {
+        Ok(()) => dir.parent().map_or(Ok(()), sync_dir),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::NotFound
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    match std::fs::File::open(dir) {
+        Ok(d) => d.sync_all(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{NewFragment, NewSegment};
+
+    fn setup(root: &Path) -> (Catalog, SegmentRow) {
+        let c = Catalog::open_in_memory().unwrap();
+        let rel = "cam1/2026-01-01/1767225600000.mkv";
+        std::fs::create_dir_all(root.join("cam1/2026-01-01")).unwrap();
+        std::fs::write(root.join(rel), vec![0u8; 400]).unwrap();
+        let id = c
+            .insert_segment(&NewSegment {
+                stream_name: "cam1".into(),
+                path: rel.into(),
+                codec_id: "V_MPEG4/ISO/AVC".into(),
+                codec_private: vec![1],
+                width: 2,
+                height: 2,
+                header_size: 300,
+                start_ms: 0,
+            })
+            .unwrap();
+        c.add_fragment(
+            id,
+            &NewFragment {
+                offset: 300,
+                size: 100,
+                timecode_ms: 0,
+                duration_ms: 2000,
+                frame_count: 1,
+                key_frame_count: 1,
+            },
+        )
+        .unwrap();
+        let row = c.segment(id).unwrap().unwrap();
+        (c, row)
+    }
+
+    #[test]
+    fn delete_removes_file_rows_and_the_empty_day_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, row) = setup(dir.path());
+        delete(&c, dir.path(), &row).unwrap();
+        assert!(c.segment(row.id).unwrap().is_none());
+        assert!(c.fragments(row.id).unwrap().is_empty());
+        assert!(!dir.path().join("cam1/2026-01-01").exists());
+        assert!(
+            dir.path().join("cam1").is_dir(),
+            "the stream directory stays"
+        );
+    }
+
+    #[test]
+    fn finish_completes_a_deletion_interrupted_before_or_after_the_unlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, row) = setup(dir.path());
+        c.mark_segment_deleting(row.id).unwrap();
+        finish(&c, dir.path(), &row).unwrap();
+        assert!(c.segment(row.id).unwrap().is_none());
+
+        let (c, row) = setup(dir.path());
+        c.mark_segment_deleting(row.id).unwrap();
+        std::fs::remove_file(dir.path().join(&row.path)).unwrap();
+        finish(&c, dir.path(), &row).unwrap();
+        assert!(
+            c.segment(row.id).unwrap().is_none(),
+            "a missing file is not an error"
+        );
+    }
+
+    #[test]
+    fn a_day_directory_with_other_segments_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, row) = setup(dir.path());
+        std::fs::write(dir.path().join("cam1/2026-01-01/other.mkv"), b"x").unwrap();
+        delete(&c, dir.path(), &row).unwrap();
+        assert!(dir.path().join("cam1/2026-01-01/other.mkv").is_file());
+    }
+
+    #[test]
+    fn an_unremovable_file_keeps_its_row_marked_deleting() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, mut row) = setup(dir.path());
+        // A directory where the file should be: unlink fails with an error other than NotFound.
+        row.path = "cam1/2026-01-01".into();
+        let err = delete(&c, dir.path(), &row).unwrap_err().to_string();
+        assert!(err.starts_with("remove "), "{err}");
+        let kept = c
+            .segment(row.id)
+            .unwrap()
+            .expect("row kept for the next attempt");
+        assert_eq!(kept.state, crate::catalog::SegmentState::Deleting);
+    }
+}
