@@ -15,8 +15,8 @@ PACKAGES=(
   # RTSP cameras: GStreamer's RTSP server through python3-gi
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-tools
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
-  # MQTT broker
-  mosquitto
+  # MQTT broker, and openssl for the test CA of the mutual-TLS (IoT Core) tests
+  mosquitto openssl
   sqlite3
 )
 missing=()
@@ -27,6 +27,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# The KVS ingest emulator (tests/kvs_emulator) verifies SigV4 with AWS's own botocore.
+python3 -c 'import botocore' 2>/dev/null || python3 -m pip install -q botocore
 
 # Tests that need a peer fail (rather than skip) when it is missing under CI.
 export CI="${CI:-true}"

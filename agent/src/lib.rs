@@ -4,9 +4,12 @@
 
 pub mod catalog;
 pub mod clock;
+pub mod control;
 pub mod edge_config;
 pub mod janitor;
 pub mod media;
 pub mod recorder;
 pub mod schedule;
 pub mod settings;
+pub mod supervisor;
+pub mod uploader;

@@ -25,8 +25,12 @@ enum Command {
     Record(cli::record::Args),
     /// Compare the catalog with the media files on disk.
     Check(cli::check::Args),
+    /// The AWS CLI's edge verbs, spoken to the agent over MQTT.
+    Ctl(cli::ctl::Args),
     /// List recorded segments, or show each stream's usage against its limit.
     Recordings(cli::recordings::Args),
+    /// Upload a stream's recorded fragments now with PutMedia, showing progress.
+    Upload(cli::upload::Args),
 }
 
 fn main() -> ExitCode {
@@ -37,7 +41,9 @@ fn main() -> ExitCode {
         Command::Schedule(args) => cli::schedule::run(args),
         Command::Record(args) => cli::record::run(args),
         Command::Check(args) => cli::check::run(args),
+        Command::Ctl(args) => cli::ctl::run(args),
         Command::Recordings(args) => cli::recordings::run(args),
+        Command::Upload(args) => cli::upload::run(args),
     };
     match result {
         Ok(code) => code,

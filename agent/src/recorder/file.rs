@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::source::SourceFrame;
 use super::SourceError;
+use super::source::SourceFrame;
 use crate::media::h264::{self, AvcConfig};
 use crate::media::mkv::{SegmentReader, TrackInfo};
 
@@ -42,9 +42,13 @@ impl FileSource {
     /// Loads and parses `path` (blocking: call from a blocking thread or at startup).
     pub fn open(path: &Path, fps: u32) -> Result<FileSource, SourceError> {
         let bad = |msg: String| SourceError::BadUri(format!("{}: {msg}", path.display()));
-        let len = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?.len();
+        let len = std::fs::metadata(path)
+            .map_err(|e| bad(e.to_string()))?
+            .len();
         if len > MAX_FILE_BYTES {
-            return Err(bad(format!("{len} bytes is more than the {MAX_FILE_BYTES} a FILE_URI clip may have")));
+            return Err(bad(format!(
+                "{len} bytes is more than the {MAX_FILE_BYTES} a FILE_URI clip may have"
+            )));
         }
         let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
         let frames = if bytes.starts_with(&[0x1A, 0x45, 0xDF, 0xA3]) {
@@ -122,7 +126,9 @@ fn annex_b_frames(bytes: &[u8], fps: u32) -> Result<Vec<ClipFrame>, String> {
         });
     }
     if out.is_empty() {
-        return Err("no H.264 access unit after an SPS and PPS (not an Annex B H.264 stream?)".into());
+        return Err(
+            "no H.264 access unit after an SPS and PPS (not an Annex B H.264 stream?)".into(),
+        );
     }
     Ok(out)
 }
@@ -164,15 +170,64 @@ mod tests {
             frames.push(src.next().await.unwrap());
         }
         assert_eq!(Instant::now() - t0, Duration::from_millis(300 * 40));
-        assert!(frames.windows(2).all(|w| w[1].media_ms - w[0].media_ms == 40));
+        assert!(
+            frames
+                .windows(2)
+                .all(|w| w[1].media_ms - w[0].media_ms == 40)
+        );
         let keys: Vec<usize> = (0..frames.len()).filter(|&i| frames[i].key).collect();
         assert_eq!(keys, (0..=300).step_by(25).collect::<Vec<_>>());
         assert_eq!(frames[0].track.width, 640);
         assert_eq!(frames[0].track.height, 360);
-        assert!(Arc::ptr_eq(&frames[0].track, &frames[150].track), "same parameters, same track");
+        assert!(
+            Arc::ptr_eq(&frames[0].track, &frames[150].track),
+            "same parameters, same track"
+        );
         // SPS/PPS live in CodecPrivate, not in the frames.
         let nals = h264::avcc_nals(&frames[0].data).unwrap();
-        assert!(nals.iter().all(|n| !matches!(h264::nal_type(n), Some(7 | 8))));
+        assert!(
+            nals.iter()
+                .all(|n| !matches!(h264::nal_type(n), Some(7 | 8)))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn mkv_clip_keeps_its_spacing_and_codec() {
+        use crate::media::mkv::{self, Frame};
+        let annex_b = FileSource::open(&sample(), 25).unwrap();
+        let track = annex_b.frames[0].track.clone();
+        // Re-time the clip at 12.5 fps, starting at an arbitrary wall-clock time.
+        let frames: Vec<Frame> = annex_b
+            .frames
+            .iter()
+            .map(|f| Frame {
+                timestamp_ms: 1_700_000_000_000 + f.media_ms * 2,
+                key: f.key,
+                data: f.data.as_ref().clone(),
+            })
+            .collect();
+        let mut bytes = mkv::segment_header(&track, [7; 16]);
+        for gop in frames.chunks(25) {
+            bytes.extend(mkv::cluster(gop).unwrap());
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clip.mkv");
+        std::fs::write(&path, &bytes).unwrap();
+
+        let mut src = FileSource::open(&path, 25).unwrap();
+        assert_eq!(src.frames_per_loop(), 150);
+        let t0 = Instant::now();
+        let mut got = Vec::new();
+        for _ in 0..151 {
+            got.push(src.next().await.unwrap());
+        }
+        assert_eq!(Instant::now() - t0, Duration::from_millis(150 * 80));
+        assert!(got.windows(2).all(|w| w[1].media_ms - w[0].media_ms == 80));
+        assert_eq!(*got[0].track, *track);
+        assert!(
+            got[150].key && got[150].data == got[0].data,
+            "loops to the start"
+        );
     }
 
     #[test]
@@ -184,6 +239,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.h264");
         std::fs::write(&p, b"hello world").unwrap();
-        assert!(matches!(FileSource::open(&p, 25), Err(SourceError::BadUri(_))));
+        assert!(matches!(
+            FileSource::open(&p, 25),
+            Err(SourceError::BadUri(_))
+        ));
     }
 }

@@ -226,7 +226,13 @@ mod tests {
     }
 
     /// Feed `count` frames at 25 fps with a key frame every `gop` frames.
-    fn feed(fr: &mut Fragmenter, t: &Arc<TrackInfo>, start: i64, count: i64, gop: i64) -> Vec<Fragment> {
+    fn feed(
+        fr: &mut Fragmenter,
+        t: &Arc<TrackInfo>,
+        start: i64,
+        count: i64,
+        gop: i64,
+    ) -> Vec<Fragment> {
         (0..count)
             .filter_map(|i| fr.push(frame(start + i * 40, i % gop == 0, t)))
             .collect()
@@ -258,7 +264,10 @@ mod tests {
         let mut fr = Fragmenter::new(cfg());
         // GOP 1.2 s (30 frames): the first key frame at >= 2 s is at 2.4 s.
         let out = feed(&mut fr, &t, 0, 200, 30);
-        assert!(out.iter().all(|f| f.frames.len() == 60 && f.duration_ms == 2_400));
+        assert!(
+            out.iter()
+                .all(|f| f.frames.len() == 60 && f.duration_ms == 2_400)
+        );
     }
 
     #[test]
@@ -307,11 +316,18 @@ mod tests {
         let mut fr = Fragmenter::new(cfg());
         let mut out = feed(&mut fr, &t, 0, 750, 25);
         out.extend(fr.flush());
-        let starts: Vec<i64> = out.iter().filter(|f| f.new_segment).map(Fragment::timecode_ms).collect();
+        let starts: Vec<i64> = out
+            .iter()
+            .filter(|f| f.new_segment)
+            .map(Fragment::timecode_ms)
+            .collect();
         assert_eq!(starts, vec![0, 10_000, 20_000]);
         let frames: usize = out.iter().map(|f| f.frames.len()).sum();
         assert_eq!(frames, 750, "no frame lost or duplicated at boundaries");
-        let ts: Vec<i64> = out.iter().flat_map(|f| f.frames.iter().map(|x| x.timestamp_ms)).collect();
+        let ts: Vec<i64> = out
+            .iter()
+            .flat_map(|f| f.frames.iter().map(|x| x.timestamp_ms))
+            .collect();
         assert!(ts.windows(2).all(|w| w[1] - w[0] == 40));
     }
 

@@ -15,9 +15,13 @@
 //! [`run`] is the per-stream job: connect, record, and on any source failure flush the fragment
 //! in flight (so no fragment spans a gap), log the gap, and reconnect with exponential backoff
 //! (1 s doubling to 30 s, equal jitter). While backing off after the camera was unreachable, a
-//! TCP connect probe each second cuts the wait short as soon as the camera listens again, so
+//! TCP connect probe every 0.5 s cuts the wait short as soon as the camera listens again, so
 //! recording resumes within about 2 s of its return even after a long outage; failures from a
 //! camera that answers (auth, codec, protocol) wait out the full backoff.
+//!
+//! Fragments are written on a blocking thread while the next one is received (one write in
+//! flight), so a slow fsync does not stop the camera being read; memory per stream is bounded
+//! by two fragments.
 //!
 //! Status (LastRecorderStatus) goes to a [`StatusSink`]: SUCCESS once fragments are committed;
 //! USER_ERROR for a bad URI, an authentication failure or an unsupported codec; SYSTEM_ERROR for
@@ -109,7 +113,10 @@ pub fn redact_url(s: &str) -> String {
 pub enum MediaUri {
     Rtsp(Url),
     /// A clip; `fps` paces Annex B files (query `?fps=N`, default 25).
-    File { path: PathBuf, fps: u32 },
+    File {
+        path: PathBuf,
+        fps: u32,
+    },
 }
 
 impl MediaUri {
@@ -163,7 +170,9 @@ enum Source {
 impl Source {
     async fn open(uri: &MediaUri, opts: &RtspOptions) -> Result<Source, SourceError> {
         match uri {
-            MediaUri::Rtsp(url) => Ok(Source::Rtsp(Box::new(RtspSource::connect(url, opts).await?))),
+            MediaUri::Rtsp(url) => Ok(Source::Rtsp(Box::new(
+                RtspSource::connect(url, opts).await?,
+            ))),
             MediaUri::File { path, fps } => {
                 let (path, fps) = (path.clone(), *fps);
                 tokio::task::spawn_blocking(move || file::FileSource::open(&path, fps))
@@ -199,7 +208,14 @@ impl StatusSink for CatalogStatus {
     fn report(&self, status: JobStatus, details: Option<&str>) {
         let now = self.clock.now();
         let collected = (status == JobStatus::Success).then_some(now);
-        if let Err(e) = self.catalog.set_job_status(&self.stream, Job::Recorder, status, details, collected, now) {
+        if let Err(e) = self.catalog.set_job_status(
+            &self.stream,
+            Job::Recorder,
+            status,
+            details,
+            collected,
+            now,
+        ) {
             warn!(stream = %self.stream, error = %e, "cannot store the recorder status");
         }
     }
@@ -212,7 +228,9 @@ impl StatusSink for LogStatus {
     fn report(&self, status: JobStatus, details: Option<&str>) {
         match status {
             JobStatus::Success => info!(status = %status.as_str(), "recorder status"),
-            _ => warn!(status = %status.as_str(), details = details.unwrap_or(""), "recorder status"),
+            _ => {
+                warn!(status = %status.as_str(), details = details.unwrap_or(""), "recorder status")
+            }
         }
     }
 }
@@ -274,7 +292,7 @@ pub struct RecorderSummary {
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How often a waiting job probes an unreachable camera.
-const PROBE_EVERY: Duration = Duration::from_secs(1);
+const PROBE_EVERY: Duration = Duration::from_millis(500);
 /// A SUCCESS status is refreshed this often while recording (LastCollectedTime).
 const STATUS_REFRESH: Duration = Duration::from_secs(60);
 
@@ -323,37 +341,46 @@ impl Reporter {
     }
 }
 
-struct Job {
+struct JobState {
     cfg: RecorderConfig,
     clock: Arc<dyn Clock>,
     reporter: Reporter,
     fragmenter: Fragmenter,
     timeline: Timeline,
+    /// The writer, while no fragment is being written.
     writer: Option<SegmentWriter>,
+    /// The fragment being written, which holds the writer until it is done.
+    pending: Option<WriteTask>,
     summary: RecorderSummary,
 }
 
-impl Job {
-    /// Writes a fragment on a blocking thread. Failures are reported, not returned: the writer
-    /// has abandoned its segment and the next fragment starts a new one.
+type WriteTask = tokio::task::JoinHandle<(SegmentWriter, Result<Written, SegmentError>, usize)>;
+
+impl JobState {
+    /// Starts writing a fragment on a blocking thread once the previous one is done, so the
+    /// source keeps being read while a fragment is fsynced: at most two fragments are in memory,
+    /// the one being written and the one being built. Failures are reported, not returned: the
+    /// writer has abandoned its segment and the next fragment starts a new one.
     async fn write(&mut self, frag: Fragment) {
-        let Some(mut writer) = self.writer.take() else {
-            return;
-        };
-        let result = tokio::task::spawn_blocking(move || {
+        self.settle().await;
+        let mut writer = self.writer.take().expect("no write in flight after settle");
+        self.pending = Some(tokio::task::spawn_blocking(move || {
             let r = writer.write(&frag);
             (writer, r, frag.frames.len())
-        })
-        .await;
-        match result {
-            Ok((writer, r, frames)) => {
-                self.writer = Some(writer);
-                self.after_write(r, frames);
-            }
-            Err(e) => {
-                self.summary.write_errors += 1;
-                self.reporter
-                    .report(JobStatus::SystemError, Some(format!("segment writer failed: {e}")));
+        }));
+    }
+
+    /// Waits for the fragment being written, if any. A panic in the writer is a bug: it is
+    /// passed on so the supervisor restarts the job.
+    async fn settle(&mut self) {
+        if let Some(task) = self.pending.take() {
+            match task.await {
+                Ok((writer, r, frames)) => {
+                    self.writer = Some(writer);
+                    self.after_write(r, frames);
+                }
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => panic!("segment writer task cancelled: {e}"),
             }
         }
     }
@@ -371,16 +398,20 @@ impl Job {
             Err(e) => {
                 self.summary.write_errors += 1;
                 warn!(stream = %self.cfg.stream, error = %e, "cannot write fragment");
-                self.reporter
-                    .report(JobStatus::SystemError, Some(format!("cannot write media: {e}")));
+                self.reporter.report(
+                    JobStatus::SystemError,
+                    Some(format!("cannot write media: {e}")),
+                );
             }
         }
     }
 
+    /// Writes the fragment being built and waits until everything is on disk.
     async fn flush(&mut self) {
         if let Some(frag) = self.fragmenter.flush() {
             self.write(frag).await;
         }
+        self.settle().await;
     }
 
     /// Closes the open segment file (pause, stop).
@@ -408,7 +439,9 @@ impl Job {
     async fn on_frame(&mut self, f: SourceFrame, session_first: &mut bool) {
         let before = self.timeline.last_ms();
         let interval = self.timeline.interval_ms();
-        let ts = self.timeline.place(f.media_ms, self.clock.now().as_millisecond());
+        let ts = self
+            .timeline
+            .place(f.media_ms, self.clock.now().as_millisecond());
         if *session_first {
             *session_first = false;
             if let Some(last) = before {
@@ -440,9 +473,13 @@ impl Job {
     }
 }
 
-/// Waits until `control` is no longer `Pause`; returns the new value.
+/// Waits until `control` is no longer `Pause`; returns the new value. A dropped sender means
+/// `Stop`.
 async fn wait_while_paused(control: &mut watch::Receiver<Control>) -> Control {
     loop {
+        if control.has_changed().is_err() {
+            return Control::Stop;
+        }
         let c = *control.borrow_and_update();
         if c != Control::Pause {
             return c;
@@ -455,7 +492,11 @@ async fn wait_while_paused(control: &mut watch::Receiver<Control>) -> Control {
 
 /// Sleeps `delay`, cut short by a control change or, when `probe` is set, by the camera's port
 /// accepting a TCP connection. Returns the control value to act on.
-async fn back_off(delay: Duration, probe: Option<&str>, control: &mut watch::Receiver<Control>) -> Control {
+async fn back_off(
+    delay: Duration,
+    probe: Option<&str>,
+    control: &mut watch::Receiver<Control>,
+) -> Control {
     let deadline = Instant::now() + delay;
     loop {
         let step = deadline.min(Instant::now() + PROBE_EVERY);
@@ -512,13 +553,14 @@ pub async fn run(
         }
     };
     let probe_addr = uri.probe_addr();
-    let mut job = Job {
+    let mut job = JobState {
         fragmenter: Fragmenter::new(cfg.fragmenter),
         cfg,
         clock,
         reporter,
         timeline: Timeline::new(),
         writer: Some(writer),
+        pending: None,
         summary: RecorderSummary::default(),
     };
     let mut backoff = Backoff::default();
@@ -530,7 +572,12 @@ pub async fn run(
         }
         let opened = tokio::select! {
             r = Source::open(&uri, &job.cfg.rtsp) => Some(r),
-            _ = control.changed() => None,
+            changed = control.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                None
+            }
         };
         let mut src = match opened {
             None => continue,
@@ -584,9 +631,12 @@ pub async fn run(
                 warn!(stream = %job.cfg.stream, error = %e, "source lost; reconnecting");
                 job.flush().await;
                 job.reporter.report(e.status(), Some(e.to_string()));
-                let probe = matches!(e, SourceError::Unreachable(_) | SourceError::Ended | SourceError::Stalled(_))
-                    .then_some(probe_addr.as_deref())
-                    .flatten();
+                let probe = matches!(
+                    e,
+                    SourceError::Unreachable(_) | SourceError::Ended | SourceError::Stalled(_)
+                )
+                .then_some(probe_addr.as_deref())
+                .flatten();
                 if back_off(backoff.next_delay(), probe, &mut control).await == Control::Stop {
                     break;
                 }
@@ -633,7 +683,10 @@ mod tests {
 
     #[test]
     fn uris() {
-        assert!(matches!(MediaUri::parse("rtsp://h/x"), Ok(MediaUri::Rtsp(_))));
+        assert!(matches!(
+            MediaUri::parse("rtsp://h/x"),
+            Ok(MediaUri::Rtsp(_))
+        ));
         assert_eq!(
             MediaUri::parse("file:///tmp/a.h264?fps=30"),
             Ok(MediaUri::File {
@@ -641,11 +694,26 @@ mod tests {
                 fps: 30
             })
         );
-        assert!(matches!(MediaUri::parse("/tmp/a.mkv"), Ok(MediaUri::File { fps: 25, .. })));
+        assert!(matches!(
+            MediaUri::parse("/tmp/a.mkv"),
+            Ok(MediaUri::File { fps: 25, .. })
+        ));
         let e = MediaUri::parse("http://u:secret@h/x").unwrap_err();
         assert_eq!(e.status(), JobStatus::UserError);
         assert!(!e.to_string().contains("secret"));
         assert!(MediaUri::parse("rtsp:///x").is_err());
+    }
+
+    #[tokio::test]
+    async fn dropped_control_sender_means_stop() {
+        let (tx, mut rx) = watch::channel(Control::Pause);
+        drop(tx);
+        assert_eq!(wait_while_paused(&mut rx).await, Control::Stop);
+        let (tx, mut rx) = watch::channel(Control::Record);
+        drop(tx);
+        assert_eq!(wait_while_paused(&mut rx).await, Control::Stop);
+        let d = Duration::from_secs(3600);
+        assert_eq!(back_off(d, None, &mut rx).await, Control::Stop);
     }
 
     #[test]

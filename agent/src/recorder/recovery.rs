@@ -41,12 +41,9 @@ pub enum RecoveryError {
     Segment(#[from] super::segment::SegmentError),
 }
 
-fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> RecoveryError + '_ {
-    move |source| RecoveryError::Io {
-        op,
-        path: path.to_owned(),
-        source,
-    }
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> RecoveryError {
+    let path = path.to_owned();
+    move |source| RecoveryError::Io { op, path, source }
 }
 
 /// What recovery did, one line per action (also logged).
@@ -71,7 +68,11 @@ impl RecoveryReport {
 
 /// Repairs the segments of `stream` (every stream when `None`) under `root`. Must not run while
 /// a recorder writes to them.
-pub fn recover(catalog: &Catalog, root: &Path, stream: Option<&str>) -> Result<RecoveryReport, RecoveryError> {
+pub fn recover(
+    catalog: &Catalog,
+    root: &Path,
+    stream: Option<&str>,
+) -> Result<RecoveryReport, RecoveryError> {
     let mut report = RecoveryReport::default();
     let rows = catalog.segments(stream)?;
     for row in &rows {
@@ -90,10 +91,16 @@ pub fn recover(catalog: &Catalog, root: &Path, stream: Option<&str>) -> Result<R
                 catalog.remove_segment(row.id)?;
                 report.act(format!("{}: finished deleting", row.path));
             }
-            SegmentState::Open | SegmentState::Closed => repair_segment(catalog, root, row, &mut report)?,
+            SegmentState::Open | SegmentState::Closed => {
+                repair_segment(catalog, root, row, &mut report)?
+            }
         }
     }
-    let known: HashSet<String> = catalog.segments(stream)?.into_iter().map(|r| r.path).collect();
+    let known: HashSet<String> = catalog
+        .segments(stream)?
+        .into_iter()
+        .map(|r| r.path)
+        .collect();
     for (rel, path) in media_files(root, stream)? {
         if known.contains(&rel) {
             continue;
@@ -103,7 +110,9 @@ pub fn recover(catalog: &Catalog, root: &Path, stream: Option<&str>) -> Result<R
             if let Some(dir) = path.parent() {
                 fsync_dir(dir)?;
             }
-            report.act(format!("{rel}: removed file with no catalog row (never indexed)"));
+            report.act(format!(
+                "{rel}: removed file with no catalog row (never indexed)"
+            ));
         } else {
             warn!(file = %rel, "recovery: leaving a file the agent did not write");
         }
@@ -111,13 +120,22 @@ pub fn recover(catalog: &Catalog, root: &Path, stream: Option<&str>) -> Result<R
     Ok(report)
 }
 
-fn repair_segment(catalog: &Catalog, root: &Path, row: &SegmentRow, report: &mut RecoveryReport) -> Result<(), RecoveryError> {
+fn repair_segment(
+    catalog: &Catalog,
+    root: &Path,
+    row: &SegmentRow,
+    report: &mut RecoveryReport,
+) -> Result<(), RecoveryError> {
     let path = root.join(&row.path);
     let len = match std::fs::metadata(&path) {
         Ok(m) => m.len(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             catalog.remove_segment(row.id)?;
-            report.act(format!("{}: file missing, removed its row and {} fragment rows", row.path, count_fragments(catalog, row)?));
+            report.act(format!(
+                "{}: file missing, removed its row and {} fragment rows",
+                row.path,
+                count_fragments(catalog, row)?
+            ));
             return Ok(());
         }
         Err(e) => return Err(io_err("stat", &path)(e)),
@@ -146,15 +164,25 @@ fn repair_segment(catalog: &Catalog, root: &Path, row: &SegmentRow, report: &mut
             0
         });
         if registered > 0 {
-            report.act(format!("{}: registered {registered} complete fragment(s) written before the crash", row.path));
+            report.act(format!(
+                "{}: registered {registered} complete fragment(s) written before the crash",
+                row.path
+            ));
         }
     }
     if len > indexed {
-        let file = OpenOptions::new().write(true).open(&path).map_err(io_err("open", &path))?;
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(io_err("open", &path))?;
         file.set_len(indexed)
             .and_then(|()| file.sync_all())
             .map_err(io_err("truncate", &path))?;
-        report.act(format!("{}: truncated {} bytes past the last complete fragment", row.path, len - indexed));
+        report.act(format!(
+            "{}: truncated {} bytes past the last complete fragment",
+            row.path,
+            len - indexed
+        ));
     }
     if row.state == SegmentState::Open {
         if catalog.fragments(row.id)?.is_empty() {
@@ -163,7 +191,10 @@ fn repair_segment(catalog: &Catalog, root: &Path, row: &SegmentRow, report: &mut
                 fsync_dir(dir)?;
             }
             catalog.remove_segment(row.id)?;
-            report.act(format!("{}: removed open segment with no fragment", row.path));
+            report.act(format!(
+                "{}: removed open segment with no fragment",
+                row.path
+            ));
         } else {
             catalog.close_segment(row.id)?;
             report.act(format!("{}: closed segment left open", row.path));
@@ -178,14 +209,16 @@ fn count_fragments(catalog: &Catalog, row: &SegmentRow) -> Result<usize, Catalog
 }
 
 /// Indexes the complete key-first clusters that start at `*indexed`, advancing it.
-fn register_tail(catalog: &Catalog, row: &SegmentRow, file: &File, indexed: &mut u64) -> Result<usize, RecoveryError> {
+fn register_tail(
+    catalog: &Catalog,
+    row: &SegmentRow,
+    file: &File,
+    indexed: &mut u64,
+) -> Result<usize, RecoveryError> {
     let mut reader = SegmentReader::new(file).map_err(|e| mkv_err(&row.path, e))?;
     let mut registered = 0;
-    loop {
-        let cluster = match reader.next_cluster() {
-            Ok(Some(c)) => c,
-            Ok(None) | Err(_) => break,
-        };
+    // A torn cluster ends the walk: everything after it is cut.
+    while let Ok(Some(cluster)) = reader.next_cluster() {
         let s = &cluster.summary;
         if s.offset < *indexed {
             continue;
@@ -220,7 +253,11 @@ fn mkv_err(path: &str, e: MkvError) -> RecoveryError {
 
 /// Our file names: `{epoch-ms}.mkv` or `{epoch-ms}-{n}.mkv`.
 fn is_our_name(path: &Path) -> bool {
-    let Some(stem) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".mkv")) else {
+    let Some(stem) = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(".mkv"))
+    else {
         return false;
     };
     let (ms, n) = stem.split_once('-').unwrap_or((stem, "0"));
@@ -285,7 +322,11 @@ pub struct AuditReport {
 /// Compares the catalog with the files, reading only. Every indexed fragment must be a complete
 /// key-first cluster at its indexed offset with its indexed size, timecode and frame count;
 /// every file must have a row and no bytes past its indexed size.
-pub fn audit(catalog: &Catalog, root: &Path, stream: Option<&str>) -> Result<AuditReport, RecoveryError> {
+pub fn audit(
+    catalog: &Catalog,
+    root: &Path,
+    stream: Option<&str>,
+) -> Result<AuditReport, RecoveryError> {
     let mut report = AuditReport::default();
     let rows = catalog.segments(stream)?;
     let mut known = HashSet::new();
@@ -301,7 +342,9 @@ pub fn audit(catalog: &Catalog, root: &Path, stream: Option<&str>) -> Result<Aud
         let file = match File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                report.problems.push(format!("{}: indexed but the file is missing", row.path));
+                report
+                    .problems
+                    .push(format!("{}: indexed but the file is missing", row.path));
                 continue;
             }
             Err(e) => return Err(io_err("open", &path)(e)),
@@ -309,7 +352,9 @@ pub fn audit(catalog: &Catalog, root: &Path, stream: Option<&str>) -> Result<Aud
         let scan = match scan_segment(file) {
             Ok(s) => s,
             Err(e) => {
-                report.problems.push(format!("{}: unreadable header: {e}", row.path));
+                report
+                    .problems
+                    .push(format!("{}: unreadable header: {e}", row.path));
                 continue;
             }
         };
@@ -332,10 +377,18 @@ pub fn audit(catalog: &Catalog, root: &Path, stream: Option<&str>) -> Result<Aud
                 row.path, scan.header.header_len, row.header_size
             ));
         }
-        if scan.header.track.codec.codec_id() != row.codec_id || scan.header.track.codec_private != row.codec_private {
-            report.problems.push(format!("{}: codec differs from the catalog's", row.path));
+        if scan.header.track.codec.codec_id() != row.codec_id
+            || scan.header.track.codec_private != row.codec_private
+        {
+            report
+                .problems
+                .push(format!("{}: codec differs from the catalog's", row.path));
         }
-        let clusters: Vec<_> = scan.clusters.iter().filter(|c| c.offset < row.size).collect();
+        let clusters: Vec<_> = scan
+            .clusters
+            .iter()
+            .filter(|c| c.offset < row.size)
+            .collect();
         if clusters.len() != frags.len() {
             report.problems.push(format!(
                 "{}: {} clusters in the indexed range, {} fragment rows",
@@ -354,14 +407,19 @@ pub fn audit(catalog: &Catalog, root: &Path, stream: Option<&str>) -> Result<Aud
                 ));
             }
             if !c.key_first {
-                report.problems.push(format!("{}: cluster at {} does not start with a key frame", row.path, c.offset));
+                report.problems.push(format!(
+                    "{}: cluster at {} does not start with a key frame",
+                    row.path, c.offset
+                ));
             }
         }
     }
     for (rel, _) in media_files(root, stream)? {
         report.files += 1;
         if !known.contains(&rel) {
-            report.problems.push(format!("{rel}: file with no catalog row"));
+            report
+                .problems
+                .push(format!("{rel}: file with no catalog row"));
         }
     }
     Ok(report)

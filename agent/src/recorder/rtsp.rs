@@ -76,7 +76,9 @@ fn classify(e: retina::Error) -> SourceError {
         Some(401 | 403) => SourceError::Auth(first_line(&e)),
         Some(404) => SourceError::BadUri(first_line(&e)),
         Some(_) => SourceError::Protocol(first_line(&e)),
-        None if e.to_string().starts_with("Unable to connect") => SourceError::Unreachable(first_line(&e)),
+        None if e.to_string().starts_with("Unable to connect") => {
+            SourceError::Unreachable(first_line(&e))
+        }
         None => SourceError::Protocol(first_line(&e)),
     }
 }
@@ -95,7 +97,8 @@ impl RtspSource {
             .creds(creds)
             .user_agent(format!("kvs-edge-agent/{}", env!("CARGO_PKG_VERSION")));
         let t = opts.request_timeout;
-        let timed_out = |what: &str| SourceError::Unreachable(format!("no answer to {what} within {t:?}"));
+        let timed_out =
+            |what: &str| SourceError::Unreachable(format!("no answer to {what} within {t:?}"));
         let mut session = timeout(t, Session::describe(bare, session_opts))
             .await
             .map_err(|_| timed_out("DESCRIBE"))?
@@ -111,7 +114,11 @@ impl RtspSource {
                     .collect();
                 SourceError::UnsupportedCodec(format!(
                     "no H.264 or H.265 video stream (the camera offers {})",
-                    if seen.is_empty() { "nothing".to_owned() } else { seen.join(", ") }
+                    if seen.is_empty() {
+                        "nothing".to_owned()
+                    } else {
+                        seen.join(", ")
+                    }
                 ))
             })?;
         let clock_rate = i64::from(streams[stream_i].clock_rate_hz().max(1));
@@ -157,7 +164,9 @@ impl RtspSource {
         let dim = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
         let track = match params.codec_params() {
             VideoParametersCodec::H264 { sps, pps } => {
-                match AvcConfig::from_parameter_sets(sps, pps).and_then(|c| Ok((c.track_info()?, c))) {
+                match AvcConfig::from_parameter_sets(sps, pps)
+                    .and_then(|c| Ok((c.track_info()?, c)))
+                {
                     Ok((info, c)) => (Arc::new(info), Some(c)),
                     Err(e) => {
                         debug!(error = %e, "own SPS parse failed; using retina's record");
@@ -195,8 +204,10 @@ impl RtspSource {
 
     /// The next video frame; errors end the session.
     pub async fn next(&mut self) -> Result<SourceFrame, SourceError> {
+        // One deadline for the frame, so RTCP reports cannot keep a frozen video stream alive.
+        let deadline = tokio::time::Instant::now() + self.stall_timeout;
         loop {
-            let item = timeout(self.stall_timeout, self.demuxed.next())
+            let item = tokio::time::timeout_at(deadline, self.demuxed.next())
                 .await
                 .map_err(|_| SourceError::Stalled(self.stall_timeout))?;
             let frame = match item {
@@ -209,7 +220,9 @@ impl RtspSource {
                 self.refresh_track()?;
             }
             let Some((track, config)) = &self.track else {
-                return Err(SourceError::Protocol("a frame came before any codec parameters".into()));
+                return Err(SourceError::Protocol(
+                    "a frame came before any codec parameters".into(),
+                ));
             };
             if frame.loss() > 0 {
                 debug!(lost = frame.loss(), "RTP packets lost before this frame");
@@ -217,8 +230,9 @@ impl RtspSource {
             let media_ms = frame.timestamp().elapsed() * 1000 / self.clock_rate;
             let key = frame.is_random_access_point();
             let data = match config {
-                Some(c) => strip_avcc_frame(frame.data(), c)
-                    .map_err(|e| SourceError::Protocol(format!("bad frame from the camera: {e}")))?,
+                Some(c) => strip_avcc_frame(frame.data(), c).map_err(|e| {
+                    SourceError::Protocol(format!("bad frame from the camera: {e}"))
+                })?,
                 None => frame.into_data(),
             };
             if data.is_empty() {
@@ -240,7 +254,9 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%'
-            && let Some(v) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
+            && let Some(v) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
         {
             out.push(v);
             i += 3;

@@ -50,12 +50,9 @@ pub enum SegmentError {
     Random(String),
 }
 
-fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SegmentError + '_ {
-    move |source| SegmentError::Io {
-        op,
-        path: path.to_owned(),
-        source,
-    }
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SegmentError {
+    let path = path.to_owned();
+    move |source| SegmentError::Io { op, path, source }
 }
 
 /// Whether `name` is safe as one path component (KVS stream names are `[a-zA-Z0-9_.-]+`).
@@ -89,7 +86,6 @@ struct OpenSegment {
 }
 
 /// Appends one stream's fragments to its segment files.
-#[derive(Debug)]
 pub struct SegmentWriter {
     root: PathBuf,
     stream: String,
@@ -114,11 +110,8 @@ impl SegmentWriter {
     /// asks for one, when its codec differs from the open file's, or when none is open.
     pub fn write(&mut self, frag: &Fragment) -> Result<Written, SegmentError> {
         let cluster = mkv::cluster(&frag.frames)?;
-        let needs_new = frag.new_segment
-            || self
-                .open
-                .as_ref()
-                .is_none_or(|s| *s.track != *frag.track);
+        let needs_new =
+            frag.new_segment || self.open.as_ref().is_none_or(|s| *s.track != *frag.track);
         let mut new_file = None;
         if needs_new {
             self.close()?;
@@ -173,7 +166,11 @@ impl SegmentWriter {
     fn abandon(&mut self) {
         if let Some(seg) = self.open.take() {
             warn!(path = %seg.path.display(), "abandoning segment after a write failure");
-            if let Err(e) = seg.file.set_len(seg.size).and_then(|()| seg.file.sync_all()) {
+            if let Err(e) = seg
+                .file
+                .set_len(seg.size)
+                .and_then(|()| seg.file.sync_all())
+            {
                 warn!(path = %seg.path.display(), error = %e, "cannot truncate abandoned segment");
             }
             if let Err(e) = self.catalog.close_segment(seg.id) {
@@ -243,7 +240,11 @@ impl Drop for SegmentWriter {
 
 /// `{start_ms}.mkv`, or `{start_ms}-{n}.mkv` if a file already has that name (a wall clock
 /// stepped back across a restart).
-fn create_unique(dir: &Path, rel_dir: &str, start_ms: i64) -> Result<(String, PathBuf, File), SegmentError> {
+fn create_unique(
+    dir: &Path,
+    rel_dir: &str,
+    start_ms: i64,
+) -> Result<(String, PathBuf, File), SegmentError> {
     for n in 0..1000 {
         let name = if n == 0 {
             format!("{start_ms}.mkv")
@@ -262,7 +263,9 @@ fn create_unique(dir: &Path, rel_dir: &str, start_ms: i64) -> Result<(String, Pa
             Err(e) => return Err(io_err("create", &path)(e)),
         }
     }
-    Err(io_err("create", dir)(io::Error::other("too many files with the same start time")))
+    Err(io_err("create", dir)(io::Error::other(
+        "too many files with the same start time",
+    )))
 }
 
 /// Creates `dir` and any missing parents with mode 0700, fsyncing each new entry into its
@@ -326,9 +329,22 @@ mod tests {
         let mut w = SegmentWriter::new(dir.path(), "cam", catalog.clone()).unwrap();
         let t0 = 1_764_028_800_000; // 2025-11-25T00:00:00Z
         let first = w.write(&frag(t0, true, &track)).unwrap();
-        assert_eq!(first.new_file.as_deref(), Some(&*format!("cam/2025-11-25/{t0}.mkv")));
-        assert!(w.write(&frag(t0 + 200, false, &track)).unwrap().new_file.is_none());
-        assert!(w.write(&frag(t0 + 400, true, &track)).unwrap().new_file.is_some());
+        assert_eq!(
+            first.new_file.as_deref(),
+            Some(&*format!("cam/2025-11-25/{t0}.mkv"))
+        );
+        assert!(
+            w.write(&frag(t0 + 200, false, &track))
+                .unwrap()
+                .new_file
+                .is_none()
+        );
+        assert!(
+            w.write(&frag(t0 + 400, true, &track))
+                .unwrap()
+                .new_file
+                .is_some()
+        );
         drop(w);
 
         let segs = catalog.segments(Some("cam")).unwrap();
@@ -344,7 +360,10 @@ mod tests {
         let frags = catalog.fragments(segs[0].id).unwrap();
         assert_eq!(scan.clusters.len(), 2);
         for (c, f) in scan.clusters.iter().zip(&frags) {
-            assert_eq!((c.offset, c.size, c.timecode_ms), (f.offset, f.size, f.timecode_ms));
+            assert_eq!(
+                (c.offset, c.size, c.timecode_ms),
+                (f.offset, f.size, f.timecode_ms)
+            );
             assert_eq!(f.frame_count, 5);
             assert_eq!(f.key_frame_count, 1);
         }

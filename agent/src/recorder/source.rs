@@ -101,7 +101,11 @@ mod tests {
     fn session_frames_keep_camera_spacing() {
         let mut t = Timeline::new();
         assert_eq!(t.place(0, 1_000_000), 1_000_000);
-        assert_eq!(t.place(40, 1_000_500), 1_000_040, "wall clock read only at anchor");
+        assert_eq!(
+            t.place(40, 1_000_500),
+            1_000_040,
+            "wall clock read only at anchor"
+        );
         assert_eq!(t.place(80, 999_000), 1_000_080);
     }
 

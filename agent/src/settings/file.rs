@@ -15,6 +15,8 @@ pub struct AgentFile {
     pub state_directory: Option<PathBuf>,
     /// Most edge configurations the agent runs at once (the original agent's hard limit is 16).
     pub max_streams: u32,
+    /// Local mode: a YAML file mapping each `MediaUriSecretArn` to its media URI.
+    pub secrets_file: Option<PathBuf>,
     pub mqtt: MqttFile,
     pub recorder: RecorderFile,
 }
@@ -24,6 +26,7 @@ impl Default for AgentFile {
         AgentFile {
             state_directory: None,
             max_streams: 16,
+            secrets_file: None,
             mqtt: MqttFile::default(),
             recorder: RecorderFile::default(),
         }
@@ -37,6 +40,11 @@ pub struct MqttFile {
     pub topic_prefix: String,
     /// The thing name in local mode (IoT mode takes AWS_IOT_CORE_THING_NAME).
     pub thing_name: Option<String>,
+    /// The broker to connect to (`mqtt://host:port`, `mqtts://host:port`); default: in IoT
+    /// mode the IoT data endpoint, in local mode the embedded broker.
+    pub broker_url: Option<String>,
+    /// Local mode without `broker_url`: where the embedded broker listens.
+    pub embedded_broker_listen: String,
 }
 
 impl Default for MqttFile {
@@ -44,6 +52,8 @@ impl Default for MqttFile {
         MqttFile {
             topic_prefix: "kvs-edge".into(),
             thing_name: None,
+            broker_url: None,
+            embedded_broker_listen: "127.0.0.1:1883".into(),
         }
     }
 }
@@ -136,6 +146,35 @@ pub(super) fn parse(text: &str) -> Result<AgentFile, ParseError> {
         errors.push(SettingError {
             name: "mqtt.thing_name".into(),
             message: format!("{thing:?} does not match the pattern [a-zA-Z0-9_.-]+"),
+        });
+    }
+    if let Some(url) = &file.mqtt.broker_url {
+        let ok = url::Url::parse(url).ok().is_some_and(|u| {
+            ["mqtt", "mqtts", "tcp", "ssl"].contains(&u.scheme())
+                && u.host_str().is_some_and(|h| !h.is_empty())
+        });
+        if !ok {
+            errors.push(SettingError {
+                name: "mqtt.broker_url".into(),
+                message: format!(
+                    "{:?} is not a broker URL like mqtt://host:1883 or mqtts://host:8883",
+                    crate::recorder::redact_url(url)
+                ),
+            });
+        }
+    }
+    if file
+        .mqtt
+        .embedded_broker_listen
+        .parse::<std::net::SocketAddr>()
+        .is_err()
+    {
+        errors.push(SettingError {
+            name: "mqtt.embedded_broker_listen".into(),
+            message: format!(
+                "{:?} is not an address like 127.0.0.1:1883",
+                file.mqtt.embedded_broker_listen
+            ),
         });
     }
     if errors.is_empty() {

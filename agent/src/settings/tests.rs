@@ -255,3 +255,42 @@ fn yaml_file_values_and_errors() {
         "{e}"
     );
 }
+
+#[test]
+fn mqtt_broker_and_secrets_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.yaml");
+    std::fs::write(
+        &path,
+        "secrets_file: /etc/kvs/secrets.yaml\nmqtt:\n  broker_url: mqtt://127.0.0.1:18830\n  embedded_broker_listen: 127.0.0.1:0\n",
+    )
+    .unwrap();
+    let s = load(&Env::default(), Some(&path)).unwrap();
+    assert_eq!(
+        s.file.secrets_file,
+        Some(PathBuf::from("/etc/kvs/secrets.yaml"))
+    );
+    assert_eq!(
+        s.file.mqtt.broker_url.as_deref(),
+        Some("mqtt://127.0.0.1:18830")
+    );
+    assert_eq!(s.file.mqtt.embedded_broker_listen, "127.0.0.1:0");
+
+    std::fs::write(
+        &path,
+        "mqtt:\n  broker_url: http://u:hunter2@h/\n  embedded_broker_listen: localhost\n",
+    )
+    .unwrap();
+    let errs = errors(load(&Env::default(), Some(&path)).unwrap_err());
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(
+        errs[0].starts_with("mqtt.broker_url: ") && !errs[0].contains("hunter2"),
+        "{errs:?}"
+    );
+    assert!(
+        errs[1].starts_with("mqtt.embedded_broker_listen: "),
+        "{errs:?}"
+    );
+    std::fs::write(&path, "mqtt:\n  broker_url: mqtt://\n").unwrap();
+    assert!(load(&Env::default(), Some(&path)).is_err());
+}

@@ -1,0 +1,183 @@
+//! The operator's side of the protocol, used by `kvs-edge-agent ctl`: a short-lived
+//! clean-session connection that reads retained `reported` topics, publishes `desired`, and
+//! waits (bounded) for the agent's answer.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::{AsyncClient, Event, EventLoop, Packet, QoS};
+use tokio::time::Instant;
+
+use super::mqtt::BrokerOptions;
+
+/// One received message.
+#[derive(Clone, Debug)]
+pub struct Message {
+    pub topic: String,
+    pub payload: Bytes,
+    /// Delivered from the broker's retained store (old state), not a live publish.
+    pub retained: bool,
+}
+
+pub struct Session {
+    pub client: AsyncClient,
+    eventloop: EventLoop,
+}
+
+impl Session {
+    /// Connects (clean session, a random client id), bounded by `timeout`.
+    pub async fn connect(broker: &BrokerOptions, timeout: Duration) -> Result<Session, String> {
+        let mut b = broker.clone();
+        if b.client_id.is_empty() {
+            let mut r = [0u8; 6];
+            let _ = getrandom::fill(&mut r);
+            b.client_id = format!(
+                "kvs-edge-ctl-{}",
+                r.iter().map(|x| format!("{x:02x}")).collect::<String>()
+            );
+        }
+        b.clean_session = true;
+        let options = b.mqtt_options()?;
+        let (client, mut eventloop) = AsyncClient::new(options, 64);
+        let connected = tokio::time::timeout(timeout, async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
+                    Ok(_) => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        })
+        .await;
+        match connected {
+            Ok(Ok(())) => Ok(Session { client, eventloop }),
+            Ok(Err(e)) => Err(format!(
+                "cannot connect to the MQTT broker {}: {e}",
+                super::mqtt::redact(&broker.url)
+            )),
+            Err(_) => Err(format!(
+                "no answer from the MQTT broker {} within {timeout:?}",
+                super::mqtt::redact(&broker.url)
+            )),
+        }
+    }
+
+    /// Subscribes and waits for the SubAck (bounded); messages arriving meanwhile are kept.
+    pub async fn subscribe(
+        &mut self,
+        filter: &str,
+        timeout: Duration,
+    ) -> Result<Vec<Message>, String> {
+        self.client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + timeout;
+        let mut early = Vec::new();
+        loop {
+            match self.next_until(deadline).await? {
+                Some(Step::SubAck) => return Ok(early),
+                Some(Step::Message(m)) => early.push(m),
+                Some(Step::Other) => {}
+                None => {
+                    return Err(format!(
+                        "the broker did not confirm the subscription to {filter}"
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The next message, or `None` at `deadline`.
+    pub async fn next_message(&mut self, deadline: Instant) -> Result<Option<Message>, String> {
+        loop {
+            match self.next_until(deadline).await? {
+                Some(Step::Message(m)) => return Ok(Some(m)),
+                Some(_) => {}
+                None => return Ok(None),
+            }
+        }
+    }
+
+    async fn next_until(&mut self, deadline: Instant) -> Result<Option<Step>, String> {
+        match tokio::time::timeout_at(deadline, self.eventloop.poll()).await {
+            Err(_) => Ok(None),
+            Ok(Err(e)) => Err(format!("MQTT connection lost: {e}")),
+            Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => Ok(Some(Step::SubAck)),
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => Ok(Some(Step::Message(Message {
+                topic: p.topic,
+                payload: p.payload,
+                retained: p.retain,
+            }))),
+            Ok(Ok(_)) => Ok(Some(Step::Other)),
+        }
+    }
+
+    /// Every retained message on `filter`: those that arrive before a `quiet` pause after the
+    /// subscription is confirmed, at most until `max` has passed.
+    pub async fn retained(
+        &mut self,
+        filter: &str,
+        quiet: Duration,
+        max: Duration,
+    ) -> Result<Vec<Message>, String> {
+        let end = Instant::now() + max;
+        let mut out: Vec<Message> = self
+            .subscribe(filter, max)
+            .await?
+            .into_iter()
+            .filter(|m| m.retained)
+            .collect();
+        loop {
+            let deadline = (Instant::now() + quiet).min(end);
+            match self.next_message(deadline).await? {
+                Some(m) if m.retained => out.push(m),
+                Some(_) => {}
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Publishes (QoS 1) and waits until the broker acknowledged it, bounded.
+    pub async fn publish_retained(
+        &mut self,
+        topic: &str,
+        payload: Vec<u8>,
+        timeout: Duration,
+        seen: &mut Vec<Message>,
+    ) -> Result<(), String> {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, true, payload)
+            .await
+            .map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.eventloop.poll()).await {
+                Err(_) => return Err("the broker did not acknowledge the publish".into()),
+                Ok(Err(e)) => return Err(format!("MQTT connection lost: {e}")),
+                Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => return Ok(()),
+                Ok(Ok(Event::Incoming(Packet::Publish(p)))) => seen.push(Message {
+                    topic: p.topic,
+                    payload: p.payload,
+                    retained: p.retain,
+                }),
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Disconnects politely (bounded).
+    pub async fn close(mut self) {
+        let _ = self.client.disconnect().await;
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            while self.eventloop.poll().await.is_ok() {}
+        })
+        .await;
+    }
+}
+
+enum Step {
+    SubAck,
+    Message(Message),
+    Other,
+}

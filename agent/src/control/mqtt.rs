@@ -1,0 +1,490 @@
+//! The agent's MQTT connection (rumqttc 0.25, MQTT 3.1.1).
+//!
+//! rumqttc's traps, handled here: the event loop is polled all the time by its own task (a
+//! publisher never waits on it); after an error the next poll reconnects at once, so the poll
+//! task backs off (0.5 s doubling to 15 s); the session is persistent (`clean_session` false)
+//! and the subscription is renewed on every ConnAck anyway, because a broker that lost the
+//! session (restarted without persistence) would otherwise leave the agent deaf. Every
+//! ConnAck also republishes the agent status and every stream's `reported`, so state
+//! reconverges after an outage. Publishes use `try_publish` on a large request channel and are
+//! never awaited: a full channel during an outage drops a publish, which the republish after
+//! the reconnect covers.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rumqttc::{
+    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS, Transport,
+};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use super::AgentStatus;
+use super::desired::{Desired, parse_desired};
+use super::topics::{Kind, StreamTopic, Topics};
+use crate::edge_config::{ApiTimestamp, DescribeEdgeConfigurationResponse};
+use crate::supervisor::{StreamEvent, Supervisor, thing_of};
+
+/// Where and how to connect.
+#[derive(Clone, Debug, Default)]
+pub struct BrokerOptions {
+    /// `mqtt://host[:port]` (or `tcp://`), `mqtts://host[:port]` (or `ssl://`); user and
+    /// password may be given in the URL.
+    pub url: String,
+    /// CA certificate (PEM) for `mqtts`; default: the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mutual TLS (AWS IoT Core).
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub client_id: String,
+    pub clean_session: bool,
+    pub keep_alive: Duration,
+}
+
+/// The largest packet either side accepts. A `desired` above the 64 KiB limit must still arrive,
+/// to be refused with a clear status; one above this makes rumqttc drop the connection (and a
+/// retained one would do so at every reconnect), so it is generous.
+pub const MAX_PACKET_BYTES: usize = 16 << 20;
+
+impl BrokerOptions {
+    pub fn mqtt_options(&self) -> Result<MqttOptions, String> {
+        let url = url::Url::parse(&self.url)
+            .map_err(|e| format!("broker URL {:?}: {e}", redact(&self.url)))?;
+        let tls = match url.scheme() {
+            "mqtt" | "tcp" => false,
+            "mqtts" | "ssl" => true,
+            other => {
+                return Err(format!(
+                    "broker URL {:?}: scheme {other:?} is not mqtt, tcp, mqtts or ssl",
+                    redact(&self.url)
+                ));
+            }
+        };
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| format!("broker URL {:?} has no host", redact(&self.url)))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = url.port().unwrap_or(if tls { 8883 } else { 1883 });
+        let mut o = MqttOptions::new(self.client_id.clone(), host, port);
+        // rumqttc panics on a persistent session without a client id.
+        o.set_clean_session(self.clean_session || self.client_id.is_empty());
+        o.set_keep_alive(if self.keep_alive.is_zero() {
+            Duration::from_secs(30)
+        } else {
+            self.keep_alive
+        });
+        o.set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
+        if !url.username().is_empty() {
+            o.set_credentials(url.username(), url.password().unwrap_or(""));
+        }
+        if tls {
+            let read = |p: &PathBuf| {
+                std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+            };
+            let client_auth = match (&self.cert_file, &self.key_file) {
+                (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+                (None, None) => None,
+                _ => {
+                    return Err(
+                        "a client certificate needs its key, and a key its certificate".into(),
+                    );
+                }
+            };
+            match &self.ca_file {
+                Some(ca) => o.set_transport(Transport::tls(read(ca)?, client_auth, None)),
+                None if client_auth.is_none() => {
+                    o.set_transport(Transport::tls_with_default_config())
+                }
+                None => return Err("mutual TLS needs the CA certificate (--ca-file)".into()),
+            };
+        } else if self.cert_file.is_some() || self.ca_file.is_some() {
+            return Err("TLS files given for a plain mqtt:// broker URL; use mqtts://".into());
+        }
+        Ok(o)
+    }
+}
+
+/// The URL with any password hidden.
+pub fn redact(url: &str) -> String {
+    crate::recorder::redact_url(url)
+}
+
+/// The agent's side of the protocol.
+pub struct ControlConfig {
+    pub broker: BrokerOptions,
+    pub topics: Topics,
+    pub start_time: ApiTimestamp,
+}
+
+enum Conn {
+    Up,
+    Down,
+}
+
+/// How often job status the catalog gained without an event is published.
+const REFRESH_EVERY: Duration = Duration::from_secs(5);
+
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(15);
+
+/// Polls the event loop for ever (until `done`), with backoff after errors. Incoming `desired`
+/// publishes go to `desired_tx`; connection changes to `conn_tx`.
+async fn poll(
+    mut eventloop: EventLoop,
+    topics: Topics,
+    desired_tx: mpsc::UnboundedSender<(StreamTopic, bytes::Bytes, bool)>,
+    conn_tx: mpsc::UnboundedSender<Conn>,
+    mut done: watch::Receiver<bool>,
+) {
+    let mut delay = BACKOFF_MIN;
+    let mut up = false;
+    let mut warned = false;
+    loop {
+        let ev = tokio::select! {
+            ev = eventloop.poll() => ev,
+            _ = done.wait_for(|d| *d) => return,
+        };
+        match ev {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                info!(
+                    session_present = ack.session_present,
+                    "connected to the MQTT broker"
+                );
+                delay = BACKOFF_MIN;
+                up = true;
+                warned = false;
+                let _ = conn_tx.send(Conn::Up);
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => match topics.parse(&p.topic) {
+                Some(t) if t.kind == Kind::Desired => {
+                    let _ = desired_tx.send((t, p.payload, !p.retain));
+                }
+                _ => debug!(topic = %p.topic, "ignoring a publish on an unknown topic"),
+            },
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                debug!("disconnect sent");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if up {
+                    warn!(error = %e, "MQTT connection lost; reconnecting");
+                    let _ = conn_tx.send(Conn::Down);
+                    up = false;
+                } else if !warned {
+                    warn!(error = %e, "cannot reach the MQTT broker; retrying (recording goes on)");
+                    warned = true;
+                } else {
+                    debug!(error = %e, "MQTT connection failed");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = done.wait_for(|d| *d) => return,
+                }
+                delay = (delay * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+fn agent_payload(cfg: &ControlConfig, online: bool, streams: Option<usize>) -> Vec<u8> {
+    serde_json::to_vec(&AgentStatus {
+        status: if online { "online" } else { "offline" }.into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        start_time: cfg.start_time,
+        stream_count: streams,
+    })
+    .expect("agent status serialises")
+}
+
+struct Publisher<'a> {
+    client: AsyncClient,
+    cfg: &'a ControlConfig,
+    supervisor: &'a Supervisor,
+    last_count: Option<usize>,
+    /// Streams whose topics were cleared since the last connect (resent after a reconnect).
+    cleared: BTreeSet<(String, String)>,
+    /// The stored state last published per stream, to publish what jobs changed since (the
+    /// uploader and janitor write their status to the catalog only).
+    last_stored: HashMap<String, DescribeEdgeConfigurationResponse>,
+}
+
+impl Publisher<'_> {
+    fn publish(&self, topic: String, payload: Vec<u8>) {
+        if let Err(e) = self
+            .client
+            .try_publish(topic.clone(), QoS::AtLeastOnce, true, payload)
+        {
+            debug!(topic, error = %e, "publish dropped; it is resent after the next connect");
+        }
+    }
+
+    fn agent_status(&mut self, force: bool) {
+        let count = self.supervisor.catalog().config_count().ok();
+        if force || count != self.last_count {
+            self.last_count = count;
+            self.publish(
+                self.cfg.topics.agent(),
+                agent_payload(self.cfg, true, count),
+            );
+        }
+    }
+
+    /// Publishes the stream's stored state; with `only_changed`, only when it differs from the
+    /// last one published.
+    fn stream(&mut self, stream: &str, only_changed: bool) {
+        match self.supervisor.catalog().describe(stream) {
+            Ok(Some(d)) => {
+                if only_changed && self.last_stored.get(stream) == Some(&d) {
+                    return;
+                }
+                self.stored(stream, d);
+            }
+            Ok(None) => {}
+            Err(e) => warn!(stream, error = %e, "cannot read the stream's state"),
+        }
+    }
+
+    fn stored(&mut self, stream: &str, d: DescribeEdgeConfigurationResponse) {
+        let thing = d.edge_config.as_ref().map(thing_of).unwrap_or_default();
+        let payload = serde_json::to_vec(&d).expect("response serialises");
+        self.publish(self.cfg.topics.reported(&thing, stream), payload);
+        self.last_stored.insert(stream.to_owned(), d);
+    }
+
+    /// Publishes what changed in the catalog without an event (uploader, janitor status).
+    fn refresh(&mut self) {
+        if let Ok(configs) = self.supervisor.catalog().configs() {
+            for c in configs {
+                self.stream(c.stream_name(), true);
+            }
+        }
+    }
+
+    fn on_event(&mut self, e: StreamEvent) {
+        match e {
+            StreamEvent::Changed { stream } => {
+                self.stream(&stream, false);
+                self.agent_status(false);
+            }
+            StreamEvent::Stored {
+                stream, response, ..
+            } => {
+                self.stored(&stream, *response);
+                self.agent_status(false);
+            }
+            StreamEvent::State {
+                thing,
+                stream,
+                response,
+            } => {
+                let payload = serde_json::to_vec(&response).expect("response serialises");
+                self.publish(self.cfg.topics.reported(&thing, &stream), payload);
+                self.agent_status(false);
+            }
+            StreamEvent::Removed { thing, stream } => {
+                self.publish(self.cfg.topics.reported(&thing, &stream), Vec::new());
+                self.publish(self.cfg.topics.desired(&thing, &stream), Vec::new());
+                self.last_stored.remove(&stream);
+                self.cleared.insert((thing, stream));
+                self.agent_status(false);
+            }
+        }
+    }
+
+    fn on_connect(&mut self) {
+        let filter = self.cfg.topics.desired_filter();
+        if let Err(e) = self.client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
+            warn!(filter, error = %e, "cannot subscribe");
+        }
+        self.agent_status(true);
+        for (thing, stream) in std::mem::take(&mut self.cleared) {
+            self.publish(self.cfg.topics.reported(&thing, &stream), Vec::new());
+            self.publish(self.cfg.topics.desired(&thing, &stream), Vec::new());
+        }
+        match self.supervisor.catalog().configs() {
+            Ok(configs) => {
+                for c in configs {
+                    self.stream(c.stream_name(), false);
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot read the stored configurations"),
+        }
+    }
+}
+
+/// Hands `desired` requests to the supervisor one at a time, in arrival order.
+async fn apply_requests(
+    supervisor: Supervisor,
+    mut rx: mpsc::UnboundedReceiver<(StreamTopic, bytes::Bytes, bool)>,
+) {
+    while let Some((topic, payload, live)) = rx.recv().await {
+        match parse_desired(&topic, &payload) {
+            Ok(Desired::Start(request)) => {
+                info!(stream = %topic.stream, live, "edge configuration received");
+                supervisor.apply(&topic.thing, *request, live).await;
+            }
+            Ok(Desired::Delete) => {
+                info!(stream = %topic.stream, live, "edge configuration deletion received");
+                supervisor.delete(&topic.thing, &topic.stream).await;
+            }
+            Ok(Desired::Cleared) => {}
+            Err(details) => {
+                supervisor
+                    .reject(&topic.thing, &topic.stream, &details)
+                    .await;
+            }
+        }
+    }
+}
+
+/// Runs the control plane until `shutdown` becomes true; then publishes `offline` and
+/// disconnects (bounded to about 2 s).
+pub async fn run(
+    cfg: ControlConfig,
+    supervisor: Supervisor,
+    mut events: mpsc::UnboundedReceiver<StreamEvent>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let mut options = cfg.broker.mqtt_options()?;
+    options.set_last_will(LastWill::new(
+        cfg.topics.agent(),
+        agent_payload(&cfg, false, None),
+        QoS::AtLeastOnce,
+        true,
+    ));
+    info!(
+        broker = %redact(&cfg.broker.url),
+        subscribe = %cfg.topics.desired_filter(),
+        "control plane starting"
+    );
+    let (client, eventloop) = AsyncClient::new(options, 4096);
+    let (desired_tx, desired_rx) = mpsc::unbounded_channel();
+    let (conn_tx, mut conn_rx) = mpsc::unbounded_channel();
+    let (done_tx, done_rx) = watch::channel(false);
+    let poller = tokio::spawn(poll(
+        eventloop,
+        cfg.topics.clone(),
+        desired_tx,
+        conn_tx,
+        done_rx,
+    ));
+    let applier = tokio::spawn(apply_requests(supervisor.clone(), desired_rx));
+    let mut p = Publisher {
+        client: client.clone(),
+        cfg: &cfg,
+        supervisor: &supervisor,
+        last_count: None,
+        cleared: BTreeSet::new(),
+        last_stored: HashMap::new(),
+    };
+    let mut connected = false;
+    let mut refresh = tokio::time::interval(REFRESH_EVERY);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = refresh.tick() => p.refresh(),
+            c = conn_rx.recv() => match c {
+                Some(Conn::Up) => { connected = true; p.on_connect(); }
+                Some(Conn::Down) => connected = false,
+                None => break,
+            },
+            e = events.recv() => match e {
+                Some(e) => p.on_event(e),
+                None => break,
+            },
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+    }
+    applier.abort();
+    // Whatever the jobs reported while stopping, then offline.
+    while let Ok(e) = events.try_recv() {
+        p.on_event(e);
+    }
+    if connected {
+        let _ = client.try_publish(
+            cfg.topics.agent(),
+            QoS::AtLeastOnce,
+            true,
+            agent_payload(&cfg, false, p.supervisor.catalog().config_count().ok()),
+        );
+        let _ = client.try_disconnect();
+        // The poll task sends both; give it a moment, bounded.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while !poller.is_finished() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                // The poll loop ends on the error that follows the disconnect.
+                if conn_rx.try_recv().is_ok() {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    let _ = done_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(1), poller).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(url: &str) -> BrokerOptions {
+        BrokerOptions {
+            url: url.into(),
+            client_id: "c".into(),
+            ..BrokerOptions::default()
+        }
+    }
+
+    #[test]
+    fn broker_urls() {
+        let o = opts("mqtt://127.0.0.1:18830").mqtt_options().unwrap();
+        assert_eq!(o.broker_address(), ("127.0.0.1".to_owned(), 18830));
+        assert!(!o.clean_session());
+        assert_eq!(
+            opts("tcp://h").mqtt_options().unwrap().broker_address(),
+            ("h".to_owned(), 1883)
+        );
+        let o = opts("mqtt://user:pw@h").mqtt_options().unwrap();
+        assert_eq!(o.credentials().map(|l| l.username), Some("user".to_owned()));
+        for bad in ["http://h", "mqtt://", "nonsense", "mqtt://:1883", ""] {
+            let e = opts(bad).mqtt_options().unwrap_err();
+            assert!(!e.is_empty(), "{bad}");
+        }
+        // A password never appears in an error.
+        let e = opts("ftp://u:hunter2@h").mqtt_options().unwrap_err();
+        assert!(!e.contains("hunter2"), "{e}");
+        // No client id: a clean session (rumqttc refuses a persistent one).
+        let anon = BrokerOptions {
+            url: "mqtt://h".into(),
+            ..BrokerOptions::default()
+        };
+        assert!(anon.mqtt_options().unwrap().clean_session());
+    }
+
+    #[test]
+    fn tls_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("x.pem");
+        std::fs::write(&pem, "not really a certificate").unwrap();
+        let mut o = opts("mqtts://h");
+        assert_eq!(
+            o.mqtt_options().unwrap().broker_address(),
+            ("h".to_owned(), 8883)
+        );
+        o.cert_file = Some(pem.clone());
+        assert!(o.mqtt_options().unwrap_err().contains("key"));
+        o.key_file = Some(pem.clone());
+        assert!(o.mqtt_options().unwrap_err().contains("CA"));
+        o.ca_file = Some(dir.path().join("missing.pem"));
+        assert!(o.mqtt_options().unwrap_err().contains("missing.pem"));
+        o.ca_file = Some(pem.clone());
+        assert!(o.mqtt_options().is_ok());
+        let mut plain = opts("mqtt://h");
+        plain.ca_file = Some(pem);
+        assert!(plain.mqtt_options().unwrap_err().contains("mqtts"));
+    }
+}

@@ -1,0 +1,291 @@
+//! The supervisor without MQTT: SyncStatus transitions, limits, refusals, deletion, resume.
+
+use std::collections::HashMap;
+
+use super::secrets::SecretError;
+use super::*;
+use crate::catalog::NewSegment;
+use crate::edge_config::parse_start_request;
+
+struct MapSecrets(HashMap<String, String>);
+
+impl SecretSource for MapSecrets {
+    fn media_uri(&self, arn: &str) -> Result<String, SecretError> {
+        self.0
+            .get(arn)
+            .cloned()
+            .ok_or_else(|| SecretError::NotFound(arn.to_owned()))
+    }
+}
+
+fn secret(stream: &str) -> String {
+    format!("arn:aws:secretsmanager:us-east-1:123456789012:secret:{stream}")
+}
+
+/// A configuration whose recorder waits for a window in 2099 (no media needed).
+fn request(stream: &str, retention: u32) -> StartEdgeConfigurationUpdateRequest {
+    parse_start_request(&format!(
+        r#"{{"StreamName":"{stream}","EdgeConfig":{{"HubDeviceArn":"arn:aws:iot:us-east-1:123456789012:thing/hub","RecorderConfig":{{"MediaSourceConfig":{{"MediaUriSecretArn":"{}","MediaUriType":"FILE_URI"}},"ScheduleConfig":{{"ScheduleExpression":"0 0 0 1 1 ? 2099","DurationInSeconds":60}}}},"DeletionConfig":{{"EdgeRetentionInHours":{retention}}}}}}}"#,
+        secret(stream)
+    ))
+    .unwrap()
+}
+
+struct Fixture {
+    sup: Supervisor,
+    events: mpsc::UnboundedReceiver<StreamEvent>,
+    catalog: Arc<Catalog>,
+    dir: tempfile::TempDir,
+}
+
+fn fixture(max_streams: usize) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Arc::new(Catalog::open(&dir.path().join("c.db")).unwrap());
+    let (tx, events) = mpsc::unbounded_channel();
+    let secrets = MapSecrets(
+        ["a", "b", "c"]
+            .iter()
+            .map(|s| (secret(s), "/nonexistent/clip.h264".to_owned()))
+            .collect(),
+    );
+    let sup = Supervisor::new(
+        catalog.clone(),
+        Arc::new(crate::clock::RealClock),
+        SupervisorConfig {
+            recording_dir: dir.path().to_owned(),
+            max_streams,
+            fragmenter: FragmenterConfig::default(),
+            rtsp: RtspOptions::default(),
+            time_zone: jiff::tz::TimeZone::UTC,
+        },
+        Arc::new(secrets),
+        None,
+        tx,
+    );
+    Fixture {
+        sup,
+        events,
+        catalog,
+        dir,
+    }
+}
+
+/// (stream, SyncStatus or "REMOVED", FailedStatusDetails) of every event so far.
+fn drain(f: &mut Fixture) -> Vec<(String, String, Option<String>)> {
+    let mut out = Vec::new();
+    while let Ok(e) = f.events.try_recv() {
+        out.push(match e {
+            StreamEvent::Stored {
+                stream, response, ..
+            }
+            | StreamEvent::State {
+                stream, response, ..
+            } => (
+                stream,
+                response
+                    .sync_status
+                    .map(|s| s.to_string())
+                    .unwrap_or_default(),
+                response.failed_status_details,
+            ),
+            StreamEvent::Removed { stream, .. } => (stream, "REMOVED".into(), None),
+            StreamEvent::Changed { stream } => (stream, "CHANGED".into(), None),
+        });
+    }
+    out
+}
+
+fn statuses(events: &[(String, String, Option<String>)], stream: &str) -> Vec<String> {
+    let mut v: Vec<String> = events
+        .iter()
+        .filter(|e| e.0 == stream)
+        .map(|e| e.1.clone())
+        .collect();
+    v.dedup();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_moves_through_the_api_states() {
+    let mut f = fixture(16);
+    assert_eq!(
+        f.sup.apply("hub", request("a", 24), true).await,
+        Some(SyncStatus::InSync)
+    );
+    let ev = drain(&mut f);
+    assert_eq!(statuses(&ev, "a"), ["SYNCING", "ACKNOWLEDGED", "IN_SYNC"]);
+    assert_eq!(
+        f.catalog.config("a").unwrap().unwrap().sync_status,
+        SyncStatus::InSync
+    );
+    assert_eq!(f.sup.running_streams().await, ["a"]);
+
+    // A retained delivery of the stored configuration changes nothing; a live one re-applies.
+    assert_eq!(f.sup.apply("hub", request("a", 24), false).await, None);
+    assert!(drain(&mut f).is_empty());
+    assert_eq!(
+        f.sup.apply("hub", request("a", 24), true).await,
+        Some(SyncStatus::InSync)
+    );
+    // A retained delivery that differs applies.
+    assert_eq!(
+        f.sup.apply("hub", request("a", 12), false).await,
+        Some(SyncStatus::InSync)
+    );
+    let stored = f.catalog.config("a").unwrap().unwrap();
+    assert_eq!(stored.request.edge_config.edge_retention_in_hours(), 12);
+    f.sup.shutdown(Duration::from_secs(5)).await;
+    assert!(f.sup.running_streams().await.is_empty());
+    // After shutdown nothing is accepted.
+    assert_eq!(f.sup.apply("hub", request("b", 24), true).await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_name_the_problem() {
+    let mut f = fixture(1);
+    f.sup.apply("hub", request("a", 24), true).await;
+    drain(&mut f);
+    // Over the limit: SYNC_FAILED, nothing stored.
+    assert_eq!(
+        f.sup.apply("hub", request("b", 24), true).await,
+        Some(SyncStatus::SyncFailed)
+    );
+    let ev = drain(&mut f);
+    assert_eq!(statuses(&ev, "b"), ["SYNCING", "SYNC_FAILED"]);
+    assert!(
+        ev.last()
+            .unwrap()
+            .2
+            .as_deref()
+            .unwrap()
+            .contains("max_streams 1")
+    );
+    assert!(f.catalog.config("b").unwrap().is_none());
+    // Updating the stream already counted is not over the limit.
+    assert_eq!(
+        f.sup.apply("hub", request("a", 6), true).await,
+        Some(SyncStatus::InSync)
+    );
+    // An unknown secret names its field.
+    let mut unknown = request("a", 24);
+    unknown
+        .edge_config
+        .recorder_config
+        .media_source_config
+        .media_uri_secret_arn = secret("zzz");
+    drain(&mut f);
+    assert_eq!(
+        f.sup.apply("hub", unknown, true).await,
+        Some(SyncStatus::SyncFailed)
+    );
+    let ev = drain(&mut f);
+    let details = ev.last().unwrap().2.clone().unwrap();
+    assert!(details.starts_with(SECRET_FIELD), "{details}");
+    // The stored configuration keeps running as it was, marked SYNC_FAILED.
+    let stored = f.catalog.config("a").unwrap().unwrap();
+    assert_eq!(stored.sync_status, SyncStatus::SyncFailed);
+    assert_eq!(stored.request.edge_config.edge_retention_in_hours(), 6);
+    assert_eq!(f.sup.running_streams().await, ["a"]);
+    // A malformed request (refused by the control plane) of a stored stream.
+    f.sup.reject("hub", "a", "not valid JSON: x").await;
+    let stored = f.catalog.config("a").unwrap().unwrap();
+    assert_eq!(
+        stored.failed_status_details.as_deref(),
+        Some("not valid JSON: x")
+    );
+    f.sup.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_removes_jobs_media_and_rows() {
+    let mut f = fixture(16);
+    f.sup.apply("hub", request("a", 24), true).await;
+    let seg_dir = f.dir.path().join("a/2026-01-01");
+    std::fs::create_dir_all(&seg_dir).unwrap();
+    std::fs::write(seg_dir.join("1.mkv"), b"x").unwrap();
+    f.catalog
+        .insert_segment(&NewSegment {
+            stream_name: "a".into(),
+            path: "a/2026-01-01/1.mkv".into(),
+            codec_id: "V_MPEG4/ISO/AVC".into(),
+            codec_private: vec![1],
+            width: 2,
+            height: 2,
+            header_size: 1,
+            start_ms: 1,
+        })
+        .unwrap();
+    drain(&mut f);
+    f.sup.delete("hub", "a").await;
+    let ev = drain(&mut f);
+    assert_eq!(
+        statuses(&ev, "a"),
+        ["DELETING", "DELETING_ACKNOWLEDGED", "REMOVED"]
+    );
+    assert!(f.catalog.config("a").unwrap().is_none());
+    assert!(f.catalog.segments(Some("a")).unwrap().is_empty());
+    assert!(!f.dir.path().join("a").exists());
+    assert!(f.sup.running_streams().await.is_empty());
+    // Deleting what is not there clears its topics all the same.
+    f.sup.delete("hub", "nothing").await;
+    assert_eq!(statuses(&drain(&mut f), "nothing"), ["REMOVED"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_deletion_is_delete_failed_and_can_be_retried() {
+    let mut f = fixture(16);
+    f.sup.apply("hub", request("b", 24), true).await;
+    // A "segment file" that is a directory with content cannot be unlinked.
+    let bogus = f.dir.path().join("b/2026-01-01/1.mkv");
+    std::fs::create_dir_all(bogus.join("inner")).unwrap();
+    f.catalog
+        .insert_segment(&NewSegment {
+            stream_name: "b".into(),
+            path: "b/2026-01-01/1.mkv".into(),
+            codec_id: "V_MPEG4/ISO/AVC".into(),
+            codec_private: vec![1],
+            width: 2,
+            height: 2,
+            header_size: 1,
+            start_ms: 1,
+        })
+        .unwrap();
+    drain(&mut f);
+    f.sup.delete("hub", "b").await;
+    let ev = drain(&mut f);
+    assert_eq!(
+        statuses(&ev, "b"),
+        ["DELETING", "DELETING_ACKNOWLEDGED", "DELETE_FAILED"]
+    );
+    let stored = f.catalog.config("b").unwrap().unwrap();
+    assert_eq!(stored.sync_status, SyncStatus::DeleteFailed);
+    assert!(stored.failed_status_details.unwrap().contains("1.mkv"));
+    // Fixed, and deleted again.
+    std::fs::remove_dir_all(&bogus).unwrap();
+    f.sup.delete("hub", "b").await;
+    assert_eq!(statuses(&drain(&mut f), "b").last().unwrap(), "REMOVED");
+    assert!(f.catalog.config("b").unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_starts_stored_configurations_and_finishes_deletions() {
+    let mut f = fixture(16);
+    let now = jiff::Timestamp::now();
+    f.catalog
+        .put_config(&request("a", 24), SyncStatus::Acknowledged, now)
+        .unwrap();
+    f.catalog
+        .put_config(&request("b", 24), SyncStatus::Deleting, now)
+        .unwrap();
+    f.catalog
+        .put_config(&request("c", 24), SyncStatus::DeleteFailed, now)
+        .unwrap();
+    f.sup.resume().await;
+    let ev = drain(&mut f);
+    assert_eq!(statuses(&ev, "a"), ["IN_SYNC"]);
+    assert_eq!(statuses(&ev, "b").last().unwrap(), "REMOVED");
+    assert!(statuses(&ev, "c").is_empty());
+    assert_eq!(f.sup.running_streams().await, ["a"]);
+    assert!(f.catalog.config("b").unwrap().is_none());
+    f.sup.shutdown(Duration::from_secs(5)).await;
+}

@@ -1,0 +1,947 @@
+//! End to end: the agent daemon steered over MQTT by `ctl`, against Mosquitto (started by each
+//! test on a free port) and against the embedded broker. FILE_URI configurations play the sample
+//! clip; the RTSP case uses the GStreamer test camera.
+
+mod control_support;
+mod recorder_support;
+mod uploader_support;
+
+use std::time::Duration;
+
+use control_support::*;
+
+const T: Duration = Duration::from_secs(30);
+
+fn yaml_with(broker: &str, extra: &str) -> String {
+    format!("mqtt:\n  broker_url: {broker}\n  thing_name: {THING}\n{extra}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_describe_resend_update_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(broker) = Mosquitto::start(dir.path()) else {
+        return;
+    };
+    let agent = Agent::start(dir.path(), &yaml_with(&broker.url(), ""), "");
+    let w = Watcher::start(broker.port).await;
+    w.wait("agent online", T, |m| {
+        m.iter()
+            .any(|m| m.topic == agent_topic() && m.payload.starts_with(br#"{"Status":"online""#))
+    })
+    .await;
+
+    // Start: SYNCING -> ACKNOWLEDGED -> IN_SYNC on `reported`, and ctl prints IN_SYNC.
+    let req = write_request(dir.path(), "cam-1.json", &start_request("cam-1", ""));
+    let out = ctl(
+        &broker.url(),
+        &["start-edge-configuration-update", "--cli-input-json", &req],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = stdout_json(&out);
+    assert_eq!(v["SyncStatus"], "IN_SYNC", "{v}");
+    assert_eq!(v["StreamName"], "cam-1");
+    assert_eq!(
+        v["EdgeConfig"]["HubDeviceArn"],
+        "arn:aws:iot:us-east-1:123456789012:thing/hub-1"
+    );
+    let seen = statuses(&w.all(), &reported("cam-1"));
+    let pos = |s: &str| seen.iter().position(|x| x == s);
+    assert!(
+        pos("SYNCING") < pos("ACKNOWLEDGED") && pos("ACKNOWLEDGED") < pos("IN_SYNC"),
+        "{seen:?}"
+    );
+    assert!(pos("SYNCING").is_some());
+
+    // Recording appears on disk, and the recorder status reaches `reported`.
+    agent.wait_fragments("cam-1", 2, T).await;
+    assert!(!agent.segment_files("cam-1").is_empty());
+    w.wait("LastRecorderStatus SUCCESS", T, |m| {
+        m.iter().any(|m| {
+            m.topic == reported("cam-1")
+                && m.json().is_some_and(|j| {
+                    j["EdgeAgentStatus"]["LastRecorderStatus"]["RecorderStatus"] == "SUCCESS"
+                })
+        })
+    })
+    .await;
+    let out = ctl(
+        &broker.url(),
+        &["describe-edge-configuration", "--stream-name", "cam-1"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let d = stdout_json(&out);
+    assert_eq!(d["SyncStatus"], "IN_SYNC");
+    assert_eq!(
+        d["EdgeAgentStatus"]["LastRecorderStatus"]["RecorderStatus"], "SUCCESS",
+        "{d}"
+    );
+    // The secret (the clip's path here) never reaches `reported`.
+    let clip = sample_clip().display().to_string();
+    assert!(
+        w.all()
+            .iter()
+            .all(|m| !String::from_utf8_lossy(&m.payload).contains(&clip))
+    );
+
+    // Resend the same configuration: the jobs restart (a second source session).
+    assert_eq!(agent.log_text().matches("source connected").count(), 1);
+    let out = ctl(
+        &broker.url(),
+        &["start-edge-configuration-update", "--cli-input-json", &req],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    agent.wait_log("source connected", 2, T).await;
+
+    // Update only the uploader and deletion parts: the recorder keeps running, no new session.
+    let before = agent.fragment_count("cam-1");
+    let upd = write_request(
+        dir.path(),
+        "cam-1-upd.json",
+        &start_request(
+            "cam-1",
+            r#","UploaderConfig":{"ScheduleConfig":{"ScheduleExpression":"0 0 3 * * ?","DurationInSeconds":600}},"DeletionConfig":{"EdgeRetentionInHours":24}"#,
+        ),
+    );
+    let out = ctl(
+        &broker.url(),
+        &["start-edge-configuration-update", "--cli-input-json", &upd],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout_json(&out)["EdgeConfig"]["DeletionConfig"]["EdgeRetentionInHours"],
+        24
+    );
+    agent.wait_fragments("cam-1", before + 2, T).await;
+    let log = agent.log_text();
+    assert_eq!(log.matches("source connected").count(), 2, "{log}");
+    assert!(log.contains("recorder keeps running"), "{log}");
+    assert_eq!(log.matches("recorder stopped").count(), 1, "{log}");
+
+    // Delete: DELETING -> DELETING_ACKNOWLEDGED, media gone, topics cleared.
+    let out = ctl(
+        &broker.url(),
+        &["delete-edge-configuration", "--stream-name", "cam-1"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    w.wait("reported cleared", T, |m| {
+        m.iter()
+            .any(|m| m.topic == reported("cam-1") && m.payload.is_empty())
+    })
+    .await;
+    let seen = statuses(&w.all(), &reported("cam-1"));
+    assert!(
+        seen.ends_with(&["DELETING".into(), "DELETING_ACKNOWLEDGED".into()]),
+        "{seen:?}"
+    );
+    assert!(!agent.rec.join("cam-1").exists());
+    assert_eq!(agent.fragment_count("cam-1"), 0);
+    w.wait("desired cleared", T, |m| {
+        m.iter()
+            .any(|m| m.topic == desired("cam-1") && m.payload.is_empty())
+    })
+    .await;
+    let fresh = Watcher::start(broker.port).await;
+    // A new subscriber gets the agent status, but nothing retained for the stream.
+    fresh
+        .wait("retained agent status", T, |m| {
+            m.iter().any(|m| m.topic == agent_topic())
+        })
+        .await;
+    assert!(
+        fresh
+            .all()
+            .iter()
+            .all(|m| !m.topic.contains("/streams/cam-1/"))
+    );
+    let out = ctl(
+        &broker.url(),
+        &["describe-edge-configuration", "--stream-name", "cam-1"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(254));
+    assert!(
+        stderr(&out).contains("StreamEdgeConfigurationNotFoundException"),
+        "{}",
+        stderr(&out)
+    );
+    let out = ctl(
+        &broker.url(),
+        &["delete-edge-configuration", "--stream-name", "cam-1"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(254));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_requests_fail_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(broker) = Mosquitto::start(dir.path()) else {
+        return;
+    };
+    let mut agent = Agent::start(dir.path(), &yaml_with(&broker.url(), ""), "");
+    let w = Watcher::start(broker.port).await;
+    w.wait("agent online", T, |m| {
+        m.iter().any(|m| m.topic == agent_topic())
+    })
+    .await;
+
+    let bad_duration = start_request(
+        "cam-2",
+        r#","UploaderConfig":{"ScheduleConfig":{"ScheduleExpression":"0 0 3 * * ?","DurationInSeconds":5}}"#,
+    );
+    let big = format!(
+        "{{\"StreamName\":\"cam-2\",\"X\":\"{}\"}}",
+        "a".repeat(70_000)
+    );
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("cam-2", b"not json".to_vec(), "not valid JSON"),
+        ("cam-2", b"[1,2]".to_vec(), ""),
+        ("cam-2", b"\xff\xfe\x00".to_vec(), "UTF-8"),
+        (
+            "cam-2",
+            br#"{"StreamName":7,"EdgeConfig":{}}"#.to_vec(),
+            "StreamName",
+        ),
+        (
+            "cam-2",
+            bad_duration.into_bytes(),
+            "EdgeConfig.UploaderConfig.ScheduleConfig.DurationInSeconds",
+        ),
+        (
+            "cam-3",
+            start_request("cam-2", "").into_bytes(),
+            "StreamName:",
+        ),
+        ("cam-2", big.into_bytes(), "exceeds the limit"),
+    ];
+    for (stream, payload, needle) in cases {
+        let topic = reported(stream);
+        let n = statuses(&w.all(), &topic).len();
+        w.publish(&desired(stream), &payload).await;
+        w.wait(&format!("SYNC_FAILED with {needle:?}"), T, |m| {
+            m.iter().filter(|m| m.topic == topic).skip(n).any(|m| {
+                m.sync_status().as_deref() == Some("SYNC_FAILED")
+                    && m.json().is_some_and(|j| {
+                        j["FailedStatusDetails"]
+                            .as_str()
+                            .is_some_and(|d| d.contains(needle))
+                    })
+            })
+        })
+        .await;
+    }
+    // A HubDeviceArn of another thing, through ctl: SYNC_FAILED, exit 254, the field named.
+    let other = start_request("cam-4", "").replace("thing/hub-1", "thing/hub-9");
+    let req = write_request(dir.path(), "other.json", &other);
+    // ctl sends to the HubDeviceArn's thing, which this agent does not listen to: it times out.
+    let out = ctl(
+        &broker.url(),
+        &[
+            "start-edge-configuration-update",
+            "--cli-input-json",
+            &req,
+            "--wait-seconds",
+            "2",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(255), "{}", stderr(&out));
+    // Published on this agent's topic, it is refused naming the field.
+    w.publish(&desired("cam-4"), other.as_bytes()).await;
+    w.wait("HubDeviceArn refused", T, |m| {
+        m.iter().any(|m| {
+            m.topic == reported("cam-4")
+                && m.json().is_some_and(|j| {
+                    j["FailedStatusDetails"]
+                        .as_str()
+                        .is_some_and(|d| d.starts_with("EdgeConfig.HubDeviceArn"))
+                })
+        })
+    })
+    .await;
+    // An unknown secret: SYNC_FAILED naming the secret's field, through ctl (exit 254).
+    let unknown = start_request("cam-5", "").replace("cam-5-uri", "nobody");
+    let req = write_request(dir.path(), "unknown.json", &unknown);
+    let out = ctl(
+        &broker.url(),
+        &["start-edge-configuration-update", "--cli-input-json", &req],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(254), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("EdgeConfig.RecorderConfig.MediaSourceConfig.MediaUriSecretArn"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stdout_json(&out)["SyncStatus"], "SYNC_FAILED");
+    // ctl refuses an invalid request itself (exit 252), naming the field.
+    let req = write_request(
+        dir.path(),
+        "bad.json",
+        r#"{"StreamName":"x y","EdgeConfig":{}}"#,
+    );
+    let out = ctl(
+        &broker.url(),
+        &["start-edge-configuration-update", "--cli-input-json", &req],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(252));
+    assert!(
+        stderr(&out).contains("EdgeConfig.HubDeviceArn: is required"),
+        "{}",
+        stderr(&out)
+    );
+
+    assert!(
+        agent.is_running(),
+        "the agent survived every malformed payload"
+    );
+    assert!(!agent.log_text().contains("panicked"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seventeenth_stream_fails_and_list_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(broker) = Mosquitto::start(dir.path()) else {
+        return;
+    };
+    let _agent = Agent::start(dir.path(), &yaml_with(&broker.url(), ""), "");
+    let w = Watcher::start(broker.port).await;
+    w.wait("agent online", T, |m| {
+        m.iter().any(|m| m.topic == agent_topic())
+    })
+    .await;
+    // A schedule far in the future keeps 16 recorders idle (cheap on a small box).
+    for i in 0..17 {
+        let stream = format!("cam-{i}");
+        let body = start_request(&stream, "").replace(
+            r#""MediaUriType":"FILE_URI"}"#,
+            r#""MediaUriType":"FILE_URI"},"ScheduleConfig":{"ScheduleExpression":"0 0 0 1 1 ? 2099","DurationInSeconds":60}"#,
+        );
+        w.publish(&desired(&stream), body.as_bytes()).await;
+    }
+    w.wait(
+        "16 IN_SYNC and one SYNC_FAILED",
+        Duration::from_secs(60),
+        |m| {
+            let terminal = |s: &str| -> usize {
+                (0..17)
+                    .filter(|i| {
+                        statuses(m, &reported(&format!("cam-{i}")))
+                            .last()
+                            .map(String::as_str)
+                            == Some(s)
+                    })
+                    .count()
+            };
+            terminal("IN_SYNC") == 16 && terminal("SYNC_FAILED") == 1
+        },
+    )
+    .await;
+    let last = statuses(&w.all(), &reported("cam-16"));
+    assert_eq!(last.last().map(String::as_str), Some("SYNC_FAILED"));
+    let failed = w.on(&reported("cam-16")).last().unwrap().json().unwrap();
+    assert!(
+        failed["FailedStatusDetails"]
+            .as_str()
+            .unwrap()
+            .contains("limit"),
+        "{failed}"
+    );
+
+    // list-edge-agent-configurations pages through them, 5 by default.
+    let hub = format!("arn:aws:iot:us-east-1:123456789012:thing/{THING}");
+    let mut names = Vec::new();
+    let mut token: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut args = vec!["list-edge-agent-configurations", "--hub-device-arn", &hub];
+        if let Some(t) = &token {
+            args.push("--next-token");
+            args.push(t);
+        }
+        let out = ctl(&broker.url(), &args).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v = stdout_json(&out);
+        let page = v["EdgeConfigs"].as_array().unwrap();
+        assert!(page.len() <= 5);
+        assert!(page.iter().all(|e| e.get("EdgeAgentStatus").is_none()));
+        names.extend(
+            page.iter()
+                .map(|e| e["StreamName"].as_str().unwrap().to_owned()),
+        );
+        pages += 1;
+        match v.get("NextToken").and_then(|t| t.as_str()) {
+            Some(t) => token = Some(t.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(names.len(), 17, "{names:?}");
+    assert_eq!(pages, 4);
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted);
+    let out = ctl(
+        &broker.url(),
+        &[
+            "list-edge-agent-configurations",
+            "--hub-device-arn",
+            &hub,
+            "--max-results",
+            "11",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(252), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_outage_and_restart_without_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut broker) = Mosquitto::start(dir.path()) else {
+        return;
+    };
+    let mut agent = Agent::start(dir.path(), &yaml_with(&broker.url(), ""), "");
+    let url = broker.url();
+    let req = write_request(dir.path(), "cam-1.json", &start_request("cam-1", ""));
+    {
+        let w = Watcher::start(broker.port).await;
+        w.wait("agent online", T, |m| {
+            m.iter().any(|m| m.topic == agent_topic())
+        })
+        .await;
+    }
+    let out = ctl(
+        &url,
+        &["start-edge-configuration-update", "--cli-input-json", &req],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    agent.wait_fragments("cam-1", 2, T).await;
+
+    // The broker goes away: recording goes on.
+    broker.stop();
+    let n = agent.fragment_count("cam-1");
+    agent.wait_fragments("cam-1", n + 3, T).await;
+    assert!(agent.is_running());
+
+    // It returns: the agent reconnects and republishes its state.
+    broker.restart();
+    let w = Watcher::start(broker.port).await;
+    w.wait("reported republished after the outage", T, |m| {
+        m.iter().any(|m| {
+            m.topic == reported("cam-1")
+                && !m.retain
+                && m.sync_status().as_deref() == Some("IN_SYNC")
+        })
+    })
+    .await;
+    w.wait("agent online again", T, |m| {
+        m.iter().any(|m| {
+            m.topic == agent_topic() && !m.retain && m.payload.starts_with(br#"{"Status":"online""#)
+        })
+    })
+    .await;
+
+    // SIGTERM: exit 0 within 10 s, offline published.
+    let (status, took) = agent.stop();
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    w.wait("offline", T, |m| {
+        m.iter()
+            .any(|m| m.topic == agent_topic() && m.payload.starts_with(br#"{"Status":"offline""#))
+    })
+    .await;
+    assert!(agent.log_text().contains("recorder stopped"));
+
+    // Restarted with the broker down: the stored configuration resumes.
+    broker.stop();
+    let n = agent.fragment_count("cam-1");
+    agent.restart();
+    agent.wait_fragments("cam-1", n + 2, T).await;
+    let (status, _) = agent.stop();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_broker_walkthrough() {
+    // README's walk-through: local mode, no thing name, no broker URL (the agent embeds one),
+    // config/secrets.example.yaml and config/example-local.json as shipped.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut agent = Agent::start(
+        dir.path(),
+        &format!(
+            "secrets_file: {}\nmqtt:\n  embedded_broker_listen: 127.0.0.1:{port}\n",
+            repo_root().join("config/secrets.example.yaml").display()
+        ),
+        "",
+    );
+    assert!(
+        wait_listening(port, T),
+        "embedded broker: {}",
+        agent.log_text()
+    );
+    let url = format!("mqtt://127.0.0.1:{port}");
+    agent.wait_log("connected to the MQTT broker", 1, T).await;
+    let req = format!(
+        "file://{}",
+        repo_root().join("config/example-local.json").display()
+    );
+    let out = ctl(
+        &url,
+        &["start-edge-configuration-update", "--cli-input-json", &req],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        stderr(&out),
+        agent.log_text()
+    );
+    let v = stdout_json(&out);
+    assert_eq!(v["SyncStatus"], "IN_SYNC");
+    assert_eq!(v["StreamName"], "demo-cam");
+    agent.wait_fragments("demo-cam", 2, T).await;
+    let out = ctl(
+        &url,
+        &["describe-edge-configuration", "--stream-name", "demo-cam"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let d = stdout_json(&out);
+    assert_eq!(d["SyncStatus"], "IN_SYNC");
+    assert_eq!(
+        d["EdgeConfig"]["HubDeviceArn"],
+        "arn:aws:iot:us-east-1:123456789012:thing/my-edge-device"
+    );
+    // The agent status of a thing-less local agent.
+    let w = Watcher::start(port).await;
+    w.wait("agent status", T, |m| {
+        m.iter().any(|m| m.topic == "kvs-edge/local/agent")
+    })
+    .await;
+    let out = ctl(
+        &url,
+        &[
+            "list-edge-agent-configurations",
+            "--hub-device-arn",
+            "arn:aws:iot:us-east-1:123456789012:thing/my-edge-device",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout_json(&out)["EdgeConfigs"][0]["StreamName"],
+        "demo-cam"
+    );
+    let out = ctl(
+        &url,
+        &["delete-edge-configuration", "--stream-name", "demo-cam"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!agent.rec.join("demo-cam").exists());
+    let (status, took) = agent.stop();
+    assert!(
+        status.success() && took < Duration::from_secs(10),
+        "{status:?} {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtsp_camera_recorded_and_its_password_kept_secret() {
+    if !recorder_support::require_gstreamer(&["x264enc", "rtph264pay"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(broker) = Mosquitto::start(dir.path()) else {
+        return;
+    };
+    let server =
+        recorder_support::RtspServer::start(&["--user", "viewer", "--password", "s3cret-pw"]);
+    let good = server.url_with("viewer", "s3cret-pw");
+    let bad = server.url_with("viewer", "wrong-pw");
+    let secrets = format!(
+        "{}: {good}\n{}: {bad}\n",
+        secret_arn("door"),
+        secret_arn("yard")
+    );
+    let agent = Agent::start(dir.path(), &yaml_with(&broker.url(), ""), &secrets);
+    let w = Watcher::start(broker.port).await;
+    w.wait("agent online", T, |m| {
+        m.iter().any(|m| m.topic == agent_topic())
+    })
+    .await;
+    for stream in ["door", "yard"] {
+        let body = start_request(stream, "").replace("FILE_URI", "RTSP_URI");
+        let req = write_request(dir.path(), &format!("{stream}.json"), &body);
+        let out = ctl(
+            &broker.url(),
+            &["start-edge-configuration-update", "--cli-input-json", &req],
+        )
+        .await;
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    agent.wait_fragments("door", 2, T).await;
+    assert!(!agent.segment_files("door").is_empty());
+    // The wrong password: USER_ERROR in LastRecorderStatus, without the password.
+    w.wait("yard USER_ERROR", T, |m| {
+        m.iter().any(|m| {
+            m.topic == reported("yard")
+                && m.json().is_some_and(|j| {
+                    j["EdgeAgentStatus"]["LastRecorderStatus"]["RecorderStatus"] == "USER_ERROR"
+                })
+        })
+    })
+    .await;
+    // A configuration error stops the job until the configuration is sent again (seed FAQ).
+    agent
+        .wait_log(
+            "recorder stopped until the configuration is sent again",
+            1,
+            T,
+        )
+        .await;
+    // Fix the secret, resend: the job starts again and records.
+    let secrets = format!(
+        "{}: {good}\n{}: {good}\n",
+        secret_arn("door"),
+        secret_arn("yard")
+    );
+    std::fs::write(dir.path().join("secrets.yaml"), secrets).unwrap();
+    let req = format!("file://{}", dir.path().join("yard.json").display());
+    let out = ctl(
+        &broker.url(),
+        &["start-edge-configuration-update", "--cli-input-json", &req],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    agent.wait_fragments("yard", 2, T).await;
+    for m in w.all() {
+        let text = String::from_utf8_lossy(&m.payload);
+        assert!(
+            !text.contains("s3cret-pw") && !text.contains("wrong-pw"),
+            "{text}"
+        );
+    }
+    let log = agent.log_text();
+    assert!(
+        !log.contains("s3cret-pw") && !log.contains("wrong-pw"),
+        "{log}"
+    );
+}
+
+fn sessions_of(agent: &Agent, stream: &str) -> usize {
+    agent
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("source connected") && l.contains(stream))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_sent_while_the_agent_is_away_apply_when_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(broker) = Mosquitto::start(dir.path()) else {
+        return;
+    };
+    let mut agent = Agent::start(dir.path(), &yaml_with(&broker.url(), ""), "");
+    let w = Watcher::start(broker.port).await;
+    w.wait("agent online", T, |m| {
+        m.iter().any(|m| m.topic == agent_topic())
+    })
+    .await;
+    let req = write_request(dir.path(), "cam-1.json", &start_request("cam-1", ""));
+    let out = ctl(
+        &broker.url(),
+        &["start-edge-configuration-update", "--cli-input-json", &req],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    agent.wait_fragments("cam-1", 1, T).await;
+    assert_eq!(sessions_of(&agent, "cam-1"), 1);
+
+    let (status, _) = agent.stop();
+    assert!(status.success());
+    // While the agent is away: a new stream (queued in its persistent session, and retained).
+    w.publish(&desired("cam-2"), start_request("cam-2", "").as_bytes())
+        .await;
+    agent.restart();
+    w.wait("cam-2 in sync after the agent returned", T, |m| {
+        statuses(m, &reported("cam-2")).last().map(String::as_str) == Some("IN_SYNC")
+    })
+    .await;
+    // A later live request is applied after every earlier delivery (one at a time, in order).
+    w.publish(&desired("cam-3"), start_request("cam-3", "").as_bytes())
+        .await;
+    w.wait("cam-3 in sync", T, |m| {
+        statuses(m, &reported("cam-3")).last().map(String::as_str) == Some("IN_SYNC")
+    })
+    .await;
+    agent.wait_fragments("cam-2", 1, T).await;
+    // cam-1 resumed from the catalog once; its retained `desired`, redelivered on subscribe and
+    // equal to the stored configuration, did not restart it.
+    assert_eq!(sessions_of(&agent, "cam-1"), 2, "{}", agent.log_text());
+    assert_eq!(sessions_of(&agent, "cam-2"), 1, "{}", agent.log_text());
+}
+
+#[tokio::test]
+async fn ctl_refuses_malformed_input_before_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens here: every case must fail on its input first (252), not on the broker.
+    let nowhere = format!("mqtt://127.0.0.1:{}", free_port());
+    let not_json = write_request(dir.path(), "x.json", "{ nope");
+    let array = write_request(dir.path(), "a.json", "[1]");
+    let hub = "arn:aws:iot:us-east-1:123456789012:thing/hub-1";
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "start-edge-configuration-update",
+                "--cli-input-json",
+                &not_json,
+            ],
+            "not valid JSON",
+        ),
+        (
+            vec![
+                "start-edge-configuration-update",
+                "--cli-input-json",
+                &array,
+            ],
+            "",
+        ),
+        (
+            vec![
+                "start-edge-configuration-update",
+                "--cli-input-json",
+                "file:///nonexistent/x.json",
+            ],
+            "cannot read",
+        ),
+        (
+            vec![
+                "start-edge-configuration-update",
+                "--stream-name",
+                "cam",
+                "--edge-config",
+                "{}",
+            ],
+            "EdgeConfig.HubDeviceArn: is required",
+        ),
+        (vec!["describe-edge-configuration"], "StreamName"),
+        (
+            vec!["describe-edge-configuration", "--stream-name", "a b"],
+            "StreamName",
+        ),
+        (
+            vec![
+                "delete-edge-configuration",
+                "--stream-name",
+                "a",
+                "--stream-arn",
+                "arn:aws:kinesisvideo:us-east-1:123456789012:stream/a/1",
+            ],
+            "not both",
+        ),
+        (vec!["list-edge-agent-configurations"], "HubDeviceArn"),
+        (
+            vec!["list-edge-agent-configurations", "--hub-device-arn", "nope"],
+            "HubDeviceArn",
+        ),
+        (
+            vec![
+                "list-edge-agent-configurations",
+                "--hub-device-arn",
+                hub,
+                "--max-results",
+                "0",
+            ],
+            "MaxResults",
+        ),
+        (
+            vec![
+                "list-edge-agent-configurations",
+                "--hub-device-arn",
+                hub,
+                "--next-token",
+                "a b",
+            ],
+            "NextToken",
+        ),
+        (
+            vec![
+                "describe-edge-configuration",
+                "--stream-name",
+                "a",
+                "--topic-prefix",
+                "a/#",
+            ],
+            "--topic-prefix",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = ctl(&nowhere, &args).await;
+        assert_eq!(out.status.code(), Some(252), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+    }
+    let out = ctl(
+        "http://x",
+        &["describe-edge-configuration", "--stream-name", "a"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(252), "{}", stderr(&out));
+    // A valid request and no broker: 255, saying so.
+    let out = ctl(
+        &nowhere,
+        &["describe-edge-configuration", "--stream-name", "a"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(255), "{}", stderr(&out));
+    assert!(stderr(&out).contains("MQTT broker"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iot_mode_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some([ca, server_crt, server_key, client_crt, client_key]) = make_certs(dir.path()) else {
+        return;
+    };
+    let conf = format!(
+        "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\nuse_identity_as_username true\n",
+        ca.display(),
+        server_crt.display(),
+        server_key.display()
+    );
+    let Some(broker) = Mosquitto::start_with(dir.path(), &conf) else {
+        return;
+    };
+    let url = format!("mqtts://localhost:{}", broker.port);
+    let (ca, crt, key) = (
+        ca.display().to_string(),
+        client_crt.display().to_string(),
+        client_key.display().to_string(),
+    );
+    // IoT mode: the AWS_IOT_* variables; the broker URL points at the local Mosquitto.
+    let env = [
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_IOT_CA_CERT", ca.as_str()),
+        ("AWS_IOT_CORE_CERT", crt.as_str()),
+        ("AWS_IOT_CORE_PRIVATE_KEY", key.as_str()),
+        ("AWS_IOT_CORE_CREDENTIAL_ENDPOINT", "127.0.0.1"),
+        ("AWS_IOT_CORE_DATA_ATS_ENDPOINT", "localhost"),
+        ("AWS_IOT_CORE_ROLE_ALIAS", "role"),
+        ("AWS_IOT_CORE_THING_NAME", THING),
+        ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+        ("AWS_SECRET_ACCESS_KEY", "secret"),
+        ("AWS_ENDPOINT_URL_KINESIS_VIDEO", "http://127.0.0.1:9"),
+    ];
+    let agent = Agent::start_env(
+        dir.path(),
+        &format!("mqtt:\n  broker_url: {url}\n"),
+        "",
+        &env,
+    );
+    agent.wait_log("connected to the MQTT broker", 1, T).await;
+    let req = write_request(dir.path(), "cam-1.json", &start_request("cam-1", ""));
+    let tls = ["--ca-file", &ca, "--cert-file", &crt, "--key-file", &key];
+    let mut args = vec!["start-edge-configuration-update", "--cli-input-json", &req];
+    args.extend(tls);
+    let out = ctl(&url, &args).await;
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        stderr(&out),
+        agent.log_text()
+    );
+    assert_eq!(stdout_json(&out)["SyncStatus"], "IN_SYNC");
+    agent.wait_fragments("cam-1", 1, T).await;
+    // Without a client certificate the broker refuses ctl.
+    let out = ctl(
+        &url,
+        &[
+            "describe-edge-configuration",
+            "--stream-name",
+            "cam-1",
+            "--ca-file",
+            &ca,
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(255), "{}", stderr(&out));
+    let mut args = vec!["describe-edge-configuration", "--stream-name", "cam-1"];
+    args.extend(tls);
+    let out = ctl(&url, &args).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout_json(&out)["SyncStatus"], "IN_SYNC");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_reach_kvs_and_reported_carries_both_job_statuses() {
+    if !uploader_support::have_tool("python3") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(broker) = Mosquitto::start(dir.path()) else {
+        return;
+    };
+    let emulator = uploader_support::Emulator::start(&dir.path().join("kvs"), &[]);
+    let endpoint = emulator.url();
+    let env = [
+        ("AWS_REGION", uploader_support::REGION),
+        ("AWS_ACCESS_KEY_ID", uploader_support::ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", uploader_support::SECRET_KEY),
+        ("AWS_ENDPOINT_URL_KINESIS_VIDEO", endpoint.as_str()),
+    ];
+    let agent = Agent::start_env(dir.path(), &yaml_with(&broker.url(), ""), "", &env);
+    let w = Watcher::start(broker.port).await;
+    w.wait("agent online", T, |m| {
+        m.iter().any(|m| m.topic == agent_topic())
+    })
+    .await;
+    // Upload windows of a minute, every minute: always uploading.
+    let req = write_request(
+        dir.path(),
+        "cam-1.json",
+        &start_request(
+            "cam-1",
+            r#","UploaderConfig":{"ScheduleConfig":{"ScheduleExpression":"0 * * * * ?","DurationInSeconds":60}}"#,
+        ),
+    );
+    let out = ctl(
+        &broker.url(),
+        &["start-edge-configuration-update", "--cli-input-json", &req],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let index = emulator.index("cam-1").await;
+        if index["fragments"].as_array().is_some_and(|f| f.len() >= 2) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no upload: {index}\n{}",
+            agent.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    w.wait("reported with both job statuses", T, |m| {
+        m.iter().any(|m| {
+            m.topic == reported("cam-1")
+                && m.json().is_some_and(|j| {
+                    let s = &j["EdgeAgentStatus"];
+                    s["LastRecorderStatus"]["RecorderStatus"] == "SUCCESS"
+                        && s["LastUploaderStatus"]["UploaderStatus"] == "SUCCESS"
+                })
+        })
+    })
+    .await;
+}

@@ -1,0 +1,313 @@
+//! The `record` and `check` commands on the FILE_URI source: segments ffprobe and mkvinfo
+//! accept, and a kill -9 mid-segment that restart and `check --repair` recover from.
+
+mod recorder_support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use kvs_edge_agent::catalog::{Catalog, SegmentState};
+use kvs_edge_agent::media::h264::AvcConfig;
+use recorder_support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_kvs-edge-agent");
+
+fn record(dir: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.arg("record")
+        .arg("--uri")
+        .arg(sample_clip())
+        .args(["--stream", "demo", "--recording-dir"])
+        .arg(dir)
+        .args(extra)
+        .env("RUST_LOG", "warn");
+    c
+}
+
+fn check(dir: &Path, extra: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .arg("check")
+        .arg("--recording-dir")
+        .arg(dir)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn record_file_uri_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = record(
+        dir.path(),
+        &[
+            "--duration",
+            "7s",
+            "--segment-duration-secs",
+            "3",
+            "--min-fragment-ms",
+            "1000",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let catalog = Catalog::open(&dir.path().join("kvs-edge-agent.db")).unwrap();
+    let segs = read_segments(&catalog, dir.path(), "demo");
+    assert!(segs.len() >= 2, "{} segments", segs.len());
+    let frames: Vec<_> = segs
+        .iter()
+        .flat_map(|s| s.clusters.iter().flatten())
+        .collect();
+    // 7 s at 25 fps, the clip looping after 6 s; one frame either way for the timer.
+    assert!(
+        (174..=176).contains(&frames.len()),
+        "{} frames",
+        frames.len()
+    );
+    assert!(
+        frames
+            .windows(2)
+            .all(|w| w[1].timestamp_ms - w[0].timestamp_ms == 40)
+    );
+    for s in &segs {
+        assert!(
+            s.clusters.iter().all(|c| c[0].key),
+            "every cluster starts with a key frame"
+        );
+        let avcc = AvcConfig::parse(&s.track.codec_private).unwrap();
+        assert_eq!((avcc.sps.len(), avcc.pps.len()), (1, 1));
+        assert_eq!((s.track.width, s.track.height), (640, 360));
+    }
+    let (_, cat_frames) = catalog_totals(&catalog, "demo");
+    assert_eq!(cat_frames, frames.len() as u64);
+
+    let c = check(dir.path(), &[]);
+    assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stdout));
+    if require("ffprobe", &["-version"]) && require("mkvinfo", &["--version"]) {
+        for s in &segs {
+            let (codec, n) = ffprobe(&s.path);
+            assert_eq!(codec, "h264");
+            assert_eq!(n, s.clusters.iter().map(Vec::len).sum::<usize>() as u64);
+            mkvinfo_ok(&s.path);
+            ffmpeg_decodes(&s.path);
+        }
+    }
+}
+
+#[test]
+fn bad_uri_fails_without_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "record",
+            "--uri",
+            "file:///nonexistent/clip.h264",
+            "--stream",
+            "x",
+            "--duration",
+            "2s",
+        ])
+        .arg("--recording-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad media URI"));
+}
+
+#[test]
+fn kill_9_mid_segment_then_recover() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kvs-edge-agent.db");
+    let mut child = record(dir.path(), &["--min-fragment-ms", "1000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(
+        "2 fragments in the catalog",
+        Duration::from_secs(30),
+        || {
+            db.exists()
+                && Catalog::open_read_only(&db)
+                    .ok()
+                    .is_some_and(|c| catalog_totals(&c, "demo").0 >= 2)
+        },
+    );
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    {
+        let catalog = Catalog::open_read_only(&db).unwrap();
+        let segs = catalog.segments(Some("demo")).unwrap();
+        assert_eq!(segs.len(), 1);
+        assert_eq!(
+            segs[0].state,
+            SegmentState::Open,
+            "the crash left the segment open"
+        );
+    }
+    let repaired = check(dir.path(), &["--repair"]);
+    let text = String::from_utf8_lossy(&repaired.stdout);
+    assert!(repaired.status.success(), "{text}");
+    assert!(text.contains("closed segment left open"), "{text}");
+
+    let catalog = Catalog::open(&db).unwrap();
+    let segs = catalog.segments(Some("demo")).unwrap();
+    assert_eq!(segs[0].state, SegmentState::Closed);
+    let path = dir.path().join(&segs[0].path);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        segs[0].size,
+        "file cut at the index"
+    );
+    let (fragments, frames) = catalog_totals(&catalog, "demo");
+    assert!(fragments >= 2);
+    if require("ffprobe", &["-version"]) {
+        let (codec, n) = ffprobe(&path);
+        assert_eq!(codec, "h264");
+        assert_eq!(n, frames);
+        ffmpeg_decodes(&path);
+    }
+    drop(catalog);
+
+    // A restarted recorder recovers (nothing left to do) and records a new segment.
+    let out = record(
+        dir.path(),
+        &["--duration", "3s", "--min-fragment-ms", "1000"],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c = check(dir.path(), &[]);
+    assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stdout));
+    let catalog = Catalog::open_read_only(&db).unwrap();
+    let segs = catalog.segments(Some("demo")).unwrap();
+    assert_eq!(segs.len(), 2);
+    assert!(
+        segs[1].start_ms > segs[0].end_ms - 40,
+        "timestamps move on after the restart"
+    );
+}
+
+#[test]
+fn disk_fault_is_a_system_error() {
+    use kvs_edge_agent::clock::RealClock;
+    use kvs_edge_agent::edge_config::JobStatus;
+    use kvs_edge_agent::recorder::{self, Control, MemoryStatus, RecorderConfig};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    // The recording directory is a file: no segment can be created under it.
+    let not_a_dir = dir.path().join("media");
+    std::fs::write(&not_a_dir, b"").unwrap();
+    let catalog = Arc::new(Catalog::open(&dir.path().join("kvs-edge-agent.db")).unwrap());
+    let status = Arc::new(MemoryStatus::default());
+    let cfg = RecorderConfig {
+        stream: "demo".into(),
+        uri: sample_clip().display().to_string(),
+        recording_dir: not_a_dir,
+        fragmenter: kvs_edge_agent::recorder::fragmenter::FragmenterConfig {
+            min_fragment_ms: 1000,
+            ..Default::default()
+        },
+        rtsp: Default::default(),
+    };
+    let (tx, rx) = tokio::sync::watch::channel(Control::Record);
+    let s = status.clone();
+    let c = catalog.clone();
+    let handle = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(recorder::run(cfg, c, Arc::new(RealClock), s, rx))
+            .unwrap()
+    });
+    wait_for("a SYSTEM_ERROR", Duration::from_secs(20), || {
+        !status.0.lock().unwrap().is_empty()
+    });
+    tx.send(Control::Stop).unwrap();
+    let summary = handle.join().unwrap();
+    assert_eq!(summary.fragments, 0);
+    assert!(summary.write_errors >= 1);
+    let (s, details) = status.0.lock().unwrap()[0].clone();
+    assert_eq!(s, JobStatus::SystemError);
+    assert!(details.unwrap().contains("cannot write media"));
+    assert!(catalog.segments(None).unwrap().is_empty());
+}
+
+#[test]
+fn status_lands_in_the_catalog_and_timestamps_follow_the_clock() {
+    use kvs_edge_agent::catalog::Job;
+    use kvs_edge_agent::clock::SimulatedClock;
+    use kvs_edge_agent::edge_config::{JobStatus, SyncStatus, parse_start_request};
+    use kvs_edge_agent::recorder::{self, CatalogStatus, Control, RecorderConfig};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Arc::new(Catalog::open(&dir.path().join("kvs-edge-agent.db")).unwrap());
+    let example = include_str!("../../config/example-edge-configuration.json");
+    let mut request = parse_start_request(example).unwrap();
+    request.stream_arn = None;
+    request.stream_name = Some("demo".into());
+    let start: jiff::Timestamp = "2026-03-29T00:30:00Z".parse().unwrap();
+    catalog
+        .put_config(&request, SyncStatus::InSync, start)
+        .unwrap();
+    let clock = Arc::new(SimulatedClock::new(start));
+    let status = Arc::new(CatalogStatus {
+        catalog: catalog.clone(),
+        stream: "demo".into(),
+        clock: clock.clone(),
+    });
+    let cfg = RecorderConfig {
+        stream: "demo".into(),
+        uri: format!("file://{}?fps=25", sample_clip().display()),
+        recording_dir: dir.path().to_owned(),
+        fragmenter: kvs_edge_agent::recorder::fragmenter::FragmenterConfig {
+            min_fragment_ms: 1000,
+            ..Default::default()
+        },
+        rtsp: Default::default(),
+    };
+    let (tx, rx) = tokio::sync::watch::channel(Control::Record);
+    let c = catalog.clone();
+    let handle = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(recorder::run(cfg, c, clock, status, rx))
+            .unwrap()
+    });
+    wait_for("2 fragments", Duration::from_secs(20), || {
+        catalog_totals(&catalog, "demo").0 >= 2
+    });
+    tx.send(Control::Stop).unwrap();
+    handle.join().unwrap();
+
+    let row = catalog.job_status("demo", Job::Recorder).unwrap().unwrap();
+    assert_eq!(row.status, JobStatus::Success);
+    assert_eq!(row.details, None);
+    assert_eq!(row.last_collected_time, Some(start));
+    let segs = catalog.segments(Some("demo")).unwrap();
+    // Anchored on the (simulated) wall clock at the first frame, then paced by the clip.
+    assert_eq!(segs[0].start_ms, start.as_millisecond());
+    assert_eq!(
+        segs[0].path,
+        format!("demo/2026-03-29/{}.mkv", start.as_millisecond())
+    );
+    let frags = catalog.fragments(segs[0].id).unwrap();
+    assert_eq!(frags[1].timecode_ms, start.as_millisecond() + 1000);
+    assert_eq!(frags[0].duration_ms, 1000);
+}

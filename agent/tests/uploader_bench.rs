@@ -1,0 +1,290 @@
+//! The upload benchmark (bench/upload/run.sh runs it; ignored in the normal test run).
+//!
+//! 1. Pacing off: aggregate MB/s over loopback for 1 and 8 streams uploading the same total of
+//!    1 MB fragments to the emulator, next to `curl -T` sending the very same bytes (segment
+//!    header + clusters, SigV4 by curl's `--aws-sigv4`) to the same emulator, one curl per
+//!    stream in parallel. The emulator (Python) parses every element, so both sides measure
+//!    the same ceiling; the comparison says whether the agent adds overhead.
+//! 2. Pacing on: the fragment rate the emulator measures (server receive times) is at most 5/s.
+
+mod uploader_support;
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use kvs_edge_agent::catalog::Catalog;
+use kvs_edge_agent::uploader::{Options, RunMode, StreamTarget};
+use uploader_support::*;
+
+/// Total media per run, split evenly over the streams.
+const TOTAL_FRAGMENTS: usize = 192;
+/// Runs per configuration (the machine is shared: single runs are noisy).
+const ROUNDS: usize = 5;
+/// Filler per frame: 25 frames x 40 KB = about 1 MB per fragment.
+const PAD: usize = 40_000;
+
+struct Run {
+    bytes: u64,
+    secs: f64,
+}
+
+impl Run {
+    fn mbps(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.secs
+    }
+}
+
+fn streams_setup(dir: &Path, n: usize) -> (Arc<Catalog>, Vec<(String, Recording)>) {
+    let catalog = Arc::new(Catalog::open(&dir.join("catalog.db")).unwrap());
+    let per = TOTAL_FRAGMENTS / n;
+    let recs = (0..n)
+        .map(|i| {
+            let name = format!("bench-{n}-{i}");
+            let r = record_padded(
+                &catalog,
+                &dir.join("rec"),
+                &name,
+                an_hour_ago_ms(),
+                2,
+                per / 2,
+                None,
+                PAD,
+            );
+            (name, r)
+        })
+        .collect();
+    (catalog, recs)
+}
+
+async fn agent_run(n: usize) -> Run {
+    let tmp = tempfile::tempdir().unwrap();
+    let (catalog, recs) = streams_setup(tmp.path(), n);
+    let emulator = Emulator::start(&tmp.path().join("emu"), &[]);
+    let opts = Options {
+        pacing: false,
+        ..test_options()
+    };
+    let up = uploader(
+        Arc::clone(&catalog),
+        &tmp.path().join("rec"),
+        &emulator,
+        opts,
+    )
+    .await;
+    let bytes: u64 = recs
+        .iter()
+        .flat_map(|(_, r)| r.clusters.iter().map(|c| c.len() as u64))
+        .sum();
+    let start = Instant::now();
+    let handles: Vec<_> = recs
+        .iter()
+        .map(|(name, _)| up.start(StreamTarget::Name(name.clone()), RunMode::UntilEmpty, None))
+        .collect();
+    for h in handles {
+        let p = h.wait().await.unwrap();
+        assert_eq!(p.fragments_failed, 0);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    for (name, r) in &recs {
+        assert_eq!(
+            persisted(&emulator.index(name).await).len(),
+            r.clusters.len()
+        );
+    }
+    Run { bytes, secs }
+}
+
+fn curl_run(n: usize) -> Run {
+    let tmp = tempfile::tempdir().unwrap();
+    let (catalog, recs) = streams_setup(tmp.path(), n);
+    let emulator = Emulator::start(&tmp.path().join("emu"), &[]);
+    let mut bodies = Vec::new();
+    let mut bytes = 0;
+    for (name, r) in &recs {
+        let seg = &catalog.segments(Some(name)).unwrap()[0];
+        let file = std::fs::read(tmp.path().join("rec").join(&seg.path)).unwrap();
+        let path = tmp.path().join(format!("{name}.body"));
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(&file[..seg.header_size as usize]).unwrap();
+        for c in &r.clusters {
+            f.write_all(c).unwrap();
+            bytes += c.len() as u64;
+        }
+        let start_ms = r.fragments[0].timecode_ms;
+        bodies.push((name.clone(), path, start_ms));
+    }
+    let start = Instant::now();
+    let children: Vec<_> = bodies
+        .iter()
+        .map(|(name, path, start_ms)| {
+            std::process::Command::new("curl")
+                .args(["-sS", "-X", "POST", "-o", "/dev/null", "-T"])
+                .arg(path)
+                .args(["--aws-sigv4", &format!("aws:amz:{REGION}:kinesisvideo")])
+                .args(["--user", &format!("{ACCESS_KEY}:{SECRET_KEY}")])
+                .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
+                .args(["-H", &format!("x-amzn-stream-name: {name}")])
+                .args(["-H", "x-amzn-fragment-timecode-type: ABSOLUTE"])
+                .args([
+                    "-H",
+                    &format!(
+                        "x-amzn-producer-start-timestamp: {}.{:03}",
+                        start_ms / 1000,
+                        start_ms % 1000
+                    ),
+                ])
+                .args(["-H", "x-amzn-fragment-acknowledgment-required: 1"])
+                .arg(format!("{}/putMedia", emulator.url()))
+                .spawn()
+                .expect("curl")
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success());
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for (name, r) in &recs {
+        let got = rt.block_on(emulator.index(name));
+        assert_eq!(
+            persisted(&got).len(),
+            r.clusters.len(),
+            "curl upload of {name}"
+        );
+    }
+    Run { bytes, secs }
+}
+
+/// "median (min-max)" of MB/s figures.
+fn summary(v: &mut [f64]) -> String {
+    v.sort_by(f64::total_cmp);
+    format!("{:.0} ({:.0}-{:.0})", v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+async fn paced_rate() -> (usize, f64) {
+    let tmp = tempfile::tempdir().unwrap();
+    let catalog = Arc::new(Catalog::open(&tmp.path().join("catalog.db")).unwrap());
+    record(
+        &catalog,
+        &tmp.path().join("rec"),
+        "paced",
+        an_hour_ago_ms(),
+        5,
+        6,
+        None,
+    );
+    let emulator = Emulator::start(&tmp.path().join("emu"), &[]);
+    let up = uploader(
+        Arc::clone(&catalog),
+        &tmp.path().join("rec"),
+        &emulator,
+        test_options(),
+    )
+    .await;
+    up.start(
+        StreamTarget::Name("paced".into()),
+        RunMode::UntilEmpty,
+        None,
+    )
+    .wait()
+    .await
+    .unwrap();
+    let index = emulator.index("paced").await;
+    let times: Vec<f64> = index["fragments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["server_monotonic"].as_f64().unwrap())
+        .collect();
+    let span = times.last().unwrap() - times[0];
+    (times.len(), (times.len() - 1) as f64 / span)
+}
+
+/// Pacing on with 4 MB fragments, where the byte limit (12.5 MB/s) binds before the fragment
+/// limit would (5/s x 4 MB = 20 MB/s): the byte rate the emulator measures.
+async fn paced_byte_rate() -> (f64, f64) {
+    let tmp = tempfile::tempdir().unwrap();
+    let catalog = Arc::new(Catalog::open(&tmp.path().join("catalog.db")).unwrap());
+    record_padded(
+        &catalog,
+        &tmp.path().join("rec"),
+        "paced-bytes",
+        an_hour_ago_ms(),
+        1,
+        15,
+        None,
+        160_000,
+    );
+    let emulator = Emulator::start(&tmp.path().join("emu"), &[]);
+    let up = uploader(
+        Arc::clone(&catalog),
+        &tmp.path().join("rec"),
+        &emulator,
+        test_options(),
+    )
+    .await;
+    up.start(
+        StreamTarget::Name("paced-bytes".into()),
+        RunMode::UntilEmpty,
+        None,
+    )
+    .wait()
+    .await
+    .unwrap();
+    let index = emulator.index("paced-bytes").await;
+    let frags = index["fragments"].as_array().unwrap();
+    let bytes: f64 = frags.iter().map(|f| f["size"].as_f64().unwrap()).sum();
+    let first = frags[0]["server_start_monotonic"].as_f64().unwrap();
+    let last = frags.last().unwrap()["server_monotonic"].as_f64().unwrap();
+    (bytes / 1e6, bytes / 1e6 / (last - first))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: bench/upload/run.sh"]
+async fn upload_benchmark() {
+    let mut lines = Vec::new();
+    for n in [1usize, 8] {
+        // Alternate the two clients so both see the same background load; report medians.
+        let (mut agent, mut curl) = (Vec::new(), Vec::new());
+        let mut mb = 0.0;
+        for _ in 0..ROUNDS {
+            let a = agent_run(n).await;
+            mb = a.bytes as f64 / 1e6;
+            agent.push(a.mbps());
+            curl.push(
+                tokio::task::spawn_blocking(move || curl_run(n))
+                    .await
+                    .unwrap()
+                    .mbps(),
+            );
+        }
+        lines.push(format!(
+            "pacing off, {n} stream(s), {mb:.1} MB, median of {ROUNDS}: agent {} MB/s, curl -T {} MB/s",
+            summary(&mut agent),
+            summary(&mut curl)
+        ));
+        println!("{}", lines.last().unwrap());
+    }
+    let (count, rate) = paced_rate().await;
+    lines.push(format!(
+        "pacing on, 1 stream, {count} fragments: {rate:.3} fragments/s measured by the emulator"
+    ));
+    println!("{}", lines.last().unwrap());
+    assert!(rate <= 5.0, "paced rate {rate}");
+    let (mb, byte_rate) = paced_byte_rate().await;
+    lines.push(format!(
+        "pacing on, 1 stream, {mb:.1} MB in 4 MB fragments: {byte_rate:.2} MB/s measured by the emulator"
+    ));
+    println!("{}", lines.last().unwrap());
+    // The pacer allows a 64 KiB burst at the start.
+    assert!(
+        byte_rate <= 12.5 * mb / (mb - 0.066),
+        "paced byte rate {byte_rate}"
+    );
+}
