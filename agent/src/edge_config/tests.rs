@@ -314,6 +314,24 @@ fn stream_name_alone_is_valid_and_names_the_stream() {
         errors(&long),
         ["StreamName: length 257 is above the maximum length 256"]
     );
+    for dots in ["..", "."] {
+        let mut d = doc.clone();
+        d["StreamName"] = json!(dots);
+        assert_eq!(
+            errors(&d),
+            ["StreamName: a stream may not be named \".\" or \"..\""]
+        );
+    }
+    let mut arn = with(
+        "StreamARN",
+        Some(json!("arn:aws:kinesisvideo:us-west-2:1:stream/../1")),
+    );
+    assert_eq!(
+        errors(&arn),
+        ["StreamARN: a stream may not be named \".\" or \"..\""]
+    );
+    arn["StreamARN"] = json!("arn:aws:kinesisvideo:us-west-2:1:stream/.../1");
+    assert!(errors(&arn).is_empty(), "three dots is an ordinary name");
     doc["StreamName"] = json!("front door");
     assert_eq!(
         errors(&doc),

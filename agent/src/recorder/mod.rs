@@ -45,7 +45,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 use url::Url;
 
-use crate::catalog::{Catalog, Job};
+use crate::catalog::{Catalog, CatalogError, Job};
 use crate::clock::Clock;
 use crate::edge_config::JobStatus;
 use fragmenter::{Fragment, Fragmenter, FragmenterConfig};
@@ -204,18 +204,19 @@ pub struct CatalogStatus {
     pub clock: Arc<dyn Clock>,
 }
 
-impl StatusSink for CatalogStatus {
-    fn report(&self, status: JobStatus, details: Option<&str>) {
+impl CatalogStatus {
+    /// Stores a LastRecorderStatus; SUCCESS also moves LastCollectedTime to now.
+    pub fn store(&self, status: JobStatus, details: Option<&str>) -> Result<(), CatalogError> {
         let now = self.clock.now();
         let collected = (status == JobStatus::Success).then_some(now);
-        if let Err(e) = self.catalog.set_job_status(
-            &self.stream,
-            Job::Recorder,
-            status,
-            details,
-            collected,
-            now,
-        ) {
+        self.catalog
+            .set_job_status(&self.stream, Job::Recorder, status, details, collected, now)
+    }
+}
+
+impl StatusSink for CatalogStatus {
+    fn report(&self, status: JobStatus, details: Option<&str>) {
+        if let Err(e) = self.store(status, details) {
             warn!(stream = %self.stream, error = %e, "cannot store the recorder status");
         }
     }

@@ -3,7 +3,7 @@
 //!
 //! [`recover`] runs before a stream's recorder starts (never while one writes), and brings the
 //! catalog and the disk into agreement:
-//! - DELETING rows: the deletion is finished (unlink, directory fsync, row removed);
+//! - DELETING rows: the deletion a crash interrupted is finished ([`crate::janitor::delete::finish`]);
 //! - rows whose file is gone: removed (logged: media was lost outside the agent);
 //! - OPEN rows (a crash mid-segment): complete, key-first clusters past the indexed size were
 //!   fsynced before the crash could have stopped the commit, so they are fsynced again and
@@ -39,6 +39,8 @@ pub enum RecoveryError {
     Catalog(#[from] CatalogError),
     #[error(transparent)]
     Segment(#[from] super::segment::SegmentError),
+    #[error(transparent)]
+    Delete(#[from] crate::janitor::delete::DeleteError),
 }
 
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> RecoveryError {
@@ -76,19 +78,9 @@ pub fn recover(
     let mut report = RecoveryReport::default();
     let rows = catalog.segments(stream)?;
     for row in &rows {
-        let path = root.join(&row.path);
         match row.state {
             SegmentState::Deleting => {
-                match std::fs::remove_file(&path) {
-                    Ok(()) => {
-                        if let Some(dir) = path.parent() {
-                            fsync_dir(dir)?;
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io_err("remove", &path)(e)),
-                }
-                catalog.remove_segment(row.id)?;
+                crate::janitor::delete::finish(catalog, root, row)?;
                 report.act(format!("{}: finished deleting", row.path));
             }
             SegmentState::Open | SegmentState::Closed => {

@@ -57,13 +57,10 @@ fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SegmentErr
 
 /// Whether `name` is safe as one path component (KVS stream names are `[a-zA-Z0-9_.-]+`).
 pub fn valid_stream_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 256
+    name.len() <= 256
         && name != "."
         && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && crate::edge_config::validate::is_resource_name(name)
 }
 
 /// What one [`SegmentWriter::write`] did.

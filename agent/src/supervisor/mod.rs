@@ -38,7 +38,7 @@ use tokio::sync::{Mutex, mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::catalog::{Catalog, Job};
+use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::edge_config::{
     ApiTimestamp, DescribeEdgeConfigurationResponse, EdgeConfig, JobStatus,
@@ -592,7 +592,7 @@ fn remove_stream_data(
 /// Writes recorder status to the catalog and tells the control plane.
 struct EventStatus {
     inner: Arc<Inner>,
-    stream: String,
+    store: recorder::CatalogStatus,
     /// Set on USER_ERROR (bad URI, credentials refused, unsupported codec): a configuration
     /// error, which stops the recorder until the configuration is sent again.
     fatal: watch::Sender<bool>,
@@ -600,23 +600,16 @@ struct EventStatus {
 
 impl StatusSink for EventStatus {
     fn report(&self, status: JobStatus, details: Option<&str>) {
-        let now = self.inner.clock.now();
-        let collected = (status == JobStatus::Success).then_some(now);
-        match self.inner.catalog.set_job_status(
-            &self.stream,
-            Job::Recorder,
-            status,
-            details,
-            collected,
-            now,
-        ) {
+        match self.store.store(status, details) {
             Ok(()) => {
                 let _ = self
                     .inner
                     .events
-                    .send(snapshot(&self.inner.catalog, &self.stream));
+                    .send(snapshot(&self.inner.catalog, &self.store.stream));
             }
-            Err(e) => warn!(stream = %self.stream, error = %e, "cannot store the recorder status"),
+            Err(e) => {
+                warn!(stream = %self.store.stream, error = %e, "cannot store the recorder status")
+            }
         }
         if status == JobStatus::UserError {
             self.fatal.send_replace(true);
@@ -661,7 +654,11 @@ async fn recorder_job(
     let (fatal_tx, mut fatal) = watch::channel(false);
     let sink: Arc<dyn StatusSink> = Arc::new(EventStatus {
         inner: inner.clone(),
-        stream: stream.clone(),
+        store: recorder::CatalogStatus {
+            catalog: inner.catalog.clone(),
+            stream: stream.clone(),
+            clock: inner.clock.clone(),
+        },
         fatal: fatal_tx,
     });
     if let Err(e) =
