@@ -273,3 +273,51 @@ fn recordings_list_and_du_read_the_catalog() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("kvs-edge-agent.db"));
 }
+
+#[test]
+fn run_applies_edge_config_files_at_start() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"StreamName": "x", "EdgeConfig": {"HubDeviceArn": 1}}"#).unwrap();
+    let out = agent()
+        .args(["run", "--edge-config", bad.to_str().unwrap()])
+        .env("AWS_KVS_EDGE_RECORDING_DIRECTORY", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.json: EdgeConfig.HubDeviceArn: expected a string, found number 1"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("kvs-edge-agent.db").exists(), "nothing starts on a bad file");
+
+    let mut child = agent()
+        .args([
+            "run",
+            "--secrets-file",
+            &format!("{root}/config/secrets.example.yaml"),
+            "--edge-config",
+            &format!("file://{root}/config/example-local.json"),
+        ])
+        .env("AWS_KVS_EDGE_RECORDING_DIRECTORY", dir.path())
+        .env("AWS_KVS_EDGE_LOG_LEVEL", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let opened = stderr
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("segment opened") && l.contains("demo-cam"));
+    assert!(opened, "the configuration from the file records");
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+
+    let c = kvs_edge_agent::catalog::Catalog::open(&dir.path().join("kvs-edge-agent.db")).unwrap();
+    let stored = c.config("demo-cam").unwrap().expect("stored like a received configuration");
+    assert_eq!(stored.sync_status, kvs_edge_agent::edge_config::SyncStatus::InSync);
+    assert!(!c.segments(Some("demo-cam")).unwrap().is_empty());
+}

@@ -21,7 +21,7 @@ use kvs_edge_agent::control::topics::Topics;
 use kvs_edge_agent::edge_config::ApiTimestamp;
 use kvs_edge_agent::recorder::fragmenter::FragmenterConfig;
 use kvs_edge_agent::recorder::rtsp::RtspOptions;
-use kvs_edge_agent::settings::{self, Env, Mode, Settings};
+use kvs_edge_agent::settings::{Mode, Settings};
 use kvs_edge_agent::supervisor::secrets::{LocalSecretsFile, NoSecrets, SecretSource};
 use kvs_edge_agent::supervisor::{Supervisor, SupervisorConfig};
 use kvs_edge_agent::uploader::{Options as UploadOptions, Uploader};
@@ -37,6 +37,11 @@ pub struct RunArgs {
     /// Local secrets file (MediaUriSecretArn -> media URI); overrides secrets_file.
     #[arg(long, value_name = "FILE")]
     pub secrets_file: Option<PathBuf>,
+    /// A StartEdgeConfigurationUpdate request to apply at start, as if received over MQTT
+    /// (repeatable): for sites configured from files rather than from the cloud. Applied only
+    /// when it differs from the stored configuration, so a restart does not restart its jobs.
+    #[arg(long, value_name = "FILE")]
+    pub edge_config: Vec<String>,
 }
 
 /// The whole shutdown is bounded by this (systemd's default stop timeout is 90 s; the issue
@@ -137,13 +142,23 @@ fn secrets(settings: &Settings, flag: Option<PathBuf>) -> Arc<dyn SecretSource> 
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let settings = match settings::load(&Env::from_process(), args.config.as_deref()) {
+    let settings = match super::load_settings(args.config.as_deref()) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("kvs-edge-agent: invalid settings: {e}");
-            return Ok(ExitCode::from(2));
-        }
+        Err(code) => return Ok(code),
     };
+    let mut startup_configs = Vec::new();
+    for input in &args.edge_config {
+        let text = super::check_config::read_input(input)?;
+        match kvs_edge_agent::edge_config::parse_start_request(&text) {
+            Ok(request) => startup_configs.push(request),
+            Err(e) => {
+                for error in e.field_errors() {
+                    eprintln!("kvs-edge-agent: {input}: {error}");
+                }
+                return Ok(ExitCode::from(2));
+            }
+        }
+    }
     // rumqttd logs every client's connect and disconnect (the latter as an error): quiet it
     // unless debugging. RUST_LOG overrides all of this.
     let level = settings.log.level.filter_directive();
@@ -248,6 +263,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         };
         let supervisor = Supervisor::new(catalog, clock, sup_cfg, secrets, uploader, events_tx);
         supervisor.resume().await;
+        for request in startup_configs {
+            let thing = kvs_edge_agent::supervisor::thing_of(&request.edge_config);
+            let stream = request.stream_name().to_owned();
+            let status = supervisor.apply(&thing, request, false).await;
+            info!(stream, ?status, "applied --edge-config");
+        }
 
         let broker = match plan {
             BrokerPlan::Connect(o) => Some(o),
