@@ -279,7 +279,11 @@ fn run_applies_edge_config_files_at_start() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.json");
-    std::fs::write(&bad, r#"{"StreamName": "x", "EdgeConfig": {"HubDeviceArn": 1}}"#).unwrap();
+    std::fs::write(
+        &bad,
+        r#"{"StreamName": "x", "EdgeConfig": {"HubDeviceArn": 1}}"#,
+    )
+    .unwrap();
     let out = agent()
         .args(["run", "--edge-config", bad.to_str().unwrap()])
         .env("AWS_KVS_EDGE_RECORDING_DIRECTORY", dir.path())
@@ -291,7 +295,10 @@ fn run_applies_edge_config_files_at_start() {
         stderr.contains("bad.json: EdgeConfig.HubDeviceArn: expected a string, found number 1"),
         "{stderr}"
     );
-    assert!(!dir.path().join("kvs-edge-agent.db").exists(), "nothing starts on a bad file");
+    assert!(
+        !dir.path().join("kvs-edge-agent.db").exists(),
+        "nothing starts on a bad file"
+    );
 
     let mut child = agent()
         .args([
@@ -313,11 +320,23 @@ fn run_applies_edge_config_files_at_start() {
         .any(|l| l.contains("segment opened") && l.contains("demo-cam"));
     assert!(opened, "the configuration from the file records");
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     assert_eq!(child.wait().unwrap().code(), Some(0));
 
     let c = kvs_edge_agent::catalog::Catalog::open(&dir.path().join("kvs-edge-agent.db")).unwrap();
-    let stored = c.config("demo-cam").unwrap().expect("stored like a received configuration");
-    assert_eq!(stored.sync_status, kvs_edge_agent::edge_config::SyncStatus::InSync);
+    let stored = c
+        .config("demo-cam")
+        .unwrap()
+        .expect("stored like a received configuration");
+    assert_eq!(
+        stored.sync_status,
+        kvs_edge_agent::edge_config::SyncStatus::InSync
+    );
     assert!(!c.segments(Some("demo-cam")).unwrap().is_empty());
 }

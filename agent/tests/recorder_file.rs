@@ -311,3 +311,60 @@ fn status_lands_in_the_catalog_and_timestamps_follow_the_clock() {
     assert_eq!(frags[1].timecode_ms, start.as_millisecond() + 1000);
     assert_eq!(frags[0].duration_ms, 1000);
 }
+
+/// Every closed segment is announced to the sink (the supervisor wakes the janitor with it),
+/// including the last one, closed by Stop.
+#[test]
+fn each_closed_segment_is_announced() {
+    use kvs_edge_agent::edge_config::JobStatus;
+    use kvs_edge_agent::recorder::{self, Control, RecorderConfig, StatusSink};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Default)]
+    struct Closed(AtomicUsize);
+    impl StatusSink for Closed {
+        fn report(&self, _: JobStatus, _: Option<&str>) {}
+        fn segment_closed(&self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Arc::new(Catalog::open(&dir.path().join("kvs-edge-agent.db")).unwrap());
+    let closed = Arc::new(Closed::default());
+    let cfg = RecorderConfig {
+        stream: "demo".into(),
+        uri: format!("file://{}?fps=250", sample_clip().display()),
+        recording_dir: dir.path().to_owned(),
+        fragmenter: kvs_edge_agent::recorder::fragmenter::FragmenterConfig {
+            min_fragment_ms: 1000,
+            segment_duration_ms: 1000,
+            ..Default::default()
+        },
+        rtsp: Default::default(),
+    };
+    let (tx, rx) = tokio::sync::watch::channel(Control::Record);
+    let (c, sink) = (catalog.clone(), closed.clone());
+    let clock = Arc::new(kvs_edge_agent::clock::RealClock);
+    let handle = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(recorder::run(cfg, c, clock, sink, rx))
+            .unwrap()
+    });
+    wait_for("3 segments", Duration::from_secs(20), || {
+        catalog.segments(Some("demo")).unwrap().len() >= 3
+    });
+    tx.send(Control::Stop).unwrap();
+    let summary = handle.join().unwrap();
+    let segments = catalog.segments(Some("demo")).unwrap();
+    assert_eq!(summary.segments as usize, segments.len());
+    assert_eq!(
+        closed.0.load(Ordering::SeqCst),
+        segments.len(),
+        "one announcement per segment, the last at Stop"
+    );
+}

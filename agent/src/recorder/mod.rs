@@ -194,6 +194,10 @@ impl Source {
 /// Where LastRecorderStatus goes.
 pub trait StatusSink: Send + Sync {
     fn report(&self, status: JobStatus, details: Option<&str>);
+
+    /// A segment file was closed (rolled, paused, stopped, or abandoned after a write
+    /// failure): what the janitor waits for.
+    fn segment_closed(&self) {}
 }
 
 /// Writes the status into the catalog's job_status (the stream must have an edge configuration
@@ -391,6 +395,9 @@ impl JobState {
             Ok(w) => {
                 self.summary.fragments += 1;
                 self.summary.frames += frames as u64;
+                if w.closed_previous {
+                    self.reporter.sink.segment_closed();
+                }
                 if w.new_file.is_some() {
                     self.summary.segments += 1;
                 }
@@ -398,6 +405,7 @@ impl JobState {
             }
             Err(e) => {
                 self.summary.write_errors += 1;
+                self.reporter.sink.segment_closed();
                 warn!(stream = %self.cfg.stream, error = %e, "cannot write fragment");
                 self.reporter.report(
                     JobStatus::SystemError,
@@ -428,8 +436,12 @@ impl JobState {
             match r {
                 Ok((writer, r)) => {
                     self.writer = Some(writer);
-                    if let Err(e) = r {
-                        warn!(stream = %self.cfg.stream, error = %e, "cannot close segment");
+                    match r {
+                        Ok(true) => self.reporter.sink.segment_closed(),
+                        Ok(false) => {}
+                        Err(e) => {
+                            warn!(stream = %self.cfg.stream, error = %e, "cannot close segment")
+                        }
                     }
                 }
                 Err(e) => warn!(error = %e, "segment writer failed"),

@@ -70,6 +70,8 @@ pub struct Written {
     pub fragment: i64,
     /// Set when this fragment opened a new file (relative path).
     pub new_file: Option<String>,
+    /// Opening the new file closed the one before it.
+    pub closed_previous: bool,
 }
 
 #[derive(Debug)]
@@ -110,8 +112,9 @@ impl SegmentWriter {
         let needs_new =
             frag.new_segment || self.open.as_ref().is_none_or(|s| *s.track != *frag.track);
         let mut new_file = None;
+        let mut closed_previous = false;
         if needs_new {
-            self.close()?;
+            closed_previous = self.close()?;
             new_file = Some(self.create(frag)?);
         }
         let seg = self.open.as_mut().expect("a segment is open");
@@ -141,6 +144,7 @@ impl SegmentWriter {
                     segment: seg.id,
                     fragment,
                     new_file,
+                    closed_previous,
                 })
             }
             Err(e) => {
@@ -151,11 +155,15 @@ impl SegmentWriter {
     }
 
     /// Closes the open segment, if any: its row becomes CLOSED and the file handle is released.
-    pub fn close(&mut self) -> Result<(), SegmentError> {
-        if let Some(seg) = self.open.take() {
-            self.catalog.close_segment(seg.id)?;
+    /// Returns whether a segment was open.
+    pub fn close(&mut self) -> Result<bool, SegmentError> {
+        match self.open.take() {
+            Some(seg) => {
+                self.catalog.close_segment(seg.id)?;
+                Ok(true)
+            }
+            None => Ok(false),
         }
-        Ok(())
     }
 
     /// Gives up on the open segment after a failure: cut the file back to what the catalog

@@ -114,9 +114,9 @@ struct StreamJobs {
     recorder: Option<JobHandle>,
     uploader: Option<JobHandle>,
     janitor: Option<JobHandle>,
-    /// The janitor's verdict (DENY_NEW_MEDIA at the limit, disk under its reserve) that pauses
-    /// the recorder; outlives a janitor restarted by a configuration change.
-    pause: Arc<watch::Sender<bool>>,
+    /// The recorder's pause signal and segment-closed wake-up, shared with the janitor; outlives
+    /// a janitor restarted by a configuration change.
+    link: Arc<Link>,
 }
 
 impl StreamJobs {
@@ -381,7 +381,7 @@ impl Supervisor {
                         stream,
                         "recorder configuration unchanged; recorder keeps running"
                     );
-                    old.recorder.take().map(|r| (r, old.pause.clone()))
+                    old.recorder.take().map(|r| (r, old.link.clone()))
                 } else {
                     None
                 };
@@ -403,20 +403,23 @@ impl Supervisor {
         &self,
         config: &EdgeConfig,
         request: &StartEdgeConfigurationUpdateRequest,
-        kept: Option<(JobHandle, Arc<watch::Sender<bool>>)>,
+        kept: Option<(JobHandle, Arc<Link>)>,
     ) -> StreamJobs {
         let stream = request.stream_name();
-        let (recorder, pause) = kept.unwrap_or_else(|| {
-            let pause = Arc::new(watch::channel(false).0);
+        let (recorder, link) = kept.unwrap_or_else(|| {
+            let link = Arc::new(Link {
+                pause: watch::channel(false).0,
+                segment_closed: Arc::new(tokio::sync::Notify::new()),
+            });
             let (stop, rx) = watch::channel(false);
             let task = tokio::spawn(recorder_job(
                 self.0.clone(),
                 stream.to_owned(),
                 config.clone(),
-                pause.subscribe(),
+                link.clone(),
                 rx,
             ));
-            (JobHandle { stop, task }, pause)
+            (JobHandle { stop, task }, link)
         });
         let janitor = {
             let (stop, rx) = watch::channel(false);
@@ -424,7 +427,7 @@ impl Supervisor {
                 self.0.clone(),
                 stream.to_owned(),
                 config.clone(),
-                pause.clone(),
+                link.clone(),
                 rx,
             ));
             JobHandle { stop, task }
@@ -446,7 +449,7 @@ impl Supervisor {
             recorder: Some(recorder),
             uploader,
             janitor: Some(janitor),
-            pause,
+            link,
         }
     }
 
@@ -593,6 +596,8 @@ fn remove_stream_data(
 struct EventStatus {
     inner: Arc<Inner>,
     store: recorder::CatalogStatus,
+    /// Wakes the stream's janitor: a closed segment may be deletable, or over the limit.
+    segment_closed: Arc<tokio::sync::Notify>,
     /// Set on USER_ERROR (bad URI, credentials refused, unsupported codec): a configuration
     /// error, which stops the recorder until the configuration is sent again.
     fatal: watch::Sender<bool>,
@@ -614,6 +619,10 @@ impl StatusSink for EventStatus {
         if status == JobStatus::UserError {
             self.fatal.send_replace(true);
         }
+    }
+
+    fn segment_closed(&self) {
+        self.segment_closed.notify_one();
     }
 }
 
@@ -643,14 +652,24 @@ async fn wait_stop(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
     stopped || *stop.borrow()
 }
 
+/// What a stream's recorder and janitor share, kept across configuration changes that keep
+/// the recorder.
+struct Link {
+    /// The janitor's verdict (DENY_NEW_MEDIA at the limit, disk under its reserve).
+    pause: watch::Sender<bool>,
+    /// The recorder closed a segment: the janitor passes at once instead of within a minute.
+    segment_closed: Arc<tokio::sync::Notify>,
+}
+
 /// One stream's recorder under supervision: recovery, schedule, restarts.
 async fn recorder_job(
     inner: Arc<Inner>,
     stream: String,
     config: EdgeConfig,
-    mut pause: watch::Receiver<bool>,
+    link: Arc<Link>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut pause = link.pause.subscribe();
     let (fatal_tx, mut fatal) = watch::channel(false);
     let sink: Arc<dyn StatusSink> = Arc::new(EventStatus {
         inner: inner.clone(),
@@ -659,6 +678,7 @@ async fn recorder_job(
             stream: stream.clone(),
             clock: inner.clock.clone(),
         },
+        segment_closed: link.segment_closed.clone(),
         fatal: fatal_tx,
     });
     if let Err(e) =
@@ -789,7 +809,7 @@ async fn janitor_job(
     inner: Arc<Inner>,
     stream: String,
     config: EdgeConfig,
-    pause: Arc<watch::Sender<bool>>,
+    link: Arc<Link>,
     stop: watch::Receiver<bool>,
 ) {
     let j = Janitor::new(
@@ -803,14 +823,15 @@ async fn janitor_job(
     let run = janitor::run(
         j,
         inner.clock.clone(),
-        Arc::new(tokio::sync::Notify::new()),
+        link.segment_closed.clone(),
         state_tx,
         stop,
     );
     let forward = async {
         while state_rx.changed().await.is_ok() {
             let p = state_rx.borrow_and_update().pause_recording();
-            pause.send_if_modified(|v| std::mem::replace(v, p) != p);
+            link.pause
+                .send_if_modified(|v| std::mem::replace(v, p) != p);
         }
     };
     tokio::join!(run, forward);
