@@ -96,6 +96,9 @@ async fn start_describe_resend_update_delete() {
     agent.wait_log("source connected", 2, T).await;
 
     // Update only the uploader and deletion parts: the recorder keeps running, no new session.
+    // (First one fragment of the new session, so the gap check below starts inside it.)
+    let restarted = agent.fragment_count("cam-1");
+    agent.wait_fragments("cam-1", restarted + 1, T).await;
     let before = agent.fragment_count("cam-1");
     let upd = write_request(
         dir.path(),
@@ -116,6 +119,25 @@ async fn start_describe_resend_update_delete() {
         24
     );
     agent.wait_fragments("cam-1", before + 2, T).await;
+    // No gap in the media across the update: each fragment from the last one before it starts
+    // where the one before ended (the recorder measures durations to the next fragment).
+    let cat = kvs_edge_agent::catalog::Catalog::open_read_only(
+        &agent.rec.join(kvs_edge_agent::catalog::FILE_NAME),
+    )
+    .unwrap();
+    let frags: Vec<_> = cat
+        .segments(Some("cam-1"))
+        .unwrap()
+        .iter()
+        .flat_map(|s| cat.fragments(s.id).unwrap())
+        .collect();
+    for pair in frags[before.saturating_sub(1)..].windows(2) {
+        assert_eq!(
+            pair[1].timecode_ms,
+            pair[0].timecode_ms + pair[0].duration_ms,
+            "media continues across the uploader-only update: {pair:?}"
+        );
+    }
     let log = agent.log_text();
     assert_eq!(log.matches("source connected").count(), 2, "{log}");
     assert!(log.contains("recorder keeps running"), "{log}");
