@@ -30,6 +30,8 @@ fi
 
 # The KVS ingest emulator (tests/kvs_emulator) verifies SigV4 with AWS's own botocore.
 python3 -c 'import botocore' 2>/dev/null || python3 -m pip install -q botocore
+# AWS Secrets Manager for the secrets tests (agent/tests/secrets_manager.rs).
+python3 -c 'import moto' 2>/dev/null || python3 -m pip install -q "moto[server]"
 
 # Tests that need a peer fail (rather than skip) when it is missing under CI.
 export CI="${CI:-true}"

@@ -2,11 +2,13 @@
 //! Agent. The architecture is in `DESIGN.md`; data flows one way:
 //! control -> supervisor -> recorder / uploader / janitor, all of which read and write the catalog.
 
+pub mod aws;
 pub mod catalog;
 pub mod clock;
 pub mod control;
 pub mod edge_config;
 pub mod janitor;
+pub mod logging;
 pub mod media;
 pub mod recorder;
 pub mod schedule;

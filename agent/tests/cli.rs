@@ -18,6 +18,10 @@ fn agent() -> Command {
             c.env_remove(k);
         }
     }
+    // `run` logs to files too: never into the source tree (the default is ./log).
+    let log_dir =
+        std::env::temp_dir().join(format!("kvs-edge-agent-cli-log-{}", std::process::id()));
+    c.env("AWS_KVS_EDGE_LOG_OUTPUT_DIRECTORY", log_dir);
     c
 }
 
@@ -148,12 +152,32 @@ fn run_refuses_bad_settings_naming_the_variable() {
 }
 
 #[test]
+fn run_refuses_a_log_directory_it_cannot_create() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let out = agent()
+        .arg("run")
+        .env("AWS_KVS_EDGE_RECORDING_DIRECTORY", dir.path())
+        .env("AWS_KVS_EDGE_LOG_OUTPUT_DIRECTORY", file.join("log"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot create the log directory") && stderr.contains("a-file/log"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn run_opens_the_catalog_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = agent()
         .arg("run")
         .env("AWS_KVS_EDGE_RECORDING_DIRECTORY", dir.path())
         .env("AWS_KVS_EDGE_LOG_LEVEL", "info")
+        .env("AWS_KVS_EDGE_LOG_OUTPUT_DIRECTORY", dir.path().join("log"))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -174,6 +198,14 @@ fn run_opens_the_catalog_and_stops_cleanly_on_sigterm() {
     );
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "SIGTERM is a clean stop");
+    // The log file has every line, the last one ("stopped", logged just before exit) included.
+    let file = std::fs::read_to_string(dir.path().join("log/kvs-edge-agent.log")).unwrap();
+    assert!(
+        file.contains("starting") && file.contains("ready"),
+        "{file}"
+    );
+    assert!(file.lines().last().unwrap().contains("stopped"), "{file}");
+    assert!(!file.contains("\x1b["), "no colour codes in the file");
 }
 
 #[test]
@@ -309,6 +341,7 @@ fn run_applies_edge_config_files_at_start() {
             &format!("file://{root}/config/example-local.json"),
         ])
         .env("AWS_KVS_EDGE_RECORDING_DIRECTORY", dir.path())
+        .env("AWS_KVS_EDGE_LOG_OUTPUT_DIRECTORY", dir.path().join("log"))
         .env("AWS_KVS_EDGE_LOG_LEVEL", "info")
         .stderr(Stdio::piped())
         .spawn()

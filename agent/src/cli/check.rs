@@ -4,23 +4,15 @@
 //! open segment); `--repair` runs the startup recovery first, and must not run while the agent
 //! records. Exits 0 when catalog and disk agree, 1 when they do not.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use kvs_edge_agent::catalog::{self, Catalog};
+use kvs_edge_agent::catalog::Catalog;
 use kvs_edge_agent::recorder::recovery;
-use kvs_edge_agent::settings::{self, Env};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The recording directory (default: AWS_KVS_EDGE_RECORDING_DIRECTORY, else the current
-    /// directory).
-    #[arg(long)]
-    pub recording_dir: Option<PathBuf>,
-    /// The catalog (default: kvs-edge-agent.db in the recording directory given, else the
-    /// agent's own).
-    #[arg(long)]
-    pub catalog: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: super::StoreArgs,
     /// Only this stream.
     #[arg(long)]
     pub stream: Option<String>,
@@ -30,21 +22,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let settings = match settings::load(&Env::from_process(), None) {
+    let settings = match super::load_settings(None) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("kvs-edge-agent: invalid settings: {e}");
-            return Ok(ExitCode::from(2));
-        }
+        Err(code) => return Ok(code),
     };
-    let (recording_dir, default_catalog) = match &args.recording_dir {
-        Some(d) => (d.clone(), d.join(catalog::FILE_NAME)),
-        None => (
-            settings.recording_directory.clone(),
-            settings.catalog_path(),
-        ),
-    };
-    let catalog_path = args.catalog.clone().unwrap_or(default_catalog);
+    let (recording_dir, catalog_path) = args.store.resolve(&settings);
     let stream = args.stream.as_deref();
     let catalog = if args.repair {
         let catalog = Catalog::open(&catalog_path)?;

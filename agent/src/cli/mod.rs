@@ -9,34 +9,10 @@ pub mod run;
 pub mod schedule;
 pub mod upload;
 
-/// Logs to stderr (journald picks it up under systemd). `RUST_LOG` overrides the level.
+/// Logs to stderr only (the operator verbs); `run` adds the rolled files
+/// ([`kvs_edge_agent::logging::init_with_files`]). `RUST_LOG` overrides the level.
 pub fn init_logging(default_directive: &str) {
-    use std::io::IsTerminal;
-    let rust_log = std::env::var("RUST_LOG").ok();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(log_filter(rust_log.as_deref(), default_directive))
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal, never into journald or a file.
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
-}
-
-/// The filter for `RUST_LOG` (if set and valid) or the default. At trace level the AWS signing
-/// and HTTP layers print canonical requests and headers, which carry session tokens, so those
-/// targets never go below info, whatever `RUST_LOG` asks for.
-fn log_filter(rust_log: Option<&str>, default_directive: &str) -> tracing_subscriber::EnvFilter {
-    use tracing_subscriber::EnvFilter;
-    let mut filter = rust_log
-        .and_then(|s| EnvFilter::try_new(s).ok())
-        .unwrap_or_else(|| EnvFilter::new(default_directive));
-    for quiet in [
-        "aws_sigv4=info",
-        "aws_smithy_runtime=info",
-        "aws_smithy_http_client=info",
-    ] {
-        filter = filter.add_directive(quiet.parse().expect("valid directive"));
-    }
-    filter
+    kvs_edge_agent::logging::init_stderr(default_directive);
 }
 
 /// Loads the settings from the environment and the optional YAML file, as `run` does; a bad
@@ -51,26 +27,32 @@ pub fn load_settings(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use tracing::Level;
-    use tracing_subscriber::layer::SubscriberExt;
+/// Where a verb finds the media and the catalog: its flags, else the agent's settings.
+#[derive(clap::Args, Debug)]
+pub struct StoreArgs {
+    /// The recording directory (default: AWS_KVS_EDGE_RECORDING_DIRECTORY, else the current
+    /// directory).
+    #[arg(long)]
+    pub recording_dir: Option<std::path::PathBuf>,
+    /// The catalog (default: kvs-edge-agent.db in the recording directory given, else the
+    /// agent's own).
+    #[arg(long)]
+    pub catalog: Option<std::path::PathBuf>,
+}
 
-    /// Whether (aws_sigv4, our own) trace events pass the filter.
-    fn enabled(rust_log: Option<&str>) -> (bool, bool) {
-        let subscriber = tracing_subscriber::registry().with(super::log_filter(rust_log, "info"));
-        tracing::subscriber::with_default(subscriber, || {
-            (
-                tracing::enabled!(target: "aws_sigv4::http_request", Level::TRACE),
-                tracing::enabled!(target: "kvs_edge_agent::uploader", Level::TRACE),
-            )
-        })
-    }
-
-    #[test]
-    fn signing_layers_never_log_below_info() {
-        assert_eq!(enabled(Some("trace")), (false, true));
-        assert_eq!(enabled(Some("aws_sigv4=trace,trace")), (false, true));
-        assert_eq!(enabled(None), (false, false));
+impl StoreArgs {
+    /// The recording directory and the catalog's path.
+    pub fn resolve(
+        &self,
+        settings: &kvs_edge_agent::settings::Settings,
+    ) -> (std::path::PathBuf, std::path::PathBuf) {
+        let (dir, default_catalog) = match &self.recording_dir {
+            Some(d) => (d.clone(), d.join(kvs_edge_agent::catalog::FILE_NAME)),
+            None => (
+                settings.recording_directory.clone(),
+                settings.catalog_path(),
+            ),
+        };
+        (dir, self.catalog.clone().unwrap_or(default_catalog))
     }
 }

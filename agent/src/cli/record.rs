@@ -4,7 +4,6 @@
 //! `--duration` has passed or SIGINT/SIGTERM arrives, then writes the fragment in flight and
 //! closes the segment. Exits 1 when nothing was recorded.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,13 +11,12 @@ use std::time::Duration;
 use anyhow::Context;
 use tracing::info;
 
-use kvs_edge_agent::catalog::{self, Catalog};
+use kvs_edge_agent::catalog::Catalog;
 use kvs_edge_agent::clock::RealClock;
 use kvs_edge_agent::edge_config::JobStatus;
 use kvs_edge_agent::recorder::fragmenter::FragmenterConfig;
 use kvs_edge_agent::recorder::rtsp::{RtspOptions, RtspTransport};
 use kvs_edge_agent::recorder::{self, Control, LogStatus, RecorderConfig, StatusSink, redact_url};
-use kvs_edge_agent::settings::{self, Env};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -32,13 +30,8 @@ pub struct Args {
     /// interrupted.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// Where segments go (default: AWS_KVS_EDGE_RECORDING_DIRECTORY, else the current directory).
-    #[arg(long)]
-    pub recording_dir: Option<PathBuf>,
-    /// The catalog (default: kvs-edge-agent.db in the recording directory given, else the
-    /// agent's own).
-    #[arg(long)]
-    pub catalog: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: super::StoreArgs,
     /// A fragment closes at the first key frame after this many milliseconds.
     #[arg(long)]
     pub min_fragment_ms: Option<u32>,
@@ -90,22 +83,12 @@ impl StatusSink for LastStatus {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let settings = match settings::load(&Env::from_process(), None) {
+    let settings = match super::load_settings(None) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("kvs-edge-agent: invalid settings: {e}");
-            return Ok(ExitCode::from(2));
-        }
+        Err(code) => return Ok(code),
     };
     super::init_logging("info");
-    let (recording_dir, default_catalog) = match &args.recording_dir {
-        Some(d) => (d.clone(), d.join(catalog::FILE_NAME)),
-        None => (
-            settings.recording_directory.clone(),
-            settings.catalog_path(),
-        ),
-    };
-    let catalog_path = args.catalog.clone().unwrap_or(default_catalog);
+    let (recording_dir, catalog_path) = args.store.resolve(&settings);
     {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()

@@ -14,6 +14,9 @@ use std::time::Duration;
 use anyhow::Context;
 use tracing::{info, warn};
 
+use kvs_edge_agent::aws::greengrass::GreengrassConfig;
+use kvs_edge_agent::aws::iot_credentials::IotCredentialsProvider;
+use kvs_edge_agent::aws::secrets::SecretsManagerSource;
 use kvs_edge_agent::catalog::Catalog;
 use kvs_edge_agent::clock::{Clock, RealClock};
 use kvs_edge_agent::control::mqtt::{BrokerOptions, ControlConfig};
@@ -114,31 +117,41 @@ fn broker_plan(settings: &Settings, flag: Option<&str>) -> anyhow::Result<Broker
     }
 }
 
-fn secrets(settings: &Settings, flag: Option<PathBuf>) -> Arc<dyn SecretSource> {
-    match flag.or_else(|| settings.file.secrets_file.clone()) {
-        Some(path) => {
-            let s = LocalSecretsFile::new(path);
-            match s.load() {
-                Ok(map) => {
-                    info!(file = %s.path().display(), secrets = map.len(), "local secrets file")
-                }
-                Err(e) => warn!(error = %e, "the local secrets file is unreadable for now"),
+/// Where media URIs come from: a local secrets file when one is given (any mode), else AWS
+/// Secrets Manager in IoT and Greengrass modes (needs the SDK config, hence a region).
+fn secrets(
+    settings: &Settings,
+    flag: Option<PathBuf>,
+    sdk: Option<&aws_config::SdkConfig>,
+) -> Arc<dyn SecretSource> {
+    if let Some(path) = flag.or_else(|| settings.file.secrets_file.clone()) {
+        let s = LocalSecretsFile::new(path);
+        match s.load() {
+            Ok(map) => {
+                info!(file = %s.path().display(), secrets = map.len(), "local secrets file")
             }
-            Arc::new(s)
+            Err(e) => warn!(error = %e, "the local secrets file is unreadable for now"),
         }
-        None => {
-            match settings.mode {
-                Mode::Local => warn!(
-                    "no secrets file (secrets_file, --secrets-file): every MediaUriSecretArn is unknown"
-                ),
-                // The AWS Secrets Manager source is another issue's seam (supervisor::secrets).
-                _ => {
-                    warn!("AWS Secrets Manager is not wired yet: set secrets_file to a local file")
-                }
-            }
-            Arc::new(NoSecrets)
-        }
+        return Arc::new(s);
     }
+    match (&settings.mode, sdk) {
+        (Mode::Local, _) => warn!(
+            "no secrets file (secrets_file, --secrets-file): every MediaUriSecretArn is unknown"
+        ),
+        (_, None) => {
+            warn!(
+                "no AWS_REGION: AWS Secrets Manager cannot be asked; every MediaUriSecretArn is unknown"
+            )
+        }
+        (_, Some(sdk)) => match SecretsManagerSource::new(sdk) {
+            Ok(s) => {
+                info!("media URIs from AWS Secrets Manager");
+                return Arc::new(s);
+            }
+            Err(e) => warn!(error = %e, "cannot start the AWS Secrets Manager client"),
+        },
+    }
+    Arc::new(NoSecrets)
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -166,7 +179,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         "debug" | "trace" => level.to_owned(),
         _ => format!("{level},rumqttd=off"),
     };
-    super::init_logging(&directive);
+    // Held to the end of `run`: dropping it flushes the last lines ("stopped") to the file.
+    let _log_guard = match kvs_edge_agent::logging::init_with_files(&directive, &settings.log) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("kvs-edge-agent: invalid settings: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let mode = match &settings.mode {
         Mode::Local => "local".to_owned(),
         Mode::Iot(iot) => format!("iot (thing {})", iot.thing_name),
@@ -221,7 +241,37 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         rtsp: RtspOptions::default(),
         time_zone: jiff::tz::TimeZone::system(),
     };
-    let secrets = secrets(&settings, args.secrets_file.clone());
+    let secrets_settings = settings.clone();
+    // IoT mode: every AWS client's credentials come from the device certificate.
+    let iot_credentials = match &settings.mode {
+        Mode::Iot(iot) => match IotCredentialsProvider::new(iot) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("kvs-edge-agent: invalid settings: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        },
+        _ => None,
+    };
+    // Greengrass mode: the region (unless AWS_REGION is set) from the nucleus' configuration,
+    // credentials from its token exchange service.
+    let greengrass = match &settings.mode {
+        Mode::Greengrass { root } => match GreengrassConfig::load(root) {
+            Ok(c) => {
+                info!(
+                    thing = c.thing_name,
+                    region = c.region,
+                    "Greengrass nucleus configuration"
+                );
+                Some(c)
+            }
+            Err(e) => {
+                eprintln!("kvs-edge-agent: invalid settings: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        },
+        _ => None,
+    };
     let topics = Topics::new(
         settings.file.mqtt.topic_prefix.clone(),
         settings.thing_name().map(str::to_owned),
@@ -241,15 +291,27 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
         // Uploads need a region (and credentials from the SDK's chain); local mode without
         // AWS_REGION records only.
-        let uploader = match &region {
-            Some(_) => match Uploader::from_env(
+        // One SDK configuration (region, credentials, endpoints) for every AWS client.
+        let sdk = match (&greengrass, &region) {
+            (Some(gg), _) => Some(kvs_edge_agent::aws::greengrass::sdk_config(gg).await),
+            (None, Some(_)) => {
+                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+                if let Some(p) = iot_credentials {
+                    loader = loader.credentials_provider(p);
+                }
+                Some(loader.load().await)
+            }
+            (None, None) => None,
+        };
+        let secrets = secrets(&secrets_settings, args.secrets_file, sdk.as_ref());
+        let uploader = match &sdk {
+            Some(sdk) => match Uploader::new(
+                sdk,
                 catalog.clone(),
                 recording_dir,
                 clock.clone(),
                 UploadOptions::default(),
-            )
-            .await
-            {
+            ) {
                 Ok(u) => Some(u),
                 Err(e) => {
                     warn!(error = %e, "uploads are off");

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use kvs_edge_agent::catalog::Catalog;
 use kvs_edge_agent::clock::RealClock;
-use kvs_edge_agent::settings::{self, Env};
 use kvs_edge_agent::uploader::{Options, ProgressSnapshot, RunMode, StreamTarget, Uploader};
 
 #[derive(clap::Args, Debug)]
@@ -37,12 +36,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let settings = match settings::load(&Env::from_process(), args.config.as_deref()) {
+    let settings = match super::load_settings(args.config.as_deref()) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("kvs-edge-agent: invalid settings: {e}");
-            return Ok(ExitCode::from(2));
-        }
+        Err(code) => return Ok(code),
     };
     super::init_logging("warn");
     let catalog = Arc::new(Catalog::open(&settings.catalog_path())?);

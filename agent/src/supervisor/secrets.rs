@@ -1,7 +1,7 @@
 //! Where a stream's media URI comes from: `MediaUriSecretArn` names a secret whose value is the
 //! URI (with the camera's password). In local mode the secrets are a YAML file mapping each ARN
-//! to its URI; the AWS Secrets Manager (and Greengrass Secret Manager) source implements the
-//! same [`SecretSource`] trait (another issue's work).
+//! to its URI; in IoT and Greengrass modes AWS Secrets Manager is asked ([`crate::aws::secrets`]),
+//! through the same [`SecretSource`] trait.
 //!
 //! The URI is a secret: it never reaches logs, status details or `reported` payloads; errors
 //! name the ARN only.
@@ -14,6 +14,10 @@ pub enum SecretError {
     /// The secret does not exist: the configuration must change (fatal for the job).
     #[error("the secret {0} is not known to this agent")]
     NotFound(String),
+    /// The secret exists but cannot be used as it is (no permission, no `MediaURI` key, not
+    /// JSON): the user must fix it (fatal for the job).
+    #[error("the secret {arn} cannot be used: {reason}")]
+    Invalid { arn: String, reason: String },
     /// The source could not be asked now (network, file unreadable): retry later.
     #[error("cannot read the secret {arn}: {message}")]
     Unavailable { arn: String, message: String },
@@ -21,7 +25,7 @@ pub enum SecretError {
 
 impl SecretError {
     pub fn is_fatal(&self) -> bool {
-        matches!(self, SecretError::NotFound(_))
+        matches!(self, SecretError::NotFound(_) | SecretError::Invalid { .. })
     }
 }
 

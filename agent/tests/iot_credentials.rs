@@ -1,0 +1,227 @@
+//! `aws::iot_credentials::IotCredentialsProvider` against a local HTTPS server that requires a
+//! client certificate (tests/iot_credentials/server.py), with a test CA made by `openssl` here.
+//! Without python3 or openssl the test is skipped, except under CI.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+use aws_credential_types::provider::ProvideCredentials;
+use kvs_edge_agent::aws::iot_credentials::{IotCredentialsError, IotCredentialsProvider};
+use kvs_edge_agent::settings::IotSettings;
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn have(tool: &str, arg: &str) -> bool {
+    let ok = Command::new(tool)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{tool} is required when CI is set"
+        );
+        eprintln!("skipped: {tool} is not installed");
+    }
+    ok
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const EC: [&str; 4] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+
+fn make_ca(dir: &Path, name: &str) {
+    let mut args = vec!["req", "-x509", "-nodes", "-days", "2"];
+    args.extend(EC);
+    let (key, pem, subj) = (
+        format!("{name}.key"),
+        format!("{name}.pem"),
+        format!("/CN={name}"),
+    );
+    args.extend(["-keyout", &key, "-out", &pem, "-subj", &subj]);
+    openssl(dir, &args);
+}
+
+fn make_leaf(dir: &Path, ca: &str, name: &str, ext: &str) {
+    let (key, csr, pem, subj, ext_file) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.pem"),
+        format!("/CN={name}"),
+        format!("{name}.ext"),
+    );
+    std::fs::write(dir.join(&ext_file), ext).unwrap();
+    let mut args = vec!["req", "-new", "-nodes"];
+    args.extend(EC);
+    args.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+    openssl(dir, &args);
+    let (ca_pem, ca_key) = (format!("{ca}.pem"), format!("{ca}.key"));
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_pem,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            &pem,
+            "-extfile",
+            &ext_file,
+        ],
+    );
+}
+
+fn start_server(dir: &Path) -> (Server, u16) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/iot_credentials/server.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .args([
+            "--cert",
+            "server.pem",
+            "--key",
+            "server.key",
+            "--client-ca",
+            "ca.pem",
+        ])
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let port = line.trim().parse().expect("the server prints its port");
+    (Server(child), port)
+}
+
+fn settings(dir: &Path, port: u16, alias: &str, device: &str) -> IotSettings {
+    IotSettings {
+        ca_cert: dir.join("ca.pem"),
+        cert: dir.join(format!("{device}.pem")),
+        private_key: dir.join(format!("{device}.key")),
+        credential_endpoint: format!("127.0.0.1:{port}"),
+        data_ats_endpoint: "unused.example.com".into(),
+        role_alias: alias.into(),
+        thing_name: "front-door-camera".into(),
+    }
+}
+
+fn provider(dir: &Path, port: u16, alias: &str) -> IotCredentialsProvider {
+    IotCredentialsProvider::new(&settings(dir, port, alias, "device")).unwrap()
+}
+
+#[tokio::test]
+async fn iot_credentials_provider() {
+    if !have("openssl", "version") || !have("python3", "--version") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir: PathBuf = tmp.path().to_owned();
+    make_ca(&dir, "ca");
+    make_ca(&dir, "rogue-ca");
+    make_leaf(
+        &dir,
+        "ca",
+        "server",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    );
+    let client_ext = "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n";
+    make_leaf(&dir, "ca", "device", client_ext);
+    make_leaf(&dir, "rogue-ca", "rogue", client_ext);
+    let (_server, port) = start_server(&dir);
+
+    // Long-lived credentials are reused; through the SDK's trait as the clients call it.
+    let long = provider(&dir, port, "long");
+    let first = long.provide_credentials().await.unwrap();
+    let second = long.provide_credentials().await.unwrap();
+    assert!(first.access_key_id().starts_with("AKIDTEST"));
+    assert_eq!(first.access_key_id(), second.access_key_id(), "cached");
+    assert_eq!(first.secret_access_key(), "SECRETTEST");
+    assert_eq!(first.session_token(), Some("TOKENTEST"));
+    let left = first
+        .expiry()
+        .unwrap()
+        .duration_since(SystemTime::now())
+        .unwrap();
+    assert!(
+        left > Duration::from_secs(3500) && left <= Duration::from_secs(3600),
+        "{left:?}"
+    );
+
+    // Credentials expiring within the refresh margin are fetched again.
+    let short = provider(&dir, port, "short");
+    let a = short.credentials().await.unwrap();
+    let b = short.credentials().await.unwrap();
+    assert_ne!(
+        a.access_key_id(),
+        b.access_key_id(),
+        "refreshed before expiry"
+    );
+
+    // A client certificate from another CA: refused, said clearly.
+    let rogue = IotCredentialsProvider::new(&settings(&dir, port, "long", "rogue")).unwrap();
+    let e = rogue.credentials().await.unwrap_err();
+    assert!(matches!(e, IotCredentialsError::Transport { .. }), "{e}");
+    let text = e.to_string();
+    assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    assert!(text.contains("device certificate"), "{text}");
+
+    // A body that is not the documented JSON: an error that quotes no credentials.
+    let e = provider(&dir, port, "malformed")
+        .credentials()
+        .await
+        .unwrap_err();
+    assert!(matches!(e, IotCredentialsError::Malformed { .. }), "{e}");
+    assert!(!e.to_string().contains("SECRETTEST"), "{e}");
+
+    // An unknown role alias: IoT's refusal, naming the alias and the thing.
+    let e = provider(&dir, port, "no-such-alias")
+        .credentials()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("HTTP 403") && e.contains("no-such-alias") && e.contains("front-door-camera"),
+        "{e}"
+    );
+
+    // A missing key file fails at construction, naming it.
+    let mut s = settings(&dir, port, "long", "device");
+    s.private_key = dir.join("absent.key");
+    let e = IotCredentialsProvider::new(&s).unwrap_err().to_string();
+    assert!(
+        e.contains("absent.key") && e.contains("AWS_IOT_CORE_PRIVATE_KEY"),
+        "{e}"
+    );
+}
