@@ -7,8 +7,9 @@
 //! - rows whose file is gone: removed (logged: media was lost outside the agent);
 //! - OPEN rows (a crash mid-segment): complete, key-first clusters past the indexed size were
 //!   fsynced before the crash could have stopped the commit, so they are fsynced again and
-//!   registered; the file is then cut at its last complete cluster and the row closed. An
-//!   open segment left with no fragment is removed;
+//!   registered; the file is then cut at its last complete cluster and the row closed;
+//! - a segment left with no fragment (open at a crash, or closed after its first write failed)
+//!   is removed;
 //! - CLOSED rows whose file holds bytes past the indexed size (an abandoned segment): cut;
 //! - files shorter than their indexed size: reported, left for an operator (the disk lost
 //!   committed data; nothing automatic is safe);
@@ -176,21 +177,14 @@ fn repair_segment(
             len - indexed
         ));
     }
-    if row.state == SegmentState::Open {
-        if catalog.fragments(row.id)?.is_empty() {
-            std::fs::remove_file(&path).map_err(io_err("remove", &path))?;
-            if let Some(dir) = path.parent() {
-                fsync_dir(dir)?;
-            }
-            catalog.remove_segment(row.id)?;
-            report.act(format!(
-                "{}: removed open segment with no fragment",
-                row.path
-            ));
-        } else {
-            catalog.close_segment(row.id)?;
-            report.act(format!("{}: closed segment left open", row.path));
-        }
+    if catalog.fragments(row.id)?.is_empty() {
+        // A header with no fragment: left open by a crash, or closed when its first write
+        // failed (ENOSPC). Nothing to keep, and players refuse such a file.
+        crate::janitor::delete::delete(catalog, root, row)?;
+        report.act(format!("{}: removed segment with no fragment", row.path));
+    } else if row.state == SegmentState::Open {
+        catalog.close_segment(row.id)?;
+        report.act(format!("{}: closed segment left open", row.path));
     }
     Ok(())
 }
