@@ -22,6 +22,7 @@ use kvs_edge_agent::clock::{Clock, RealClock};
 use kvs_edge_agent::control::mqtt::{BrokerOptions, ControlConfig};
 use kvs_edge_agent::control::topics::Topics;
 use kvs_edge_agent::edge_config::ApiTimestamp;
+use kvs_edge_agent::janitor::policy::DiskReserve;
 use kvs_edge_agent::recorder::fragmenter::FragmenterConfig;
 use kvs_edge_agent::recorder::rtsp::RtspOptions;
 use kvs_edge_agent::settings::{Mode, Settings};
@@ -240,6 +241,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         },
         rtsp: RtspOptions::default(),
         time_zone: jiff::tz::TimeZone::system(),
+        disk_reserve: DiskReserve::of(&settings.file.disk_reserve),
     };
     let secrets_settings = settings.clone();
     // IoT mode: every AWS client's credentials come from the device certificate.

@@ -163,6 +163,14 @@ impl Default for DiskReserve {
 }
 
 impl DiskReserve {
+    /// The reserve the settings file asks for (`disk_reserve:`).
+    pub fn of(file: &crate::settings::DiskReserveFile) -> DiskReserve {
+        DiskReserve {
+            min_free_bytes: u64::from(file.min_free_mb) << 20,
+            min_free_percent: file.min_free_percent.min(100) as u8,
+        }
+    }
+
     /// Free bytes the file system must keep: the larger of the two floors.
     pub fn floor(&self, total_bytes: u64) -> u64 {
         let pct = total_bytes / 100 * u64::from(self.min_free_percent.min(100));
@@ -342,6 +350,11 @@ mod tests {
         assert_eq!(r.floor(100 * gib), 5 * gib, "5 % of 100 GiB beats 1 GiB");
         assert!(r.must_pause(gib - 1, 10 * gib));
         assert!(!r.must_pause(gib, 10 * gib));
+        assert_eq!(
+            DiskReserve::of(&crate::settings::DiskReserveFile::default()),
+            r,
+            "the settings file's defaults are the reserve's"
+        );
         let none = DiskReserve {
             min_free_bytes: 0,
             min_free_percent: 0,

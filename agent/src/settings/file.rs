@@ -19,6 +19,7 @@ pub struct AgentFile {
     pub secrets_file: Option<PathBuf>,
     pub mqtt: MqttFile,
     pub recorder: RecorderFile,
+    pub disk_reserve: DiskReserveFile,
 }
 
 impl Default for AgentFile {
@@ -29,6 +30,7 @@ impl Default for AgentFile {
             secrets_file: None,
             mqtt: MqttFile::default(),
             recorder: RecorderFile::default(),
+            disk_reserve: DiskReserveFile::default(),
         }
     }
 }
@@ -72,6 +74,24 @@ impl Default for RecorderFile {
         RecorderFile {
             min_fragment_duration_ms: 2000,
             segment_duration_secs: 60,
+        }
+    }
+}
+
+/// Free space the file system keeps whatever the configurations allow: recording pauses below
+/// the larger of the two.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiskReserveFile {
+    pub min_free_mb: u32,
+    pub min_free_percent: u32,
+}
+
+impl Default for DiskReserveFile {
+    fn default() -> Self {
+        DiskReserveFile {
+            min_free_mb: 1024,
+            min_free_percent: 5,
         }
     }
 }
@@ -126,6 +146,18 @@ pub(super) fn parse(text: &str) -> Result<AgentFile, ParseError> {
         file.recorder.segment_duration_secs,
         10,
         3600,
+    );
+    range(
+        "disk_reserve.min_free_mb",
+        file.disk_reserve.min_free_mb,
+        0,
+        10_000_000,
+    );
+    range(
+        "disk_reserve.min_free_percent",
+        file.disk_reserve.min_free_percent,
+        0,
+        50,
     );
     let topic_ok = !file.mqtt.topic_prefix.is_empty()
         && !file.mqtt.topic_prefix.contains(['+', '#', '\0'])

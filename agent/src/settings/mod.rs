@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use file::{AgentFile, MqttFile, RecorderFile};
+pub use file::{AgentFile, DiskReserveFile, MqttFile, RecorderFile};
 
 /// The process environment, as a map so tests can supply their own.
 #[derive(Clone, Debug, Default)]

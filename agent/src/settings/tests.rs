@@ -294,3 +294,22 @@ fn mqtt_broker_and_secrets_settings() {
     std::fs::write(&path, "mqtt:\n  broker_url: mqtt://\n").unwrap();
     assert!(load(&Env::default(), Some(&path)).is_err());
 }
+
+#[test]
+fn disk_reserve_is_configurable_within_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.yaml");
+    std::fs::write(
+        &path,
+        "disk_reserve:\n  min_free_mb: 256\n  min_free_percent: 0\n",
+    )
+    .unwrap();
+    let s = load(&Env::default(), Some(&path)).unwrap();
+    assert_eq!(s.file.disk_reserve.min_free_mb, 256);
+    assert_eq!(s.file.disk_reserve.min_free_percent, 0);
+    std::fs::write(&path, "disk_reserve:\n  min_free_percent: 80\n").unwrap();
+    assert_eq!(
+        errors(load(&Env::default(), Some(&path)).unwrap_err()),
+        ["disk_reserve.min_free_percent: 80 is outside 0..=50"]
+    );
+}

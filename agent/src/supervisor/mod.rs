@@ -83,6 +83,8 @@ pub struct SupervisorConfig {
     pub rtsp: RtspOptions,
     /// The zone schedules are evaluated in (the device's, as the seed says).
     pub time_zone: jiff::tz::TimeZone,
+    /// Free space every stream's recorder leaves on the file system.
+    pub disk_reserve: DiskReserve,
 }
 
 /// The path of the secret ARN in a request, for FailedStatusDetails.
@@ -652,6 +654,43 @@ async fn wait_stop(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
     stopped || *stop.borrow()
 }
 
+/// Says in LastRecorderStatus why recording paused or that it resumed: DENY_NEW_MEDIA at the
+/// limit is the configured behaviour (SUCCESS), a full disk is not (SYSTEM_ERROR).
+fn report_pause(inner: &Inner, stream: &str, state: &janitor::State) {
+    let (status, details) = if state.disk_low {
+        (
+            JobStatus::SystemError,
+            "recording paused: the file system is under its free-space reserve".to_owned(),
+        )
+    } else if state.deny_new_media {
+        (
+            JobStatus::Success,
+            format!(
+                "recording paused: the stream holds {} MB, at its MaxLocalMediaSizeInMB \
+                 (DENY_NEW_MEDIA); it resumes when retention or upload frees space",
+                state.usage_bytes >> 20
+            ),
+        )
+    } else {
+        (JobStatus::Success, "recording resumed".to_owned())
+    };
+    let now = inner.clock.now();
+    match inner.catalog.set_job_status(
+        stream,
+        crate::catalog::Job::Recorder,
+        status,
+        Some(&details),
+        None,
+        now,
+    ) {
+        Ok(()) => {
+            let _ = inner.events.send(snapshot(&inner.catalog, stream));
+        }
+        Err(e) => warn!(stream, error = %e, "cannot store the recorder status"),
+    }
+    info!(stream, "{details}");
+}
+
 /// What a stream's recorder and janitor share, kept across configuration changes that keep
 /// the recorder.
 struct Link {
@@ -817,7 +856,7 @@ async fn janitor_job(
         inner.catalog.clone(),
         &inner.cfg.recording_dir,
         Limits::of(&config),
-        DiskReserve::default(),
+        inner.cfg.disk_reserve,
     );
     let (state_tx, mut state_rx) = watch::channel(janitor::State::default());
     let run = janitor::run(
@@ -829,9 +868,14 @@ async fn janitor_job(
     );
     let forward = async {
         while state_rx.changed().await.is_ok() {
-            let p = state_rx.borrow_and_update().pause_recording();
-            link.pause
-                .send_if_modified(|v| std::mem::replace(v, p) != p);
+            let state = state_rx.borrow_and_update().clone();
+            let p = state.pause_recording();
+            if link
+                .pause
+                .send_if_modified(|v| std::mem::replace(v, p) != p)
+            {
+                report_pause(&inner, &stream, &state);
+            }
         }
     };
     tokio::join!(run, forward);

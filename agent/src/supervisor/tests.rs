@@ -39,6 +39,10 @@ struct Fixture {
 }
 
 fn fixture(max_streams: usize) -> Fixture {
+    fixture_with(max_streams, crate::janitor::policy::DiskReserve::default())
+}
+
+fn fixture_with(max_streams: usize, disk_reserve: crate::janitor::policy::DiskReserve) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let catalog = Arc::new(Catalog::open(&dir.path().join("c.db")).unwrap());
     let (tx, events) = mpsc::unbounded_channel();
@@ -57,6 +61,7 @@ fn fixture(max_streams: usize) -> Fixture {
             fragmenter: FragmenterConfig::default(),
             rtsp: RtspOptions::default(),
             time_zone: jiff::tz::TimeZone::UTC,
+            disk_reserve,
         },
         Arc::new(secrets),
         None,
@@ -287,5 +292,44 @@ async fn resume_starts_stored_configurations_and_finishes_deletions() {
     assert!(statuses(&ev, "c").is_empty());
     assert_eq!(f.sup.running_streams().await, ["a"]);
     assert!(f.catalog.config("b").unwrap().is_none());
+    f.sup.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A disk under its reserve pauses the recorder, and LastRecorderStatus says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_pauses_recording_and_says_so() {
+    let reserve = crate::janitor::policy::DiskReserve {
+        min_free_bytes: u64::MAX,
+        min_free_percent: 0,
+    };
+    let mut f = fixture_with(16, reserve);
+    let thing = "hub";
+    assert_eq!(
+        f.sup.apply(thing, request("a", 24), true).await,
+        Some(SyncStatus::InSync)
+    );
+    let details = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(row) = f
+                .catalog
+                .job_status("a", crate::catalog::Job::Recorder)
+                .unwrap()
+                && row
+                    .details
+                    .as_deref()
+                    .is_some_and(|d| d.contains("reserve"))
+            {
+                return row;
+            }
+            f.events.recv().await.expect("events flow");
+        }
+    })
+    .await
+    .expect("the pause is reported");
+    assert_eq!(details.status, JobStatus::SystemError);
+    assert_eq!(
+        details.details.as_deref(),
+        Some("recording paused: the file system is under its free-space reserve")
+    );
     f.sup.shutdown(Duration::from_secs(5)).await;
 }
