@@ -10,6 +10,7 @@ pub mod edge_config;
 pub mod janitor;
 pub mod logging;
 pub mod media;
+pub mod path_error;
 pub mod recorder;
 pub mod schedule;
 pub mod settings;

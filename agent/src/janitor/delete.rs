@@ -7,18 +7,15 @@
 //! for longer than until the next start.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::catalog::{Catalog, CatalogError, SegmentRow};
+use crate::path_error::io_err;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeleteError {
-    #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::path_error::PathError),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
 }
@@ -33,14 +30,10 @@ pub fn delete(catalog: &Catalog, root: &Path, segment: &SegmentRow) -> Result<()
 /// also run by startup recovery for a deletion a crash interrupted).
 pub fn finish(catalog: &Catalog, root: &Path, segment: &SegmentRow) -> Result<(), DeleteError> {
     let path = root.join(&segment.path);
-    let io_err = |op, path: &Path| {
-        let path = path.to_owned();
-        move |source| DeleteError::Io { op, path, source }
-    };
     match std::fs::remove_file(&path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_err("remove", &path)(e)),
+        Err(e) => return Err(io_err("remove", &path)(e).into()),
     }
     if let Some(dir) = path.parent() {
         sync_dir(dir).map_err(io_err("fsync directory", dir))?;

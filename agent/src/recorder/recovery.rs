@@ -16,6 +16,7 @@
 //! - `.mkv` files named like ours with no row (a crash between creating a file and indexing
 //!   it, so they hold no committed fragment): removed. Other files are left alone.
 
+use crate::path_error::io_err;
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -30,23 +31,14 @@ use crate::media::mkv::{MkvError, SegmentReader, scan_segment};
 
 #[derive(Debug, Error)]
 pub enum RecoveryError {
-    #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::path_error::PathError),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error(transparent)]
     Segment(#[from] super::segment::SegmentError),
     #[error(transparent)]
     Delete(#[from] crate::janitor::delete::DeleteError),
-}
-
-fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> RecoveryError {
-    let path = path.to_owned();
-    move |source| RecoveryError::Io { op, path, source }
 }
 
 /// What recovery did, one line per action (also logged).
@@ -131,7 +123,7 @@ fn repair_segment(
             ));
             return Ok(());
         }
-        Err(e) => return Err(io_err("stat", &path)(e)),
+        Err(e) => return Err(io_err("stat", &path)(e).into()),
     };
     if len < row.size {
         report.unresolved(format!(
@@ -230,11 +222,7 @@ fn register_tail(
 }
 
 fn mkv_err(path: &str, e: MkvError) -> RecoveryError {
-    RecoveryError::Io {
-        op: "read segment",
-        path: PathBuf::from(path),
-        source: io::Error::other(e),
-    }
+    crate::path_error::PathError::new("read segment", path, io::Error::other(e)).into()
 }
 
 /// Our file names: `{epoch-ms}.mkv` or `{epoch-ms}-{n}.mkv`.
@@ -283,7 +271,7 @@ fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>, RecoveryError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err("list", dir)(e)),
+        Err(e) => return Err(io_err("list", dir)(e).into()),
     };
     let mut out = Vec::new();
     for entry in entries {
@@ -333,7 +321,7 @@ pub fn audit(
                     .push(format!("{}: indexed but the file is missing", row.path));
                 continue;
             }
-            Err(e) => return Err(io_err("open", &path)(e)),
+            Err(e) => return Err(io_err("open", &path)(e).into()),
         };
         let scan = match scan_segment(file) {
             Ok(s) => s,

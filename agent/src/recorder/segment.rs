@@ -19,6 +19,7 @@
 //!    fragment starts a new file. A failed fsync is never retried: after one, Linux may have
 //!    dropped the dirty pages, so the data cannot be trusted (the "fsyncgate" lesson).
 
+use crate::path_error::io_err;
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
@@ -34,12 +35,8 @@ use crate::media::mkv::{self, MkvError, TrackInfo};
 
 #[derive(Debug, Error)]
 pub enum SegmentError {
-    #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::path_error::PathError),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error("cannot build a cluster: {0}")]
@@ -48,11 +45,6 @@ pub enum SegmentError {
     BadStreamName(String),
     #[error("no random bytes for a SegmentUID: {0}")]
     Random(String),
-}
-
-fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SegmentError {
-    let path = path.to_owned();
-    move |source| SegmentError::Io { op, path, source }
 }
 
 /// Whether `name` is safe as one path component (KVS stream names are `[a-zA-Z0-9_.-]+`).
@@ -119,12 +111,12 @@ impl SegmentWriter {
         }
         let seg = self.open.as_mut().expect("a segment is open");
         let offset = seg.size;
-        let result = seg
-            .file
-            .write_all_at(&cluster, offset)
-            .map_err(io_err("write", &seg.path))
-            .and_then(|()| seg.file.sync_data().map_err(io_err("fsync", &seg.path)))
-            .and_then(|()| {
+        let result = (|| -> Result<i64, SegmentError> {
+            seg.file
+                .write_all_at(&cluster, offset)
+                .map_err(io_err("write", &seg.path))?;
+            seg.file.sync_data().map_err(io_err("fsync", &seg.path))?;
+            {
                 Ok(self.catalog.add_fragment(
                     seg.id,
                     &NewFragment {
@@ -136,7 +128,8 @@ impl SegmentWriter {
                         key_frame_count: frag.key_frame_count() as u32,
                     },
                 )?)
-            });
+            }
+        })();
         match result {
             Ok(fragment) => {
                 seg.size += cluster.len() as u64;
@@ -187,10 +180,12 @@ impl SegmentWriter {
     fn create(&mut self, frag: &Fragment) -> Result<String, SegmentError> {
         let start_ms = frag.timecode_ms();
         let day = jiff::Timestamp::from_millisecond(start_ms)
-            .map_err(|e| SegmentError::Io {
-                op: "date of",
-                path: PathBuf::from(start_ms.to_string()),
-                source: io::Error::other(e),
+            .map_err(|e| {
+                crate::path_error::PathError::new(
+                    "date of",
+                    start_ms.to_string(),
+                    io::Error::other(e),
+                )
             })?
             .strftime("%Y-%m-%d")
             .to_string();
@@ -203,11 +198,12 @@ impl SegmentWriter {
         let header = mkv::segment_header(&frag.track, uid);
 
         let (rel, path, file) = create_unique(&dir, &rel_dir, start_ms)?;
-        let setup = file
-            .write_all_at(&header, 0)
-            .map_err(io_err("write", &path))
-            .and_then(|()| file.sync_all().map_err(io_err("fsync", &path)))
-            .and_then(|()| fsync_dir(&dir));
+        let setup = (|| -> Result<(), SegmentError> {
+            file.write_all_at(&header, 0)
+                .map_err(io_err("write", &path))?;
+            file.sync_all().map_err(io_err("fsync", &path))?;
+            fsync_dir(&dir)
+        })();
         if let Err(e) = setup {
             // Never indexed: remove it now rather than leave it to recovery.
             let _ = std::fs::remove_file(&path);
@@ -265,12 +261,10 @@ fn create_unique(
         {
             Ok(file) => return Ok((format!("{rel_dir}/{name}"), path, file)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(io_err("create", &path)(e)),
+            Err(e) => return Err(io_err("create", &path)(e).into()),
         }
     }
-    Err(io_err("create", dir)(io::Error::other(
-        "too many files with the same start time",
-    )))
+    Err(io_err("create", dir)(io::Error::other("too many files with the same start time")).into())
 }
 
 /// Creates `dir` and any missing parents with mode 0700, fsyncing each new entry into its
@@ -285,7 +279,7 @@ pub(crate) fn ensure_dir(dir: &Path) -> Result<(), SegmentError> {
     match DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
-        Err(e) => return Err(io_err("create directory", dir)(e)),
+        Err(e) => return Err(io_err("create directory", dir)(e).into()),
     }
     match dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         Some(parent) => fsync_dir(parent),
@@ -296,7 +290,7 @@ pub(crate) fn ensure_dir(dir: &Path) -> Result<(), SegmentError> {
 pub(crate) fn fsync_dir(dir: &Path) -> Result<(), SegmentError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(io_err("fsync directory", dir))
+        .map_err(|e| io_err("fsync directory", dir)(e).into())
 }
 
 #[cfg(test)]
