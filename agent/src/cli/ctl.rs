@@ -402,29 +402,16 @@ async fn start(ctx: &Ctx, text: String) -> VerbResult {
     let mut syncing = false;
     let mut pending = seen.into_iter();
     loop {
-        let m = match pending.next() {
-            Some(m) => m,
-            None => match session
-                .next_message(deadline)
-                .await
-                .map_err(Failure::Other)?
-            {
-                Some(m) => m,
-                None => {
-                    session.close().await;
-                    return Err(Failure::Other(format!(
-                        "The agent did not answer within {} s (is it running and connected to \
-                         {}?). The configuration stays on the broker and applies when the agent \
-                         connects; check with describe-edge-configuration.",
-                        ctx.wait.as_secs(),
-                        kvs_edge_agent::control::mqtt::redact(&ctx.broker.url)
-                    )));
-                }
-            },
+        let Some(m) = next_live(&mut session, &mut pending, deadline, &reported).await? else {
+            session.close().await;
+            return Err(Failure::Other(format!(
+                "The agent did not answer within {} s (is it running and connected to \
+                 {}?). The configuration stays on the broker and applies when the agent \
+                 connects; check with describe-edge-configuration.",
+                ctx.wait.as_secs(),
+                kvs_edge_agent::control::mqtt::redact(&ctx.broker.url)
+            )));
         };
-        if m.retained || m.topic != reported {
-            continue;
-        }
         let Some(mut d) = parse_reported(&m) else {
             continue;
         };
@@ -452,6 +439,32 @@ async fn start(ctx: &Ctx, text: String) -> VerbResult {
     }
 }
 
+/// The next live (not retained) message on `topic`: first from those already seen, then from
+/// the broker until `deadline`; `None` when the deadline passes.
+async fn next_live(
+    session: &mut Session,
+    seen: &mut impl Iterator<Item = Message>,
+    deadline: Instant,
+    topic: &str,
+) -> Result<Option<Message>, Failure> {
+    loop {
+        let m = match seen.next() {
+            Some(m) => m,
+            None => match session
+                .next_message(deadline)
+                .await
+                .map_err(Failure::Other)?
+            {
+                Some(m) => m,
+                None => return Ok(None),
+            },
+        };
+        if !m.retained && m.topic == topic {
+            return Ok(Some(m));
+        }
+    }
+}
+
 async fn delete(ctx: &Ctx, stream: &str, text: String) -> VerbResult {
     const OP: &str = "DeleteEdgeConfiguration";
     let mut session = ctx.session().await?;
@@ -474,27 +487,14 @@ async fn delete(ctx: &Ctx, stream: &str, text: String) -> VerbResult {
     let deadline = Instant::now() + ctx.wait;
     let mut pending = seen.into_iter();
     loop {
-        let m = match pending.next() {
-            Some(m) => m,
-            None => match session
-                .next_message(deadline)
-                .await
-                .map_err(Failure::Other)?
-            {
-                Some(m) => m,
-                None => {
-                    session.close().await;
-                    return Err(Failure::Other(format!(
-                        "The agent did not confirm the deletion within {} s; the request stays on \
-                         the broker and applies when the agent connects.",
-                        ctx.wait.as_secs()
-                    )));
-                }
-            },
+        let Some(m) = next_live(&mut session, &mut pending, deadline, &reported).await? else {
+            session.close().await;
+            return Err(Failure::Other(format!(
+                "The agent did not confirm the deletion within {} s; the request stays on \
+                 the broker and applies when the agent connects.",
+                ctx.wait.as_secs()
+            )));
         };
-        if m.retained || m.topic != reported {
-            continue;
-        }
         if m.payload.is_empty() {
             session.close().await;
             return Ok(None);
