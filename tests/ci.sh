@@ -18,6 +18,8 @@ PACKAGES=(
   # MQTT broker, and openssl for the test CA of the mutual-TLS (IoT Core) tests
   mosquitto openssl
   sqlite3
+  # systemd-analyze verify/security and systemd-sysusers for the unit (tests/packaging/check.sh)
+  systemd
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -32,10 +34,19 @@ fi
 python3 -c 'import botocore' 2>/dev/null || python3 -m pip install -q botocore
 # AWS Secrets Manager for the secrets tests (agent/tests/secrets_manager.rs).
 python3 -c 'import moto' 2>/dev/null || python3 -m pip install -q "moto[server]"
+# CloudWatch for the metrics test (agent/tests/cloudwatch_metrics.rs): LocalStack without Docker,
+# pinned as ../shared/PEERS.md found it working (moto cannot answer the SDK's CBOR protocol).
+python3 -c 'import localstack.runtime.main' 2>/dev/null || python3 -m pip install -q \
+  "localstack-core[runtime]==4.13.1" pyopenssl==24.2.1 cryptography==43.0.3 "joserfc<1.1" \
+  "service-identity<24.3" cbor2==5.6.5
+# The real Greengrass IPC client, the oracle of the fake nucleus (tests/greengrass_ipc).
+python3 -c 'import awsiot' 2>/dev/null || python3 -m pip install -q awsiotsdk
 
 # Tests that need a peer fail (rather than skip) when it is missing under CI.
 export CI="${CI:-true}"
 
 cargo fmt --all --check
 cargo clippy --locked --all-targets -- -D warnings
+# The packaging: hadolint, the Dockerfile's release build and entrypoint, the systemd unit.
+bash tests/packaging/check.sh
 cargo test --locked --workspace

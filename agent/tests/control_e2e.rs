@@ -967,3 +967,79 @@ async fn uploads_reach_kvs_and_reported_carries_both_job_statuses() {
     })
     .await;
 }
+
+/// Greengrass mode: the thing, certificate, key and CA come from the nucleus' effectiveConfig.yaml
+/// (a fixture root here); the agent connects over mutual TLS with a client id of its own beside
+/// the nucleus' (`{thing}#kvs-edge-agent`) and answers for the nucleus' thing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn greengrass_mode_connects_with_the_nucleus_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some([ca, server_crt, server_key, client_crt, client_key]) = make_certs(dir.path()) else {
+        return;
+    };
+    let conf = format!(
+        "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\nuse_identity_as_username true\n",
+        ca.display(),
+        server_crt.display(),
+        server_key.display()
+    );
+    let Some(broker) = Mosquitto::start_with(dir.path(), &conf) else {
+        return;
+    };
+    let root = dir.path().join("greengrass");
+    std::fs::create_dir_all(root.join("config")).unwrap();
+    let fixture = std::fs::read_to_string(
+        repo_root().join("agent/tests/fixtures/greengrass/config/effectiveConfig.yaml"),
+    )
+    .unwrap()
+    .replace("GreengrassCamera01", THING)
+    .replace(
+        "/greengrass/v2/thingCert.crt",
+        &client_crt.display().to_string(),
+    )
+    .replace(
+        "/greengrass/v2/privKey.key",
+        &client_key.display().to_string(),
+    )
+    .replace("/greengrass/v2/rootCA.pem", &ca.display().to_string());
+    std::fs::write(root.join("config/effectiveConfig.yaml"), fixture).unwrap();
+    let url = format!("mqtts://localhost:{}", broker.port);
+    let root_text = root.display().to_string();
+    let env = [
+        ("GREENGRASS_ROOT_DIRECTORY", root_text.as_str()),
+        ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+        ("AWS_SECRET_ACCESS_KEY", "secret"),
+        ("AWS_ENDPOINT_URL_KINESIS_VIDEO", "http://127.0.0.1:9"),
+    ];
+    // No thing_name in the settings file: the nucleus' is used.
+    let agent = Agent::start_env(
+        dir.path(),
+        &format!("mqtt:\n  broker_url: {url}\n"),
+        "",
+        &env,
+    );
+    agent.wait_log("connected to the MQTT broker", 1, T).await;
+    let (ca, crt, key) = (
+        ca.display().to_string(),
+        client_crt.display().to_string(),
+        client_key.display().to_string(),
+    );
+    let req = write_request(dir.path(), "cam-1.json", &start_request("cam-1", ""));
+    let mut args = vec!["start-edge-configuration-update", "--cli-input-json", &req];
+    args.extend(["--ca-file", &ca, "--cert-file", &crt, "--key-file", &key]);
+    let out = ctl(&url, &args).await;
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        stderr(&out),
+        agent.log_text()
+    );
+    assert_eq!(stdout_json(&out)["SyncStatus"], "IN_SYNC");
+    let broker_log =
+        std::fs::read_to_string(dir.path().join("mosquitto/mosquitto.log")).unwrap_or_default();
+    assert!(
+        broker_log.contains(&format!("as {THING}#kvs-edge-agent ")),
+        "the agent's client id: {broker_log}"
+    );
+    assert!(agent.log_text().contains("greengrass (root"));
+}

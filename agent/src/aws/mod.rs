@@ -1,10 +1,13 @@
 //! The agent's own AWS pieces the SDK does not provide: the Secrets Manager [`SecretSource`]
-//! for media URIs, the AWS IoT credentials provider and the Greengrass nucleus configuration.
+//! for media URIs, the AWS IoT credentials provider, the Greengrass nucleus configuration and
+//! the CloudWatch metrics publisher.
 //!
 //! [`SecretSource`]: crate::supervisor::secrets::SecretSource
 
 pub mod greengrass;
+pub mod greengrass_ipc;
 pub mod iot_credentials;
+pub mod metrics;
 pub mod secrets;
 
 /// An error and its sources on one line (reqwest's own message omits the TLS cause).

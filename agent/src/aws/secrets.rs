@@ -12,7 +12,7 @@
 //! (fatal for the job: USER_ERROR); network and throttling errors are retried by the caller.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata};
@@ -22,16 +22,16 @@ use crate::supervisor::secrets::{SecretError, SecretSource};
 
 /// How long a fetched URI is reused.
 pub const CACHE_FOR: Duration = Duration::from_secs(600);
-/// The longest a caller waits for Secrets Manager (the SDK's own timeouts are shorter).
+/// The longest a caller waits for an answer (the SDK's and the IPC client's own timeouts are
+/// shorter).
 const ANSWER_WITHIN: Duration = Duration::from_secs(60);
 /// The JSON key of the media URI in the secret string.
 pub const MEDIA_URI_KEY: &str = "MediaURI";
 
-type Answer = Result<String, SecretError>;
+pub(crate) type Answer = Result<String, SecretError>;
 
 pub struct SecretsManagerSource {
-    requests: tokio::sync::mpsc::UnboundedSender<(String, std::sync::mpsc::Sender<Answer>)>,
-    cache: Mutex<HashMap<String, (Instant, String)>>,
+    worker: CachedWorker,
 }
 
 impl SecretsManagerSource {
@@ -39,55 +39,87 @@ impl SecretsManagerSource {
     /// `AWS_ENDPOINT_URL_SECRETS_MANAGER` applies when `sdk` came from `aws_config`).
     pub fn new(sdk: &aws_config::SdkConfig) -> std::io::Result<Self> {
         let client = aws_sdk_secretsmanager::Client::new(sdk);
+        let worker = CachedWorker::spawn("secretsmanager", "AWS Secrets Manager", move |arn| {
+            let client = client.clone();
+            async move { fetch(&client, &arn).await }
+        })?;
+        Ok(SecretsManagerSource { worker })
+    }
+}
+
+impl SecretSource for SecretsManagerSource {
+    fn media_uri(&self, arn: &str) -> Result<String, SecretError> {
+        self.worker.media_uri(arn)
+    }
+}
+
+/// The synchronous, cached face of an async fetch (shared by the Secrets Manager and the
+/// Greengrass IPC sources): a worker thread with its own small runtime runs `fetch` and the
+/// caller waits for its answer, so it may be asked from inside another runtime. Successful
+/// answers are reused for [`CACHE_FOR`]; errors are not cached.
+pub(crate) struct CachedWorker {
+    requests: tokio::sync::mpsc::UnboundedSender<(String, std::sync::mpsc::Sender<Answer>)>,
+    cache: Mutex<HashMap<String, (Instant, String)>>,
+    /// Who answers, for the errors ("AWS Secrets Manager").
+    service: &'static str,
+}
+
+impl CachedWorker {
+    pub(crate) fn spawn<F, Fut>(
+        thread: &str,
+        service: &'static str,
+        fetch: F,
+    ) -> std::io::Result<Self>
+    where
+        F: Fn(String) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Answer>,
+    {
         let (tx, mut rx) =
             tokio::sync::mpsc::unbounded_channel::<(String, std::sync::mpsc::Sender<Answer>)>();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         std::thread::Builder::new()
-            .name("secretsmanager".into())
+            .name(thread.into())
             .spawn(move || {
                 // Ends when the source (the only sender) is dropped.
                 rt.block_on(async move {
                     while let Some((arn, reply)) = rx.recv().await {
-                        let _ = reply.send(fetch(&client, &arn).await);
+                        let _ = reply.send(fetch(arn).await);
                     }
                 })
             })?;
-        Ok(SecretsManagerSource {
+        Ok(CachedWorker {
             requests: tx,
             cache: Mutex::new(HashMap::new()),
+            service,
         })
     }
 
     fn ask(&self, arn: &str) -> Answer {
-        let unavailable = |message: &str| SecretError::Unavailable {
+        let unavailable = |message: String| SecretError::Unavailable {
             arn: arn.to_owned(),
-            message: message.to_owned(),
+            message,
         };
         let (reply, answer) = std::sync::mpsc::channel();
         self.requests
             .send((arn.to_owned(), reply))
-            .map_err(|_| unavailable("the Secrets Manager worker stopped"))?;
+            .map_err(|_| unavailable(format!("the {} worker stopped", self.service)))?;
         answer
             .recv_timeout(ANSWER_WITHIN)
-            .map_err(|_| unavailable("AWS Secrets Manager did not answer in time"))?
+            .map_err(|_| unavailable(format!("{} did not answer in time", self.service)))?
     }
-}
 
-impl SecretSource for SecretsManagerSource {
-    fn media_uri(&self, arn: &str) -> Result<String, SecretError> {
+    pub(crate) fn media_uri(&self, arn: &str) -> Answer {
         let now = Instant::now();
-        if let Some((at, uri)) = self.cache.lock().expect("cache lock").get(arn)
+        let cache = || self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((at, uri)) = cache().get(arn)
             && now.duration_since(*at) < CACHE_FOR
         {
             return Ok(uri.clone());
         }
         let uri = self.ask(arn)?;
-        self.cache
-            .lock()
-            .expect("cache lock")
-            .insert(arn.to_owned(), (now, uri.clone()));
+        cache().insert(arn.to_owned(), (now, uri.clone()));
         Ok(uri)
     }
 }

@@ -15,7 +15,9 @@ use anyhow::Context;
 use tracing::{info, warn};
 
 use kvs_edge_agent::aws::greengrass::GreengrassConfig;
+use kvs_edge_agent::aws::greengrass_ipc::GreengrassSecretSource;
 use kvs_edge_agent::aws::iot_credentials::IotCredentialsProvider;
+use kvs_edge_agent::aws::metrics::{self, CloudWatchSink, PublisherConfig};
 use kvs_edge_agent::aws::secrets::SecretsManagerSource;
 use kvs_edge_agent::catalog::Catalog;
 use kvs_edge_agent::clock::{Clock, RealClock};
@@ -52,6 +54,8 @@ pub struct RunArgs {
 /// asks for 10 s).
 const JOBS_STOP_WITHIN: Duration = Duration::from_secs(7);
 const CONTROL_STOP_WITHIN: Duration = Duration::from_millis(2500);
+/// The metrics publisher's last flush (FatalError, Completed) is bounded by its own 2 s.
+const METRICS_STOP_WITHIN: Duration = Duration::from_millis(2500);
 
 /// What the control plane connects to, if anything.
 enum BrokerPlan {
@@ -61,11 +65,24 @@ enum BrokerPlan {
     None(&'static str),
 }
 
-fn broker_plan(settings: &Settings, flag: Option<&str>) -> anyhow::Result<BrokerPlan> {
+fn broker_plan(
+    settings: &Settings,
+    flag: Option<&str>,
+    greengrass: Option<&GreengrassConfig>,
+) -> anyhow::Result<BrokerPlan> {
     // AWS IoT Core policies usually allow a thing to connect only as itself
     // (client/${iot:Connection.Thing.ThingName}), so in IoT mode the client id is the thing name.
-    let client_id = match &settings.mode {
-        Mode::Iot(iot) => iot.thing_name.clone(),
+    // Under Greengrass the nucleus holds that id (a second connection with it would throw the
+    // nucleus off), so the agent takes the `{thing}#...` form Greengrass uses for its own extra
+    // connections, which the Greengrass core device policy (`client/{thing}*`) allows.
+    let iot = match (&settings.mode, greengrass) {
+        (Mode::Iot(iot), _) => Some(iot.clone()),
+        (Mode::Greengrass { .. }, Some(gg)) => Some(gg.iot_settings()),
+        _ => None,
+    };
+    let client_id = match (&settings.mode, &iot) {
+        (Mode::Iot(iot), _) => iot.thing_name.clone(),
+        (Mode::Greengrass { .. }, Some(gg)) => format!("{}#kvs-edge-agent", gg.thing_name),
         _ => format!(
             "kvs-edge-agent-{}",
             settings
@@ -80,7 +97,7 @@ fn broker_plan(settings: &Settings, flag: Option<&str>) -> anyhow::Result<Broker
     };
     if let Some(url) = flag.or(settings.file.mqtt.broker_url.as_deref()) {
         let mut o = plain(url);
-        if let Mode::Iot(iot) = &settings.mode
+        if let Some(iot) = &iot
             && url.starts_with("mqtts")
         {
             o.ca_file = Some(iot.ca_cert.clone());
@@ -90,19 +107,21 @@ fn broker_plan(settings: &Settings, flag: Option<&str>) -> anyhow::Result<Broker
         o.mqtt_options().map_err(anyhow::Error::msg)?;
         return Ok(BrokerPlan::Connect(o));
     }
-    match &settings.mode {
-        Mode::Iot(iot) => Ok(BrokerPlan::Connect(BrokerOptions {
-            url: format!("mqtts://{}:8883", iot.data_ats_endpoint),
-            ca_file: Some(iot.ca_cert.clone()),
-            cert_file: Some(iot.cert.clone()),
-            key_file: Some(iot.private_key.clone()),
-            client_id,
-            ..BrokerOptions::default()
-        })),
-        Mode::Greengrass { .. } => Ok(BrokerPlan::None(
-            "Greengrass mode has no broker URL yet; set mqtt.broker_url",
+    match (&settings.mode, iot) {
+        (Mode::Iot(_) | Mode::Greengrass { .. }, Some(iot)) => {
+            Ok(BrokerPlan::Connect(BrokerOptions {
+                url: format!("mqtts://{}:8883", iot.data_ats_endpoint),
+                ca_file: Some(iot.ca_cert),
+                cert_file: Some(iot.cert),
+                key_file: Some(iot.private_key),
+                client_id,
+                ..BrokerOptions::default()
+            }))
+        }
+        (Mode::Iot(_) | Mode::Greengrass { .. }, None) => Ok(BrokerPlan::None(
+            "no Greengrass nucleus configuration to connect with; set mqtt.broker_url",
         )),
-        Mode::Local => {
+        (Mode::Local, _) => {
             let listen: std::net::SocketAddr = settings
                 .file
                 .mqtt
@@ -118,9 +137,10 @@ fn broker_plan(settings: &Settings, flag: Option<&str>) -> anyhow::Result<Broker
     }
 }
 
-/// Where media URIs come from: a local secrets file when one is given (any mode), else AWS
+/// Where media URIs come from: a local secrets file when one is given (any mode), else in
+/// Greengrass mode the Secret Manager component over IPC when the nucleus answers, else AWS
 /// Secrets Manager in IoT and Greengrass modes (needs the SDK config, hence a region).
-fn secrets(
+async fn secrets(
     settings: &Settings,
     flag: Option<PathBuf>,
     sdk: Option<&aws_config::SdkConfig>,
@@ -134,6 +154,19 @@ fn secrets(
             Err(e) => warn!(error = %e, "the local secrets file is unreadable for now"),
         }
         return Arc::new(s);
+    }
+    if let Mode::Greengrass { .. } = settings.mode {
+        match GreengrassSecretSource::from_env().await {
+            Ok(s) => {
+                let socket = s.socket().display().to_string();
+                info!(
+                    socket,
+                    "media URIs from the Greengrass Secret Manager component (IPC)"
+                );
+                return Arc::new(s);
+            }
+            Err(why) => info!(why, "no Greengrass IPC, so AWS Secrets Manager"),
+        }
     }
     match (&settings.mode, sdk) {
         (Mode::Local, _) => warn!(
@@ -194,13 +227,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Mode::Greengrass { root } => format!("greengrass (root {})", root.display()),
     };
     info!(version = env!("CARGO_PKG_VERSION"), mode, "starting");
-    let plan = match broker_plan(&settings, args.broker.as_deref()) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("kvs-edge-agent: invalid settings: {e:#}");
-            return Ok(ExitCode::from(2));
-        }
-    };
 
     let state_dir = settings.state_directory();
     std::fs::create_dir_all(state_dir)
@@ -274,13 +300,30 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         },
         _ => None,
     };
-    let topics = Topics::new(
-        settings.file.mqtt.topic_prefix.clone(),
-        settings.thing_name().map(str::to_owned),
-    );
+    let plan = match broker_plan(&settings, args.broker.as_deref(), greengrass.as_ref()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("kvs-edge-agent: invalid settings: {e:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    // The thing the agent answers for: IoT mode's, the nucleus' under Greengrass, else the
+    // settings file's (local mode may serve every thing).
+    let agent_thing = greengrass
+        .as_ref()
+        .map(|g| g.thing_name.clone())
+        .or_else(|| settings.thing_name().map(str::to_owned));
+    let topics = Topics::new(settings.file.mqtt.topic_prefix.clone(), agent_thing.clone());
 
     let region = settings.region.clone();
     let recording_dir = settings.recording_directory.clone();
+    let metrics_cfg = settings.cloudwatch_enabled.then(|| PublisherConfig {
+        thing: agent_thing
+            .clone()
+            .unwrap_or_else(|| kvs_edge_agent::control::topics::LOCAL_THING.to_owned()),
+        interval: Duration::from_secs(u64::from(settings.file.cloudwatch.interval_secs)),
+        buffer: settings.file.cloudwatch.buffer_datums as usize,
+    });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -305,7 +348,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
             (None, None) => None,
         };
-        let secrets = secrets(&secrets_settings, args.secrets_file, sdk.as_ref());
+        let secrets = secrets(&secrets_settings, args.secrets_file, sdk.as_ref()).await;
         let uploader = match &sdk {
             Some(sdk) => match Uploader::new(
                 sdk,
@@ -326,6 +369,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         };
         let supervisor = Supervisor::new(catalog, clock, sup_cfg, secrets, uploader, events_tx);
+        kvs_edge_agent::service::status("resuming the stored configurations");
         supervisor.resume().await;
         for request in startup_configs {
             let thing = kvs_edge_agent::supervisor::thing_of(&request.edge_config);
@@ -333,6 +377,21 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             let status = supervisor.apply(&thing, request, false).await;
             info!(stream, ?status, "applied --edge-config");
         }
+        let (metrics_stop, metrics_stop_rx) = tokio::sync::watch::channel(false);
+        let metrics = match (metrics_cfg, &sdk) {
+            (Some(cfg), Some(sdk)) => Some(tokio::spawn(metrics::run(
+                Arc::new(supervisor.clone()),
+                Arc::new(CloudWatchSink::new(sdk)),
+                Arc::new(RealClock),
+                cfg,
+                metrics_stop_rx,
+            ))),
+            (Some(_), None) => {
+                warn!("AWS_KVS_EDGE_CLOUDWATCH_ENABLED but no AWS configuration: metrics are off");
+                None
+            }
+            (None, _) => None,
+        };
 
         let broker = match plan {
             BrokerPlan::Connect(o) => Some(o),
@@ -378,17 +437,29 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             ))
         });
         info!("ready");
+        let service = kvs_edge_agent::service::Service::ready(&supervisor).await;
         tokio::select! {
             _ = term.recv() => info!("SIGTERM: stopping"),
             _ = int.recv() => info!("SIGINT: stopping"),
         }
+        service.stopping().await;
         supervisor.shutdown(JOBS_STOP_WITHIN).await;
         let _ = stop_tx.send(true);
-        if let Some(control) = control
-            && let Ok(Ok(Err(e))) = tokio::time::timeout(CONTROL_STOP_WITHIN, control).await
-        {
-            warn!(error = %e, "control plane");
-        }
+        let _ = metrics_stop.send(true);
+        // The control plane's `offline` and the metrics' last batch leave side by side.
+        let control_stopped = async {
+            if let Some(control) = control
+                && let Ok(Ok(Err(e))) = tokio::time::timeout(CONTROL_STOP_WITHIN, control).await
+            {
+                warn!(error = %e, "control plane");
+            }
+        };
+        let metrics_stopped = async {
+            if let Some(m) = metrics {
+                let _ = tokio::time::timeout(METRICS_STOP_WITHIN, m).await;
+            }
+        };
+        tokio::join!(control_stopped, metrics_stopped);
         anyhow::Ok(ExitCode::SUCCESS)
     })?;
     // Jobs still blocked (a stuck camera, a stuck disk) must not hold the exit.

@@ -82,6 +82,11 @@ pub struct Decision {
     pub percentage_space_used: Option<f64>,
 }
 
+/// PercentageSpaceUsed: `usage` out of `max` bytes, 0-1.
+pub fn space_used(usage: u64, max: u64) -> f64 {
+    (usage as f64 / max.max(1) as f64).clamp(0.0, 1.0)
+}
+
 /// Decides for one stream. `segments` must be ordered oldest first; `was_denying` is the
 /// previous decision's `deny_new_media` (for the resume margin).
 pub fn decide(
@@ -138,9 +143,7 @@ pub fn decide(
         delete,
         deny_new_media,
         usage_after: usage,
-        percentage_space_used: limits
-            .max_bytes
-            .map(|max| (usage as f64 / max as f64).clamp(0.0, 1.0)),
+        percentage_space_used: limits.max_bytes.map(|max| space_used(usage, max)),
     }
 }
 

@@ -20,6 +20,7 @@ pub struct AgentFile {
     pub mqtt: MqttFile,
     pub recorder: RecorderFile,
     pub disk_reserve: DiskReserveFile,
+    pub cloudwatch: CloudWatchFile,
 }
 
 impl Default for AgentFile {
@@ -31,6 +32,7 @@ impl Default for AgentFile {
             mqtt: MqttFile::default(),
             recorder: RecorderFile::default(),
             disk_reserve: DiskReserveFile::default(),
+            cloudwatch: CloudWatchFile::default(),
         }
     }
 }
@@ -96,6 +98,25 @@ impl Default for DiskReserveFile {
     }
 }
 
+/// The CloudWatch metrics publisher (on with AWS_KVS_EDGE_CLOUDWATCH_ENABLED=TRUE).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CloudWatchFile {
+    /// How often the periodic metrics (Alive, Running, the counts) are sampled and sent.
+    pub interval_secs: u32,
+    /// Most datums kept while CloudWatch cannot be reached; the oldest go first.
+    pub buffer_datums: u32,
+}
+
+impl Default for CloudWatchFile {
+    fn default() -> Self {
+        CloudWatchFile {
+            interval_secs: 60,
+            buffer_datums: 100_000,
+        }
+    }
+}
+
 pub(super) fn read(path: &Path) -> Result<AgentFile, SettingsError> {
     let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
         path: path.to_owned(),
@@ -151,6 +172,18 @@ pub(super) fn parse(text: &str) -> Result<AgentFile, ParseError> {
         "disk_reserve.min_free_mb",
         file.disk_reserve.min_free_mb,
         0,
+        10_000_000,
+    );
+    range(
+        "cloudwatch.interval_secs",
+        file.cloudwatch.interval_secs,
+        1,
+        3600,
+    );
+    range(
+        "cloudwatch.buffer_datums",
+        file.cloudwatch.buffer_datums,
+        1000,
         10_000_000,
     );
     range(

@@ -184,6 +184,32 @@ pub const IOT_VARIABLES: &[&str] = &[
     "AWS_IOT_CORE_THING_NAME",
 ];
 
+/// Every variable an operator may set for the agent (the seed's list): the packaging (systemd
+/// unit, Greengrass recipe, Dockerfile) is checked against it, so none of them sets a misspelt
+/// name that the agent would silently ignore.
+pub const VARIABLES: &[&str] = &[
+    "AWS_REGION",
+    "AWS_IOT_CA_CERT",
+    "AWS_IOT_CORE_CERT",
+    "AWS_IOT_CORE_CREDENTIAL_ENDPOINT",
+    "AWS_IOT_CORE_DATA_ATS_ENDPOINT",
+    "AWS_IOT_CORE_PRIVATE_KEY",
+    "AWS_IOT_CORE_ROLE_ALIAS",
+    "AWS_IOT_CORE_THING_NAME",
+    "AWS_KVS_EDGE_CLOUDWATCH_ENABLED",
+    "AWS_KVS_EDGE_LOG_LEVEL",
+    "AWS_KVS_EDGE_LOG_MAX_FILE_SIZE",
+    "AWS_KVS_EDGE_LOG_OUTPUT_DIRECTORY",
+    "AWS_KVS_EDGE_LOG_ROLLOVER_COUNT",
+    "AWS_KVS_EDGE_RECORDING_DIRECTORY",
+    "GREENGRASS_ROOT_DIRECTORY",
+    "GST_PLUGIN_PATH",
+    "LD_LIBRARY_PATH",
+    "GST_DEBUG",
+    "GST_DEBUG_FILE",
+    "RUST_LOG",
+];
+
 /// Variables the Greengrass nucleus sets for every component it runs.
 const GREENGRASS_MARKERS: &[&str] = &[
     "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT",
@@ -269,10 +295,11 @@ pub fn load(env: &Env, config_file: Option<&Path>) -> Result<Settings, SettingsE
             "is required when the AWS_IOT_* variables are set".into(),
         );
     }
-    if cloudwatch_enabled && mode == Mode::Local {
+    if cloudwatch_enabled && mode == Mode::Local && region.is_none() {
         bad(
             "AWS_KVS_EDGE_CLOUDWATCH_ENABLED",
-            "TRUE needs AWS credentials: set the AWS_IOT_* variables or run under Greengrass"
+            "TRUE needs AWS: set AWS_REGION (with credentials the AWS SDK finds), the \
+             AWS_IOT_* variables, or run under Greengrass"
                 .into(),
         );
     }

@@ -187,9 +187,18 @@ fn cloudwatch_needs_credentials() {
     assert_eq!(
         errors(load(&env(&[("AWS_KVS_EDGE_CLOUDWATCH_ENABLED", "TRUE")]), None).unwrap_err()),
         [
-            "AWS_KVS_EDGE_CLOUDWATCH_ENABLED: TRUE needs AWS credentials: set the AWS_IOT_* variables or run under Greengrass"
+            "AWS_KVS_EDGE_CLOUDWATCH_ENABLED: TRUE needs AWS: set AWS_REGION (with credentials the AWS SDK finds), the AWS_IOT_* variables, or run under Greengrass"
         ]
     );
+    let s = load(
+        &env(&[
+            ("AWS_KVS_EDGE_CLOUDWATCH_ENABLED", "true"),
+            ("AWS_REGION", "eu-west-1"),
+        ]),
+        None,
+    )
+    .unwrap();
+    assert!(s.cloudwatch_enabled);
 }
 
 #[test]

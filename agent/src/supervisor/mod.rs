@@ -44,6 +44,7 @@ use crate::edge_config::{
     ApiTimestamp, DescribeEdgeConfigurationResponse, EdgeConfig, JobStatus,
     StartEdgeConfigurationUpdateRequest, SyncStatus, thing_name_from_arn,
 };
+use crate::health::{HealthSnapshot, JobBoard, JobEvent, JobKind, Occurrence, Phase};
 use crate::janitor::{self, Janitor, policy::DiskReserve, policy::Limits};
 use crate::recorder::fragmenter::FragmenterConfig;
 use crate::recorder::rtsp::RtspOptions;
@@ -116,6 +117,8 @@ struct StreamJobs {
     recorder: Option<JobHandle>,
     uploader: Option<JobHandle>,
     janitor: Option<JobHandle>,
+    stream: String,
+    board: Arc<JobBoard>,
     /// The recorder's pause signal and segment-closed wake-up, shared with the janitor; outlives
     /// a janitor restarted by a configuration change.
     link: Arc<Link>,
@@ -125,6 +128,14 @@ impl StreamJobs {
     /// Stops every job; the uploader and janitor first, then the recorder, which writes its
     /// fragment in flight.
     async fn stop(self) {
+        // The jobs leave the metrics with their configuration (a recorder kept across a
+        // configuration change was taken out before, and stays).
+        if self.recorder.is_some() {
+            self.board.remove(&self.stream, JobKind::Record);
+        }
+        if self.uploader.is_some() {
+            self.board.remove(&self.stream, JobKind::Upload);
+        }
         let others = [self.uploader, self.janitor]
             .into_iter()
             .flatten()
@@ -146,6 +157,8 @@ struct Inner {
     uploader: Option<Uploader>,
     streams: Mutex<HashMap<String, StreamJobs>>,
     accepting: AtomicBool,
+    /// What each job is doing, for the metrics.
+    board: Arc<JobBoard>,
 }
 
 /// Cheap to clone; every clone drives the same jobs.
@@ -170,11 +183,36 @@ impl Supervisor {
             events,
             streams: Mutex::new(HashMap::new()),
             accepting: AtomicBool::new(true),
+            board: Arc::new(JobBoard::new()),
         }))
     }
 
     pub fn catalog(&self) -> &Arc<Catalog> {
         &self.0.catalog
+    }
+
+    /// Every job's phase, with its status from the catalog (errored or not).
+    pub fn health(&self) -> HealthSnapshot {
+        let catalog = &self.0.catalog;
+        self.0.board.snapshot(
+            |stream, kind| {
+                let job = match kind {
+                    JobKind::Record => crate::catalog::Job::Recorder,
+                    JobKind::Upload => crate::catalog::Job::Uploader,
+                };
+                catalog
+                    .job_status(stream, job)
+                    .ok()
+                    .flatten()
+                    .map(|r| r.status)
+            },
+            |stream| catalog.stream_usage(stream).ok(),
+        )
+    }
+
+    /// The jobs' one-off events (FatalError, Completed) since the last call.
+    pub fn take_events(&self) -> Vec<JobEvent> {
+        self.0.board.take_events()
     }
 
     fn now(&self) -> Timestamp {
@@ -408,6 +446,12 @@ impl Supervisor {
         kept: Option<(JobHandle, Arc<Link>)>,
     ) -> StreamJobs {
         let stream = request.stream_name();
+        let thing = thing_of(config);
+        let board = &self.0.board;
+        board.register(stream, &thing, JobKind::Record);
+        if self.0.uploader.is_some() {
+            board.register(stream, &thing, JobKind::Upload);
+        }
         let (recorder, link) = kept.unwrap_or_else(|| {
             let link = Arc::new(Link {
                 pause: watch::channel(false).0,
@@ -451,6 +495,8 @@ impl Supervisor {
             recorder: Some(recorder),
             uploader,
             janitor: Some(janitor),
+            stream: stream.to_owned(),
+            board: board.clone(),
             link,
         }
     }
@@ -618,8 +664,13 @@ impl StatusSink for EventStatus {
                 warn!(stream = %self.store.stream, error = %e, "cannot store the recorder status")
             }
         }
-        if status == JobStatus::UserError {
-            self.fatal.send_replace(true);
+        if status == JobStatus::UserError && !self.fatal.send_replace(true) {
+            self.inner.board.occurred(
+                &self.store.stream,
+                JobKind::Record,
+                Occurrence::FatalError,
+                self.inner.clock.now(),
+            );
         }
     }
 
@@ -735,10 +786,23 @@ async fn recorder_job(
         }
     };
     let (ctl_tx, ctl_rx) = watch::channel(want(active, *pause.borrow_and_update()));
+    let board = inner.board.clone();
+    let stream_name = stream.clone();
+    let set_phase = move |c: Control| {
+        let phase = match c {
+            Control::Record => Phase::Running,
+            _ => Phase::Scheduled,
+        };
+        board.set_phase(&stream_name, JobKind::Record, phase);
+    };
+    set_phase(*ctl_rx.borrow());
     // The recorder records inside its schedule's windows, unless the janitor says pause.
     let schedule_task = {
         let tx = ctl_tx.clone();
         let clock = inner.clock.clone();
+        let inner = inner.clone();
+        let stream = stream.clone();
+        let set_phase = set_phase.clone();
         tokio::spawn(async move {
             let mut driver =
                 (!matches!(plan, Plan::Always)).then(|| ScheduleDriver::new(plan, clock));
@@ -750,11 +814,18 @@ async fn recorder_job(
                     }
                 };
                 tokio::select! {
-                    t = transition => active = matches!(t, Transition::Start { .. }),
+                    t = transition => {
+                        let was = std::mem::replace(&mut active, matches!(t, Transition::Start { .. }));
+                        if was && !active {
+                            inner.board.occurred(&stream, JobKind::Record, Occurrence::Completed, inner.clock.now());
+                        }
+                    }
                     r = pause.changed() => if r.is_err() { return },
                 }
                 let paused = *pause.borrow_and_update();
-                if tx.send(want(active, paused)).is_err() {
+                let c = want(active, paused);
+                set_phase(c);
+                if tx.send(c).is_err() {
                     return;
                 }
             }
@@ -822,7 +893,16 @@ async fn recorder_job(
             }
         };
         match result {
-            Ok(Ok(_)) => break,
+            Ok(Ok(_)) => {
+                // The source ended (a clip played to its end).
+                inner.board.occurred(
+                    &stream,
+                    JobKind::Record,
+                    Occurrence::Completed,
+                    inner.clock.now(),
+                );
+                break;
+            }
             Ok(Err(e)) => {
                 // Status (USER_ERROR or SYSTEM_ERROR) was reported by the recorder itself.
                 warn!(stream, error = %e, "recorder stopped until the configuration is sent again");
@@ -840,6 +920,7 @@ async fn recorder_job(
         }
     }
     schedule_task.abort();
+    set_phase(Control::Pause);
 }
 
 /// One stream's janitor: retention, size limit and delete-after-upload; forwards its pause
@@ -851,11 +932,13 @@ async fn janitor_job(
     link: Arc<Link>,
     stop: watch::Receiver<bool>,
 ) {
+    let limits = Limits::of(&config);
+    inner.board.set_size_limit(&stream, limits.max_bytes);
     let j = Janitor::new(
         &stream,
         inner.catalog.clone(),
         &inner.cfg.recording_dir,
-        Limits::of(&config),
+        limits,
         inner.cfg.disk_reserve,
     );
     let (state_tx, mut state_rx) = watch::channel(janitor::State::default());
@@ -912,10 +995,26 @@ async fn uploader_job(
     };
     let mut driver = ScheduleDriver::new(plan, inner.clock.clone());
     let mut current: Option<uploader::UploadHandle> = None;
+    let stream = target.key().to_owned();
+    let end_run = |h: uploader::UploadHandle| finish_run(&inner, &stream, h);
     loop {
+        // A run that ends by itself (backlog sent, fatal error) is noticed at once.
+        let run_ended = async {
+            match current.as_mut() {
+                Some(h) => h.ended().await,
+                None => std::future::pending().await,
+            }
+        };
         let transition = tokio::select! {
-            t = driver.next_transition() => Some(t),
-            r = stop.wait_for(|s| *s) => { drop(r); None }
+            t = driver.next_transition() => Some(Some(t)),
+            () = run_ended => None,
+            r = stop.wait_for(|s| *s) => { drop(r); Some(None) }
+        };
+        let Some(transition) = transition else {
+            if let Some(h) = current.take() {
+                end_run(h).await;
+            }
+            continue;
         };
         match transition {
             Some(Transition::Start { until }) => {
@@ -923,18 +1022,22 @@ async fn uploader_job(
                     continue;
                 }
                 if let Some(h) = current.take() {
-                    end_upload(h).await;
+                    end_run(h).await;
                 }
+                inner
+                    .board
+                    .set_phase(&stream, JobKind::Upload, Phase::Running);
                 current = Some(up.start(target.clone(), mode, until));
             }
             Some(Transition::Stop) => {
                 if let Some(h) = current.take() {
-                    end_upload(h).await;
+                    end_run(h).await;
                 }
             }
             None => {
                 if let Some(h) = current.take() {
-                    end_upload(h).await;
+                    h.stop();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), h.wait()).await;
                 }
                 return;
             }
@@ -942,13 +1045,25 @@ async fn uploader_job(
     }
 }
 
-/// Stops an upload run after its fragment in flight (bounded) and logs how it ended.
-async fn end_upload(h: uploader::UploadHandle) {
+/// Stops an upload run after its fragment in flight (bounded), logs how it ended and tells
+/// the metrics: Completed when it ended well, FatalError on an error only the user can fix.
+async fn finish_run(inner: &Inner, stream: &str, h: uploader::UploadHandle) {
     h.stop();
-    match tokio::time::timeout(Duration::from_secs(5), h.wait()).await {
-        Ok(Err(e)) => warn!(error = %e, "upload run ended with an error"),
-        Err(_) => warn!("upload run did not stop in time"),
-        Ok(Ok(_)) => {}
+    let board = &inner.board;
+    board.set_phase(stream, JobKind::Upload, Phase::Scheduled);
+    let what = match tokio::time::timeout(Duration::from_secs(5), h.wait()).await {
+        Ok(Ok(_)) => Some(Occurrence::Completed),
+        Ok(Err(e)) => {
+            warn!(error = %e, "upload run ended with an error");
+            e.is_user_error().then_some(Occurrence::FatalError)
+        }
+        Err(_) => {
+            warn!("upload run did not stop in time");
+            None
+        }
+    };
+    if let Some(what) = what {
+        board.occurred(stream, JobKind::Upload, what, inner.clock.now());
     }
 }
 

@@ -68,6 +68,18 @@ pub enum UploadError {
     Config(String),
 }
 
+impl UploadError {
+    /// Only the user can fix it (the stream, its state or the permissions): USER_ERROR.
+    pub fn is_user_error(&self) -> bool {
+        matches!(
+            self,
+            UploadError::StreamNotFound { .. }
+                | UploadError::StreamNotActive { .. }
+                | UploadError::NotAuthorized(_)
+        )
+    }
+}
+
 /// The stream a job uploads to: by name, or by ARN (as the edge configuration gives it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StreamTarget {
@@ -292,6 +304,7 @@ impl Uploader {
             stop: stop_tx,
             task,
             progress,
+            result: None,
         }
     }
 
@@ -426,11 +439,10 @@ impl Uploader {
                 );
             }
             Err(e) => {
-                let status = match e {
-                    UploadError::StreamNotFound { .. }
-                    | UploadError::StreamNotActive { .. }
-                    | UploadError::NotAuthorized(_) => JobStatus::UserError,
-                    _ => JobStatus::SystemError,
+                let status = if e.is_user_error() {
+                    JobStatus::UserError
+                } else {
+                    JobStatus::SystemError
                 };
                 self.status(key, status, Some(&e.to_string()), snap.last_persisted);
                 warn!(stream = key, error = %e, "upload job ended");
@@ -603,6 +615,14 @@ pub struct UploadHandle {
     stop: Arc<watch::Sender<bool>>,
     task: tokio::task::JoinHandle<Result<ProgressSnapshot, UploadError>>,
     progress: Arc<Progress>,
+    /// The job's result once [`UploadHandle::ended`] saw it.
+    result: Option<Result<ProgressSnapshot, UploadError>>,
+}
+
+fn joined(
+    r: Result<Result<ProgressSnapshot, UploadError>, tokio::task::JoinError>,
+) -> Result<ProgressSnapshot, UploadError> {
+    r.unwrap_or_else(|e| Err(UploadError::Config(format!("upload task failed: {e}"))))
 }
 
 impl UploadHandle {
@@ -616,14 +636,22 @@ impl UploadHandle {
     }
 
     pub fn is_finished(&self) -> bool {
-        self.task.is_finished()
+        self.result.is_some() || self.task.is_finished()
+    }
+
+    /// Waits until the job has ended, keeping its result for [`UploadHandle::wait`]
+    /// (cancel-safe, for `select!`).
+    pub async fn ended(&mut self) {
+        if self.result.is_none() {
+            self.result = Some(joined((&mut self.task).await));
+        }
     }
 
     /// Waits for the job to end.
     pub async fn wait(self) -> Result<ProgressSnapshot, UploadError> {
-        match self.task.await {
-            Ok(r) => r,
-            Err(e) => Err(UploadError::Config(format!("upload task failed: {e}"))),
+        match self.result {
+            Some(r) => r,
+            None => joined(self.task.await),
         }
     }
 }

@@ -12,6 +12,8 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 use tokio::sync::Notify;
 
+// Not every test binary that includes this module uses all of them.
+#[allow(unused_imports)]
 pub use crate::recorder_support::{repo_root, require, sample_clip, signal};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_kvs-edge-agent");

@@ -1,0 +1,390 @@
+//! The whole agent against real peers: a GStreamer RTSP camera that asks for a password,
+//! Mosquitto, the KVS ingest emulator and LocalStack's CloudWatch (read back through the AWS
+//! SDK). After a record + upload cycle the `EdgeRuntimeAgent` metrics must be there with the
+//! seed's names, dimensions and values, and no secret (camera password, AWS secret key, session
+//! token) may appear in any log line, log file, MQTT message or metric.
+
+mod control_support;
+mod recorder_support;
+mod uploader_support;
+
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_cloudwatch::types::{Dimension, Statistic};
+use control_support::*;
+use recorder_support::{RtspServer, require_gstreamer};
+use uploader_support::{ACCESS_KEY, Emulator, REGION, SECRET_KEY};
+
+const T: Duration = Duration::from_secs(60);
+const CAMERA_PASSWORD: &str = "Cam-Pa55word-9f3e";
+const SESSION_TOKEN: &str = "IQoJb3JpZ2luX2VjEXAMPLESESSIONTOKEN0123456789";
+
+/// LocalStack (community, no Docker) serving CloudWatch on a free port; killed when dropped.
+struct LocalStack {
+    child: Child,
+    port: u16,
+}
+
+impl LocalStack {
+    fn start(dir: &Path) -> Option<LocalStack> {
+        let have = Command::new("python3")
+            .args(["-c", "import localstack.runtime.main"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !have {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "LocalStack is required when CI is set (see tests/ci.sh)"
+            );
+            eprintln!("notice: LocalStack not installed, skipping");
+            return None;
+        }
+        let port = free_port();
+        let log = std::fs::File::create(dir.join("localstack.log")).unwrap();
+        let child = Command::new("python3")
+            .args(["-m", "localstack.runtime.main"])
+            .env("GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
+            .env("SERVICES", "cloudwatch")
+            .env("DNS_ADDRESS", "0")
+            .env("LOCALSTACK_TELEMETRY", "0")
+            .env("SKIP_SSL_CERT_DOWNLOAD", "1")
+            .env("DISABLE_EVENTS", "1")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start LocalStack");
+        let ls = LocalStack { child, port };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !ls.healthy() {
+            assert!(
+                Instant::now() < deadline,
+                "LocalStack did not come up: {}",
+                std::fs::read_to_string(dir.join("localstack.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Some(ls)
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Its health endpoint says CloudWatch is available.
+    fn healthy(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let req = "GET /_localstack/health HTTP/1.0\r\nHost: localhost\r\n\r\n";
+        if s.write_all(req.as_bytes()).is_err() {
+            return false;
+        }
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body);
+        body.contains(r#""cloudwatch": "available""#) || body.contains(r#""cloudwatch": "running""#)
+    }
+}
+
+impl Drop for LocalStack {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn cloudwatch(url: &str) -> aws_sdk_cloudwatch::Client {
+    let creds = aws_credential_types::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test");
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .credentials_provider(creds)
+        .endpoint_url(url)
+        .load()
+        .await;
+    aws_sdk_cloudwatch::Client::new(&conf)
+}
+
+/// A statistic of one metric over the last hour (None without datapoints).
+async fn stat(
+    cw: &aws_sdk_cloudwatch::Client,
+    name: &str,
+    dims: &[(&str, &str)],
+    statistic: Statistic,
+) -> Option<f64> {
+    let now = aws_sdk_cloudwatch::primitives::DateTime::from_secs(
+        jiff::Timestamp::now().as_second() + 600,
+    );
+    let start = aws_sdk_cloudwatch::primitives::DateTime::from_secs(
+        jiff::Timestamp::now().as_second() - 3600,
+    );
+    let out = cw
+        .get_metric_statistics()
+        .namespace("EdgeRuntimeAgent")
+        .metric_name(name)
+        .set_dimensions(Some(
+            dims.iter()
+                .map(|(n, v)| Dimension::builder().name(*n).value(*v).build())
+                .collect(),
+        ))
+        .start_time(start)
+        .end_time(now)
+        .period(3600)
+        .statistics(statistic.clone())
+        .send()
+        .await
+        .expect("GetMetricStatistics");
+    let points = out.datapoints();
+    if points.is_empty() {
+        return None;
+    }
+    let values = points.iter().filter_map(|p| match statistic {
+        Statistic::Sum => p.sum(),
+        Statistic::Maximum => p.maximum(),
+        Statistic::Minimum => p.minimum(),
+        _ => p.average(),
+    });
+    Some(match statistic {
+        Statistic::Sum => values.sum(),
+        Statistic::Minimum => values.fold(f64::INFINITY, f64::min),
+        _ => values.fold(f64::NEG_INFINITY, f64::max),
+    })
+}
+
+/// Every file under `dir`, as text.
+fn all_text_under(dir: &Path) -> String {
+    let mut out = String::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.push_str(&all_text_under(&p));
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                out.push_str(&String::from_utf8_lossy(&bytes));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_after_a_record_and_upload_cycle_and_no_secret_anywhere() {
+    if !require_gstreamer(&["x264enc", "rtph264pay"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(broker) = Mosquitto::start(dir.path()) else {
+        return;
+    };
+    let Some(localstack) = LocalStack::start(dir.path()) else {
+        return;
+    };
+    let emulator = Emulator::start(&dir.path().join("kvs"), &[]);
+    let camera = RtspServer::start(&[
+        "--source",
+        "clip",
+        "--user",
+        "operator",
+        "--password",
+        CAMERA_PASSWORD,
+    ]);
+    let camera_uri = camera.url_with("operator", CAMERA_PASSWORD);
+    assert!(camera_uri.contains(CAMERA_PASSWORD));
+
+    let yaml = format!(
+        "mqtt:\n  broker_url: {}\n  thing_name: {THING}\ncloudwatch:\n  interval_secs: 1\n  buffer_datums: 1000\n",
+        broker.url()
+    );
+    let secrets = format!(
+        "{}: {camera_uri}\n{}: /nonexistent/clip.h264\n",
+        secret_arn("cam-rtsp"),
+        secret_arn("cam-bad")
+    );
+    let mut agent = Agent::start_env(
+        dir.path(),
+        &yaml,
+        &secrets,
+        &[
+            ("AWS_KVS_EDGE_CLOUDWATCH_ENABLED", "TRUE"),
+            ("AWS_REGION", REGION),
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+            ("AWS_SESSION_TOKEN", SESSION_TOKEN),
+            ("AWS_ENDPOINT_URL_KINESIS_VIDEO", &emulator.url()),
+            ("AWS_ENDPOINT_URL_CLOUDWATCH", &localstack.url()),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            // Everything the agent logs, so a secret at any level would show.
+            (
+                "RUST_LOG",
+                "trace,rumqttd=off,h2=info,hyper=info,rustls=info",
+            ),
+        ],
+    );
+    let w = Watcher::start(broker.port).await;
+    w.wait("agent online", T, |m| {
+        m.iter()
+            .any(|m| m.topic == agent_topic() && m.payload.starts_with(br#"{"Status":"online""#))
+    })
+    .await;
+
+    // cam-rtsp: the password-protected camera, uploaded continuously, with a size limit.
+    // cam-1: the sample clip (looped), uploaded by the run at start (no UploaderConfig: that
+    // run completes when the backlog is sent, and the next is an hour later).
+    // cam-bad: a clip that does not exist (USER_ERROR: the record job fails fatally).
+    let rtsp = start_request("cam-rtsp", r#","UploaderConfig":{"ScheduleConfig":{"ScheduleExpression":"* * * * * ?","DurationInSeconds":3600}},"DeletionConfig":{"EdgeRetentionInHours":24,"LocalSizeConfig":{"MaxLocalMediaSizeInMB":64,"StrategyOnFullSize":"DELETE_OLDEST_MEDIA"},"DeleteAfterUpload":false}"#)
+        .replace("FILE_URI", "RTSP_URI");
+    for (name, body) in [
+        ("cam-rtsp", rtsp),
+        ("cam-1", start_request("cam-1", "")),
+        ("cam-bad", start_request("cam-bad", "")),
+    ] {
+        let req = write_request(dir.path(), &format!("{name}.json"), &body);
+        let out = ctl(
+            &broker.url(),
+            &["start-edge-configuration-update", "--cli-input-json", &req],
+        )
+        .await;
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+    }
+
+    // Recorded and uploaded: fragments of the RTSP camera reach the emulator.
+    agent.wait_fragments("cam-rtsp", 3, T).await;
+    let deadline = Instant::now() + T;
+    loop {
+        let index = emulator.index("cam-rtsp").await;
+        if index["fragments"].as_array().is_some_and(|f| f.len() >= 2) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no upload of cam-rtsp: {index}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    w.wait("cam-bad USER_ERROR", T, |m| {
+        m.iter().any(|m| {
+            m.topic == reported("cam-bad")
+                && m.json().is_some_and(|j| {
+                    j["EdgeAgentStatus"]["LastRecorderStatus"]["RecorderStatus"] == "USER_ERROR"
+                })
+        })
+    })
+    .await;
+    agent.wait_fragments("cam-1", 2, T).await;
+
+    let cw = cloudwatch(&localstack.url()).await;
+    // Two more intervals after everything happened, then a clean stop (the last flush).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (status, _) = agent.stop();
+    assert!(status.success());
+
+    let thing = [("ThingName", THING)];
+    let job = |stream: &'static str, job: &'static str| [("StreamName", stream), ("JobType", job)];
+    assert!(stat(&cw, "Alive", &thing, Statistic::Sum).await >= Some(2.0));
+    assert_eq!(
+        stat(
+            &cw,
+            "Running",
+            &job("cam-rtsp", "RecordJob"),
+            Statistic::Maximum
+        )
+        .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        stat(
+            &cw,
+            "Running",
+            &job("cam-rtsp", "UploadJob"),
+            Statistic::Maximum
+        )
+        .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        stat(
+            &cw,
+            "Running",
+            &job("cam-1", "RecordJob"),
+            Statistic::Maximum
+        )
+        .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        stat(&cw, "Completed", &job("cam-1", "UploadJob"), Statistic::Sum).await,
+        Some(1.0),
+        "the run at start completed once"
+    );
+    assert_eq!(
+        stat(
+            &cw,
+            "FatalError",
+            &job("cam-bad", "RecordJob"),
+            Statistic::Sum
+        )
+        .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        stat(
+            &cw,
+            "FatalError",
+            &job("cam-rtsp", "RecordJob"),
+            Statistic::Sum
+        )
+        .await,
+        None
+    );
+    let used = stat(
+        &cw,
+        "PercentageSpaceUsed",
+        &[("StreamName", "cam-rtsp")],
+        Statistic::Maximum,
+    )
+    .await
+    .expect("PercentageSpaceUsed of the stream with a size limit");
+    assert!(used > 0.0 && used < 1.0, "{used}");
+    let max = |name: &'static str| stat(&cw, name, &thing, Statistic::Maximum);
+    assert_eq!(max("RecordJobs.EdgeConfigCount").await, Some(3.0));
+    assert_eq!(max("UploadJobs.EdgeConfigCount").await, Some(3.0));
+    assert_eq!(max("RecordJobs.UnhealthyJobCount").await, Some(1.0));
+    // cam-bad may fail before the first sample that sees all three.
+    assert!(max("RecordJobs.HealthyJobCount").await >= Some(2.0));
+    assert!(max("RecordJobs.RunningJobCount").await >= Some(1.0));
+    assert!(max("UploadJobs.RunningJobCount").await >= Some(1.0));
+    assert_eq!(max("UploadJobs.UnhealthyJobCount").await, Some(0.0));
+
+    // No secret anywhere: stderr, the rolling log files, MQTT, the metrics.
+    let listed = cw
+        .list_metrics()
+        .namespace("EdgeRuntimeAgent")
+        .send()
+        .await
+        .expect("ListMetrics");
+    let metrics_text = format!("{:?}", listed.metrics());
+    let places = [
+        ("stderr", agent.log_text()),
+        ("log files", all_text_under(&dir.path().join("log"))),
+        (
+            "MQTT",
+            w.all()
+                .iter()
+                .map(|m| format!("{} {}", m.topic, String::from_utf8_lossy(&m.payload)))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+        ("metrics", metrics_text),
+    ];
+    assert!(
+        places[1].1.contains("upload job started"),
+        "the log files hold the run"
+    );
+    for (place, text) in &places {
+        for secret in [CAMERA_PASSWORD, SECRET_KEY, SESSION_TOKEN] {
+            assert!(!text.contains(secret), "{secret:?} leaked into {place}");
+        }
+    }
+}
