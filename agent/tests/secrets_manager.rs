@@ -4,66 +4,11 @@
 //!
 //! One test in this binary: it sets process environment variables.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod aws_support;
 
+use aws_support::start_moto;
 use kvs_edge_agent::aws::secrets::SecretsManagerSource;
 use kvs_edge_agent::supervisor::secrets::{SecretError, SecretSource};
-
-struct Moto(Child);
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts moto on a free port and returns once it says it listens.
-fn start_moto() -> Option<(Moto, u16)> {
-    let have = Command::new("python3")
-        .args(["-c", "import moto.server"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !have {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "moto is required when CI is set: python3 -m pip install 'moto[server]'"
-        );
-        eprintln!("skipped: moto is not installed (python3 -m pip install 'moto[server]')");
-        return None;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new("python3")
-        .args([
-            "-m",
-            "moto.server",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let moto = Moto(child);
-    let mut lines = BufReader::new(stderr).lines();
-    loop {
-        let line = lines.next().expect("moto exited before listening").unwrap();
-        if line.contains("Running on") {
-            break;
-        }
-    }
-    // Keep draining its request log so it never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Some((moto, port))
-}
 
 fn fatal_reason(e: SecretError, arn: &str) -> String {
     assert!(e.is_fatal(), "{e}");

@@ -559,6 +559,10 @@ impl SecretSource for GreengrassSecretSource {
     fn media_uri(&self, arn: &str) -> Result<String, SecretError> {
         self.worker.media_uri(arn)
     }
+
+    fn refresh(&self, arn: &str) -> Result<String, SecretError> {
+        self.worker.refresh(arn)
+    }
 }
 
 /// One fetch. A secret unknown to the Secret Manager component, or one this component may not

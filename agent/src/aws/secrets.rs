@@ -51,6 +51,10 @@ impl SecretSource for SecretsManagerSource {
     fn media_uri(&self, arn: &str) -> Result<String, SecretError> {
         self.worker.media_uri(arn)
     }
+
+    fn refresh(&self, arn: &str) -> Result<String, SecretError> {
+        self.worker.refresh(arn)
+    }
 }
 
 /// The synchronous, cached face of an async fetch (shared by the Secrets Manager and the
@@ -121,6 +125,15 @@ impl CachedWorker {
         let uri = self.ask(arn)?;
         cache().insert(arn.to_owned(), (now, uri.clone()));
         Ok(uri)
+    }
+
+    /// Forgets the cached URI and asks again.
+    pub(crate) fn refresh(&self, arn: &str) -> Answer {
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(arn);
+        self.media_uri(arn)
     }
 }
 

@@ -139,7 +139,7 @@ fn broker_plan(
 
 /// Where media URIs come from: a local secrets file when one is given (any mode), else in
 /// Greengrass mode the Secret Manager component over IPC when the nucleus answers, else AWS
-/// Secrets Manager in IoT and Greengrass modes (needs the SDK config, hence a region).
+/// Secrets Manager whenever there is an SDK configuration (a region).
 async fn secrets(
     settings: &Settings,
     flag: Option<PathBuf>,
@@ -169,14 +169,17 @@ async fn secrets(
         }
     }
     match (&settings.mode, sdk) {
-        (Mode::Local, _) => warn!(
-            "no secrets file (secrets_file, --secrets-file): every MediaUriSecretArn is unknown"
+        (Mode::Local, None) => warn!(
+            "no secrets file (secrets_file, --secrets-file) and no AWS_REGION: every \
+             MediaUriSecretArn is unknown"
         ),
         (_, None) => {
             warn!(
                 "no AWS_REGION: AWS Secrets Manager cannot be asked; every MediaUriSecretArn is unknown"
             )
         }
+        // Local mode with AWS_REGION (an EC2 instance role, a Snowball, keys in the
+        // environment) reads Secrets Manager like the other modes.
         (_, Some(sdk)) => match SecretsManagerSource::new(sdk) {
             Ok(s) => {
                 info!("media URIs from AWS Secrets Manager");

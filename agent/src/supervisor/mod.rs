@@ -664,13 +664,8 @@ impl StatusSink for EventStatus {
                 warn!(stream = %self.store.stream, error = %e, "cannot store the recorder status")
             }
         }
-        if status == JobStatus::UserError && !self.fatal.send_replace(true) {
-            self.inner.board.occurred(
-                &self.store.stream,
-                JobKind::Record,
-                Occurrence::FatalError,
-                self.inner.clock.now(),
-            );
+        if status == JobStatus::UserError {
+            self.fatal.send_replace(true);
         }
     }
 
@@ -752,13 +747,74 @@ struct Link {
 }
 
 /// One stream's recorder under supervision: recovery, schedule, restarts.
+/// How one recording attempt ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RecorderEnd {
+    /// Asked to stop (configuration changed or deleted, agent stopping).
+    Stopped,
+    /// The source ended by itself (a clip played to its end).
+    Completed,
+    /// A configuration error (USER_ERROR): nothing to retry until something changes.
+    Fatal,
+}
+
+/// One stream's recorder under supervision. After a configuration error, the secret is asked
+/// again past the cache: a camera password rotated in the secret store takes effect without
+/// resending the configuration. Otherwise the job stays stopped (FatalError) until it is.
 async fn recorder_job(
     inner: Arc<Inner>,
     stream: String,
     config: EdgeConfig,
     link: Arc<Link>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
+    let arn = &config
+        .recorder_config
+        .media_source_config
+        .media_uri_secret_arn;
+    let mut used_uri = None;
+    loop {
+        let end = record(&inner, &stream, &config, &link, stop.clone(), &mut used_uri).await;
+        let what = match end {
+            RecorderEnd::Stopped => return,
+            RecorderEnd::Completed => Occurrence::Completed,
+            RecorderEnd::Fatal => {
+                let refreshed = inner.secrets.refresh(arn);
+                if let (Ok(uri), Some(used)) = (&refreshed, &used_uri)
+                    && uri != used
+                {
+                    info!(
+                        stream,
+                        "the media URI changed in the secret store; recording again"
+                    );
+                    continue;
+                }
+                warn!(
+                    stream,
+                    "recorder stopped until the configuration is sent again"
+                );
+                Occurrence::FatalError
+            }
+        };
+        inner
+            .board
+            .occurred(&stream, JobKind::Record, what, inner.clock.now());
+        return;
+    }
+}
+
+/// Records until stopped, until the source ends, or until a configuration error; `used_uri`
+/// is the media URI it last recorded from.
+async fn record(
+    inner: &Arc<Inner>,
+    stream: &str,
+    config: &EdgeConfig,
+    link: &Arc<Link>,
+    mut stop: watch::Receiver<bool>,
+    used_uri: &mut Option<String>,
+) -> RecorderEnd {
+    let inner = inner.clone();
+    let stream = stream.to_owned();
     let mut pause = link.pause.subscribe();
     let (fatal_tx, mut fatal) = watch::channel(false);
     let sink: Arc<dyn StatusSink> = Arc::new(EventStatus {
@@ -776,7 +832,7 @@ async fn recorder_job(
     {
         warn!(stream, error = %e, "recovery before recording failed");
     }
-    let plan = recorder_plan(&config, &inner.cfg.time_zone);
+    let plan = recorder_plan(config, &inner.cfg.time_zone);
     let mut active = matches!(plan.state_at(inner.clock.now()), PlanState::Active { .. });
     let want = |active: bool, paused: bool| {
         if active && !paused {
@@ -837,26 +893,27 @@ async fn recorder_job(
         .media_uri_secret_arn
         .clone();
     let mut delay = RESTART_MIN;
-    loop {
+    let end = loop {
         if *stop.borrow() {
-            break;
+            break RecorderEnd::Stopped;
         }
         let uri = match inner.secrets.media_uri(&arn) {
             Ok(u) => u,
             Err(e) if e.is_fatal() => {
                 sink.report(JobStatus::UserError, Some(&e.to_string()));
-                warn!(stream, error = %e, "recorder stopped until the configuration is sent again");
-                break;
+                warn!(stream, error = %e, "the media URI secret cannot be used");
+                break RecorderEnd::Fatal;
             }
             Err(e) => {
                 sink.report(JobStatus::SystemError, Some(&e.to_string()));
                 if wait_stop(&mut stop, delay).await {
-                    break;
+                    break RecorderEnd::Stopped;
                 }
                 delay = (delay * 2).min(RESTART_MAX);
                 continue;
             }
         };
+        *used_uri = Some(uri.clone());
         let cfg = recorder::RecorderConfig {
             stream: stream.clone(),
             uri,
@@ -876,6 +933,7 @@ async fn recorder_job(
             r = stop.wait_for(|s| *s) => { drop(r); None }
             r = fatal.wait_for(|f| *f) => { drop(r); None }
         };
+        let by_itself = finished.is_some();
         let result = match finished {
             Some(r) => r,
             None => {
@@ -883,44 +941,35 @@ async fn recorder_job(
                 let _ = ctl_tx.send(Control::Stop);
                 let r = task.await;
                 if *fatal.borrow() && !*stop.borrow() {
-                    warn!(
-                        stream,
-                        "configuration error: recorder stopped until the configuration is sent again"
-                    );
-                    break;
+                    warn!(stream, "configuration error: recorder stopped");
+                    break RecorderEnd::Fatal;
                 }
                 r
             }
         };
         match result {
-            Ok(Ok(_)) => {
-                // The source ended (a clip played to its end).
-                inner.board.occurred(
-                    &stream,
-                    JobKind::Record,
-                    Occurrence::Completed,
-                    inner.clock.now(),
-                );
-                break;
-            }
+            Ok(Ok(_)) if by_itself => break RecorderEnd::Completed,
+            Ok(Ok(_)) => break RecorderEnd::Stopped,
+            Ok(Err(_)) if *stop.borrow() => break RecorderEnd::Stopped,
             Ok(Err(e)) => {
                 // Status (USER_ERROR or SYSTEM_ERROR) was reported by the recorder itself.
-                warn!(stream, error = %e, "recorder stopped until the configuration is sent again");
-                break;
+                warn!(stream, error = %e, "the recorder gave up");
+                break RecorderEnd::Fatal;
             }
             Err(e) => {
                 let msg = format!("the recorder crashed: {e}");
                 warn!(stream, error = %msg, "restarting the recorder");
                 sink.report(JobStatus::SystemError, Some(&msg));
                 if wait_stop(&mut stop, delay).await {
-                    break;
+                    break RecorderEnd::Stopped;
                 }
                 delay = (delay * 2).min(RESTART_MAX);
             }
         }
-    }
+    };
     schedule_task.abort();
     set_phase(Control::Pause);
+    end
 }
 
 /// One stream's janitor: retention, size limit and delete-after-upload; forwards its pause

@@ -32,6 +32,12 @@ impl SecretError {
 /// Resolves a `MediaUriSecretArn` to the media URI.
 pub trait SecretSource: Send + Sync {
     fn media_uri(&self, arn: &str) -> Result<String, SecretError>;
+
+    /// The URI asked again of the secret store, bypassing any cache: the camera refused what
+    /// the cache held, and the secret may have been rotated since.
+    fn refresh(&self, arn: &str) -> Result<String, SecretError> {
+        self.media_uri(arn)
+    }
 }
 
 /// No secrets at all (local mode without a secrets file): every lookup says not found.

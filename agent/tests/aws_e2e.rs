@@ -1,19 +1,24 @@
-//! The whole agent against real peers: a GStreamer RTSP camera that asks for a password,
-//! Mosquitto, the KVS ingest emulator and LocalStack's CloudWatch (read back through the AWS
-//! SDK). After a record + upload cycle the `EdgeRuntimeAgent` metrics must be there with the
-//! seed's names, dimensions and values, and no secret (camera password, AWS secret key, session
-//! token) may appear in any log line, log file, MQTT message or metric.
+//! The whole agent against its AWS stand-ins and real peers: a GStreamer RTSP camera that asks
+//! for a password, Mosquitto, the KVS ingest emulator, moto's Secrets Manager and LocalStack's
+//! CloudWatch (read back through the AWS SDK).
+//!
+//! - After a record + upload cycle the `EdgeRuntimeAgent` metrics must be there with the seed's
+//!   names, dimensions and values, and no secret (camera password, AWS secret key, session
+//!   token) may appear in any log line, log file, MQTT message or metric.
+//! - The camera URI comes from Secrets Manager; when the camera's password is rotated (the
+//!   secret updated, the camera restarted with it), the agent's cached URI is refused, it asks
+//!   again and records on without the configuration being resent.
 
+mod aws_support;
 mod control_support;
 mod recorder_support;
 mod uploader_support;
 
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_cloudwatch::types::{Dimension, Statistic};
+use aws_support::{LocalStack, start_moto};
 use control_support::*;
 use recorder_support::{RtspServer, require_gstreamer};
 use uploader_support::{ACCESS_KEY, Emulator, REGION, SECRET_KEY};
@@ -21,83 +26,6 @@ use uploader_support::{ACCESS_KEY, Emulator, REGION, SECRET_KEY};
 const T: Duration = Duration::from_secs(60);
 const CAMERA_PASSWORD: &str = "Cam-Pa55word-9f3e";
 const SESSION_TOKEN: &str = "IQoJb3JpZ2luX2VjEXAMPLESESSIONTOKEN0123456789";
-
-/// LocalStack (community, no Docker) serving CloudWatch on a free port; killed when dropped.
-struct LocalStack {
-    child: Child,
-    port: u16,
-}
-
-impl LocalStack {
-    fn start(dir: &Path) -> Option<LocalStack> {
-        let have = Command::new("python3")
-            .args(["-c", "import localstack.runtime.main"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !have {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "LocalStack is required when CI is set (see tests/ci.sh)"
-            );
-            eprintln!("notice: LocalStack not installed, skipping");
-            return None;
-        }
-        let port = free_port();
-        let log = std::fs::File::create(dir.join("localstack.log")).unwrap();
-        let child = Command::new("python3")
-            .args(["-m", "localstack.runtime.main"])
-            .env("GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
-            .env("SERVICES", "cloudwatch")
-            .env("DNS_ADDRESS", "0")
-            .env("LOCALSTACK_TELEMETRY", "0")
-            .env("SKIP_SSL_CERT_DOWNLOAD", "1")
-            .env("DISABLE_EVENTS", "1")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start LocalStack");
-        let ls = LocalStack { child, port };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !ls.healthy() {
-            assert!(
-                Instant::now() < deadline,
-                "LocalStack did not come up: {}",
-                std::fs::read_to_string(dir.join("localstack.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        Some(ls)
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Its health endpoint says CloudWatch is available.
-    fn healthy(&self) -> bool {
-        use std::io::{Read, Write};
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        let req = "GET /_localstack/health HTTP/1.0\r\nHost: localhost\r\n\r\n";
-        if s.write_all(req.as_bytes()).is_err() {
-            return false;
-        }
-        let mut body = String::new();
-        let _ = s.read_to_string(&mut body);
-        body.contains(r#""cloudwatch": "available""#) || body.contains(r#""cloudwatch": "running""#)
-    }
-}
-
-impl Drop for LocalStack {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn cloudwatch(url: &str) -> aws_sdk_cloudwatch::Client {
     let creds = aws_credential_types::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test");
@@ -386,5 +314,127 @@ async fn metrics_after_a_record_and_upload_cycle_and_no_secret_anywhere() {
         for secret in [CAMERA_PASSWORD, SECRET_KEY, SESSION_TOKEN] {
             assert!(!text.contains(secret), "{secret:?} leaked into {place}");
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn camera_uri_from_secrets_manager_and_a_rotated_password() {
+    if !require_gstreamer(&["x264enc", "rtph264pay"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(broker) = Mosquitto::start(dir.path()) else {
+        return;
+    };
+    let Some((_moto, moto_port)) = start_moto() else {
+        return;
+    };
+    let moto_url = format!("http://127.0.0.1:{moto_port}");
+    let port = free_port().to_string();
+    let (old_password, new_password) = ("Old-Pa55-7a1", "New-Pa55-c9d");
+    let camera = RtspServer::start(&[
+        "--port",
+        &port,
+        "--user",
+        "operator",
+        "--password",
+        old_password,
+    ]);
+    let uri = |password: &str| {
+        serde_json::json!({ "MediaURI": camera.url_with("operator", password) }).to_string()
+    };
+    let creds = aws_credential_types::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test");
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .credentials_provider(creds)
+        .endpoint_url(&moto_url)
+        .load()
+        .await;
+    let sm = aws_sdk_secretsmanager::Client::new(&conf);
+    let arn = sm
+        .create_secret()
+        .name("front-door")
+        .secret_string(uri(old_password))
+        .send()
+        .await
+        .expect("CreateSecret")
+        .arn()
+        .unwrap()
+        .to_owned();
+
+    // No secrets file: local mode with AWS_REGION asks Secrets Manager (the comment keeps the
+    // test harness from adding one).
+    let yaml = format!(
+        "# secrets_file: none, AWS Secrets Manager\nmqtt:\n  broker_url: {}\n  thing_name: {THING}\n",
+        broker.url()
+    );
+    let agent = Agent::start_env(
+        dir.path(),
+        &yaml,
+        "",
+        &[
+            ("AWS_REGION", REGION),
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+            ("AWS_ENDPOINT_URL_SECRETS_MANAGER", &moto_url),
+            ("AWS_ENDPOINT_URL_KINESIS_VIDEO", "http://127.0.0.1:9"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
+    );
+    let body = start_request("front-door", "")
+        .replace(&secret_arn("front-door"), &arn)
+        .replace("FILE_URI", "RTSP_URI");
+    let req = write_request(dir.path(), "front-door.json", &body);
+    let out = ctl(
+        &broker.url(),
+        &["start-edge-configuration-update", "--cli-input-json", &req],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        stderr(&out),
+        agent.log_text()
+    );
+    agent.wait_fragments("front-door", 2, T).await;
+    assert!(
+        agent
+            .log_text()
+            .contains("media URIs from AWS Secrets Manager")
+    );
+
+    // Rotation: the secret gets the new password, the camera restarts with it.
+    sm.put_secret_value()
+        .secret_id(&arn)
+        .secret_string(uri(new_password))
+        .send()
+        .await
+        .expect("PutSecretValue");
+    drop(camera);
+    let before = agent.fragment_count("front-door");
+    let _camera = RtspServer::start(&[
+        "--port",
+        &port,
+        "--user",
+        "operator",
+        "--password",
+        new_password,
+    ]);
+    agent
+        .wait_log(
+            "the media URI changed in the secret store; recording again",
+            1,
+            T,
+        )
+        .await;
+    agent.wait_fragments("front-door", before + 2, T).await;
+    let log = agent.log_text();
+    assert!(log.contains("refused the credentials"), "{log}");
+    for secret in [old_password, new_password, SECRET_KEY] {
+        assert!(!log.contains(secret), "{secret} leaked into the log");
+        assert!(
+            !all_text_under(&dir.path().join("log")).contains(secret),
+            "{secret} leaked into the log files"
+        );
     }
 }
