@@ -15,6 +15,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+use crate::settings::LogFormat;
 use crate::settings::LogSettings;
 
 /// The current log file's name in the output directory.
@@ -61,7 +62,7 @@ pub fn init_with_files(
     let _ = tracing_subscriber::registry()
         .with(log_filter(rust_log.as_deref(), default_directive))
         .with(stderr_layer())
-        .with(file_layer(non_blocking))
+        .with(file_layer(non_blocking, settings.format))
         .try_init();
     Ok(LogGuard {
         _worker: Some(worker),
@@ -81,13 +82,18 @@ where
 
 fn file_layer<S>(
     writer: tracing_appender::non_blocking::NonBlocking,
-) -> impl tracing_subscriber::Layer<S>
+    format: LogFormat,
+) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
-    tracing_subscriber::fmt::layer()
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(writer)
-        .with_ansi(false)
+        .with_ansi(false);
+    match format {
+        LogFormat::Text => Box::new(layer),
+        LogFormat::Json => Box::new(layer.json().flatten_event(true)),
+    }
 }
 
 /// The size-rolled file writer: `max_bytes` 0 is no size limit. Rolls after the write that
@@ -168,11 +174,21 @@ mod tests {
     /// Writes `lines` events through the same layers as the daemon, then drops the guard (which
     /// must flush every queued line).
     fn log_through_files(dir: &Path, max_bytes: u64, count: u32, lines: usize) {
+        log_through_files_as(dir, max_bytes, count, lines, LogFormat::Text)
+    }
+
+    fn log_through_files_as(
+        dir: &Path,
+        max_bytes: u64,
+        count: u32,
+        lines: usize,
+        format: LogFormat,
+    ) {
         let (writer, guard) =
             tracing_appender::non_blocking(rolling_writer(dir, max_bytes, count).unwrap());
         let subscriber = tracing_subscriber::registry()
             .with(log_filter(None, "info"))
-            .with(file_layer(writer));
+            .with(file_layer(writer, format));
         tracing::subscriber::with_default(subscriber, || {
             for i in 0..lines {
                 tracing::info!(
@@ -182,6 +198,25 @@ mod tests {
             }
         });
         drop(guard);
+    }
+
+    #[test]
+    fn json_files_hold_one_object_per_line_with_the_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        log_through_files_as(dir.path(), 0, 1, 3, LogFormat::Json);
+        let text = std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON object per line"))
+            .collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[2]["line"], 2);
+        assert_eq!(lines[2]["level"], "INFO");
+        assert_eq!(
+            lines[2]["message"],
+            "a line long enough to fill a small log file quickly"
+        );
+        assert!(lines[2]["timestamp"].is_string());
     }
 
     #[test]

@@ -110,7 +110,10 @@ fn broker_plan(
     match (&settings.mode, iot) {
         (Mode::Iot(_) | Mode::Greengrass { .. }, Some(iot)) => {
             Ok(BrokerPlan::Connect(BrokerOptions {
-                url: format!("mqtts://{}:8883", iot.data_ats_endpoint),
+                url: format!(
+                    "mqtts://{}:{}",
+                    iot.data_ats_endpoint, settings.file.mqtt.iot_port
+                ),
                 ca_file: Some(iot.ca_cert),
                 cert_file: Some(iot.cert),
                 key_file: Some(iot.private_key),

@@ -92,8 +92,10 @@ impl BrokerOptions {
                     );
                 }
             };
+            // AWS IoT Core serves MQTT on 443 only to clients that ask for it by ALPN.
+            let alpn = (port == 443).then(|| vec![IOT_CORE_ALPN.as_bytes().to_vec()]);
             match &self.ca_file {
-                Some(ca) => o.set_transport(Transport::tls(read(ca)?, client_auth, None)),
+                Some(ca) => o.set_transport(Transport::tls(read(ca)?, client_auth, alpn)),
                 None if client_auth.is_none() => {
                     o.set_transport(Transport::tls_with_default_config())
                 }
@@ -105,6 +107,9 @@ impl BrokerOptions {
         Ok(o)
     }
 }
+
+/// The ALPN protocol AWS IoT Core requires for MQTT with client certificates on port 443.
+pub const IOT_CORE_ALPN: &str = "x-amzn-mqtt-ca";
 
 /// The URL with any password hidden.
 pub fn redact(url: &str) -> String {
@@ -437,6 +442,33 @@ mod tests {
             client_id: "c".into(),
             ..BrokerOptions::default()
         }
+    }
+
+    #[test]
+    fn port_443_offers_the_iot_core_alpn() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "not parsed until connecting").unwrap();
+        let alpn_of = |url: &str| {
+            let o = BrokerOptions {
+                ca_file: Some(ca.clone()),
+                ..opts(url)
+            }
+            .mqtt_options()
+            .unwrap();
+            match o.transport() {
+                Transport::Tls(rumqttc::TlsConfiguration::Simple { alpn, .. }) => alpn,
+                _ => panic!("not TLS"),
+            }
+        };
+        assert_eq!(
+            alpn_of("mqtts://example-ats.iot.us-east-1.amazonaws.com:443"),
+            Some(vec![b"x-amzn-mqtt-ca".to_vec()])
+        );
+        assert_eq!(
+            alpn_of("mqtts://example-ats.iot.us-east-1.amazonaws.com"),
+            None
+        );
     }
 
     #[test]

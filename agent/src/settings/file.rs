@@ -21,6 +21,17 @@ pub struct AgentFile {
     pub recorder: RecorderFile,
     pub disk_reserve: DiskReserveFile,
     pub cloudwatch: CloudWatchFile,
+    /// The rolled log files' format: `text` (as stderr) or `json` (one object per line, for
+    /// log shippers).
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 impl Default for AgentFile {
@@ -33,6 +44,7 @@ impl Default for AgentFile {
             recorder: RecorderFile::default(),
             disk_reserve: DiskReserveFile::default(),
             cloudwatch: CloudWatchFile::default(),
+            log_format: LogFormat::default(),
         }
     }
 }
@@ -49,6 +61,9 @@ pub struct MqttFile {
     pub broker_url: Option<String>,
     /// Local mode without `broker_url`: where the embedded broker listens.
     pub embedded_broker_listen: String,
+    /// IoT and Greengrass modes without `broker_url`: the IoT data endpoint's port, 8883 or 443
+    /// (for networks that only let HTTPS out; ALPN `x-amzn-mqtt-ca` is then offered).
+    pub iot_port: u16,
 }
 
 impl Default for MqttFile {
@@ -58,6 +73,7 @@ impl Default for MqttFile {
             thing_name: None,
             broker_url: None,
             embedded_broker_listen: "127.0.0.1:1883".into(),
+            iot_port: 8883,
         }
     }
 }
@@ -240,6 +256,12 @@ pub(super) fn parse(text: &str) -> Result<AgentFile, ParseError> {
                 "{:?} is not an address like 127.0.0.1:1883",
                 file.mqtt.embedded_broker_listen
             ),
+        });
+    }
+    if !matches!(file.mqtt.iot_port, 8883 | 443) {
+        errors.push(SettingError {
+            name: "mqtt.iot_port".into(),
+            message: format!("{} is not 8883 or 443", file.mqtt.iot_port),
         });
     }
     if errors.is_empty() {

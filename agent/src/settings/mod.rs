@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use file::{AgentFile, DiskReserveFile, MqttFile, RecorderFile};
+pub use file::{AgentFile, CloudWatchFile, DiskReserveFile, LogFormat, MqttFile, RecorderFile};
 
 /// The process environment, as a map so tests can supply their own.
 #[derive(Clone, Debug, Default)]
@@ -139,6 +139,8 @@ pub struct LogSettings {
     /// Rolled-over files kept (`AWS_KVS_EDGE_LOG_ROLLOVER_COUNT`).
     pub rollover_count: u32,
     pub output_directory: PathBuf,
+    /// The files' format (stderr stays text for journald).
+    pub format: LogFormat,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -316,6 +318,7 @@ pub fn load(env: &Env, config_file: Option<&Path>) -> Result<Settings, SettingsE
             max_file_size_mb,
             rollover_count,
             output_directory,
+            format: file.log_format,
         },
         recording_directory,
         file,
