@@ -203,69 +203,111 @@ async fn metrics_after_a_record_and_upload_cycle_and_no_secret_anywhere() {
     agent.wait_fragments("cam-1", 2, T).await;
 
     let cw = cloudwatch(&localstack.url()).await;
-    // Two more intervals after everything happened, then a clean stop (the last flush).
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let thing = [("ThingName", THING)];
+    let job =
+        |stream: &'static str, job: &'static str| vec![("StreamName", stream), ("JobType", job)];
+    // A sample taken after cam-bad failed: its unhealthy count reaches CloudWatch.
+    let deadline = Instant::now() + T;
+    while stat(
+        &cw,
+        "RecordJobs.UnhealthyJobCount",
+        &thing,
+        Statistic::Maximum,
+    )
+    .await
+        != Some(1.0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no sample counting cam-bad as unhealthy"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // A clean stop: the last events are flushed.
     let (status, _) = agent.stop();
     assert!(status.success());
 
-    let thing = [("ThingName", THING)];
-    let job = |stream: &'static str, job: &'static str| [("StreamName", stream), ("JobType", job)];
-    assert!(stat(&cw, "Alive", &thing, Statistic::Sum).await >= Some(2.0));
-    assert_eq!(
-        stat(
-            &cw,
+    let thing_dims = thing.to_vec();
+    let expected: Vec<(&str, Vec<(&str, &str)>, Statistic, Option<f64>)> = vec![
+        (
             "Running",
-            &job("cam-rtsp", "RecordJob"),
-            Statistic::Maximum
-        )
-        .await,
-        Some(1.0)
-    );
-    assert_eq!(
-        stat(
-            &cw,
+            job("cam-rtsp", "RecordJob"),
+            Statistic::Maximum,
+            Some(1.0),
+        ),
+        (
             "Running",
-            &job("cam-rtsp", "UploadJob"),
-            Statistic::Maximum
-        )
-        .await,
-        Some(1.0)
-    );
-    assert_eq!(
-        stat(
-            &cw,
+            job("cam-rtsp", "UploadJob"),
+            Statistic::Maximum,
+            Some(1.0),
+        ),
+        (
             "Running",
-            &job("cam-1", "RecordJob"),
-            Statistic::Maximum
-        )
-        .await,
-        Some(1.0)
-    );
-    assert_eq!(
-        stat(&cw, "Completed", &job("cam-1", "UploadJob"), Statistic::Sum).await,
-        Some(1.0),
-        "the run at start completed once"
-    );
-    assert_eq!(
-        stat(
-            &cw,
+            job("cam-1", "RecordJob"),
+            Statistic::Maximum,
+            Some(1.0),
+        ),
+        // The upload run at start completed once; the next is an hour later.
+        (
+            "Completed",
+            job("cam-1", "UploadJob"),
+            Statistic::Sum,
+            Some(1.0),
+        ),
+        (
             "FatalError",
-            &job("cam-bad", "RecordJob"),
-            Statistic::Sum
-        )
-        .await,
-        Some(1.0)
-    );
-    assert_eq!(
-        stat(
-            &cw,
+            job("cam-bad", "RecordJob"),
+            Statistic::Sum,
+            Some(1.0),
+        ),
+        (
             "FatalError",
-            &job("cam-rtsp", "RecordJob"),
+            job("cam-rtsp", "RecordJob"),
+            Statistic::Sum,
+            None,
+        ),
+            Statistic::Maximum,
+            None,
+        ),
+        (
+            "RecordJobs.EdgeConfigCount",
+            thing_dims.clone(),
+            Statistic::Maximum,
+            Some(3.0),
+        ),
+        (
+            "UploadJobs.EdgeConfigCount",
+            thing_dims.clone(),
+            Statistic::Maximum,
+            Some(3.0),
+        ),
+        (
+            "UploadJobs.UnhealthyJobCount",
+            thing_dims.clone(),
+            Statistic::Maximum,
+            Some(0.0),
+        ),
+    ];
+    for (name, dims, statistic, want) in expected {
+        let got = stat(&cw, name, &dims, statistic.clone()).await;
+        assert_eq!(got, want, "{name} {dims:?} {statistic:?}");
+    }
+    let at_least: [(&str, f64); 4] = [
+        ("Alive", 2.0),
+        // cam-bad may fail before the first sample that sees all three.
+        ("RecordJobs.HealthyJobCount", 2.0),
+        ("RecordJobs.RunningJobCount", 1.0),
+        ("UploadJobs.RunningJobCount", 1.0),
+    ];
+    for (name, min) in at_least {
+        let statistic = if name == "Alive" {
             Statistic::Sum
-        )
-        .await,
-        None
-    );
+        } else {
+            Statistic::Maximum
+        };
+        let got = stat(&cw, name, &thing, statistic).await;
+        assert!(got >= Some(min), "{name}: {got:?}");
+    }
     let used = stat(
         &cw,
         "PercentageSpaceUsed",
@@ -275,15 +317,6 @@ async fn metrics_after_a_record_and_upload_cycle_and_no_secret_anywhere() {
     .await
     .expect("PercentageSpaceUsed of the stream with a size limit");
     assert!(used > 0.0 && used < 1.0, "{used}");
-    let max = |name: &'static str| stat(&cw, name, &thing, Statistic::Maximum);
-    assert_eq!(max("RecordJobs.EdgeConfigCount").await, Some(3.0));
-    assert_eq!(max("UploadJobs.EdgeConfigCount").await, Some(3.0));
-    assert_eq!(max("RecordJobs.UnhealthyJobCount").await, Some(1.0));
-    // cam-bad may fail before the first sample that sees all three.
-    assert!(max("RecordJobs.HealthyJobCount").await >= Some(2.0));
-    assert!(max("RecordJobs.RunningJobCount").await >= Some(1.0));
-    assert!(max("UploadJobs.RunningJobCount").await >= Some(1.0));
-    assert_eq!(max("UploadJobs.UnhealthyJobCount").await, Some(0.0));
 
     // No secret anywhere: stderr, the rolling log files, MQTT, the metrics.
     let listed = cw

@@ -829,19 +829,24 @@ async fn ctl_refuses_malformed_input_before_connecting() {
     assert!(stderr(&out).contains("MQTT broker"), "{}", stderr(&out));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn iot_mode_mutual_tls() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some([ca, server_crt, server_key, client_crt, client_key]) = make_certs(dir.path()) else {
-        return;
-    };
+/// Mosquitto as the IoT Core stand-in: TLS with a test CA, client certificates required.
+/// Returns the broker and the CA, client certificate and key files.
+fn mtls_broker(dir: &std::path::Path) -> Option<(Mosquitto, [std::path::PathBuf; 3])> {
+    let [ca, server_crt, server_key, client_crt, client_key] = make_certs(dir)?;
     let conf = format!(
         "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\nuse_identity_as_username true\n",
         ca.display(),
         server_crt.display(),
         server_key.display()
     );
-    let Some(broker) = Mosquitto::start_with(dir.path(), &conf) else {
+    let broker = Mosquitto::start_with(dir, &conf)?;
+    Some((broker, [ca, client_crt, client_key]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iot_mode_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((broker, [ca, client_crt, client_key])) = mtls_broker(dir.path()) else {
         return;
     };
     let url = format!("mqtts://localhost:{}", broker.port);
@@ -974,16 +979,7 @@ async fn uploads_reach_kvs_and_reported_carries_both_job_statuses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn greengrass_mode_connects_with_the_nucleus_identity() {
     let dir = tempfile::tempdir().unwrap();
-    let Some([ca, server_crt, server_key, client_crt, client_key]) = make_certs(dir.path()) else {
-        return;
-    };
-    let conf = format!(
-        "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\nuse_identity_as_username true\n",
-        ca.display(),
-        server_crt.display(),
-        server_key.display()
-    );
-    let Some(broker) = Mosquitto::start_with(dir.path(), &conf) else {
+    let Some((broker, [ca, client_crt, client_key])) = mtls_broker(dir.path()) else {
         return;
     };
     let root = dir.path().join("greengrass");
