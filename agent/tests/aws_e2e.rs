@@ -266,9 +266,6 @@ async fn metrics_after_a_record_and_upload_cycle_and_no_secret_anywhere() {
             Statistic::Sum,
             None,
         ),
-            Statistic::Maximum,
-            None,
-        ),
         (
             "RecordJobs.EdgeConfigCount",
             thing_dims.clone(),
