@@ -27,6 +27,14 @@ const T: Duration = Duration::from_secs(60);
 const CAMERA_PASSWORD: &str = "Cam-Pa55word-9f3e";
 const SESSION_TOKEN: &str = "IQoJb3JpZ2luX2VjEXAMPLESESSIONTOKEN0123456789";
 
+/// A metric, its dimensions, a statistic and the value it must have (`None`: no datapoint).
+type Expected = (
+    &'static str,
+    Vec<(&'static str, &'static str)>,
+    Statistic,
+    Option<f64>,
+);
+
 async fn cloudwatch(url: &str) -> aws_sdk_cloudwatch::Client {
     let creds = aws_credential_types::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test");
     let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -228,7 +236,7 @@ async fn metrics_after_a_record_and_upload_cycle_and_no_secret_anywhere() {
     assert!(status.success());
 
     let thing_dims = thing.to_vec();
-    let expected: Vec<(&str, Vec<(&str, &str)>, Statistic, Option<f64>)> = vec![
+    let expected: Vec<Expected> = vec![
         (
             "Running",
             job("cam-rtsp", "RecordJob"),
