@@ -26,9 +26,9 @@ use crate::supervisor::Supervisor;
 /// Why the agent is not healthy (the watchdog ping is withheld).
 #[derive(Debug, thiserror::Error)]
 pub enum HealthError {
-    #[error("the supervisor did not answer within {0:?}")]
+    #[error("the supervisor did not answer within {0:.1?}")]
     SupervisorStuck(Duration),
-    #[error("the catalog did not answer within {0:?}")]
+    #[error("the catalog did not answer within {0:.1?}")]
     CatalogStuck(Duration),
     #[error("the catalog failed a trivial read: {0}")]
     Catalog(#[from] CatalogError),
@@ -170,7 +170,7 @@ const STATUS_PERIOD: Duration = Duration::from_secs(30);
 /// The agent as a systemd service, from READY=1 to STOPPING=1.
 pub struct Service {
     /// The [`monitor`] task, under systemd.
-    watchdog: Option<JoinHandle<()>>,
+    monitor: Option<JoinHandle<()>>,
 }
 
 impl Service {
@@ -182,27 +182,28 @@ impl Service {
         let line = format!("running: {streams} streams");
         send(&[NotifyState::Ready, NotifyState::Status(&line)]);
         if std::env::var_os("NOTIFY_SOCKET").is_none() {
-            return Service { watchdog: None };
+            return Service { monitor: None };
         }
-        let (period, ping) = match sd_notify::watchdog_enabled() {
-            Some(usec) => {
-                info!(period = ?usec / 2, "systemd watchdog: pinging while healthy");
-                (usec / 2, true)
+        // A zero interval would spin; systemd never sends one, a hand-made environment might.
+        let (period, ping) = match sd_notify::watchdog_enabled().filter(|d| !d.is_zero()) {
+            Some(interval) => {
+                info!(period = ?interval / 2, "systemd watchdog: pinging while healthy");
+                (interval / 2, true)
             }
             None => (STATUS_PERIOD, false),
         };
         let health = AgentHealth::new(supervisor.clone());
         let task = tokio::spawn(monitor(period, ping, streams, health, send));
         Service {
-            watchdog: Some(task),
+            monitor: Some(task),
         }
     }
 
     /// Stops the pings, then sends STOPPING=1 (none follows it).
     pub async fn stopping(self) {
-        if let Some(w) = self.watchdog {
-            w.abort();
-            let _ = w.await;
+        if let Some(task) = self.monitor {
+            task.abort();
+            let _ = task.await;
         }
         send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
     }
@@ -269,12 +270,12 @@ mod tests {
                 (at(10), "WATCHDOG=1".to_owned()),
                 (
                     at(20),
-                    "STATUS=unhealthy: the catalog did not answer within 9s; watchdog ping withheld"
+                    "STATUS=unhealthy: the catalog did not answer within 9.0s; watchdog ping withheld"
                         .to_owned()
                 ),
                 (
                     at(39),
-                    "STATUS=unhealthy: the supervisor did not answer within 0ns; watchdog ping withheld"
+                    "STATUS=unhealthy: the supervisor did not answer within 0.0ns; watchdog ping withheld"
                         .to_owned()
                 ),
                 (
@@ -307,7 +308,7 @@ mod tests {
                 (at(30), "STATUS=running: 2 streams".to_owned()),
                 (
                     at(90),
-                    "STATUS=unhealthy: the supervisor did not answer within 27s".to_owned()
+                    "STATUS=unhealthy: the supervisor did not answer within 27.0s".to_owned()
                 ),
                 (at(120), "STATUS=running: 2 streams".to_owned()),
             ]

@@ -69,10 +69,12 @@ mapfile -t env_pairs < <(sed -e ':a' -e '/\\$/N; s/\\\n//; ta' Dockerfile \
   | sed -n 's/^ENV //p' | tr -s ' ' '\n' | grep '=')
 vol="$work/volumes"
 run_env=(PATH=/usr/local/bin:/usr/bin:/bin)
+declare -A image_env
 for pair in "${env_pairs[@]}"; do
   name=${pair%%=*}
   value=${pair#*=}
   case "$value" in /*) value="$vol$value"; mkdir -p "$value" ;; esac
+  image_env[$name]=$value
   run_env+=("$name=$value")
 done
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -90,16 +92,25 @@ if [ "$image_bin" != /usr/local/bin/kvs-edge-agent ] || [ "$verb" != run ] || [ 
   fail "ENTRYPOINT is '$entrypoint'; binary $bin"
 else
   log="$work/agent.log"
-  coproc AGENT { exec "${as_user[@]}" env -i "${run_env[@]}" "$bin" "$verb" --config "$work/agent.yaml" 2>&1; }
-  agent_pid=$AGENT_PID
+  # Its output through a FIFO: read line by line until "ready", then drained in the background.
+  mkfifo "$work/agent.out"
+  "${as_user[@]}" env -i "${run_env[@]}" "$bin" "$verb" --config "$work/agent.yaml" \
+    >"$work/agent.out" 2>&1 &
+  agent_pid=$!
+  exec 3<"$work/agent.out"
   ready=no
-  while IFS= read -r -t 60 line <&"${AGENT[0]}"; do
+  while IFS= read -r -t 60 line <&3; do
     echo "$line" >>"$log"
-    case "$line" in *" ready"*) ready=yes; break ;; esac
+    case "$line" in *"::run: ready"*) ready=yes; break ;; esac
   done
   if [ "$ready" = yes ]; then
-    ok "ready as uid $(ps -o uid= -p "$agent_pid" | tr -d ' ')"
-    cat <&"${AGENT[0]}" >>"$log" &
+    running_as=$(ps -o uid= -p "$agent_pid" | tr -d ' ')
+    if [ "$(id -u)" != 0 ] || [ "$running_as" = "$uid" ]; then
+      ok "ready as uid $running_as"
+    else
+      fail "running as uid $running_as, not the image's USER $user"
+    fi
+    cat <&3 >>"$log" &
     kill -TERM "$agent_pid"
     code=0
     timeout 15 tail --pid="$agent_pid" -f /dev/null || code=$?
@@ -110,10 +121,11 @@ else
     else
       fail "SIGTERM: exit $rc (timeout: $code)"; cat "$log" >&2
     fi
-    db="${run_env[*]}"
-    db=${db#*AWS_KVS_EDGE_RECORDING_DIRECTORY=}
-    db=${db%% *}/kvs-edge-agent.db
+    exec 3<&-
+    db="${image_env[AWS_KVS_EDGE_RECORDING_DIRECTORY]:-?}/kvs-edge-agent.db"
     if [ -f "$db" ]; then ok "catalog on the recordings volume"; else fail "no catalog at $db"; fi
+    logfile="${image_env[AWS_KVS_EDGE_LOG_OUTPUT_DIRECTORY]:-?}/kvs-edge-agent.log"
+    if [ -s "$logfile" ]; then ok "log file on the log volume"; else fail "no log at $logfile"; fi
   else
     fail "the agent did not get ready"; cat "$log" >&2
   fi
