@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 use tracing::{error, info};
 
+const LISTEN_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Starts the broker on `listen` on its own threads. Fails when the address is taken (another
 /// broker already listening: configure `mqtt.broker_url` to use it).
 pub fn start(listen: SocketAddr) -> Result<(), String> {
@@ -56,6 +58,18 @@ pub fn start(listen: SocketAddr) -> Result<(), String> {
             }
         })
         .map_err(|e| format!("cannot start the embedded MQTT broker: {e}"))?;
+    // rumqttd binds on its own thread and says nothing when it has: wait for the port (it takes
+    // milliseconds), so the control plane's first connection does not fail and warn.
+    let deadline = std::time::Instant::now() + LISTEN_WITHIN;
+    while std::net::TcpStream::connect_timeout(&listen, LISTEN_WITHIN).is_err() {
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "the embedded MQTT broker did not listen on {listen} within {} s",
+                LISTEN_WITHIN.as_secs()
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     info!(%listen, "embedded MQTT broker listening");
     Ok(())
 }

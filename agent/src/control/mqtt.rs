@@ -146,6 +146,8 @@ async fn poll(
     let mut delay = BACKOFF_MIN;
     let mut up = false;
     let mut warned = false;
+    // After our own DISCONNECT the broker closes the socket: that is the end, not a loss.
+    let mut leaving = false;
     loop {
         let ev = tokio::select! {
             ev = eventloop.poll() => ev,
@@ -170,8 +172,13 @@ async fn poll(
             },
             Ok(Event::Outgoing(Outgoing::Disconnect)) => {
                 debug!("disconnect sent");
+                leaving = true;
             }
             Ok(_) => {}
+            Err(e) if leaving => {
+                debug!(error = %e, "disconnected");
+                return;
+            }
             Err(e) => {
                 if up {
                     warn!(error = %e, "MQTT connection lost; reconnecting");
