@@ -151,6 +151,45 @@ async fn uploads_every_fragment_once_byte_exact_and_playable() {
     }
 }
 
+/// Whoever waits on a run's progress (the supervisor, to wake the janitor for
+/// DeleteAfterUpload) hears of each PERSISTED ack, after the catalog has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persisted_acks_are_announced_after_the_catalog_has_them() {
+    let s = setup(&[]);
+    configure(&s.catalog, "cam-1");
+    record(
+        &s.catalog,
+        &s.recordings,
+        "cam-1",
+        an_hour_ago_ms(),
+        1,
+        3,
+        None,
+    );
+    let up = uploader(
+        Arc::clone(&s.catalog),
+        &s.recordings,
+        &s.emulator,
+        test_options(),
+    )
+    .await;
+    let h = up.start(
+        StreamTarget::Name("cam-1".into()),
+        RunMode::UntilEmpty,
+        None,
+    );
+    let progress = h.live_progress();
+    tokio::time::timeout(Duration::from_secs(60), progress.persisted())
+        .await
+        .expect("a PERSISTED ack is announced");
+    assert!(uploaded_count(&s.catalog, "cam-1") >= 1);
+    tokio::time::timeout(Duration::from_secs(120), h.wait())
+        .await
+        .expect("upload finishes")
+        .expect("upload succeeds");
+    assert_eq!(uploaded_count(&s.catalog, "cam-1"), 3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn codec_private_change_opens_a_new_request() {
     let s = setup(&[]);

@@ -487,7 +487,13 @@ impl Supervisor {
                 None => StreamTarget::Name(stream.to_owned()),
             };
             let (stop, rx) = watch::channel(false);
-            let task = tokio::spawn(uploader_job(self.0.clone(), target, config.clone(), rx));
+            let task = tokio::spawn(uploader_job(
+                self.0.clone(),
+                target,
+                config.clone(),
+                link.clone(),
+                rx,
+            ));
             JobHandle { stop, task }
         });
         StreamJobs {
@@ -1019,8 +1025,15 @@ async fn uploader_job(
     inner: Arc<Inner>,
     target: StreamTarget,
     config: EdgeConfig,
+    link: Arc<Link>,
     mut stop: watch::Receiver<bool>,
 ) {
+    // With DeleteAfterUpload, an uploaded fragment may free space at once: the janitor is woken
+    // then rather than at its next pass, so a recorder paused at DENY_NEW_MEDIA resumes as soon
+    // as the upload makes room.
+    let wake_janitor = config
+        .delete_after_upload()
+        .then(|| link.segment_closed.clone());
     let Some(up) = inner.uploader.clone() else {
         return;
     };
@@ -1047,6 +1060,7 @@ async fn uploader_job(
     let stream = target.key().to_owned();
     let end_run = |h: uploader::UploadHandle| finish_run(&inner, &stream, h);
     loop {
+        let progress = current.as_ref().map(uploader::UploadHandle::live_progress);
         // A run that ends by itself (backlog sent, fatal error) is noticed at once.
         let run_ended = async {
             match current.as_mut() {
@@ -1054,9 +1068,21 @@ async fn uploader_job(
                 None => std::future::pending().await,
             }
         };
+        let persisted = async {
+            match (&progress, &wake_janitor) {
+                (Some(p), Some(_)) => p.persisted().await,
+                _ => std::future::pending().await,
+            }
+        };
         let transition = tokio::select! {
             t = driver.next_transition() => Some(Some(t)),
             () = run_ended => None,
+            () = persisted => {
+                if let Some(w) = &wake_janitor {
+                    w.notify_one();
+                }
+                continue;
+            }
             r = stop.wait_for(|s| *s) => { drop(r); Some(None) }
         };
         let Some(transition) = transition else {

@@ -149,6 +149,8 @@ pub struct Progress {
     retries: AtomicU64,
     last_persisted_ms: AtomicI64,
     last_error: Mutex<Option<String>>,
+    /// Notified at every PERSISTED ack (what waits may delete the fragment now).
+    persisted: tokio::sync::Notify,
 }
 
 /// A copy of [`Progress`] at one instant.
@@ -170,6 +172,12 @@ impl Progress {
         self.bytes_uploaded.fetch_add(bytes, Ordering::Relaxed);
         self.last_persisted_ms
             .store(now.as_millisecond(), Ordering::Relaxed);
+        self.persisted.notify_one();
+    }
+
+    /// Waits for the next PERSISTED ack (or returns at once for one not yet waited for).
+    pub async fn persisted(&self) {
+        self.persisted.notified().await
     }
 
     fn add_failed(&self, error: &str) {
@@ -372,6 +380,10 @@ impl Uploader {
             if now.fragments_uploaded != reported.fragments_uploaded {
                 self.status(key, JobStatus::Success, None, now.last_persisted);
                 reported = now;
+                // A session that persisted fragments was no failure: a cut after it backs off
+                // from the minimum again (the failures in a row start again from zero).
+                failures = 0;
+                backoff.reset();
             }
             match end {
                 SessionEnd::Done | SessionEnd::Rotated | SessionEnd::FragmentFailed => {
@@ -633,6 +645,11 @@ impl UploadHandle {
 
     pub fn progress(&self) -> ProgressSnapshot {
         self.progress.snapshot()
+    }
+
+    /// The live progress, shared with the job (to wait on [`Progress::persisted`]).
+    pub fn live_progress(&self) -> Arc<Progress> {
+        Arc::clone(&self.progress)
     }
 
     pub fn is_finished(&self) -> bool {
