@@ -333,3 +333,99 @@ async fn a_full_disk_pauses_recording_and_says_so() {
     );
     f.sup.shutdown(Duration::from_secs(5)).await;
 }
+
+/// Wall time that moves with tokio's (paused, auto-advancing) clock, so schedules run in
+/// simulated time.
+struct TokioClock {
+    base: Timestamp,
+    start: tokio::time::Instant,
+}
+
+impl crate::clock::Clock for TokioClock {
+    fn now(&self) -> Timestamp {
+        let d = jiff::SignedDuration::try_from(self.start.elapsed()).unwrap();
+        self.base.checked_add(d).unwrap()
+    }
+
+    fn monotonic(&self) -> Duration {
+        self.start.elapsed()
+    }
+}
+
+/// A recording window that closes completes the record job once (the Completed metric); the
+/// job is then scheduled, not running, and counted healthy.
+#[tokio::test(start_paused = true)]
+async fn a_closing_recording_window_completes_the_record_job_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Arc::new(Catalog::open(&dir.path().join("c.db")).unwrap());
+    let (tx, _events) = mpsc::unbounded_channel();
+    let clip = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../samples/sample-h264-640x360-gop1s.h264"
+    );
+    let secrets = MapSecrets([(secret("w"), clip.to_owned())].into_iter().collect());
+    let start: Timestamp = "2026-11-25T10:00:30Z".parse().unwrap();
+    let sup = Supervisor::new(
+        catalog,
+        Arc::new(TokioClock {
+            base: start,
+            start: tokio::time::Instant::now(),
+        }),
+        SupervisorConfig {
+            recording_dir: dir.path().to_owned(),
+            max_streams: 16,
+            fragmenter: FragmenterConfig::default(),
+            rtsp: RtspOptions::default(),
+            time_zone: jiff::tz::TimeZone::UTC,
+            disk_reserve: crate::janitor::policy::DiskReserve {
+                min_free_bytes: 0,
+                min_free_percent: 0,
+            },
+        },
+        Arc::new(secrets),
+        None,
+        tx,
+    );
+    // Every hour from hh:00:00 for 60 s: the window open at 10:00:30 closes at 10:01:00.
+    let request = parse_start_request(&format!(
+        r#"{{"StreamName":"w","EdgeConfig":{{"HubDeviceArn":"arn:aws:iot:us-east-1:123456789012:thing/hub","RecorderConfig":{{"MediaSourceConfig":{{"MediaUriSecretArn":"{}","MediaUriType":"FILE_URI"}},"ScheduleConfig":{{"ScheduleExpression":"0 0 * * * ?","DurationInSeconds":60}}}}}}}}"#,
+        secret("w")
+    ))
+    .unwrap();
+    assert_eq!(
+        sup.apply("hub", request, true).await,
+        Some(SyncStatus::InSync)
+    );
+    // The recorder job starts inside the window (simulated time: it waits on nothing real).
+    let mut waited = 0;
+    while !sup.health().jobs[0].running() {
+        waited += 1;
+        assert!(waited < 100, "{:?}", sup.health());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut completed = Vec::new();
+    for _ in 0..120 {
+        completed.extend(
+            sup.take_events()
+                .into_iter()
+                .filter(|e| e.kind == JobKind::Record),
+        );
+        if !completed.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(completed.len(), 1, "{completed:?}");
+    assert_eq!(completed[0].what, Occurrence::Completed);
+    let end: Timestamp = "2026-11-25T10:01:00Z".parse().unwrap();
+    assert!(completed[0].at >= end, "{:?}", completed[0].at);
+    let after = sup.health();
+    assert!(
+        !after.jobs[0].running() && after.jobs[0].healthy(),
+        "{after:?}"
+    );
+    // Nothing more within the next half hour.
+    tokio::time::sleep(Duration::from_secs(1800)).await;
+    assert!(sup.take_events().is_empty());
+    sup.shutdown(Duration::from_secs(5)).await;
+}
