@@ -120,7 +120,11 @@ fn wait_recovered(agent: &mut Daemon) -> Result<(), String> {
         agent.log().contains("source connected")
     })
     .map_err(|e| format!("{e}\n{}", agent.log_tail()))?;
-    ensure!(!exited, "the agent exited at startup:\n{}", agent.log_tail());
+    ensure!(
+        !exited,
+        "the agent exited at startup:\n{}",
+        agent.log_tail()
+    );
     Ok(())
 }
 
@@ -133,10 +137,16 @@ fn audit_frozen(agent: &Daemon, repaired: &Snapshot) -> Result<Snapshot, String>
     let check = agent.check(false);
     agent.thaw();
     let mut bad = check.unexpected(&snap);
-    bad.extend(check.problems.iter().filter(|p| {
-        p.split_once(": ")
-            .is_some_and(|(path, _)| repaired.segments.contains_key(path))
-    }).cloned());
+    bad.extend(
+        check
+            .problems
+            .iter()
+            .filter(|p| {
+                p.split_once(": ")
+                    .is_some_and(|(path, _)| repaired.segments.contains_key(path))
+            })
+            .cloned(),
+    );
     ensure!(
         bad.is_empty(),
         "check after recovery: {bad:?}\n{}",
@@ -221,14 +231,14 @@ fn verify_emulator(
 
 fn note_acked(acked: &mut BTreeMap<i64, String>, snap: &Snapshot) -> Result<(), String> {
     for f in snap.frags.values() {
-        if let (Some(n), "UPLOADED") = (&f.fragment_number, f.upload_state.as_str()) {
-            if let Some(prev) = acked.insert(f.timecode_ms, n.clone()) {
-                ensure!(
-                    prev == *n,
-                    "{}: acknowledged as {prev}, then as {n}",
-                    f.timecode_ms
-                );
-            }
+        if let (Some(n), "UPLOADED") = (&f.fragment_number, f.upload_state.as_str())
+            && let Some(prev) = acked.insert(f.timecode_ms, n.clone())
+        {
+            ensure!(
+                prev == *n,
+                "{}: acknowledged as {prev}, then as {n}",
+                f.timecode_ms
+            );
         }
     }
     Ok(())
@@ -244,7 +254,10 @@ enum Phase {
 // --- 1. kill -9 -----------------------------------------------------------------------------------
 
 fn kill9(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
-    let kills = if long_mode() { 150 } else { 51 };
+    let kills = std::env::var("RELIABILITY_KILLS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(if long_mode() { 150 } else { 51 });
     let dir = base.join("kill9");
     let camera = RtspServer::start(&["--source", "live"]);
     let emulator = Emulator::start(&dir.join("kvs"), &[]);
@@ -266,26 +279,43 @@ fn kill9(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
     let mut phase_kills: BTreeMap<&str, usize> = BTreeMap::new();
     let (mut torn, mut mid_delete, mut sampled, mut cli_repairs) = (0, 0, 0, 0);
     let mut gone: BTreeMap<String, usize> = BTreeMap::new();
+    // Timecodes of the fragments the janitor deleted: DeleteAfterUpload is the only policy that
+    // can fire here (64 MB and an hour are out of reach), so each must have reached the cloud.
+    let mut deleted: BTreeSet<i64> = BTreeSet::new();
     let mut seen: BTreeSet<(String, u64)> = BTreeSet::new();
     let phases = [Phase::Recording, Phase::Uploading, Phase::Deleting];
     for k in 0..=kills {
+        let phase = phases[k % phases.len()];
+        // Deleting: the target is the janitor's first pass, which runs at startup beside
+        // recovery and deletes what was uploaded before the last kill; so no audit first (the
+        // state this run leaves is compared with the last one after the kill, and audited at
+        // the next restart).
+        let startup_kill = phase == Phase::Deleting && k < kills;
+        let t_start = Instant::now();
         agent.start();
-        wait_recovered(&mut agent)?;
-        let start = audit_frozen(&agent, &before)?;
-        match compare(&before, &start) {
-            Ok(g) => {
-                for r in g {
-                    *gone.entry(format!("{r:?}")).or_default() += 1;
-                }
-            }
-            Err(lost) => return Err(format!("kill {k}: fragments lost: {lost:#?}")),
-        }
-        note_acked(&mut acked, &start)?;
+        let start = if startup_kill {
+            before.clone()
+        } else {
+            wait_recovered(&mut agent)?;
+            let start = audit_frozen(&agent, &before)?;
+            tally(
+                &mut gone,
+                &mut deleted,
+                compare(&before, &start)
+                    .map_err(|lost| format!("kill {k}: fragments lost: {lost:#?}"))?,
+            );
+            note_acked(&mut acked, &start)?;
+            start
+        };
+        let t_recovered = t_start.elapsed();
         if k == kills {
             break;
         }
-        let phase = phases[k % phases.len()];
-        let deleted_before = agent.log().matches(" deleted ").count();
+        let deleted_before = if startup_kill {
+            0
+        } else {
+            agent.log().matches(" deleted ").count()
+        };
         let what = format!("kill {k}: the agent {phase:?}");
         let mut exited = false;
         poll_until(&what, EVENT, || {
@@ -298,34 +328,63 @@ fn kill9(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
                     let s = snapshot(&agent.catalog(), STREAM);
                     s.frags.keys().any(|key| !start.frags.contains_key(key))
                 }
+                // A fragment uploaded since the restart, and none pending (so that the segment
+                // recovery closes at the next restart is all uploaded, and the janitor's first
+                // pass deletes it: the next cycle's target).
                 Phase::Uploading => {
                     let s = snapshot(&agent.catalog(), STREAM);
-                    s.frags.iter().any(|(key, f)| {
+                    let fresh = s.frags.iter().any(|(key, f)| {
                         f.upload_state == "UPLOADED"
                             && start
                                 .frags
                                 .get(key)
                                 .is_none_or(|g| g.upload_state != "UPLOADED")
-                    })
+                    });
+                    fresh && s.frags.values().all(|f| f.upload_state != "PENDING")
                 }
                 Phase::Deleting => agent.log().matches(" deleted ").count() > deleted_before,
             }
         })
         .map_err(|e| format!("{e}\n{}", agent.log_tail()))?;
         ensure!(!exited, "{what}: the agent exited:\n{}", agent.log_tail());
+        let t_event = t_start.elapsed();
         // The random instant: within a fragment's time while recording or uploading, within a
         // janitor pass's time while deleting.
         let delay = match phase {
-            Phase::Recording => rng.millis(0, 1500),
-            Phase::Uploading => rng.millis(0, 1000),
+            // Half the time anywhere in the next fragment's time; half the time around its
+            // write and commit, the instant that leaves an unindexed tail.
+            Phase::Recording if rng.range(0, 2) == 0 => rng.millis(0, 1500),
+            Phase::Recording => {
+                let s = snapshot(&agent.catalog(), STREAM);
+                let last = s.frags.values().max_by_key(|f| f.timecode_ms);
+                let dur = last.map_or(1000, |f| f.duration_ms.max(0) as u64);
+                let since = (now_ms() - last.map_or(now_ms(), |f| f.timecode_ms + f.duration_ms))
+                    .max(0) as u64;
+                Duration::from_millis((dur + rng.range(0, 60)).saturating_sub(since + 30))
+            }
+            Phase::Uploading => rng.millis(0, 500),
             Phase::Deleting => rng.millis(0, 40),
         };
         std::thread::sleep(delay);
         agent.kill9()?;
+        eprintln!(
+            "reliability: kill {k} {phase:?}: recovered at {} ms, event at {} ms, killed {} ms later",
+            t_recovered.as_millis(),
+            t_event.as_millis(),
+            delay.as_millis()
+        );
         *phase_kills.entry(phase_name(phase)).or_default() += 1;
 
         // The crash state: only the residue a crash may leave, on the newest segment.
-        before = snapshot(&agent.catalog(), STREAM);
+        let previous = std::mem::replace(&mut before, snapshot(&agent.catalog(), STREAM));
+        if startup_kill {
+            tally(
+                &mut gone,
+                &mut deleted,
+                compare(&previous, &before)
+                    .map_err(|lost| format!("kill {k}: fragments lost: {lost:#?}"))?,
+            );
+        }
         seen.extend(before.frags.keys().cloned());
         note_acked(&mut acked, &before)?;
         let check = agent.check(false);
@@ -341,9 +400,6 @@ fn kill9(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
         if before.segments.values().any(|s| s.state == "DELETING") {
             mid_delete += 1;
         }
-        if k % 5 == 4 && sample_segment(rng, &agent.rec, &before)? {
-            sampled += 1;
-        }
         // Every fourth time `check --repair` (the startup recovery, from the command line)
         // repairs before the restart; otherwise the restarted agent's own recovery does.
         if k % 4 == 3 {
@@ -356,12 +412,16 @@ fn kill9(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
             let after = snapshot(&agent.catalog(), STREAM);
             match compare(&before, &after) {
                 Ok(g) => ensure!(
-                    g.iter().all(|r| *r == Gone::FinishedDeletion),
+                    g.iter().all(|(r, _)| *r == Gone::FinishedDeletion),
                     "kill {k}: check --repair deleted media: {g:?}"
                 ),
                 Err(lost) => return Err(format!("kill {k}: check --repair lost: {lost:#?}")),
             }
             cli_repairs += 1;
+            // A repaired store has every segment closed: a sample of them must play.
+            if sample_segment(rng, &agent.rec, &after)? {
+                sampled += 1;
+            }
         }
     }
     // The backlog recorded before the last restart is uploaded (then deleted after upload).
@@ -372,20 +432,38 @@ fn kill9(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
         .filter(|(_, f)| f.upload_state != "UPLOADED")
         .map(|(k, _)| k.clone())
         .collect();
-    poll_until("the backlog to be uploaded", Duration::from_secs(90), || {
-        let s = snapshot(&agent.catalog(), STREAM);
-        pending
-            .iter()
-            .all(|k| s.frags.get(k).is_none_or(|f| f.upload_state == "UPLOADED"))
-    })
+    poll_until(
+        "the backlog to be uploaded",
+        Duration::from_secs(90),
+        || {
+            let s = snapshot(&agent.catalog(), STREAM);
+            s.frags.values().any(|f| f.upload_state == "FAILED")
+                || pending
+                    .iter()
+                    .all(|k| s.frags.get(k).is_none_or(|f| f.upload_state == "UPLOADED"))
+        },
+    )
     .map_err(|e| format!("{e}\n{}", agent.log_tail()))?;
+    // Nothing here is refused by the cloud: a fragment marked failed is one never uploaded.
+    let failed: Vec<Frag> = snapshot(&agent.catalog(), STREAM)
+        .frags
+        .into_values()
+        .filter(|f| f.upload_state == "FAILED")
+        .collect();
+    ensure!(
+        failed.is_empty(),
+        "fragments marked failed: {failed:#?}\n{}",
+        agent.log_tail()
+    );
     let status = agent.stop()?;
     ensure!(status.success(), "agent exit after SIGTERM: {status:?}");
     let end = snapshot(&agent.catalog(), STREAM);
     note_acked(&mut acked, &end)?;
-    if let Err(lost) = compare(&last, &end) {
-        return Err(format!("after the last run: {lost:#?}"));
-    }
+    tally(
+        &mut gone,
+        &mut deleted,
+        compare(&last, &end).map_err(|lost| format!("after the last run: {lost:#?}"))?,
+    );
     let check = agent.check(false);
     ensure!(
         check.ok && check.agree && check.problems.is_empty(),
@@ -399,12 +477,26 @@ fn kill9(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
     }
     let index = rt.block_on(emulator.index(STREAM));
     let (copies, dups) = verify_emulator(&index, &acked)?;
+    let persisted: BTreeSet<i64> = index["fragments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["timecode"].as_i64().unwrap())
+        .collect();
+    let unsent: Vec<&i64> = deleted.difference(&persisted).collect();
+    ensure!(
+        unsent.is_empty(),
+        "deleted without having been uploaded (lost): {unsent:?}"
+    );
     ensure!(
         dups <= 2 * kills + 2,
         "{dups} duplicate fragments for {kills} kills: resends beyond the fragments in flight"
     );
     drop(camera);
-    let phases: Vec<String> = phase_kills.iter().map(|(p, n)| format!("{n} {p}")).collect();
+    let phases: Vec<String> = phase_kills
+        .iter()
+        .map(|(p, n)| format!("{n} {p}"))
+        .collect();
     let gone: Vec<String> = gone.iter().map(|(r, n)| format!("{n} {r}")).collect();
     Ok(Row {
         scenario: "kill -9 (record/upload/delete)".into(),
@@ -412,14 +504,32 @@ fn kill9(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
         recovered: format!(
             "{kills}/{kills}: {} fragments committed, {} torn tails, {mid_delete} mid-deletion, \
              {cli_repairs} check --repair, {sampled} segments probed, {copies} uploaded \
-             ({dups} resent after a kill), deleted by policy: {}",
+             ({dups} resent after a kill), {} deleted by the janitor, each found in the \
+             emulator ({})",
             seen.len(),
             torn,
-            if gone.is_empty() { "none".into() } else { gone.join(", ") }
+            deleted.len(),
+            if gone.is_empty() {
+                "none".into()
+            } else {
+                gone.join(", ")
+            }
         ),
         lost: "0".into(),
         result: "ok".into(),
     })
+}
+
+/// Counts the policy deletions by reason and remembers the timecodes deleted.
+fn tally(
+    gone: &mut BTreeMap<String, usize>,
+    deleted: &mut BTreeSet<i64>,
+    reasons: Vec<(Gone, i64)>,
+) {
+    for (r, tc) in reasons {
+        *gone.entry(format!("{r:?}")).or_default() += 1;
+        deleted.insert(tc);
+    }
 }
 
 fn phase_name(p: Phase) -> &'static str {
@@ -442,8 +552,10 @@ fn camera_flapping(rng: &mut Rng, base: &Path) -> Outcome {
     let mut agent = Daemon::new(&dir, &settings(&secrets, None, ""), &args, &[]);
     agent.start();
     let db = agent.catalog();
-    poll_until("recording", EVENT, || snapshot(&db, STREAM).committed() >= 2)
-        .map_err(|e| format!("{e}\n{}", agent.log_tail()))?;
+    poll_until("recording", EVENT, || {
+        snapshot(&db, STREAM).committed() >= 2
+    })
+    .map_err(|e| format!("{e}\n{}", agent.log_tail()))?;
     let first = snapshot(&db, STREAM);
     let mut recovery = Vec::new();
     for i in 0..flaps {
@@ -458,7 +570,11 @@ fn camera_flapping(rng: &mut Rng, base: &Path) -> Outcome {
         }
         let down = rng.millis(300, 3000);
         std::thread::sleep(down);
-        ensure!(agent.is_running(), "flap {i}: the agent exited:\n{}", agent.log_tail());
+        ensure!(
+            agent.is_running(),
+            "flap {i}: the agent exited:\n{}",
+            agent.log_tail()
+        );
         let back = now_ms();
         camera = Some(RtspServer::start(&["--source", "live", "--port", &port]));
         let t0 = Instant::now();
@@ -470,7 +586,11 @@ fn camera_flapping(rng: &mut Rng, base: &Path) -> Outcome {
         })
         .map_err(|e| format!("{e}\n{}", agent.log_tail()))?;
         recovery.push(t0.elapsed());
-        ensure!(agent.is_running(), "flap {i}: the agent exited:\n{}", agent.log_tail());
+        ensure!(
+            agent.is_running(),
+            "flap {i}: the agent exited:\n{}",
+            agent.log_tail()
+        );
     }
     let status = agent.stop()?;
     ensure!(status.success(), "agent exit after SIGTERM: {status:?}");
@@ -517,8 +637,10 @@ fn broker_outages(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
     let mut agent = Daemon::new(&dir, &settings(&secrets, Some(&url), ""), &args, &[]);
     agent.start();
     let db = agent.catalog();
-    poll_until("recording", EVENT, || snapshot(&db, STREAM).committed() >= 1)
-        .map_err(|e| format!("{e}\n{}", agent.log_tail()))?;
+    poll_until("recording", EVENT, || {
+        snapshot(&db, STREAM).committed() >= 1
+    })
+    .map_err(|e| format!("{e}\n{}", agent.log_tail()))?;
     let agent_topic = format!("kvs-edge/{THING}/agent");
     let online = |m: &control_support::Msg| {
         m.topic == agent_topic && !m.retain && m.payload.starts_with(br#"{"Status":"online""#)
@@ -536,12 +658,18 @@ fn broker_outages(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
         broker.stop();
         let n = snapshot(&db, STREAM).committed();
         // Recording goes on without the broker.
-        poll_until(&format!("outage {i}: recording without the broker"), EVENT, || {
-            snapshot(&db, STREAM).committed() > n
-        })
+        poll_until(
+            &format!("outage {i}: recording without the broker"),
+            EVENT,
+            || snapshot(&db, STREAM).committed() > n,
+        )
         .map_err(|e| format!("{e}\n{}", agent.log_tail()))?;
         std::thread::sleep(rng.millis(0, 2500));
-        ensure!(agent.is_running(), "outage {i}: the agent exited:\n{}", agent.log_tail());
+        ensure!(
+            agent.is_running(),
+            "outage {i}: the agent exited:\n{}",
+            agent.log_tail()
+        );
         broker.restart();
         let w = rt.block_on(Watcher::start(broker.port));
         let t = Instant::now();
@@ -571,16 +699,22 @@ fn broker_outages(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
             let sessions = agent.log().matches("source connected").count();
             let out = rt.block_on(ctl(
                 &url,
-                &["start-edge-configuration-update", "--cli-input-json", &req_file],
+                &[
+                    "start-edge-configuration-update",
+                    "--cli-input-json",
+                    &req_file,
+                ],
             ));
             ensure!(
                 out.status.success() && stdout_json(&out)["SyncStatus"] == "IN_SYNC",
                 "outage {i}: start-edge-configuration-update: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            poll_until("the resent configuration to restart the recorder", EVENT, || {
-                agent.log().matches("source connected").count() > sessions
-            })
+            poll_until(
+                "the resent configuration to restart the recorder",
+                EVENT,
+                || agent.log().matches("source connected").count() > sessions,
+            )
             .map_err(|e| format!("{e}\n{}", agent.log_tail()))?;
             reapplied += 1;
         }
@@ -653,13 +787,22 @@ fn proxy_faults(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
         let j = rng.range(0, i as u64 + 1) as usize;
         plan.swap(i, j);
     }
+    // After a cut, the next fault waits for the agent's next PutMedia connection.
+    let mut need_conns = 1;
+    let mut slowest_after_progress = Duration::ZERO;
+    let mut uploaded_at_open = 0;
     for (i, kind) in plan.iter().enumerate() {
         // Mid-body: a PutMedia request open with a random part of its body forwarded.
-        let threshold = rng.range(1, 30_000);
-        poll_until(&format!("fault {i}: a PutMedia body under way"), EVENT, || {
-            st.putmedia_open.load(Ordering::SeqCst) > 0
-                && st.putmedia_body_now.load(Ordering::SeqCst) >= threshold
-        })
+        let threshold = rng.range(1, 40_000);
+        poll_until(
+            &format!("fault {i}: a PutMedia body under way"),
+            EVENT,
+            || {
+                st.putmedia_conns.load(Ordering::SeqCst) >= need_conns
+                    && st.putmedia_open.load(Ordering::SeqCst) > 0
+                    && st.putmedia_body_now.load(Ordering::SeqCst) >= threshold
+            },
+        )
         .map_err(|e| format!("{e}\n{}", agent.log_tail()))?;
         match *kind {
             "cut" => proxy.cut(),
@@ -681,8 +824,41 @@ fn proxy_faults(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
                 proxy.resume();
             }
         }
+        if kind.contains("cut") {
+            need_conns = st.putmedia_conns.load(Ordering::SeqCst) + 1;
+            // A connection that made progress is no failure in a row: the agent comes back
+            // after its minimum backoff (1 s), not after a delay grown by earlier cuts.
+            let t = Instant::now();
+            poll_until(
+                &format!("fault {i}: a new PutMedia connection"),
+                EVENT,
+                || st.putmedia_conns.load(Ordering::SeqCst) >= need_conns,
+            )
+            .map_err(|e| format!("{e}\n{}", agent.log_tail()))?;
+            // Whether the cut connection persisted fragments (none can be acknowledged between
+            // the cut and the next connection).
+            let uploaded = snapshot(&db, STREAM).uploaded();
+            let progressed = uploaded > uploaded_at_open;
+            uploaded_at_open = uploaded;
+            eprintln!(
+                "reliability: fault {i} {kind}: reconnected in {:.1} s (progress before: {progressed})",
+                t.elapsed().as_secs_f64()
+            );
+            if progressed {
+                let took = t.elapsed();
+                ensure!(
+                    took < Duration::from_secs(10),
+                    "fault {i}: {took:?} to reconnect after a cut that followed progress"
+                );
+                slowest_after_progress = slowest_after_progress.max(took);
+            }
+        }
         snaps.push(snapshot(&db, STREAM));
-        ensure!(agent.is_running(), "fault {i}: the agent exited:\n{}", agent.log_tail());
+        ensure!(
+            agent.is_running(),
+            "fault {i}: the agent exited:\n{}",
+            agent.log_tail()
+        );
     }
     ensure!(
         st.rewrites.load(Ordering::SeqCst) > 0 && st.putmedia_conns.load(Ordering::SeqCst) > 0,
@@ -691,14 +867,18 @@ fn proxy_faults(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
     // Everything recorded up to the end of the faults is acknowledged in the end.
     let cutoff = now_ms();
     let t = Instant::now();
-    poll_until("every fragment acknowledged", Duration::from_secs(90), || {
-        let s = snapshot(&db, STREAM);
-        s.frags.values().any(|f| f.timecode_ms >= cutoff)
-            && s.frags
-                .values()
-                .filter(|f| f.timecode_ms < cutoff)
-                .all(|f| f.upload_state == "UPLOADED")
-    })
+    poll_until(
+        "every fragment acknowledged",
+        Duration::from_secs(90),
+        || {
+            let s = snapshot(&db, STREAM);
+            s.frags.values().any(|f| f.timecode_ms >= cutoff)
+                && s.frags
+                    .values()
+                    .filter(|f| f.timecode_ms < cutoff)
+                    .all(|f| f.upload_state == "UPLOADED")
+        },
+    )
     .map_err(|e| format!("{e}\n{}", agent.log_tail()))?;
     let drained = t.elapsed();
     let status = agent.stop()?;
@@ -762,15 +942,20 @@ fn proxy_faults(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
         faults: format!(
             "{} faults: {cuts} cuts, {stalls} stalls, {stalls} stall+cut{} ({cut} connections cut mid-body)",
             plan.len(),
-            if long_mode() { ", 1 silent 35 s stall" } else { "" }
+            if long_mode() {
+                ", 1 silent 35 s stall"
+            } else {
+                ""
+            }
         ),
         recovered: format!(
-            "{}/{}: {} fragments all acknowledged {:.1} s after the last fault, {copies} persisted ({dups} resent), {} PutMedia connections",
+            "{}/{}: {} fragments all acknowledged {:.1} s after the last fault, {copies} persisted ({dups} resent), {} PutMedia connections, reconnect after a cut <= {:.1} s",
             plan.len(),
             plan.len(),
             uploaded.len(),
             drained.as_secs_f64(),
-            st.putmedia_conns.load(Ordering::SeqCst)
+            st.putmedia_conns.load(Ordering::SeqCst),
+            slowest_after_progress.as_secs_f64()
         ),
         lost: unacked.to_string(),
         result: "ok".into(),
@@ -795,7 +980,10 @@ impl Tmpfs {
         }
         let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
         if std::env::var_os("CI").is_none() {
-            eprintln!("NOTICE: cannot mount a tmpfs here ({}); skipping", err.trim());
+            eprintln!(
+                "NOTICE: cannot mount a tmpfs here ({}); skipping",
+                err.trim()
+            );
             return Ok(None);
         }
         Err(format!("mount -t tmpfs {}: {err}", path.display()))
@@ -814,8 +1002,10 @@ impl Drop for Tmpfs {
     }
 }
 
-fn enospc(rng: &mut Rng, base: &Path) -> Outcome {
-    let dir = base.join("enospc");
+/// `same_fs`: the catalog on the full file system too (the default layout, where the state
+/// directory is the recording directory), else on a file system of its own.
+fn enospc(rng: &mut Rng, base: &Path, same_fs: bool) -> Outcome {
+    let dir = base.join(if same_fs { "enospc-same" } else { "enospc" });
     let rec = dir.join("rec");
     let Some(_tmpfs) = Tmpfs::mount(&rec, "16m")? else {
         return Ok(skipped("ENOSPC", "tmpfs not mountable here"));
@@ -824,9 +1014,20 @@ fn enospc(rng: &mut Rng, base: &Path) -> Outcome {
     // The sample clip at 20 times its rate: about 700 KB of media a second.
     let uri = format!("file://{}?fps=500", sample_clip().display());
     let (secrets, args) = setup(&dir, &uri, &request("FILE_URI", ""));
-    let yaml = settings(&secrets, None, &format!("state_directory: {}\n", state.display()));
+    let yaml = settings(
+        &secrets,
+        None,
+        &format!("state_directory: {}\n", state.display()),
+    );
+    let yaml = if same_fs {
+        settings(&secrets, None, "")
+    } else {
+        yaml
+    };
     let mut agent = Daemon::new(&dir, &yaml, &args, &[]);
-    agent.db = Some(state.join(kvs_edge_agent::catalog::FILE_NAME));
+    if !same_fs {
+        agent.db = Some(state.join(kvs_edge_agent::catalog::FILE_NAME));
+    }
     // Another program takes all but ~3 MB.
     let (free, _) = kvs_edge_agent::janitor::disk_space(&rec).unwrap();
     let ballast = rec.join("ballast");
@@ -840,9 +1041,16 @@ fn enospc(rng: &mut Rng, base: &Path) -> Outcome {
     };
     poll_until("a write failing with ENOSPC", EVENT, || full(&agent))
         .map_err(|e| format!("{e}\n{}", agent.log_tail()))?;
-    ensure!(agent.is_running(), "the agent exited on ENOSPC:\n{}", agent.log_tail());
+    ensure!(
+        agent.is_running(),
+        "the agent exited on ENOSPC:\n{}",
+        agent.log_tail()
+    );
     let at_full = audit_frozen(&agent, &Snapshot::default())?;
-    ensure!(at_full.committed() >= 1, "nothing recorded before the disk filled");
+    ensure!(
+        at_full.committed() >= 1,
+        "nothing recorded before the disk filled"
+    );
     // While the disk stays full nothing more is committed beyond what fits in the last bytes.
     std::thread::sleep(rng.millis(1000, 3000));
     let still = snapshot(&db, STREAM);
@@ -857,17 +1065,25 @@ fn enospc(rng: &mut Rng, base: &Path) -> Outcome {
         grown <= 3 << 20,
         "{grown} bytes committed on a full disk ({free_now} free)"
     );
-    ensure!(agent.is_running(), "the agent exited on ENOSPC:\n{}", agent.log_tail());
+    ensure!(
+        agent.is_running(),
+        "the agent exited on ENOSPC:\n{}",
+        agent.log_tail()
+    );
     // Space returns: recording resumes on its own.
     std::fs::remove_file(&ballast).unwrap();
     let back = now_ms();
     let t = Instant::now();
-    poll_until("a fragment recorded after the space returned", EVENT, || {
-        snapshot(&db, STREAM)
-            .frags
-            .values()
-            .any(|f| f.timecode_ms > back)
-    })
+    poll_until(
+        "a fragment recorded after the space returned",
+        EVENT,
+        || {
+            snapshot(&db, STREAM)
+                .frags
+                .values()
+                .any(|f| f.timecode_ms > back)
+        },
+    )
     .map_err(|e| format!("{e}\n{}", agent.log_tail()))?;
     let resumed = t.elapsed();
     poll_until("recorder status SUCCESS again", EVENT, || {
@@ -894,8 +1110,12 @@ fn enospc(rng: &mut Rng, base: &Path) -> Outcome {
         }
     }
     Ok(Row {
-        scenario: "ENOSPC (16 MB tmpfs)".into(),
-        faults: "disk filled while recording".into(),
+        scenario: if same_fs {
+            "ENOSPC, catalog on the full disk".into()
+        } else {
+            "ENOSPC, catalog elsewhere".into()
+        },
+        faults: "16 MB tmpfs filled while recording, then freed".into(),
         recovered: format!(
             "recording resumed {:.1} s after space returned; {} fragments, {probed} segments probed, check agrees",
             resumed.as_secs_f64(),
@@ -924,23 +1144,43 @@ fn reliability_suite() {
     let rt = runtime();
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path();
+    if std::env::var_os("RELIABILITY_KEEP").is_some() {
+        println!("reliability: keeping {}", base.display());
+    }
     let mut rng = Rng::new(seed);
     let mut rows = Vec::new();
     let mut failures = Vec::new();
     type Scenario<'a> = (&'a str, Box<dyn FnMut(&mut Rng) -> Outcome + 'a>);
     let scenarios: Vec<Scenario> = vec![
         ("kill -9", Box::new(|rng| kill9(&rt, rng, base))),
-        ("camera flapping", Box::new(|rng| camera_flapping(rng, base))),
-        ("broker outages", Box::new(|rng| broker_outages(&rt, rng, base))),
-        ("upload cut/stalled", Box::new(|rng| proxy_faults(&rt, rng, base))),
-        ("ENOSPC", Box::new(|rng| enospc(rng, base))),
+        (
+            "camera flapping",
+            Box::new(|rng| camera_flapping(rng, base)),
+        ),
+        (
+            "broker outages",
+            Box::new(|rng| broker_outages(&rt, rng, base)),
+        ),
+        (
+            "upload cut/stalled",
+            Box::new(|rng| proxy_faults(&rt, rng, base)),
+        ),
+        ("ENOSPC", Box::new(|rng| enospc(rng, base, false))),
+        (
+            "ENOSPC (catalog on the full disk)",
+            Box::new(|rng| enospc(rng, base, true)),
+        ),
     ];
+    let only = std::env::var("RELIABILITY_ONLY").ok();
     for (name, mut run) in scenarios {
+        if only.as_ref().is_some_and(|o| !name.contains(o.as_str())) {
+            continue;
+        }
         let t = Instant::now();
         // Each scenario draws from its own stream of the seed, so one replays alone.
         let mut srng = Rng::new(rng.next_u64());
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(&mut srng)))
-            .unwrap_or_else(|p| {
+        let outcome =
+            std::panic::catch_unwind(AssertUnwindSafe(|| run(&mut srng))).unwrap_or_else(|p| {
                 Err(p
                     .downcast_ref::<String>()
                     .cloned()
@@ -977,20 +1217,12 @@ fn reliability_suite() {
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
     let _ = std::fs::create_dir_all(&target);
     let _ = std::fs::write(target.join("reliability-summary.txt"), &summary);
+    if std::env::var_os("RELIABILITY_KEEP").is_some() {
+        let _ = tmp.keep();
+    }
     assert!(
         failures.is_empty(),
         "seed {seed} (RELIABILITY_SEED={seed} replays):\n{}",
         failures.join("\n\n")
     );
-}
-
-#[test]
-#[ignore]
-fn tmp_proxy_debug() {
-    let rt = runtime();
-    let tmp = tempfile::tempdir().unwrap();
-    let emulator = Emulator::start(&tmp.path().join("kvs"), &[]);
-    let proxy = rt.block_on(Proxy::start(emulator.port));
-    println!("EMU {} PROXY {}", emulator.port, proxy.port);
-    std::thread::sleep(Duration::from_secs(20));
 }

@@ -520,6 +520,11 @@ impl Uploader {
         segments: &mut HashMap<SegmentId, SegmentRow>,
     ) -> Result<Option<Batch>, UploadError> {
         let s = &self.shared;
+        // Segment rows are cached for one batch only: SQLite gives the id of a deleted newest
+        // segment to the next one (the janitor deletes the segment closed by recovery, or the
+        // last one before a pause, once uploaded), and a row cached across batches would then
+        // name the deleted file, failing the new segment's fragments as unreadable.
+        segments.clear();
         // Bounded: each pass either returns or marks one fragment failed.
         for _ in 0..s.options.batch_fragments.max(1) {
             let rows = s

@@ -81,7 +81,11 @@ pub fn free_port() -> u16 {
 
 /// Polls `cond` every 10 ms until it holds; `Err` with `what` after `limit`. The conditions read
 /// state for which there is no event to wait on (the catalog, a log file, a counter).
-pub fn poll_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Result<(), String> {
+pub fn poll_until(
+    what: &str,
+    limit: Duration,
+    mut cond: impl FnMut() -> bool,
+) -> Result<(), String> {
     let deadline = Instant::now() + limit;
     loop {
         if cond() {
@@ -327,7 +331,10 @@ fn crash_residue(problem: &str, snap: &Snapshot) -> bool {
 
 /// The start time in a segment file's name (`{ms}.mkv` or `{ms}-{n}.mkv`).
 pub fn file_start_ms(path: &str) -> Option<i64> {
-    let name = Path::new(path).file_name()?.to_str()?.strip_suffix(".mkv")?;
+    let name = Path::new(path)
+        .file_name()?
+        .to_str()?
+        .strip_suffix(".mkv")?;
     name.split('-').next()?.parse().ok()
 }
 
@@ -348,6 +355,7 @@ pub struct Frag {
     pub offset: u64,
     pub size: u64,
     pub timecode_ms: i64,
+    pub duration_ms: i64,
     pub frame_count: u32,
     pub upload_state: String,
     pub fragment_number: Option<String>,
@@ -403,9 +411,7 @@ pub fn snapshot(db: &Path, stream: &str) -> Snapshot {
     conn.execute_batch("begin").unwrap();
     {
         let mut st = conn
-            .prepare(
-                "select id, path, state, start_ms, size from segment where stream_name = ?1",
-            )
+            .prepare("select id, path, state, start_ms, size from segment where stream_name = ?1")
             .unwrap();
         let rows = st
             .query_map([stream], |r| {
@@ -425,7 +431,7 @@ pub fn snapshot(db: &Path, stream: &str) -> Snapshot {
         let mut st = conn
             .prepare(
                 "select s.path, f.offset, f.size, f.timecode_ms, f.frame_count, f.upload_state, \
-                 f.fragment_number from fragment f join segment s on s.id = f.segment_id \
+                 f.fragment_number, f.duration_ms from fragment f join segment s on s.id = f.segment_id \
                  where s.stream_name = ?1",
             )
             .unwrap();
@@ -439,6 +445,7 @@ pub fn snapshot(db: &Path, stream: &str) -> Snapshot {
                     frame_count: r.get::<_, i64>(4)? as u32,
                     upload_state: r.get(5)?,
                     fragment_number: r.get(6)?,
+                    duration_ms: r.get(7)?,
                 })
             })
             .unwrap();
@@ -476,13 +483,17 @@ pub enum Gone {
     DeletedAfterUpload,
     /// Its whole segment went, older than every segment kept (size limit or retention).
     DeletedOldest,
+    /// Its whole segment went, not all uploaded when `before` was taken and not the oldest
+    /// (uploaded and deleted since, or lost: the cloud's record decides).
+    DeletedUnproven,
 }
 
 /// Compares two snapshots of one stream: every fragment committed in `before` must be in
 /// `after` unchanged (same segment, offset, size, timecode; an upload never undone), unless the
 /// janitor deleted its whole segment by policy. Returns the reasons for the absences, or the
-/// list of losses.
-pub fn compare(before: &Snapshot, after: &Snapshot) -> Result<Vec<Gone>, Vec<String>> {
+/// list of losses. Each absence comes with the fragment's timecode, so that a caller can also
+/// require it to have reached the cloud.
+pub fn compare(before: &Snapshot, after: &Snapshot) -> Result<Vec<(Gone, i64)>, Vec<String>> {
     let mut gone = Vec::new();
     let mut lost = Vec::new();
     let oldest_kept = after
@@ -517,16 +528,15 @@ pub fn compare(before: &Snapshot, after: &Snapshot) -> Result<Vec<Gone>, Vec<Str
                 if !whole {
                     lost.push(format!("{key:?} gone from a segment still indexed: {f:?}"));
                 } else if seg.state == "DELETING" {
-                    gone.push(Gone::FinishedDeletion);
+                    gone.push((Gone::FinishedDeletion, f.timecode_ms));
                 } else if all_uploaded {
-                    gone.push(Gone::DeletedAfterUpload);
+                    gone.push((Gone::DeletedAfterUpload, f.timecode_ms));
                 } else if oldest_kept.is_none_or(|o| seg.start_ms < o) {
-                    gone.push(Gone::DeletedOldest);
+                    gone.push((Gone::DeletedOldest, f.timecode_ms));
                 } else {
-                    lost.push(format!(
-                        "{key:?} gone with its segment, which was neither uploaded, being \
-                         deleted, nor older than every segment kept: {f:?}"
-                    ));
+                    // Uploaded (then deleted) after `before` was taken, or lost: the caller
+                    // decides, with the cloud's record.
+                    gone.push((Gone::DeletedUnproven, f.timecode_ms));
                 }
             }
         }
@@ -704,8 +714,11 @@ async fn connection(
     let (mut cr, mut cw) = client.into_split();
     let (mut sr, mut sw) = server.into_split();
     let putmedia = Arc::new(AtomicBool::new(false));
+    // Body bytes forwarded on this connection.
+    let body_here = Arc::new(AtomicU64::new(0));
     let up = {
         let (st, stall, putmedia) = (st.clone(), stall.clone(), putmedia.clone());
+        let body_here = body_here.clone();
         async move {
             let mut buf = vec![0u8; 64 << 10];
             let mut first = true;
@@ -730,12 +743,13 @@ async fn connection(
                     }
                 }
                 wait_unstalled(&stall).await;
-                if cw.write_all(&buf[..n]).await.is_err() {
+                if sw.write_all(&buf[..n]).await.is_err() {
                     return;
                 }
                 // Counted once forwarded: what the emulator may have received.
                 if putmedia.load(Ordering::SeqCst) {
                     st.putmedia_body_now.fetch_add(body, Ordering::SeqCst);
+                    body_here.fetch_add(body, Ordering::SeqCst);
                 }
             }
         }
@@ -756,7 +770,7 @@ async fn connection(
                     st.rewrites.fetch_add(1, Ordering::SeqCst);
                 }
                 wait_unstalled(&stall).await;
-                if sw_write(&mut sw, chunk).await.is_err() {
+                if cw.write_all(chunk).await.is_err() {
                     return;
                 }
             }
@@ -764,10 +778,12 @@ async fn connection(
     };
     let pm = putmedia.clone();
     let st2 = st.clone();
+    // Either side closing ends the connection (both sockets dropped).
     tokio::select! {
-        _ = async { tokio::join!(up, down) } => {}
+        _ = up => {}
+        _ = down => {}
         _ = cut.changed() => {
-            if pm.load(Ordering::SeqCst) && st2.putmedia_body_now.load(Ordering::SeqCst) > 0 {
+            if pm.load(Ordering::SeqCst) && body_here.load(Ordering::SeqCst) > 0 {
                 st2.cut_mid_body.fetch_add(1, Ordering::SeqCst);
             }
         }
@@ -776,10 +792,6 @@ async fn connection(
         st.putmedia_open.fetch_sub(1, Ordering::SeqCst);
     }
     // Dropping the halves closes both sockets (the select dropped the pumps).
-}
-
-async fn sw_write(w: &mut tokio::net::tcp::OwnedWriteHalf, data: &[u8]) -> std::io::Result<()> {
-    w.write_all(data).await
 }
 
 async fn wait_unstalled(stall: &watch::Receiver<bool>) {
@@ -800,7 +812,13 @@ pub struct Row {
 }
 
 pub fn table(rows: &[Row], header: &str) -> String {
-    let cols = ["scenario", "faults injected", "recovered", "fragments lost", "result"];
+    let cols = [
+        "scenario",
+        "faults injected",
+        "recovered",
+        "fragments lost",
+        "result",
+    ];
     let cells: Vec<[String; 5]> = rows
         .iter()
         .map(|r| {
