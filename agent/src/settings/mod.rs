@@ -176,15 +176,8 @@ impl Settings {
     }
 }
 
-pub const IOT_VARIABLES: &[&str] = &[
-    "AWS_IOT_CA_CERT",
-    "AWS_IOT_CORE_CERT",
-    "AWS_IOT_CORE_CREDENTIAL_ENDPOINT",
-    "AWS_IOT_CORE_DATA_ATS_ENDPOINT",
-    "AWS_IOT_CORE_PRIVATE_KEY",
-    "AWS_IOT_CORE_ROLE_ALIAS",
-    "AWS_IOT_CORE_THING_NAME",
-];
+/// The `AWS_IOT_*` variables: any of them set means IoT mode, which needs them all.
+pub const IOT_VARIABLES: &[&str] = VARIABLES.split_at(1).1.split_at(7).0;
 
 /// Every variable an operator may set for the agent (the seed's list): the packaging (systemd
 /// unit, Greengrass recipe, Dockerfile) is checked against it, so none of them sets a misspelt

@@ -322,3 +322,16 @@ fn disk_reserve_is_configurable_within_range() {
         ["disk_reserve.min_free_percent: 80 is outside 0..=50"]
     );
 }
+
+#[test]
+fn iot_variables_are_the_seven_aws_iot_ones_of_the_list() {
+    assert_eq!(IOT_VARIABLES.len(), 7);
+    assert!(IOT_VARIABLES.iter().all(|v| v.starts_with("AWS_IOT_")));
+    assert_eq!(
+        VARIABLES
+            .iter()
+            .filter(|v| v.starts_with("AWS_IOT_"))
+            .count(),
+        7
+    );
+}

@@ -137,6 +137,25 @@ pub struct Agent {
     pub config: PathBuf,
 }
 
+/// Segment files under `rec/{stream}/{day}/`, sorted.
+pub fn segment_files(rec: &Path, stream: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(days) = std::fs::read_dir(rec.join(stream)) else {
+        return out;
+    };
+    for d in days.flatten() {
+        if let Ok(files) = std::fs::read_dir(d.path()) {
+            for f in files.flatten() {
+                if f.path().extension().is_some_and(|e| e == "mkv") {
+                    out.push(f.path());
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 pub fn secret_arn(stream: &str) -> String {
     format!("arn:aws:secretsmanager:us-east-1:123456789012:secret:{stream}-uri")
 }
@@ -259,21 +278,7 @@ impl Agent {
 
     /// The stream's segment files on disk.
     pub fn segment_files(&self, stream: &str) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        let Ok(days) = std::fs::read_dir(self.rec.join(stream)) else {
-            return out;
-        };
-        for d in days.flatten() {
-            if let Ok(files) = std::fs::read_dir(d.path()) {
-                for f in files.flatten() {
-                    if f.path().extension().is_some_and(|e| e == "mkv") {
-                        out.push(f.path());
-                    }
-                }
-            }
-        }
-        out.sort();
-        out
+        segment_files(&self.rec, stream)
     }
 
     /// Fragments the catalog holds for the stream.

@@ -544,25 +544,6 @@ pub fn compare(before: &Snapshot, after: &Snapshot) -> Result<Vec<(Gone, i64)>, 
     if lost.is_empty() { Ok(gone) } else { Err(lost) }
 }
 
-/// Segment files under `rec/stream`.
-pub fn segment_files(rec: &Path, stream: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(days) = std::fs::read_dir(rec.join(stream)) else {
-        return out;
-    };
-    for d in days.flatten() {
-        if let Ok(files) = std::fs::read_dir(d.path()) {
-            for f in files.flatten() {
-                if f.path().extension().is_some_and(|e| e == "mkv") {
-                    out.push(f.path());
-                }
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// `mkvmerge -J` recognises the file as Matroska with one H.264 video track and no errors.
 pub fn mkvmerge_ok(path: &Path) -> Result<(), String> {
     let out = Command::new("mkvmerge")
