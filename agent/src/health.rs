@@ -55,7 +55,7 @@ pub enum Phase {
 pub enum Occurrence {
     /// The job stopped on an error only the user can fix (USER_ERROR).
     FatalError,
-    /// A run of the job ended by itself: its schedule window closed, its clip ended, or (upload
+    /// A run of the job ended by itself: its schedule window closed, its source ended, or (upload
     /// without a schedule) the backlog was sent.
     Completed,
 }
