@@ -1074,25 +1074,19 @@ async fn uploader_job(
                 _ => std::future::pending().await,
             }
         };
-        let transition = tokio::select! {
-            t = driver.next_transition() => Some(Some(t)),
-            () = run_ended => None,
-            () = persisted => {
+        let wake = tokio::select! {
+            t = driver.next_transition() => Wake::Transition(t),
+            () = run_ended => Wake::RunEnded,
+            () = persisted => Wake::Persisted,
+            r = stop.wait_for(|s| *s) => { drop(r); Wake::Stop }
+        };
+        match wake {
+            Wake::Persisted => {
                 if let Some(w) = &wake_janitor {
                     w.notify_one();
                 }
-                continue;
             }
-            r = stop.wait_for(|s| *s) => { drop(r); Some(None) }
-        };
-        let Some(transition) = transition else {
-            if let Some(h) = current.take() {
-                end_run(h).await;
-            }
-            continue;
-        };
-        match transition {
-            Some(Transition::Start { until }) => {
+            Wake::Transition(Transition::Start { until }) => {
                 if current.as_ref().is_some_and(|h| !h.is_finished()) {
                     continue;
                 }
@@ -1104,15 +1098,14 @@ async fn uploader_job(
                     .set_phase(&stream, JobKind::Upload, Phase::Running);
                 current = Some(up.start(target.clone(), mode, until));
             }
-            Some(Transition::Stop) => {
+            Wake::Transition(Transition::Stop) | Wake::RunEnded => {
                 if let Some(h) = current.take() {
                     end_run(h).await;
                 }
             }
-            None => {
+            Wake::Stop => {
                 if let Some(h) = current.take() {
-                    h.stop();
-                    let _ = tokio::time::timeout(Duration::from_secs(5), h.wait()).await;
+                    stop_run(h).await;
                 }
                 return;
             }
@@ -1120,22 +1113,46 @@ async fn uploader_job(
     }
 }
 
-/// Stops an upload run after its fragment in flight (bounded), logs how it ended and tells
-/// the metrics: Completed when it ended well, FatalError on an error only the user can fix.
-async fn finish_run(inner: &Inner, stream: &str, h: uploader::UploadHandle) {
+/// What woke an uploader job.
+enum Wake {
+    Transition(Transition),
+    /// The run ended by itself (backlog sent, an error it cannot get past).
+    RunEnded,
+    /// A fragment was acknowledged as persisted.
+    Persisted,
+    /// The job is asked to stop.
+    Stop,
+}
+
+/// Stops an upload run after its fragment in flight (bounded) and logs how it ended; `None`
+/// when it did not stop in time.
+async fn stop_run(
+    h: uploader::UploadHandle,
+) -> Option<Result<uploader::ProgressSnapshot, uploader::UploadError>> {
     h.stop();
-    let board = &inner.board;
-    board.set_phase(stream, JobKind::Upload, Phase::Scheduled);
-    let what = match tokio::time::timeout(Duration::from_secs(5), h.wait()).await {
-        Ok(Ok(_)) => Some(Occurrence::Completed),
-        Ok(Err(e)) => {
-            warn!(error = %e, "upload run ended with an error");
-            e.is_user_error().then_some(Occurrence::FatalError)
+    match tokio::time::timeout(Duration::from_secs(5), h.wait()).await {
+        Ok(r) => {
+            if let Err(e) = &r {
+                warn!(error = %e, "upload run ended with an error");
+            }
+            Some(r)
         }
         Err(_) => {
             warn!("upload run did not stop in time");
             None
         }
+    }
+}
+
+/// Ends an upload run ([`stop_run`]) and tells the metrics: Completed when it ended well,
+/// FatalError on an error only the user can fix.
+async fn finish_run(inner: &Inner, stream: &str, h: uploader::UploadHandle) {
+    let board = &inner.board;
+    board.set_phase(stream, JobKind::Upload, Phase::Scheduled);
+    let what = match stop_run(h).await {
+        Some(Ok(_)) => Some(Occurrence::Completed),
+        Some(Err(e)) => e.is_user_error().then_some(Occurrence::FatalError),
+        None => None,
     };
     if let Some(what) = what {
         board.occurred(stream, JobKind::Upload, what, inner.clock.now());
