@@ -335,3 +335,36 @@ fn iot_variables_are_the_seven_aws_iot_ones_of_the_list() {
         7
     );
 }
+
+#[test]
+fn cloudwatch_iot_port_and_log_format_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.yaml");
+    std::fs::write(
+        &path,
+        "log_format: json\nmqtt:\n  iot_port: 443\ncloudwatch:\n  interval_secs: 5\n  buffer_datums: 2000\n",
+    )
+    .unwrap();
+    let s = load(&Env::default(), Some(&path)).unwrap();
+    assert_eq!(s.log.format, LogFormat::Json);
+    assert_eq!(s.file.mqtt.iot_port, 443);
+    assert_eq!(s.file.cloudwatch.interval_secs, 5);
+    assert_eq!(s.file.cloudwatch.buffer_datums, 2000);
+
+    std::fs::write(
+        &path,
+        "mqtt:\n  iot_port: 1883\ncloudwatch:\n  interval_secs: 0\n  buffer_datums: 10\n",
+    )
+    .unwrap();
+    assert_eq!(
+        errors(load(&Env::default(), Some(&path)).unwrap_err()),
+        [
+            "cloudwatch.interval_secs: 0 is outside 1..=3600",
+            "cloudwatch.buffer_datums: 10 is outside 1000..=10000000",
+            "mqtt.iot_port: 1883 is not 8883 or 443",
+        ]
+    );
+    std::fs::write(&path, "log_format: xml\n").unwrap();
+    let e = load(&Env::default(), Some(&path)).unwrap_err().to_string();
+    assert!(e.contains("agent.yaml") && e.contains("xml"), "{e}");
+}
