@@ -16,5 +16,6 @@ pub mod recorder;
 pub mod schedule;
 pub mod service;
 pub mod settings;
+pub mod store;
 pub mod supervisor;
 pub mod uploader;

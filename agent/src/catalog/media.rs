@@ -203,6 +203,25 @@ impl Catalog {
         Ok(id)
     }
 
+    /// Shortens a segment's indexed bytes to `size` (a file the disk cut short): fragments
+    /// past it are dropped, and the segment's end time follows the ones kept.
+    pub fn cut_segment(&self, segment: SegmentId, size: u64) -> Result<usize> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let dropped = tx.execute(
+            "delete from fragment where segment_id = ?1 and offset + size > ?2",
+            params![segment, size],
+        )?;
+        tx.execute(
+            "update segment set size = max(header_size, ?2), end_ms = coalesce( \
+             (select max(timecode_ms + duration_ms) from fragment where segment_id = ?1), \
+             start_ms) where id = ?1",
+            params![segment, size],
+        )?;
+        tx.commit()?;
+        Ok(dropped)
+    }
+
     pub fn close_segment(&self, segment: SegmentId) -> Result<()> {
         self.set_segment_state(segment, SegmentState::Closed)
     }

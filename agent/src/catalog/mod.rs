@@ -45,6 +45,7 @@ macro_rules! text_enum {
 
 mod config;
 mod media;
+mod quarantine;
 mod upgrade;
 
 use std::path::Path;
@@ -57,6 +58,7 @@ pub use media::{
     FragmentRow, NewFragment, NewSegment, SegmentId, SegmentRow, SegmentState, SegmentSummary,
     UploadState,
 };
+pub use quarantine::QuarantineRow;
 pub use upgrade::CURRENT_VERSION;
 
 /// The catalog's file name inside the state directory.
@@ -87,6 +89,17 @@ pub enum CatalogError {
         found: i32,
         supported: i32,
     },
+    #[error(
+        "catalog {path} is damaged: {}; restore it from a backup, or move it aside and rebuild \
+         it from the media with `kvs-edge-agent check --repair --reindex`",
+        .problems.join("; ")
+    )]
+    Damaged { path: String, problems: Vec<String> },
+    #[error(
+        "catalog {path} does not exist (a mistyped path, or a lost catalog?); to rebuild one from \
+         the media on disk run `kvs-edge-agent check --repair --reindex`"
+    )]
+    Missing { path: String },
     #[error("catalog: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("catalog: stored configuration of stream {stream} is unreadable: {message}")]
@@ -116,10 +129,24 @@ impl Catalog {
         })
     }
 
+    /// Opens the catalog at `path` like [`Catalog::open`], but refuses to create one: for verbs
+    /// that must not mistake a mistyped path for an empty catalog.
+    pub fn open_existing(path: &Path) -> Result<Catalog> {
+        if !path.exists() {
+            return Err(CatalogError::Missing {
+                path: path.display().to_string(),
+            });
+        }
+        Self::open(path)
+    }
+
     /// Opens an existing catalog without writing to it (for operator commands that must not
     /// disturb a running agent); the schema must be current.
     pub fn open_read_only(path: &Path) -> Result<Catalog> {
         let name = path.display().to_string();
+        if !path.exists() {
+            return Err(CatalogError::Missing { path: name });
+        }
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -130,6 +157,7 @@ impl Catalog {
         })?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        verify_schema(&conn, version, &name)?;
         if version > CURRENT_VERSION {
             return Err(CatalogError::TooNew {
                 path: name,
@@ -160,6 +188,7 @@ impl Catalog {
         conn.pragma_update(None, "foreign_keys", "on")?;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let version: i32 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        verify_schema(&tx, version, name)?;
         if version > CURRENT_VERSION {
             return Err(CatalogError::TooNew {
                 path: name.to_owned(),
@@ -176,6 +205,22 @@ impl Catalog {
         })
     }
 
+    /// This catalog's UUID and the recording directory's it is bound to (None: not yet).
+    pub fn identity(&self) -> Result<(String, Option<String>)> {
+        Ok(self.conn().query_row(
+            "select catalog_uuid, directory_uuid from meta where id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?)
+    }
+
+    /// Binds the catalog to the recording directory with `uuid` (see `store::directory`).
+    pub fn set_directory_uuid(&self, uuid: &str) -> Result<()> {
+        self.conn()
+            .execute("update meta set directory_uuid = ?1 where id = 1", [uuid])?;
+        Ok(())
+    }
+
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite itself consistent (an open transaction is
         // rolled back when dropped), so a poisoned lock is still safe to use.
@@ -187,6 +232,24 @@ impl Catalog {
         Ok(self
             .conn()
             .pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+}
+
+/// Refuses a catalog whose tables are not the ones its version claims (a dropped table, an
+/// edited schema): an agent writing media it cannot index would break the core invariant. A
+/// version this build does not know is left to the version checks.
+fn verify_schema(conn: &Connection, version: i32, name: &str) -> Result<()> {
+    if !(0..=CURRENT_VERSION).contains(&version) {
+        return Ok(());
+    }
+    let problems = upgrade::schema_differences(conn, version)?;
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(CatalogError::Damaged {
+            path: name.to_owned(),
+            problems,
+        })
     }
 }
 

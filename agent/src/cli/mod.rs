@@ -56,3 +56,19 @@ impl StoreArgs {
         (dir, self.catalog.clone().unwrap_or(default_catalog))
     }
 }
+
+/// Checks that the recording directory belongs to the catalog (binding a new one when `mode`
+/// allows) before a verb touches media; a refusal names both and how to proceed.
+pub fn bind_store(
+    catalog: &kvs_edge_agent::catalog::Catalog,
+    catalog_path: &std::path::Path,
+    recording_dir: &std::path::Path,
+    mode: kvs_edge_agent::store::directory::Bind,
+) -> anyhow::Result<kvs_edge_agent::store::directory::Bound> {
+    Ok(kvs_edge_agent::store::directory::bind(
+        catalog,
+        catalog_path,
+        recording_dir,
+        mode,
+    )?)
+}

@@ -98,6 +98,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot create {}", recording_dir.display()))?;
     }
     let catalog = Arc::new(Catalog::open(&catalog_path)?);
+    super::bind_store(
+        &catalog,
+        &catalog_path,
+        &recording_dir,
+        kvs_edge_agent::store::directory::Bind::Open,
+    )?;
     let streams: Vec<String> = if args.copies == 1 {
         vec![args.stream.clone()]
     } else {

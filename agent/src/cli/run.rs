@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use kvs_edge_agent::aws::greengrass::GreengrassConfig;
 use kvs_edge_agent::aws::greengrass_ipc::GreengrassSecretSource;
@@ -246,7 +246,36 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .create(dir)
             .with_context(|| format!("cannot create the recording directory {}", dir.display()))?;
     }
-    let catalog = Arc::new(Catalog::open(&settings.catalog_path())?);
+    let catalog = match Catalog::open(&settings.catalog_path()) {
+        Ok(c) => Arc::new(c),
+        Err(e @ kvs_edge_agent::catalog::CatalogError::Damaged { .. }) => {
+            error!("{e}");
+            eprintln!("kvs-edge-agent: {e}");
+            return Ok(ExitCode::from(2));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    {
+        use kvs_edge_agent::store::directory::{Bind, BindError, bind};
+        match bind(
+            &catalog,
+            &settings.catalog_path(),
+            &settings.recording_directory,
+            Bind::Open,
+        ) {
+            Ok(_) => {}
+            // A directory not writable yet: recording reports it and retries; the binding is
+            // made at a later start.
+            Err(BindError::Io(e)) => warn!(error = %e, "cannot bind the recording directory yet"),
+            Err(e) => {
+                // Another catalog's media, or media this catalog never indexed: refusing is the
+                // only way not to treat it as garbage.
+                error!("{e}");
+                eprintln!("kvs-edge-agent: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        }
+    }
     let configs = catalog.configs()?;
     info!(
         catalog = %settings.catalog_path().display(),

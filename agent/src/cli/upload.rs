@@ -41,7 +41,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     super::init_logging("warn");
-    let catalog = Arc::new(Catalog::open(&settings.catalog_path())?);
+    let catalog = Arc::new(Catalog::open_existing(&settings.catalog_path())?);
+    super::bind_store(
+        &catalog,
+        &settings.catalog_path(),
+        &settings.recording_directory,
+        kvs_edge_agent::store::directory::Bind::Verify,
+    )?;
     let target = match args.stream_arn {
         Some(arn) => StreamTarget::Arn {
             arn,

@@ -382,17 +382,9 @@ fn stream_ref(w: &mut Walk, obj: &mut Obj<'_>) -> (Option<String>, Option<String
             );
             false
         }
-        (Some((v, p)), None) | (None, Some((v, p))) => {
-            // The pattern admits `.` and `..`, which as a stream's directory would escape the
-            // recording directory; refuse them here rather than fail the recorder later.
-            let stream = v.as_deref().map(|s| stream_name_from_arn(s).unwrap_or(s));
-            if matches!(stream, Some("." | "..")) {
-                w.error(p, "a stream may not be named \".\" or \"..\"");
-                false
-            } else {
-                v.is_some()
-            }
-        }
+        // Every name the pattern admits works, `.` and `..` included: the store maps names
+        // that cannot be a directory's (`store::layout`).
+        (Some((v, _)), None) | (None, Some((v, _))) => v.is_some(),
     };
     (name.and_then(|n| n.0), arn.and_then(|a| a.0), ok)
 }

@@ -11,6 +11,8 @@ use std::path::Path;
 
 use crate::catalog::{Catalog, CatalogError, SegmentRow};
 use crate::path_error::io_err;
+use crate::store::fsx::{self, Entry};
+use crate::store::quarantine::{self, QuarantineError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeleteError {
@@ -18,6 +20,8 @@ pub enum DeleteError {
     Io(#[from] crate::path_error::PathError),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Quarantine(#[from] QuarantineError),
 }
 
 /// Deletes a segment file and its rows, in the crash-safe order.
@@ -30,6 +34,21 @@ pub fn delete(catalog: &Catalog, root: &Path, segment: &SegmentRow) -> Result<()
 /// also run by startup recovery for a deletion a crash interrupted).
 pub fn finish(catalog: &Catalog, root: &Path, segment: &SegmentRow) -> Result<(), DeleteError> {
     let path = root.join(&segment.path);
+    if let Entry::Other(what) = fsx::entry(&path)? {
+        // Not our file (a directory or device put in its place): moved aside, never emptied,
+        // so the deletion still completes.
+        let reason = format!("{what} stood where a segment being deleted was");
+        quarantine::move_aside(
+            catalog,
+            root,
+            &segment.stream_name,
+            &segment.path,
+            Some(segment.id),
+            &reason,
+        )?;
+        return Ok(());
+    }
+    // A regular file or a link: unlinking never follows a link.
     match std::fs::remove_file(&path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -151,17 +170,35 @@ mod tests {
     }
 
     #[test]
-    fn an_unremovable_file_keeps_its_row_marked_deleting() {
+    fn a_directory_in_a_segments_place_is_quarantined_and_the_deletion_completes() {
         let dir = tempfile::tempdir().unwrap();
-        let (c, mut row) = setup(dir.path());
-        // A directory where the file should be: unlink fails with an error other than NotFound.
-        row.path = "cam1/2026-01-01".into();
-        let err = delete(&c, dir.path(), &row).unwrap_err().to_string();
-        assert!(err.starts_with("remove "), "{err}");
-        let kept = c
-            .segment(row.id)
-            .unwrap()
-            .expect("row kept for the next attempt");
-        assert_eq!(kept.state, crate::catalog::SegmentState::Deleting);
+        let (c, row) = setup(dir.path());
+        let seg = dir.path().join(&row.path);
+        std::fs::remove_file(&seg).unwrap();
+        std::fs::create_dir_all(seg.join("inner")).unwrap();
+        std::fs::write(seg.join("inner/keep"), b"someone's").unwrap();
+        delete(&c, dir.path(), &row).unwrap();
+        assert!(c.segment(row.id).unwrap().is_none());
+        assert!(!seg.exists());
+        let q = c.quarantined(None).unwrap();
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].original_path, row.path);
+        let kept = dir.path().join(&q[0].path).join("inner/keep");
+        assert_eq!(std::fs::read(kept).unwrap(), b"someone's");
+    }
+
+    #[test]
+    fn a_link_in_a_segments_place_is_unlinked_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, row) = setup(dir.path());
+        let seg = dir.path().join(&row.path);
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("precious");
+        std::fs::write(&victim, b"data").unwrap();
+        std::fs::remove_file(&seg).unwrap();
+        std::os::unix::fs::symlink(&victim, &seg).unwrap();
+        delete(&c, dir.path(), &row).unwrap();
+        assert!(std::fs::symlink_metadata(&seg).is_err());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"data");
     }
 }

@@ -1,33 +1,40 @@
 //! Startup repair of segment files against the catalog, and the read-only audit behind
 //! `kvs-edge-agent check`.
 //!
-//! [`recover`] runs before a stream's recorder starts (never while one writes), and brings the
-//! catalog and the disk into agreement:
+//! [`recover`] runs before a stream's recorder starts (never while one writes), after the
+//! recording directory was found to belong to the catalog (`store::directory`), and brings the
+//! catalog and the disk into agreement without ever deleting media:
 //! - DELETING rows: the deletion a crash interrupted is finished ([`crate::janitor::delete::finish`]);
-//! - rows whose file is gone: removed (logged: media was lost outside the agent);
+//! - rows whose file is gone: removed (logged: media was lost outside the agent), unless a
+//!   quarantine a crash interrupted moved it, which is completed;
+//! - rows where a directory, link or special file stands, or whose file's header is
+//!   unreadable: the object is moved to quarantine (`store::quarantine`), never followed;
 //! - OPEN rows (a crash mid-segment): complete, key-first clusters past the indexed size were
 //!   fsynced before the crash could have stopped the commit, so they are fsynced again and
 //!   registered; the file is then cut at its last complete cluster and the row closed;
+//! - files shorter than their indexed size (the disk lost their end): the rows are cut back to
+//!   the last fragment that is still whole on disk;
 //! - a segment left with no fragment (open at a crash, or closed after its first write failed)
-//!   is removed;
+//!   is removed: it holds no media;
 //! - CLOSED rows whose file holds bytes past the indexed size (an abandoned segment): cut;
-//! - files shorter than their indexed size: reported, left for an operator (the disk lost
-//!   committed data; nothing automatic is safe);
-//! - `.mkv` files named like ours with no row (a crash between creating a file and indexing
-//!   it, so they hold no committed fragment): removed. Other files are left alone.
+//! - segment files with no row: a crash between creating a file and indexing it leaves only a
+//!   header, which is removed; a file holding media (restored by an operator, or indexed by a
+//!   catalog since lost) is indexed again, its fragments pending upload; one that cannot be
+//!   read is quarantined. Files not named like ours are left alone.
 
-use crate::path_error::io_err;
-use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use thiserror::Error;
 use tracing::{info, warn};
 
-use super::segment::fsync_dir;
-use crate::catalog::{Catalog, CatalogError, NewFragment, SegmentRow, SegmentState};
+use crate::catalog::{Catalog, CatalogError, NewFragment, NewSegment, SegmentRow, SegmentState};
 use crate::media::mkv::{MkvError, SegmentReader, scan_segment};
+use crate::path_error::io_err;
+use crate::store::fsx::{self, Entry};
+use crate::store::layout::{self, MediaFile};
+use crate::store::quarantine::{self, QuarantineError};
 
 #[derive(Debug, Error)]
 pub enum RecoveryError {
@@ -39,6 +46,8 @@ pub enum RecoveryError {
     Segment(#[from] super::segment::SegmentError),
     #[error(transparent)]
     Delete(#[from] crate::janitor::delete::DeleteError),
+    #[error(transparent)]
+    Quarantine(#[from] QuarantineError),
 }
 
 /// What recovery did, one line per action (also logged).
@@ -81,25 +90,14 @@ pub fn recover(
             }
         }
     }
-    let known: HashSet<String> = catalog
+    let known: std::collections::HashSet<String> = catalog
         .segments(stream)?
         .into_iter()
         .map(|r| r.path)
         .collect();
-    for (rel, path) in media_files(root, stream)? {
-        if known.contains(&rel) {
-            continue;
-        }
-        if is_our_name(&path) {
-            std::fs::remove_file(&path).map_err(io_err("remove", &path))?;
-            if let Some(dir) = path.parent() {
-                fsync_dir(dir)?;
-            }
-            report.act(format!(
-                "{rel}: removed file with no catalog row (never indexed)"
-            ));
-        } else {
-            warn!(file = %rel, "recovery: leaving a file the agent did not write");
+    for file in layout::media_files(root, stream)? {
+        if !known.contains(&file.rel) {
+            adopt_file(catalog, root, &file, &mut report)?;
         }
     }
     Ok(report)
@@ -112,36 +110,61 @@ fn repair_segment(
     report: &mut RecoveryReport,
 ) -> Result<(), RecoveryError> {
     let path = root.join(&row.path);
-    let len = match std::fs::metadata(&path) {
-        Ok(m) => m.len(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+    let len = match fsx::entry(&path)? {
+        Entry::File(len) => len,
+        Entry::Missing => {
+            if quarantine::finish_interrupted(catalog, root, &row.stream_name, &row.path, row.id)? {
+                report.act(format!("{}: finished moving it to quarantine", row.path));
+                return Ok(());
+            }
+            let fragments = count_fragments(catalog, row)?;
             catalog.remove_segment(row.id)?;
             report.act(format!(
-                "{}: file missing, removed its row and {} fragment rows",
-                row.path,
-                count_fragments(catalog, row)?
+                "{}: file missing, removed its row and {fragments} fragment rows",
+                row.path
             ));
             return Ok(());
         }
-        Err(e) => return Err(io_err("stat", &path)(e).into()),
-    };
-    if len < row.size {
-        report.unresolved(format!(
-            "{}: file is {len} bytes but {} are indexed: committed media lost on disk",
-            row.path, row.size
-        ));
-        if row.state == SegmentState::Open {
-            catalog.close_segment(row.id)?;
+        Entry::Other(what) => {
+            let reason = format!("{what} stands where the segment file was");
+            let to = quarantine::move_aside(
+                catalog,
+                root,
+                &row.stream_name,
+                &row.path,
+                Some(row.id),
+                &reason,
+            )?;
+            report.act(format!("{}: {reason}; moved to {to}", row.path));
+            return Ok(());
         }
+    };
+    let file = fsx::open_media_rw(&path).map_err(io_err("open", &path))?;
+    if let Err(e) = SegmentReader::new(&file) {
+        drop(file);
+        let reason = format!("unreadable segment header ({e})");
+        let to = quarantine::move_aside(
+            catalog,
+            root,
+            &row.stream_name,
+            &row.path,
+            Some(row.id),
+            &reason,
+        )?;
+        report.act(format!("{}: {reason}; moved to {to}", row.path));
         return Ok(());
     }
     let mut indexed = row.size;
+    if len < row.size {
+        indexed = whole_prefix(catalog, row, &file, len)?;
+        let dropped = catalog.cut_segment(row.id, indexed)?;
+        report.unresolved(format!(
+            "{}: file is {len} bytes but {} were indexed (the disk lost its end); kept the \
+             {indexed} bytes still whole, dropped {dropped} fragment row(s)",
+            row.path, row.size
+        ));
+    }
     if row.state == SegmentState::Open && len > indexed {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(io_err("open", &path))?;
         // Make what is there durable before trusting it enough to index.
         file.sync_all().map_err(io_err("fsync", &path))?;
         let registered = register_tail(catalog, row, &file, &mut indexed).unwrap_or_else(|e| {
@@ -156,10 +179,6 @@ fn repair_segment(
         }
     }
     if len > indexed {
-        let file = OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(io_err("open", &path))?;
         file.set_len(indexed)
             .and_then(|()| file.sync_all())
             .map_err(io_err("truncate", &path))?;
@@ -169,6 +188,7 @@ fn repair_segment(
             len - indexed
         ));
     }
+    drop(file);
     if catalog.fragments(row.id)?.is_empty() {
         // A header with no fragment: left open by a crash, or closed when its first write
         // failed (ENOSPC). Nothing to keep, and players refuse such a file.
@@ -181,9 +201,142 @@ fn repair_segment(
     Ok(())
 }
 
+/// The indexed bytes of `row` still whole in a file cut to `len`: up to the end of the last
+/// fragment row that lies inside the file as a readable cluster.
+fn whole_prefix(
+    catalog: &Catalog,
+    row: &SegmentRow,
+    file: &File,
+    len: u64,
+) -> Result<u64, RecoveryError> {
+    let rows = catalog.fragments(row.id)?;
+    let scan = scan_segment(file).map_err(|e| mkv_err(&row.path, e))?;
+    let mut end = row.header_size.min(len);
+    for f in rows {
+        let whole = f.offset + f.size <= len
+            && scan
+                .clusters
+                .iter()
+                .any(|c| (c.offset, c.size) == (f.offset, f.size));
+        if !whole || f.offset != end {
+            break;
+        }
+        end = f.offset + f.size;
+    }
+    Ok(end)
+}
+
+/// A segment file the catalog has no row for.
+fn adopt_file(
+    catalog: &Catalog,
+    root: &Path,
+    file: &MediaFile,
+    report: &mut RecoveryReport,
+) -> Result<(), RecoveryError> {
+    let quarantine = |report: &mut RecoveryReport, reason: String| {
+        let to = quarantine::move_aside(catalog, root, &file.stream, &file.rel, None, &reason)?;
+        report.act(format!("{}: {reason}; moved to {to}", file.rel));
+        Ok::<(), RecoveryError>(())
+    };
+    let len = match fsx::entry(&file.path)? {
+        Entry::Missing => return Ok(()),
+        Entry::Other(what) => return quarantine(report, format!("{what} named like a segment")),
+        Entry::File(len) => len,
+    };
+    if len == 0 {
+        remove_unindexed(file, report, "empty file with no catalog row")?;
+        return Ok(());
+    }
+    let f = fsx::open_media_rw(&file.path).map_err(io_err("open", &file.path))?;
+    let mut reader = match SegmentReader::new(&f) {
+        Ok(r) => r,
+        Err(e) => {
+            drop(f);
+            return quarantine(report, format!("unreadable segment header ({e})"));
+        }
+    };
+    let header = reader.header().clone();
+    let mut indexed = header.header_len;
+    let fragments = complete_clusters(&mut reader, &mut indexed);
+    drop(reader);
+    if fragments.is_empty() {
+        // A crash between creating the file and indexing it: a header, no media.
+        drop(f);
+        remove_unindexed(file, report, "header with no catalog row and no media")?;
+        return Ok(());
+    }
+    f.sync_all().map_err(io_err("fsync", &file.path))?;
+    if len > indexed {
+        f.set_len(indexed)
+            .and_then(|()| f.sync_all())
+            .map_err(io_err("truncate", &file.path))?;
+    }
+    let id = catalog.insert_segment(&NewSegment {
+        stream_name: file.stream.clone(),
+        path: file.rel.clone(),
+        codec_id: header.track.codec.codec_id().to_owned(),
+        codec_private: header.track.codec_private.clone(),
+        width: header.track.width,
+        height: header.track.height,
+        header_size: header.header_len,
+        start_ms: fragments[0].timecode_ms,
+    })?;
+    for frag in &fragments {
+        catalog.add_fragment(id, frag)?;
+    }
+    catalog.close_segment(id)?;
+    report.act(format!(
+        "{}: indexed {} fragment(s) found with no catalog row (pending upload)",
+        file.rel,
+        fragments.len()
+    ));
+    Ok(())
+}
+
+fn remove_unindexed(
+    file: &MediaFile,
+    report: &mut RecoveryReport,
+    why: &str,
+) -> Result<(), RecoveryError> {
+    std::fs::remove_file(&file.path).map_err(io_err("remove", &file.path))?;
+    if let Some(dir) = file.path.parent() {
+        fsx::fsync_dir(dir)?;
+    }
+    report.act(format!("{}: removed {why}", file.rel));
+    Ok(())
+}
+
 fn count_fragments(catalog: &Catalog, row: &SegmentRow) -> Result<usize, CatalogError> {
     // Rows cascade with the segment; the count is for the log only.
     Ok(catalog.fragments(row.id).map(|f| f.len()).unwrap_or(0))
+}
+
+/// The complete key-first clusters that start at `*indexed` and follow each other, advancing
+/// it past them. A torn or foreign cluster ends the walk: everything after it is cut.
+fn complete_clusters<R: io::Read + io::Seek>(
+    reader: &mut SegmentReader<R>,
+    indexed: &mut u64,
+) -> Vec<NewFragment> {
+    let mut out = Vec::new();
+    while let Ok(Some(cluster)) = reader.next_cluster() {
+        let s = &cluster.summary;
+        if s.offset < *indexed {
+            continue;
+        }
+        if s.offset != *indexed || !s.key_first || s.frame_count == 0 {
+            break;
+        }
+        out.push(NewFragment {
+            offset: s.offset,
+            size: s.size,
+            timecode_ms: s.timecode_ms,
+            duration_ms: s.duration_ms.max(0),
+            frame_count: s.frame_count as u32,
+            key_frame_count: cluster.frames.iter().filter(|f| f.key).count() as u32,
+        });
+        *indexed = s.end();
+    }
+    out
 }
 
 /// Indexes the complete key-first clusters that start at `*indexed`, advancing it.
@@ -194,93 +347,15 @@ fn register_tail(
     indexed: &mut u64,
 ) -> Result<usize, RecoveryError> {
     let mut reader = SegmentReader::new(file).map_err(|e| mkv_err(&row.path, e))?;
-    let mut registered = 0;
-    // A torn cluster ends the walk: everything after it is cut.
-    while let Ok(Some(cluster)) = reader.next_cluster() {
-        let s = &cluster.summary;
-        if s.offset < *indexed {
-            continue;
-        }
-        if s.offset != *indexed || !s.key_first || s.frame_count == 0 {
-            break;
-        }
-        catalog.add_fragment(
-            row.id,
-            &NewFragment {
-                offset: s.offset,
-                size: s.size,
-                timecode_ms: s.timecode_ms,
-                duration_ms: s.duration_ms.max(0),
-                frame_count: s.frame_count as u32,
-                key_frame_count: cluster.frames.iter().filter(|f| f.key).count() as u32,
-            },
-        )?;
-        *indexed = s.end();
-        registered += 1;
+    let fragments = complete_clusters(&mut reader, indexed);
+    for f in &fragments {
+        catalog.add_fragment(row.id, f)?;
     }
-    Ok(registered)
+    Ok(fragments.len())
 }
 
 fn mkv_err(path: &str, e: MkvError) -> RecoveryError {
     crate::path_error::PathError::new("read segment", path, io::Error::other(e)).into()
-}
-
-/// Our file names: `{epoch-ms}.mkv` or `{epoch-ms}-{n}.mkv`.
-fn is_our_name(path: &Path) -> bool {
-    let Some(stem) = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| n.strip_suffix(".mkv"))
-    else {
-        return false;
-    };
-    let (ms, n) = stem.split_once('-').unwrap_or((stem, "0"));
-    [ms, n]
-        .iter()
-        .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-}
-
-/// Every `.mkv` file at `{root}/{stream}/{day}/`, as (relative path, path).
-fn media_files(root: &Path, stream: Option<&str>) -> Result<Vec<(String, PathBuf)>, RecoveryError> {
-    let mut out = Vec::new();
-    let streams: Vec<String> = match stream {
-        Some(s) => vec![s.to_owned()],
-        None => list_dir(root)?
-            .into_iter()
-            .filter(|(_, p)| p.is_dir())
-            .map(|(n, _)| n)
-            .collect(),
-    };
-    for s in streams {
-        for (day, day_path) in list_dir(&root.join(&s))? {
-            if !day_path.is_dir() {
-                continue;
-            }
-            for (name, path) in list_dir(&day_path)? {
-                if name.ends_with(".mkv") && path.is_file() {
-                    out.push((format!("{s}/{day}/{name}"), path));
-                }
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>, RecoveryError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err("list", dir)(e).into()),
-    };
-    let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(io_err("list", dir))?;
-        if let Some(name) = entry.file_name().to_str() {
-            out.push((name.to_owned(), entry.path()));
-        }
-    }
-    Ok(out)
 }
 
 /// What [`audit`] found.
@@ -303,7 +378,7 @@ pub fn audit(
 ) -> Result<AuditReport, RecoveryError> {
     let mut report = AuditReport::default();
     let rows = catalog.segments(stream)?;
-    let mut known = HashSet::new();
+    let mut known = std::collections::HashSet::new();
     for row in &rows {
         known.insert(row.path.clone());
         if row.state == SegmentState::Deleting {
@@ -313,16 +388,23 @@ pub fn audit(
         let frags = catalog.fragments(row.id)?;
         report.fragments += frags.len();
         let path = root.join(&row.path);
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+        match fsx::entry(&path)? {
+            Entry::File(_) => {}
+            Entry::Missing => {
                 report
                     .problems
                     .push(format!("{}: indexed but the file is missing", row.path));
                 continue;
             }
-            Err(e) => return Err(io_err("open", &path)(e).into()),
-        };
+            Entry::Other(what) => {
+                report.problems.push(format!(
+                    "{}: {what} stands where the segment file was",
+                    row.path
+                ));
+                continue;
+            }
+        }
+        let file = fsx::open_media(&path).map_err(io_err("open", &path))?;
         let scan = match scan_segment(file) {
             Ok(s) => s,
             Err(e) => {
@@ -388,12 +470,12 @@ pub fn audit(
             }
         }
     }
-    for (rel, _) in media_files(root, stream)? {
+    for file in layout::media_files(root, stream)? {
         report.files += 1;
-        if !known.contains(&rel) {
+        if !known.contains(&file.rel) {
             report
                 .problems
-                .push(format!("{rel}: file with no catalog row"));
+                .push(format!("{}: file with no catalog row", file.rel));
         }
     }
     Ok(report)
@@ -405,6 +487,7 @@ mod tests {
     use crate::media::mkv::{Frame, TrackInfo, VideoCodec};
     use crate::recorder::fragmenter::Fragment;
     use crate::recorder::segment::SegmentWriter;
+    use std::fs::OpenOptions;
     use std::io::Write;
     use std::sync::Arc;
 
@@ -456,7 +539,7 @@ mod tests {
         std::fs::write(&foreign, b"x").unwrap();
 
         let before = audit(&catalog, root, None).unwrap();
-        assert!(before.problems.len() >= 3, "{:?}", before.problems);
+        assert!(before.problems.len() >= 2, "{:?}", before.problems);
 
         let report = recover(&catalog, root, Some("cam")).unwrap();
         assert!(report.unresolved.is_empty());
@@ -495,14 +578,11 @@ mod tests {
         let report = recover(&catalog, root, None).unwrap();
         assert_eq!(report.unresolved.len(), 1, "{report:?}");
         assert!(catalog.segment(segs[0].id).unwrap().is_none());
-        assert!(!audit(&catalog, root, None).unwrap().problems.is_empty());
-    }
-
-    #[test]
-    fn names() {
-        assert!(is_our_name(Path::new("1764028800000.mkv")));
-        assert!(is_our_name(Path::new("1764028800000-2.mkv")));
-        assert!(!is_our_name(Path::new("holiday.mkv")));
-        assert!(!is_our_name(Path::new("1-.mkv")));
+        // Nothing whole was left of the second: cut to its header, it held no media.
+        assert!(catalog.segment(segs[1].id).unwrap().is_none());
+        assert_eq!(
+            audit(&catalog, root, None).unwrap().problems,
+            Vec::<String>::new()
+        );
     }
 }

@@ -32,6 +32,7 @@ use tracing::{info, warn};
 use super::fragmenter::Fragment;
 use crate::catalog::{Catalog, CatalogError, NewFragment, NewSegment, SegmentId};
 use crate::media::mkv::{self, MkvError, TrackInfo};
+use crate::store::{fsx, layout};
 
 #[derive(Debug, Error)]
 pub enum SegmentError {
@@ -41,18 +42,10 @@ pub enum SegmentError {
     Catalog(#[from] CatalogError),
     #[error("cannot build a cluster: {0}")]
     Mkv(#[from] MkvError),
-    #[error("stream name {0:?} cannot name a directory")]
+    #[error("{0:?} is not a stream name (1-256 characters of a-z, A-Z, 0-9, '_', '.', '-')")]
     BadStreamName(String),
     #[error("no random bytes for a SegmentUID: {0}")]
     Random(String),
-}
-
-/// Whether `name` is safe as one path component (KVS stream names are `[a-zA-Z0-9_.-]+`).
-pub fn valid_stream_name(name: &str) -> bool {
-    name.len() <= 256
-        && name != "."
-        && name != ".."
-        && crate::edge_config::validate::is_resource_name(name)
 }
 
 /// What one [`SegmentWriter::write`] did.
@@ -86,7 +79,7 @@ pub struct SegmentWriter {
 
 impl SegmentWriter {
     pub fn new(root: &Path, stream: &str, catalog: Arc<Catalog>) -> Result<Self, SegmentError> {
-        if !valid_stream_name(stream) {
+        if !layout::valid_stream_name(stream) {
             return Err(SegmentError::BadStreamName(stream.to_owned()));
         }
         Ok(SegmentWriter {
@@ -189,8 +182,18 @@ impl SegmentWriter {
             })?
             .strftime("%Y-%m-%d")
             .to_string();
-        let rel_dir = format!("{}/{day}", self.stream);
+        let stream_dir = layout::stream_dir(&self.stream);
+        let rel_dir = format!("{stream_dir}/{day}");
         let dir = self.root.join(&rel_dir);
+        if !dir.is_dir() && !layout::is_plain(&self.stream) {
+            // A mapped directory keeps the stream's name, for a rebuild from the files.
+            let named = self.root.join(&stream_dir);
+            ensure_dir(&named)?;
+            let name_file = named.join(layout::NAME_FILE);
+            if !name_file.exists() {
+                fsx::write_small_file(&name_file, self.stream.as_bytes())?;
+            }
+        }
         ensure_dir(&dir)?;
 
         let mut uid = [0u8; 16];
@@ -287,10 +290,8 @@ pub(crate) fn ensure_dir(dir: &Path) -> Result<(), SegmentError> {
     }
 }
 
-pub(crate) fn fsync_dir(dir: &Path) -> Result<(), SegmentError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_err("fsync directory", dir)(e).into())
+fn fsync_dir(dir: &Path) -> Result<(), SegmentError> {
+    Ok(fsx::fsync_dir(dir)?)
 }
 
 #[cfg(test)]
@@ -330,7 +331,7 @@ mod tests {
         let first = w.write(&frag(t0, true, &track)).unwrap();
         assert_eq!(
             first.new_file.as_deref(),
-            Some(&*format!("cam/2025-11-25/{t0}.mkv"))
+            Some(&*format!("streams/cam/2025-11-25/{t0}.mkv"))
         );
         assert!(
             w.write(&frag(t0 + 200, false, &track))
@@ -372,7 +373,7 @@ mod tests {
     #[test]
     fn rejects_path_like_stream_names() {
         let catalog = Arc::new(Catalog::open_in_memory().unwrap());
-        for bad in ["", "..", "a/b", "x y"] {
+        for bad in ["", "a/b", "x y", &"a".repeat(257)] {
             assert!(SegmentWriter::new(Path::new("/tmp"), bad, catalog.clone()).is_err());
         }
     }

@@ -605,8 +605,9 @@ pub fn thing_of(config: &EdgeConfig) -> String {
         .to_owned()
 }
 
-/// Removes a stream's media (row marked, file unlinked, row removed), its directory, then its
-/// configuration and job status.
+/// Removes a stream's media (each segment in the janitor's crash-safe order), its directory,
+/// then its configuration and job status. Only the stream's own directory is removed whole; a
+/// directory from before `streams/` only once empty.
 fn remove_stream_data(
     catalog: &Catalog,
     recording_dir: &std::path::Path,
@@ -616,29 +617,20 @@ fn remove_stream_data(
         .segments(Some(stream))
         .map_err(|e| format!("cannot list the media: {e}"))?;
     for s in segments {
-        catalog
-            .mark_segment_deleting(s.id)
-            .map_err(|e| format!("cannot mark {}: {e}", s.path))?;
-        let path = recording_dir.join(&s.path);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("cannot delete {}: {e}", s.path)),
-        }
-        catalog
-            .remove_segment(s.id)
-            .map_err(|e| format!("cannot remove the row of {}: {e}", s.path))?;
+        crate::janitor::delete::delete(catalog, recording_dir, &s)
+            .map_err(|e| format!("cannot delete {}: {e}", s.path))?;
     }
-    if crate::edge_config::validate::is_resource_name(stream) && stream != "." && stream != ".." {
-        let dir = recording_dir.join(stream);
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("cannot delete the directory of {stream}: {e}")),
-        }
-        if let Ok(d) = std::fs::File::open(recording_dir) {
-            let _ = d.sync_all();
-        }
+    let dir = recording_dir.join(crate::store::layout::stream_dir(stream));
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot delete the directory of {stream}: {e}")),
+    }
+    if crate::store::layout::is_plain(stream) {
+        let _ = std::fs::remove_dir(recording_dir.join(stream));
+    }
+    if let Some(parent) = dir.parent() {
+        crate::store::fsx::fsync_dir_if_exists(parent).map_err(|e| e.to_string())?;
     }
     catalog
         .delete_config(stream)

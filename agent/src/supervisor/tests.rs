@@ -230,6 +230,7 @@ async fn delete_removes_jobs_media_and_rows() {
     assert!(f.catalog.config("a").unwrap().is_none());
     assert!(f.catalog.segments(Some("a")).unwrap().is_empty());
     assert!(!f.dir.path().join("a").exists());
+    assert!(!f.dir.path().join("streams/a").exists());
     assert!(f.sup.running_streams().await.is_empty());
     // Deleting what is not there clears its topics all the same.
     f.sup.delete("hub", "nothing").await;
@@ -237,10 +238,10 @@ async fn delete_removes_jobs_media_and_rows() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_deletion_is_delete_failed_and_can_be_retried() {
+async fn a_directory_in_a_segments_place_does_not_stop_a_deletion() {
     let mut f = fixture(16);
     f.sup.apply("hub", request("b", 24), true).await;
-    // A "segment file" that is a directory with content cannot be unlinked.
+    // A "segment file" that is a directory with content: moved to quarantine, not emptied.
     let bogus = f.dir.path().join("b/2026-01-01/1.mkv");
     std::fs::create_dir_all(bogus.join("inner")).unwrap();
     f.catalog
@@ -260,16 +261,13 @@ async fn a_failed_deletion_is_delete_failed_and_can_be_retried() {
     let ev = drain(&mut f);
     assert_eq!(
         statuses(&ev, "b"),
-        ["DELETING", "DELETING_ACKNOWLEDGED", "DELETE_FAILED"]
+        ["DELETING", "DELETING_ACKNOWLEDGED", "REMOVED"]
     );
-    let stored = f.catalog.config("b").unwrap().unwrap();
-    assert_eq!(stored.sync_status, SyncStatus::DeleteFailed);
-    assert!(stored.failed_status_details.unwrap().contains("1.mkv"));
-    // Fixed, and deleted again.
-    std::fs::remove_dir_all(&bogus).unwrap();
-    f.sup.delete("hub", "b").await;
-    assert_eq!(statuses(&drain(&mut f), "b").last().unwrap(), "REMOVED");
     assert!(f.catalog.config("b").unwrap().is_none());
+    assert!(!bogus.exists());
+    let q = f.catalog.quarantined(Some("b")).unwrap();
+    assert_eq!(q.len(), 1, "{q:?}");
+    assert!(f.dir.path().join(&q[0].path).join("inner").is_dir());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
