@@ -154,6 +154,12 @@ impl Catalog {
 
     /// Every stored configuration, ordered by stream name.
     pub fn configs(&self) -> Result<Vec<StoredConfig>> {
+        self.each_config()?.into_iter().collect()
+    }
+
+    /// Every stored configuration, each read on its own: one that cannot be read
+    /// ([`CatalogError::Corrupt`], naming its stream) does not hide the others.
+    pub fn each_config(&self) -> Result<Vec<Result<StoredConfig>>> {
         let rows = {
             let conn = self.conn();
             let mut stmt = conn.prepare_cached(&format!(
@@ -162,7 +168,7 @@ impl Catalog {
             stmt.query_map([], config_from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?
         };
-        rows.into_iter().map(stored_config).collect()
+        Ok(rows.into_iter().map(stored_config).collect())
     }
 
     /// A page of the configurations of one hub device, ordered by stream name, starting after

@@ -477,3 +477,87 @@ fn segment_summaries_count_upload_states() {
     assert_eq!((s[1].fragments, s[1].pending), (0, 0));
     assert_eq!(c.segment_summaries(None).unwrap().len(), 3);
 }
+
+#[test]
+fn a_damaged_schema_is_refused_by_every_open() {
+    for (what, sql) in [
+        ("table fragment", "drop table fragment"),
+        ("table segment", "drop table fragment; drop table segment"),
+        (
+            "table edge_config",
+            "drop table job_status; drop table edge_config",
+        ),
+        ("index fragment_upload", "drop index fragment_upload"),
+        ("table stray", "create table stray (x)"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        drop(Catalog::open(&path).unwrap());
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch(sql)
+            .unwrap();
+        for err in [
+            Catalog::open(&path).err(),
+            Catalog::open_existing(&path).err(),
+            Catalog::open_read_only(&path).err(),
+        ] {
+            let err = err.unwrap_or_else(|| panic!("{what}: damaged schema accepted"));
+            let msg = err.to_string();
+            assert!(matches!(err, CatalogError::Damaged { .. }), "{msg}");
+            assert!(msg.contains(what), "{what}: {msg}");
+        }
+    }
+}
+
+#[test]
+fn someone_elses_database_is_not_taken_for_an_empty_catalog() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other.db");
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("create table photos (id integer primary key)")
+        .unwrap();
+    let err = Catalog::open(&path).err().expect("refused");
+    assert!(err.to_string().contains("table photos"), "{err}");
+}
+
+#[test]
+fn a_missing_catalog_is_not_created_by_verbs_that_expect_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typo.db");
+    for err in [
+        Catalog::open_existing(&path).err(),
+        Catalog::open_read_only(&path).err(),
+    ] {
+        assert!(matches!(err, Some(CatalogError::Missing { .. })), "{err:?}");
+    }
+    assert!(!path.exists());
+}
+
+#[test]
+fn version_1_catalogs_upgrade_with_their_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    {
+        let mut conn = rusqlite::Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        upgrade::run_to(&tx, 0, 1).unwrap();
+        tx.execute(
+            "insert into segment (stream_name, path, codec_id, codec_private, width, height, \
+             header_size, start_ms, end_ms, size, state) \
+             values ('cam', 'cam/2026-01-01/1.mkv', 'V_MPEG4/ISO/AVC', x'01', 2, 2, 10, 1, 1, 10, 'CLOSED')",
+            [],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    let c = Catalog::open(&path).unwrap();
+    assert_eq!(c.schema_version().unwrap(), CURRENT_VERSION);
+    assert_eq!(c.segments(None).unwrap().len(), 1);
+    let (uuid, dir_uuid) = c.identity().unwrap();
+    assert_eq!(uuid.len(), 32);
+    assert_eq!(dir_uuid, None);
+    drop(c);
+    assert_eq!(Catalog::open(&path).unwrap().identity().unwrap().0, uuid);
+}

@@ -55,39 +55,11 @@ pub fn finish(catalog: &Catalog, root: &Path, segment: &SegmentRow) -> Result<()
         Err(e) => return Err(io_err("remove", &path)(e).into()),
     }
     if let Some(dir) = path.parent() {
-        sync_dir(dir).map_err(io_err("fsync directory", dir))?;
-        remove_empty_day_dir(root, dir).map_err(io_err("remove directory", dir))?;
+        fsx::fsync_dir_if_exists(dir)?;
+        fsx::remove_empty_day_dir(root, dir)?;
     }
     catalog.remove_segment(segment.id)?;
     Ok(())
-}
-
-/// Removes the `{stream}/{YYYY-MM-DD}` directory once its last segment is gone, so a box that
-/// records for years does not collect thousands of empty directories.
-fn remove_empty_day_dir(root: &Path, dir: &Path) -> io::Result<()> {
-    if dir == root || dir.parent() == Some(root) {
-        return Ok(());
-    }
-    match std::fs::remove_dir(dir) {
-        Ok(()) => dir.parent().map_or(Ok(()), sync_dir),
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::NotFound
-            ) =>
-        {
-            Ok(())
-        }
-        Err(e) => Err(e),
-    }
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    match std::fs::File::open(dir) {
-        Ok(d) => d.sync_all(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
 }
 
 #[cfg(test)]

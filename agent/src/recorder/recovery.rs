@@ -585,4 +585,122 @@ mod tests {
             Vec::<String>::new()
         );
     }
+
+    /// One closed segment of three fragments for `stream`, and its row.
+    fn recorded(root: &Path, catalog: &Arc<Catalog>, stream: &str) -> SegmentRow {
+        let t0 = 1_764_028_800_000;
+        let mut w = SegmentWriter::new(root, stream, catalog.clone()).unwrap();
+        for i in 0..3 {
+            w.write(&frag(t0 + i * 120)).unwrap();
+        }
+        drop(w);
+        catalog.segments(Some(stream)).unwrap().remove(0)
+    }
+
+    #[test]
+    fn a_segment_cut_mid_cluster_keeps_its_whole_fragments() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Arc::new(Catalog::open_in_memory().unwrap());
+        let row = recorded(dir.path(), &catalog, "cam");
+        let frags = catalog.fragments(row.id).unwrap();
+        let cut = frags[2].offset + frags[2].size / 2;
+        let path = dir.path().join(&row.path);
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(cut)
+            .unwrap();
+        let report = recover(&catalog, dir.path(), None).unwrap();
+        assert_eq!(report.unresolved.len(), 1, "{report:?}");
+        let after = catalog.segment(row.id).unwrap().unwrap();
+        assert_eq!(after.size, frags[2].offset);
+        assert_eq!(catalog.fragments(row.id).unwrap().len(), 2);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), frags[2].offset);
+        let audit = audit(&catalog, dir.path(), None).unwrap();
+        assert_eq!(audit.problems, Vec::<String>::new());
+    }
+
+    #[test]
+    fn unreadable_things_in_a_segments_place_are_quarantined_not_deleted() {
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("precious");
+        std::fs::write(&victim, b"not media").unwrap();
+        let cases: [(&str, &dyn Fn(&Path)); 4] = [
+            ("random bytes", &|p| {
+                std::fs::write(p, [0x5a; 5000]).unwrap()
+            }),
+            ("zero length", &|p| std::fs::write(p, b"").unwrap()),
+            ("directory", &|p| {
+                std::fs::remove_file(p).unwrap();
+                std::fs::create_dir_all(p.join("sub")).unwrap();
+            }),
+            ("symlink", &|p| {
+                std::fs::remove_file(p).unwrap();
+                std::os::unix::fs::symlink(&victim, p).unwrap();
+            }),
+        ];
+        for (what, damage) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let catalog = Arc::new(Catalog::open_in_memory().unwrap());
+            let row = recorded(dir.path(), &catalog, "cam");
+            let path = dir.path().join(&row.path);
+            damage(&path);
+            recover(&catalog, dir.path(), None).unwrap();
+            assert!(catalog.segment(row.id).unwrap().is_none(), "{what}");
+            assert!(
+                std::fs::symlink_metadata(&path).is_err(),
+                "{what}: still in place"
+            );
+            let q = catalog.quarantined(Some("cam")).unwrap();
+            assert_eq!(q.len(), 1, "{what}");
+            assert!(
+                std::fs::symlink_metadata(dir.path().join(&q[0].path)).is_ok(),
+                "{what}: quarantined copy missing"
+            );
+            assert_eq!(std::fs::read(&victim).unwrap(), b"not media", "{what}");
+            // Repaired for good: a second pass and the audit find nothing.
+            let again = recover(&catalog, dir.path(), None).unwrap();
+            assert!(again.actions.is_empty(), "{what}: {again:?}");
+            let audit = audit(&catalog, dir.path(), None).unwrap();
+            assert_eq!(audit.problems, Vec::<String>::new(), "{what}");
+        }
+    }
+
+    #[test]
+    fn unindexed_media_is_indexed_again_never_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Arc::new(Catalog::open_in_memory().unwrap());
+        let names = ["cam", "log", ".", "..", "kvs-edge-agent.db"];
+        let long = "x".repeat(256);
+        let mut rows = Vec::new();
+        for s in names.iter().copied().chain([long.as_str()]) {
+            rows.push(recorded(dir.path(), &first, s));
+        }
+        // The catalog is lost; a new one rebuilds the index from the files.
+        let second = Catalog::open_in_memory().unwrap();
+        let report = recover(&second, dir.path(), None).unwrap();
+        assert_eq!(report.actions.len(), rows.len(), "{report:?}");
+        for row in &rows {
+            let found = second.segments(Some(&row.stream_name)).unwrap();
+            assert_eq!(found.len(), 1, "{}", row.stream_name);
+            let f = &found[0];
+            assert_eq!(
+                (&f.path, f.size, f.state),
+                (&row.path, row.size, SegmentState::Closed)
+            );
+            let frags = second.fragments(f.id).unwrap();
+            assert_eq!(frags.len(), 3);
+            assert!(
+                frags
+                    .iter()
+                    .all(|f| f.upload_state == crate::catalog::UploadState::Pending)
+            );
+            assert!(dir.path().join(&row.path).is_file());
+        }
+        assert_eq!(
+            audit(&second, dir.path(), None).unwrap().problems,
+            Vec::<String>::new()
+        );
+    }
 }

@@ -29,6 +29,26 @@ fn no_follow(o: &mut OpenOptions) -> &mut OpenOptions {
     o.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
 }
 
+/// Removes a `{stream}/{YYYY-MM-DD}` directory once its last segment is gone, so a box that
+/// records for years does not collect thousands of empty directories.
+pub fn remove_empty_day_dir(root: &Path, dir: &Path) -> Result<(), PathError> {
+    if dir == root || dir.parent() == Some(root) {
+        return Ok(());
+    }
+    match std::fs::remove_dir(dir) {
+        Ok(()) => dir.parent().map_or(Ok(()), fsync_dir_if_exists),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::NotFound
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(io_err("remove directory", dir)(e)),
+    }
+}
+
 /// Opens a media file for reading; a symbolic link fails (ELOOP).
 pub fn open_media(path: &Path) -> io::Result<File> {
     no_follow(OpenOptions::new().read(true)).open(path)

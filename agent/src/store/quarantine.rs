@@ -45,6 +45,7 @@ pub fn move_aside(
     fsx::fsync_dir(to_dir)?;
     if let Some(dir) = from.parent() {
         fsx::fsync_dir_if_exists(dir)?;
+        fsx::remove_empty_day_dir(root, dir)?;
     }
     let now = jiff::Timestamp::now().as_millisecond();
     catalog.quarantine(stream, rel, &to_rel, reason, segment, now)?;

@@ -38,7 +38,7 @@ use tokio::sync::{Mutex, mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, CatalogError};
 use crate::clock::Clock;
 use crate::edge_config::{
     ApiTimestamp, DescribeEdgeConfigurationResponse, EdgeConfig, JobStatus,
@@ -239,7 +239,7 @@ impl Supervisor {
     /// Starts the jobs of every stored configuration (at startup, before and without any
     /// broker), and finishes deletions a previous run left half done.
     pub async fn resume(&self) {
-        let configs = match self.0.catalog.configs() {
+        let configs = match self.0.catalog.each_config() {
             Ok(c) => c,
             Err(e) => {
                 warn!(error = %e, "cannot read the stored configurations");
@@ -247,6 +247,17 @@ impl Supervisor {
             }
         };
         for c in configs {
+            let c = match c {
+                Ok(c) => c,
+                Err(e) => {
+                    // One damaged row fails its stream, not the agent.
+                    warn!(error = %e, "cannot resume a stored configuration");
+                    if let CatalogError::Corrupt { stream, .. } = &e {
+                        self.set_status(stream, SyncStatus::SyncFailed, Some(&e.to_string()));
+                    }
+                    continue;
+                }
+            };
             let stream = c.stream_name().to_owned();
             let thing = thing_of(&c.request.edge_config);
             match c.sync_status {

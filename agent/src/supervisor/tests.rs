@@ -204,22 +204,9 @@ async fn refusals_name_the_problem() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_removes_jobs_media_and_rows() {
     let mut f = fixture(16);
+    // Media before the recorder starts (its startup repair must find it sound).
+    record_one_fragment(&f, "a");
     f.sup.apply("hub", request("a", 24), true).await;
-    let seg_dir = f.dir.path().join("a/2026-01-01");
-    std::fs::create_dir_all(&seg_dir).unwrap();
-    std::fs::write(seg_dir.join("1.mkv"), b"x").unwrap();
-    f.catalog
-        .insert_segment(&NewSegment {
-            stream_name: "a".into(),
-            path: "a/2026-01-01/1.mkv".into(),
-            codec_id: "V_MPEG4/ISO/AVC".into(),
-            codec_private: vec![1],
-            width: 2,
-            height: 2,
-            header_size: 1,
-            start_ms: 1,
-        })
-        .unwrap();
     drain(&mut f);
     f.sup.delete("hub", "a").await;
     let ev = drain(&mut f);
@@ -229,7 +216,8 @@ async fn delete_removes_jobs_media_and_rows() {
     );
     assert!(f.catalog.config("a").unwrap().is_none());
     assert!(f.catalog.segments(Some("a")).unwrap().is_empty());
-    assert!(!f.dir.path().join("a").exists());
+    let left: Vec<_> = walk(f.dir.path());
+    assert!(!f.dir.path().join("a").exists(), "{left:?}");
     assert!(!f.dir.path().join("streams/a").exists());
     assert!(f.sup.running_streams().await.is_empty());
     // Deleting what is not there clears its topics all the same.
@@ -426,4 +414,94 @@ async fn a_closing_recording_window_completes_the_record_job_once() {
     tokio::time::sleep(Duration::from_secs(1800)).await;
     assert!(sup.take_events().is_empty());
     sup.shutdown(Duration::from_secs(5)).await;
+}
+
+/// One damaged stored configuration fails its stream at resume; the others run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_stored_configuration_fails_only_its_stream() {
+    let f = fixture(16);
+    let now = jiff::Timestamp::now();
+    for s in ["a", "b"] {
+        f.catalog
+            .put_config(&request(s, 24), SyncStatus::InSync, now)
+            .unwrap();
+    }
+    let db = rusqlite::Connection::open(f.dir.path().join("c.db")).unwrap();
+    db.execute(
+        "update edge_config set request_json = '{\"EdgeConfig\": 5}' where stream_name = 'b'",
+        [],
+    )
+    .unwrap();
+    f.sup.resume().await;
+    assert_eq!(f.sup.running_streams().await, ["a"]);
+    let (status, details): (String, String) = db
+        .query_row(
+            "select sync_status, failed_status_details from edge_config where stream_name = 'b'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(status, "SYNC_FAILED");
+    assert!(details.contains("unreadable"), "{details}");
+    f.sup.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A stream named like the agent's own files deletes only its own media.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_stream_named_log_leaves_the_log_directory() {
+    let mut f = fixture(16);
+    let log = f.dir.path().join("log");
+    std::fs::create_dir_all(&log).unwrap();
+    std::fs::write(log.join("kvs-edge-agent.log"), b"keep").unwrap();
+    record_one_fragment(&f, "log");
+    assert!(f.dir.path().join("streams/log").is_dir());
+    let mut req = request("a", 24);
+    req.stream_name = Some("log".into());
+    assert_eq!(
+        f.sup.apply("hub", req, true).await,
+        Some(SyncStatus::InSync)
+    );
+    drain(&mut f);
+    f.sup.delete("hub", "log").await;
+    assert_eq!(statuses(&drain(&mut f), "log").last().unwrap(), "REMOVED");
+    assert_eq!(
+        std::fs::read(log.join("kvs-edge-agent.log")).unwrap(),
+        b"keep"
+    );
+    assert!(!f.dir.path().join("streams/log").exists());
+    assert!(f.catalog.segments(Some("log")).unwrap().is_empty());
+}
+
+fn walk(p: &std::path::Path) -> Vec<String> {
+    let mut out = vec![p.display().to_string()];
+    if p.is_dir() {
+        for e in std::fs::read_dir(p).unwrap() {
+            out.extend(walk(&e.unwrap().path()));
+        }
+    }
+    out
+}
+
+/// Writes one real fragment of `stream` through the segment writer.
+fn record_one_fragment(f: &Fixture, stream: &str) {
+    use crate::media::mkv::{Frame, TrackInfo, VideoCodec};
+    let mut w =
+        crate::recorder::segment::SegmentWriter::new(f.dir.path(), stream, f.catalog.clone())
+            .unwrap();
+    w.write(&crate::recorder::fragmenter::Fragment {
+        frames: vec![Frame {
+            timestamp_ms: 1_767_225_600_000,
+            key: true,
+            data: vec![0, 0, 0, 2, 0x65, 1],
+        }],
+        track: Arc::new(TrackInfo {
+            codec: VideoCodec::H264,
+            codec_private: vec![1, 77, 0, 30, 0xFF, 0xE0, 0],
+            width: 64,
+            height: 64,
+        }),
+        duration_ms: 40,
+        new_segment: false,
+    })
+    .unwrap();
 }

@@ -18,10 +18,15 @@ const STEPS: [Step; CURRENT_VERSION as usize] = [v0_to_v1::run, v1_to_v2::run];
 
 /// Brings the schema from `from` to [`CURRENT_VERSION`].
 pub fn run(tx: &Transaction<'_>, from: i32) -> rusqlite::Result<()> {
-    for step in &STEPS[from as usize..] {
+    run_to(tx, from, CURRENT_VERSION)
+}
+
+/// Brings the schema from `from` to `to` (tests build older catalogs with it).
+pub fn run_to(tx: &Transaction<'_>, from: i32, to: i32) -> rusqlite::Result<()> {
+    for step in &STEPS[from as usize..to as usize] {
         step(tx)?;
     }
-    tx.pragma_update(None, "user_version", CURRENT_VERSION)
+    tx.pragma_update(None, "user_version", to)
 }
 
 /// The schema objects (tables, indexes, triggers) a catalog of `version` has, as
