@@ -161,7 +161,7 @@ async fn start_describe_resend_update_delete() {
         seen.ends_with(&["DELETING".into(), "DELETING_ACKNOWLEDGED".into()]),
         "{seen:?}"
     );
-    assert!(!agent.rec.join("cam-1").exists());
+    assert!(!agent.rec.join("streams/cam-1").exists());
     assert_eq!(agent.fragment_count("cam-1"), 0);
     w.wait("desired cleared", T, |m| {
         m.iter()
@@ -569,7 +569,7 @@ async fn embedded_broker_walkthrough() {
     )
     .await;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(!agent.rec.join("demo-cam").exists());
+    assert!(!agent.rec.join("streams/demo-cam").exists());
     let (status, took) = agent.stop();
     assert!(
         status.success() && took < Duration::from_secs(10),

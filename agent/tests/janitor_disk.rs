@@ -197,7 +197,7 @@ fn newest_fragment(catalog: &Catalog) -> i64 {
 /// Bytes of the `.mkv` files of the stream on disk.
 fn bytes_on_disk(root: &Path) -> u64 {
     let mut total = 0;
-    for day in std::fs::read_dir(root.join(STREAM)).unwrap() {
+    for day in std::fs::read_dir(root.join("streams").join(STREAM)).unwrap() {
         for f in std::fs::read_dir(day.unwrap().path()).unwrap() {
             let f = f.unwrap();
             if f.file_name().to_string_lossy().ends_with(".mkv") {

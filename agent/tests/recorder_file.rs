@@ -305,7 +305,7 @@ fn status_lands_in_the_catalog_and_timestamps_follow_the_clock() {
     assert_eq!(segs[0].start_ms, start.as_millisecond());
     assert_eq!(
         segs[0].path,
-        format!("demo/2026-03-29/{}.mkv", start.as_millisecond())
+        format!("streams/demo/2026-03-29/{}.mkv", start.as_millisecond())
     );
     let frags = catalog.fragments(segs[0].id).unwrap();
     assert_eq!(frags[1].timecode_ms, start.as_millisecond() + 1000);

@@ -157,6 +157,24 @@ fn repair_segment(
     let mut indexed = row.size;
     if len < row.size {
         indexed = whole_prefix(catalog, row, &file, len)?;
+        if indexed <= row.header_size && len > row.header_size {
+            // No fragment is whole, but media bytes remain: a tool may still salvage frames.
+            drop(file);
+            let reason = format!(
+                "cut short by the disk to {len} of {} indexed bytes, no fragment whole",
+                row.size
+            );
+            let to = quarantine::move_aside(
+                catalog,
+                root,
+                &row.stream_name,
+                &row.path,
+                Some(row.id),
+                &reason,
+            )?;
+            report.unresolved(format!("{}: {reason}; moved to {to}", row.path));
+            return Ok(());
+        }
         let dropped = catalog.cut_segment(row.id, indexed)?;
         report.unresolved(format!(
             "{}: file is {len} bytes but {} were indexed (the disk lost its end); kept the \

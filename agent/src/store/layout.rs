@@ -135,7 +135,11 @@ pub fn media_files(root: &Path, stream: Option<&str>) -> Result<Vec<MediaFile>, 
     Ok(out)
 }
 
+/// The entries of `dir` when it is a real directory (not a link to one); none otherwise.
 fn entries(dir: &Path) -> Result<Vec<(String, PathBuf)>, PathError> {
+    if !std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+        return Ok(Vec::new());
+    }
     let list = match std::fs::read_dir(dir) {
         Ok(l) => l,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),

@@ -137,10 +137,11 @@ pub struct Agent {
     pub config: PathBuf,
 }
 
-/// Segment files under `rec/{stream}/{day}/`, sorted.
+/// Segment files under `rec/streams/{stream}/{day}/`, sorted.
 pub fn segment_files(rec: &Path, stream: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let Ok(days) = std::fs::read_dir(rec.join(stream)) else {
+    let dir = rec.join(kvs_edge_agent::store::layout::stream_dir(stream));
+    let Ok(days) = std::fs::read_dir(dir) else {
         return out;
     };
     for d in days.flatten() {
