@@ -644,7 +644,8 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         let victim = outside.path().join("precious");
         std::fs::write(&victim, b"not media").unwrap();
-        let cases: [(&str, &dyn Fn(&Path)); 4] = [
+        type Damage<'a> = &'a dyn Fn(&Path);
+        let cases: [(&str, Damage); 4] = [
             ("random bytes", &|p| {
                 std::fs::write(p, [0x5a; 5000]).unwrap()
             }),

@@ -54,6 +54,15 @@ pub fn open_media(path: &Path) -> io::Result<File> {
     no_follow(OpenOptions::new().read(true)).open(path)
 }
 
+/// [`open_media`] for async readers (the uploader).
+pub async fn open_media_async(path: &Path) -> io::Result<tokio::fs::File> {
+    tokio::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+        .await
+}
+
 /// Opens a media file for reading and writing (repair); a symbolic link fails (ELOOP).
 pub fn open_media_rw(path: &Path) -> io::Result<File> {
     no_follow(OpenOptions::new().read(true).write(true)).open(path)

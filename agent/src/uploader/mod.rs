@@ -585,7 +585,7 @@ async fn read_header(path: &Path, len: u64) -> std::io::Result<Vec<u8>> {
     if len == 0 || len > MAX_HEADER {
         return Err(std::io::Error::other(format!("header size {len}")));
     }
-    let mut f = tokio::fs::File::open(path).await?;
+    let mut f = crate::store::fsx::open_media_async(path).await?;
     let mut buf = vec![0u8; len as usize];
     f.read_exact(&mut buf).await?;
     Ok(buf)

@@ -597,7 +597,7 @@ async fn send_fragment(
     clock: &Arc<dyn crate::clock::Clock>,
 ) -> Result<(), SendError> {
     if file.as_ref().is_none_or(|(p, _)| *p != f.path) {
-        let opened = tokio::fs::File::open(&f.path)
+        let opened = crate::store::fsx::open_media_async(&f.path)
             .await
             .map_err(SendError::Read)?;
         *file = Some((f.path.clone(), opened));
