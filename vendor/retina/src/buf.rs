@@ -206,12 +206,35 @@ impl RingBuf {
 
     #[cold]
     fn realloc(&mut self, additional: usize) {
-        let data_len = self.len();
-        let new_size = data_len
+        let new_size = self
+            .len()
             .checked_add(additional)
             .and_then(usize::checked_next_power_of_two)
             .unwrap();
         debug_assert!(new_size > self.buf.len());
+        self.resize(new_size);
+    }
+
+    /// Shrinks a ring over [`SHRINK_ABOVE`] to `capacity` (rounded up to a
+    /// power of two) if that holds the data and `reserve` more bytes with room
+    /// to spare (PATCH: bounded buffering): a ring grown for one huge frame
+    /// would otherwise keep its size for the connection's life.
+    pub fn shrink_to(&mut self, capacity: usize, reserve: usize) {
+        if self.buf.len() <= SHRINK_ABOVE {
+            return;
+        }
+        let needed = self.len().saturating_add(reserve);
+        let new_size = capacity.max(needed).max(1).next_power_of_two();
+        if new_size.saturating_mul(4) <= self.buf.len() {
+            self.resize(new_size);
+        }
+    }
+
+    /// Moves the data into a new ring of `new_size` bytes (a power of two, at
+    /// least `len()`).
+    fn resize(&mut self, new_size: usize) {
+        let data_len = self.len();
+        debug_assert!(new_size.is_power_of_two() && new_size >= data_len);
         let mut new_buf = vec![0u8; new_size].into_boxed_slice();
 
         if data_len > 0 {
@@ -320,6 +343,19 @@ impl std::fmt::Debug for Mark {
     }
 }
 
+/// Most bytes a [`MarkBuf`] may retain (PATCH: bounded buffering).
+///
+/// Marks pin an access unit's data until it completes, so a peer that never
+/// completes one (e.g. an endless FU-A) would otherwise grow the ring until
+/// allocation fails. 16 MiB holds any real camera's largest frame many times
+/// over.
+pub(crate) const MAX_RETAINED: usize = 16 << 20;
+
+/// Rings up to this size keep their capacity (PATCH: bounded buffering), so
+/// that a camera's usual key frames do not make the ring grow and shrink each
+/// GOP.
+const SHRINK_ABOVE: usize = 1 << 20;
+
 /// A [`RingBuf`] wrapper with mark-based retention.
 ///
 /// Marks pin stream positions so data from that point onward stays
@@ -341,6 +377,8 @@ impl std::fmt::Debug for Mark {
 #[derive(Debug)]
 pub(crate) struct MarkBuf {
     ring: RingBuf,
+    /// The capacity asked for at creation, which the ring shrinks back to.
+    initial_capacity: usize,
     registry: Arc<MarkRegistry>,
     unparsed: u64,
 }
@@ -351,6 +389,7 @@ impl MarkBuf {
     pub fn new(capacity: usize) -> Self {
         Self {
             ring: RingBuf::new(capacity),
+            initial_capacity: capacity,
             registry: MarkRegistry::new(),
             unparsed: 0,
         }
@@ -451,7 +490,23 @@ impl MarkBuf {
     /// writing into these slices, call [`advance_end`](Self::advance_end).
     pub fn spare_capacity(&mut self, reserve: usize) -> (&mut [u8], &mut [u8]) {
         self.reclaim();
+        self.ring.shrink_to(self.initial_capacity, reserve);
         self.ring.spare_capacity(reserve)
+    }
+
+    /// Checks that reserving `reserve` more bytes keeps the retained data
+    /// (from the oldest mark or unparsed position to the end) within
+    /// [`MAX_RETAINED`]; `spare_capacity` would otherwise grow the ring past it.
+    pub fn check_reserve(&self, reserve: usize) -> Result<(), String> {
+        let floor = self.registry.earliest().unwrap_or(self.unparsed);
+        let retained = (self.ring.end() - floor) as usize;
+        if retained.saturating_add(reserve) > MAX_RETAINED {
+            return Err(format!(
+                "{retained} bytes buffered for an unfinished message or frame; \
+                 the limit is {MAX_RETAINED}"
+            ));
+        }
+        Ok(())
     }
 
     /// Marks `n` additional bytes at the end as valid.

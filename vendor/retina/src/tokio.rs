@@ -21,6 +21,18 @@ use super::{ConnectionContext, ReceivedMessage, WallTime};
 /// Default initial capacity for the read ring buffer (64 KiB).
 const DEFAULT_READ_CAPACITY: usize = 64 * 1024;
 
+/// Largest RTSP message head (PATCH: bounded parsing). Cameras send a few
+/// hundred bytes; without a bound, endless header lines are buffered forever.
+const MAX_HEAD_SIZE: usize = 64 * 1024;
+
+/// Largest RTSP message, head and body (PATCH: bounded parsing). Bodies are
+/// SDP (a few KiB) or interleaved data (at most 64 KiB); without a bound, a
+/// `Content-Length: 99999999999` grows the read buffer until allocation fails.
+const MAX_MESSAGE_SIZE: usize = 1024 * 1024;
+
+/// Bytes reserved for each read.
+const READ_RESERVE: usize = 4096;
+
 /// A RTSP connection which implements `Stream`, `Sink`, and `Unpin`.
 pub(crate) struct Connection {
     stream: TcpStream,
@@ -52,7 +64,10 @@ impl Connection {
                 peer_addr,
                 established_wall,
             },
-            parser: crate::rtsp::parse::Parser::default(),
+            parser: crate::rtsp::parse::Parser::builder()
+                .max_head_size(MAX_HEAD_SIZE)
+                .max_message_size(MAX_MESSAGE_SIZE)
+                .build(),
             read_buf: MarkBuf::new(DEFAULT_READ_CAPACITY),
             write_buf: Vec::new(),
         })
@@ -111,7 +126,16 @@ fn try_decode(
     let initial_len = input.len();
 
     match parser.feed(&mut input) {
-        Ok(None) => Ok(None), // idle, no data; caller distinguishes EOF from "need more"
+        Ok(None) => {
+            // Idle, no data; caller distinguishes EOF from "need more". The
+            // parser may have skipped CRLFs: advance past them (PATCH), else
+            // an endless run of CRLFs is buffered (and rescanned) forever.
+            let consumed = initial_len - input.len();
+            if consumed > 0 {
+                read_buf.advance_unparsed(unparsed + consumed as u64);
+            }
+            Ok(None)
+        }
         Ok(Some((msg, body_slice))) => {
             let consumed = initial_len - input.len();
             let body_len = body_slice.len();
@@ -206,7 +230,16 @@ impl Stream for Connection {
                 }
                 std::task::Poll::Pending => return std::task::Poll::Pending,
             }
-            let (first, second) = this.read_buf.spare_capacity(4096);
+            if let Err(description) = this.read_buf.check_reserve(READ_RESERVE) {
+                let pos = this.parser.stream_pos() + this.read_buf.unparsed_len() as u64;
+                return std::task::Poll::Ready(Some(Err(codec_err_to_error(
+                    &this.ctx,
+                    &this.parser,
+                    &this.read_buf,
+                    CodecError::ParseError { description, pos },
+                ))));
+            }
+            let (first, second) = this.read_buf.spare_capacity(READ_RESERVE);
             let mut bufs = [
                 std::io::IoSliceMut::new(first),
                 std::io::IoSliceMut::new(second),

@@ -2322,6 +2322,15 @@ impl Session<Playing> {
         stream_ctx: &crate::StreamContext,
     ) -> Poll<Result<u16, Error>> {
         const MAX_DATAGRAM: usize = u16::MAX as usize;
+        // PATCH: bounded buffering (see `MarkBuf::check_reserve`).
+        if let Err(description) = read_buf.check_reserve(MAX_DATAGRAM) {
+            return Poll::Ready(Err(wrap!(ErrorInt::UdpRecvError {
+                conn_ctx: *conn_ctx,
+                stream_ctx: stream_ctx.to_owned(),
+                when: crate::WallTime::now(),
+                source: io::Error::other(description),
+            })));
+        }
         // `spare_capacity` returns *all* the free space, which may exceed the
         // requested reserve; clamp so `recv_vectored` can't exceed a `u16`.
         let (s1, s2) = read_buf.spare_capacity(MAX_DATAGRAM);

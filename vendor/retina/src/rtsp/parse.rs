@@ -142,12 +142,29 @@ fn invalid_err<E: std::error::Error + Send + Sync + 'static>(
     })
 }
 
+/// A size limit was exceeded; `detail` says by how much.
+fn too_large(label: &'static str, detail: String) -> FeedError {
+    FeedError::Invalid(Invalid {
+        pos: 0,
+        context: vec![label],
+        source: Some(detail.into()),
+    })
+}
+
+fn head_too_large(len: usize, max: usize) -> FeedError {
+    too_large(
+        "head-too-large",
+        format!("{len} bytes of start line and headers so far; the limit is {max}"),
+    )
+}
+
 fn incomplete() -> FeedError {
     FeedError::Incomplete(Incomplete::default())
 }
 
 /// Builder for [`Parser`]. Obtain via [`Parser::builder`].
 pub struct ParserBuilder {
+    max_head_size: usize,
     max_message_size: usize,
 }
 
@@ -161,8 +178,20 @@ impl ParserBuilder {
         self
     }
 
+    /// Sets the maximum message head size in bytes (start line and headers).
+    ///
+    /// Unlike the message size, this is checked as the head arrives, so
+    /// endless header lines (or one endless line) are rejected with
+    /// [`FeedError::Invalid`] rather than buffered (PATCH: bounded parsing).
+    /// Defaults to [`usize::MAX`] (no limit).
+    pub fn max_head_size(mut self, n: usize) -> Self {
+        self.max_head_size = n;
+        self
+    }
+
     pub fn build(self) -> Parser {
         Parser {
+            max_head_size: self.max_head_size,
             max_message_size: self.max_message_size,
             state: ParserState::default(),
             stream_pos: 0,
@@ -171,6 +200,7 @@ impl ParserBuilder {
 }
 
 pub struct Parser {
+    max_head_size: usize,
     max_message_size: usize,
     state: ParserState,
     /// Cumulative bytes consumed from the stream across all `feed` calls.
@@ -198,6 +228,7 @@ enum ParserState {
 impl Parser {
     pub fn builder() -> ParserBuilder {
         ParserBuilder {
+            max_head_size: usize::MAX,
             max_message_size: usize::MAX,
         }
     }
@@ -235,6 +266,14 @@ impl Parser {
         loop {
             match std::mem::take(&mut self.state) {
                 ParserState::Idle => {
+                    // PATCH: blank lines before a message are consumed for good, not
+                    // restored with the checkpoint, so an endless run of them is not buffered.
+                    while input.len() >= 2
+                        && input.peek_byte() == Some(b'\r')
+                        && input.byte_at(1) == b'\n'
+                    {
+                        input.advance(2);
+                    }
                     let checkpoint = *input;
                     let before = input.len();
                     match parse_head(input) {
@@ -251,6 +290,9 @@ impl Parser {
                         }
                         Err(FeedError::Incomplete(_)) => {
                             *input = checkpoint;
+                            if input.len() > self.max_head_size {
+                                return Err(head_too_large(input.len(), self.max_head_size));
+                            }
                             return Err(incomplete());
                         }
                         Err(e) => return Err(e),
@@ -270,6 +312,11 @@ impl Parser {
                     match parse_header_line(input) {
                         Ok(Some((name, value))) => {
                             head_bytes += before - input.len();
+                            if head_bytes > self.max_head_size {
+                                return Err(
+                                    head_too_large(head_bytes, self.max_head_size).context(context)
+                                );
+                            }
                             match &mut msg {
                                 Message::Request(req) => req.headers.append(name, value),
                                 Message::Response(resp) => resp.headers.append(name, value),
@@ -288,12 +335,25 @@ impl Parser {
                                 content_length(headers).map_err(|e| e.context(context))?;
                             let total = (head_bytes as u64).saturating_add(body_len);
                             if total > self.max_message_size as u64 {
-                                return Err(invalid("message-too-large").context(context));
+                                return Err(too_large(
+                                    "message-too-large",
+                                    format!(
+                                        "{total} bytes with the body; the limit is {}",
+                                        self.max_message_size
+                                    ),
+                                )
+                                .context(context));
                             }
                             self.state = ParserState::Body(msg, body_len as usize);
                         }
                         Err(FeedError::Incomplete(_)) => {
                             *input = checkpoint;
+                            let buffered = head_bytes.saturating_add(input.len());
+                            if buffered > self.max_head_size {
+                                return Err(
+                                    head_too_large(buffered, self.max_head_size).context(context)
+                                );
+                            }
                             self.state = ParserState::Head { msg, head_bytes };
                             return Err(incomplete());
                         }
