@@ -1,0 +1,195 @@
+#!/usr/bin/python3
+"""A hostile RTSP camera on plain sockets: each --shape is one way a broken or malicious
+server can try to exhaust the client's memory or hang it.
+
+Prints `READY rtsp://127.0.0.1:PORT/cam` on stdout once it listens (like server.py). Serves
+every connection the same way, in its own thread, until the client hangs up.
+
+Shapes:
+  huge-body        answers DESCRIBE with Content-Length: 99999999999 and an endless body
+  endless-headers  answers with a status line and then header lines forever
+  endless-line     answers with one header line that never ends
+  endless-crlf     sends CRLFs forever (blank lines may precede a message)
+  random           sends seeded random bytes forever
+  silence          accepts and reads, never answers
+  tracks-1000      an SDP with 1000 H.264 video tracks
+  giant-sdp        an honest 64 MiB SDP (Content-Length matches the body)
+  flood-data       instead of answering, 64 KiB interleaved frames forever
+  endless-frame    a valid session, then one H.264 access unit that never ends (FU-A
+                   fragments of one timestamp, without end bit or RTP marker)
+"""
+
+import argparse
+import random
+import socket
+import struct
+import sys
+import threading
+
+CHUNK = 64 * 1024
+
+
+def read_request(conn, buf):
+    """One request head; returns (method, cseq, rest of buf) or None at EOF."""
+    while b"\r\n\r\n" not in buf:
+        data = conn.recv(4096)
+        if not data:
+            return None
+        buf += data
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    method = lines[0].split(" ", 1)[0]
+    cseq = "0"
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "cseq":
+            cseq = value.strip()
+    return method, cseq, rest
+
+
+def response(cseq, headers=(), body=b""):
+    head = f"RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\n"
+    for h in headers:
+        head += h + "\r\n"
+    if body:
+        head += f"Content-Length: {len(body)}\r\n"
+    return head.encode() + b"\r\n" + body
+
+
+def sdp(tracks, junk_bytes=0):
+    s = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=hostile\r\nt=0 0\r\n"
+    if junk_bytes:
+        line = "a=x-junk:" + "j" * 1000 + "\r\n"
+        s += line * (junk_bytes // len(line))
+    for i in range(tracks):
+        s += (
+            "m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n"
+            f"a=fmtp:96 packetization-mode=1\r\na=control:track{i}\r\n"
+        )
+    return s.encode()
+
+
+def forever(conn, chunk):
+    while True:
+        conn.sendall(chunk)
+
+
+def endless_frame(conn):
+    """DESCRIBE, SETUP and PLAY answered properly, then one access unit forever."""
+    buf = b""
+    while True:
+        req = read_request(conn, buf)
+        if req is None:
+            return
+        method, cseq, buf = req
+        if method == "DESCRIBE":
+            conn.sendall(response(cseq, ["Content-Type: application/sdp"], sdp(1)))
+        elif method == "SETUP":
+            conn.sendall(
+                response(
+                    cseq,
+                    ["Transport: RTP/AVP/TCP;unicast;interleaved=0-1", "Session: 12345678;timeout=60"],
+                )
+            )
+        elif method == "PLAY":
+            conn.sendall(response(cseq, ["Session: 12345678"]))
+            break
+        else:
+            conn.sendall(response(cseq))
+    payload = b"\x00" * 60000
+    seq = 0
+    while True:
+        # FU-A of an IDR slice (NRI 3): the start fragment, then middles forever.
+        fu_header = 0x85 if seq == 0 else 0x05
+        rtp = struct.pack(">BBHII", 0x80, 96, seq & 0xFFFF, 90000, 0x1234) + bytes([0x7C, fu_header])
+        pkt = rtp + payload
+        conn.sendall(b"$\x00" + struct.pack(">H", len(pkt)) + pkt)
+        seq += 1
+
+
+def serve(conn, shape, blobs):
+    try:
+        if shape == "endless-frame":
+            return endless_frame(conn)
+        if shape == "random":
+            return forever(conn, blobs["random"])
+        if shape == "endless-crlf":
+            return forever(conn, b"\r\n" * (CHUNK // 2))
+        if shape == "flood-data":
+            return forever(conn, b"$\x05\xff\xff" + b"\x00" * 0xFFFF)
+        req = read_request(conn, b"")
+        if req is None:
+            return
+        _, cseq, _ = req
+        if shape == "silence":
+            while conn.recv(4096):
+                pass
+        elif shape == "huge-body":
+            conn.sendall(
+                f"RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nContent-Type: application/sdp\r\n"
+                "Content-Length: 99999999999\r\n\r\n".encode()
+            )
+            forever(conn, b"a=x-junk:" + b"j" * (CHUNK - 11) + b"\r\n")
+        elif shape == "endless-headers":
+            conn.sendall(f"RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\n".encode())
+            forever(conn, b"X-Junk: " + b"j" * 90 + b"\r\n")
+        elif shape == "endless-line":
+            conn.sendall(f"RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nX-Junk: ".encode())
+            forever(conn, b"j" * CHUNK)
+        elif shape == "tracks-1000":
+            conn.sendall(response(cseq, ["Content-Type: application/sdp"], blobs["tracks"]))
+            while conn.recv(4096):
+                pass
+        elif shape == "giant-sdp":
+            conn.sendall(response(cseq, ["Content-Type: application/sdp"], blobs["giant"]))
+            while conn.recv(4096):
+                pass
+    except OSError:
+        pass  # the client hung up: what every shape waits for
+    finally:
+        conn.close()
+
+
+SHAPES = [
+    "huge-body",
+    "endless-headers",
+    "endless-line",
+    "endless-crlf",
+    "random",
+    "silence",
+    "tracks-1000",
+    "giant-sdp",
+    "flood-data",
+    "endless-frame",
+]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shape", choices=SHAPES, required=True)
+    p.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    args = p.parse_args()
+
+    blobs = {}
+    if args.shape == "random":
+        blobs["random"] = random.Random(13).randbytes(CHUNK)
+    if args.shape == "tracks-1000":
+        blobs["tracks"] = sdp(1000)
+    if args.shape == "giant-sdp":
+        blobs["giant"] = sdp(1, junk_bytes=64 << 20)
+
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", args.port))
+    srv.listen(16)
+    print(f"READY rtsp://127.0.0.1:{srv.getsockname()[1]}/cam", flush=True)
+    try:
+        while True:
+            conn, _ = srv.accept()
+            threading.Thread(target=serve, args=(conn, args.shape, blobs), daemon=True).start()
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
