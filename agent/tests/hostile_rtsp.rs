@@ -58,8 +58,9 @@ fn peak_rss_kb(pid: u32) -> Option<u64> {
 
 /// Records from a hostile camera until the first status report, watching the peak RSS (killed
 /// past [`RECORD_PEAK_KB`]); then SIGTERM. Returns the exit's status details and the peak.
-fn record_against(shape: &str) -> (String, u64) {
-    let server = RtspServer::start_script("hostile.py", &["--shape", shape]);
+fn record_against(shape: &str, server_args: &[&str]) -> (String, u64) {
+    let server =
+        RtspServer::start_script("hostile.py", &[&["--shape", shape], server_args].concat());
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
         .args(["record", "--uri", &server.url, "--stream", "cam"])
@@ -141,7 +142,7 @@ fn hostile(shape: &str) {
     if !require("/usr/bin/python3", &["--version"]) {
         return;
     }
-    let (details, peak) = record_against(shape);
+    let (details, peak) = record_against(shape, &[]);
     assert!(
         details.starts_with("SYSTEM_ERROR: ") && details.contains(expected(shape)),
         "{shape}: {details}"
@@ -201,6 +202,66 @@ fn interleaved_data_flood_instead_of_an_answer() {
 #[test]
 fn access_unit_that_never_ends() {
     hostile("endless-frame");
+}
+
+/// Not hostile: a camera's large key frames (3 MB, above the size past which retina's patched
+/// read buffer shrinks back) are all recorded, byte for byte.
+#[test]
+fn large_key_frames_are_recorded() {
+    if !require("/usr/bin/python3", &["--version"]) {
+        return;
+    }
+    const FRAME: usize = 3_000_000;
+    let server = RtspServer::start_script(
+        "hostile.py",
+        &["--shape", "big-frames", "--frame-bytes", &FRAME.to_string()],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["record", "--uri", &server.url, "--stream", "cam"])
+        .arg("--recording-dir")
+        .arg(dir.path())
+        .args(["--duration", "4s", "--min-fragment-ms", "100"])
+        .env("HOME", dir.path())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let catalog =
+        kvs_edge_agent::catalog::Catalog::open(&dir.path().join("kvs-edge-agent.db")).unwrap();
+    let frames: Vec<_> = recorder_support::read_segments(&catalog, dir.path(), "cam")
+        .into_iter()
+        .flat_map(|s| s.clusters.into_iter().flatten())
+        .collect();
+    assert!(
+        frames.len() >= 10,
+        "5 frames a second for 4 s: {}",
+        frames.len()
+    );
+    for f in &frames {
+        assert!(f.key);
+        // One NAL with its 4-byte length: the IDR header byte and the body, as sent.
+        assert_eq!(f.data.len(), 4 + FRAME);
+        assert_eq!(&f.data[4..6], &[0x65, 1]);
+    }
+}
+
+/// A complete frame past the recorder's own 8 MiB bound (under retina's 16 MiB) ends the session.
+#[test]
+fn frame_over_8_mib_is_refused() {
+    if !require("/usr/bin/python3", &["--version"]) {
+        return;
+    }
+    let (details, peak) = record_against("big-frames", &["--frame-bytes", "10000000"]);
+    assert_eq!(
+        details,
+        "SYSTEM_ERROR: RTSP error: a frame of 10000004 bytes; the limit is 8388608"
+    );
+    assert!(peak < RECORD_PEAK_KB, "peak RSS {peak} kB");
 }
 
 /// A StartEdgeConfigurationUpdate request recording `stream` from `arn`.

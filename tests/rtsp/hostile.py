@@ -17,14 +17,20 @@ Shapes:
   flood-data       instead of answering, 64 KiB interleaved frames forever
   endless-frame    a valid session, then one H.264 access unit that never ends (FU-A
                    fragments of one timestamp, without end bit or RTP marker)
+  big-frames       not hostile, only large: a valid session, then complete key frames of
+                   --frame-bytes each, 5 per second (the sample clip's SPS and PPS in the SDP)
 """
 
 import argparse
+import base64
+import os
 import random
 import socket
+import itertools
 import struct
 import sys
 import threading
+import time
 
 CHUNK = 64 * 1024
 
@@ -56,7 +62,7 @@ def response(cseq, headers=(), body=b""):
     return head.encode() + b"\r\n" + body
 
 
-def sdp(tracks, junk_bytes=0):
+def sdp(tracks, junk_bytes=0, sprop=""):
     s = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=hostile\r\nt=0 0\r\n"
     if junk_bytes:
         line = "a=x-junk:" + "j" * 1000 + "\r\n"
@@ -64,9 +70,30 @@ def sdp(tracks, junk_bytes=0):
     for i in range(tracks):
         s += (
             "m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n"
-            f"a=fmtp:96 packetization-mode=1\r\na=control:track{i}\r\n"
+            f"a=fmtp:96 packetization-mode=1{sprop}\r\na=control:track{i}\r\n"
         )
     return s.encode()
+
+
+def sample_sprop():
+    """sprop-parameter-sets of the sample clip's first SPS and PPS."""
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+    with open(os.path.join(root, "samples", "sample-h264-640x360-gop1s.h264"), "rb") as f:
+        data = f.read(4096)
+    nals = {}
+    for nal in data.split(b"\x00\x00\x01")[1:]:
+        nal = nal.rstrip(b"\x00")
+        if nal:
+            nals.setdefault(nal[0] & 0x1F, nal)
+    sps, pps = nals[7], nals[8]
+    b64 = lambda b: base64.b64encode(b).decode()
+    return f";profile-level-id={sps[1:4].hex()};sprop-parameter-sets={b64(sps)},{b64(pps)}"
+
+
+def interleaved(seq, timestamp, payload, marker=False):
+    rtp = struct.pack(">BBHII", 0x80, 96 | (0x80 if marker else 0), seq & 0xFFFF, timestamp, 0x1234)
+    pkt = rtp + payload
+    return b"$\x00" + struct.pack(">H", len(pkt)) + pkt
 
 
 def forever(conn, chunk):
@@ -74,16 +101,16 @@ def forever(conn, chunk):
         conn.sendall(chunk)
 
 
-def endless_frame(conn):
-    """DESCRIBE, SETUP and PLAY answered properly, then one access unit forever."""
+def play(conn, description):
+    """DESCRIBE, SETUP and PLAY answered properly; False if the client left first."""
     buf = b""
     while True:
         req = read_request(conn, buf)
         if req is None:
-            return
+            return False
         method, cseq, buf = req
         if method == "DESCRIBE":
-            conn.sendall(response(cseq, ["Content-Type: application/sdp"], sdp(1)))
+            conn.sendall(response(cseq, ["Content-Type: application/sdp"], description))
         elif method == "SETUP":
             conn.sendall(
                 response(
@@ -93,24 +120,51 @@ def endless_frame(conn):
             )
         elif method == "PLAY":
             conn.sendall(response(cseq, ["Session: 12345678"]))
-            break
+            return True
         else:
             conn.sendall(response(cseq))
+
+
+def endless_frame(conn):
+    """One access unit forever."""
+    if not play(conn, sdp(1)):
+        return
     payload = b"\x00" * 60000
     seq = 0
     while True:
         # FU-A of an IDR slice (NRI 3): the start fragment, then middles forever.
         fu_header = 0x85 if seq == 0 else 0x05
-        rtp = struct.pack(">BBHII", 0x80, 96, seq & 0xFFFF, 90000, 0x1234) + bytes([0x7C, fu_header])
-        pkt = rtp + payload
-        conn.sendall(b"$\x00" + struct.pack(">H", len(pkt)) + pkt)
+        conn.sendall(interleaved(seq, 90000, bytes([0x7C, fu_header]) + payload))
         seq += 1
+
+
+def big_frames(conn, frame_bytes):
+    """Complete IDR access units of frame_bytes, 5 per second, in FU-A fragments of 60000."""
+    if not play(conn, sdp(1, sprop=sample_sprop())):
+        return
+    body = bytes(range(1, 256)) * (frame_bytes // 255 + 1)
+    body = body[: frame_bytes - 1]
+    seq = 0
+    start = time.monotonic()
+    for n in itertools.count():
+        # Paced in real time: frame n leaves at n/5 s.
+        delay = start + n / 5 - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        chunks = [body[i : i + 60000] for i in range(0, len(body), 60000)]
+        for i, chunk in enumerate(chunks):
+            first, last = i == 0, i == len(chunks) - 1
+            fu_header = 0x05 | (0x80 if first else 0) | (0x40 if last else 0)
+            conn.sendall(interleaved(seq, 90000 + n * 18000, bytes([0x7C, fu_header]) + chunk, last))
+            seq += 1
 
 
 def serve(conn, shape, blobs):
     try:
         if shape == "endless-frame":
             return endless_frame(conn)
+        if shape == "big-frames":
+            return big_frames(conn, blobs["frame_bytes"])
         if shape == "random":
             return forever(conn, blobs["random"])
         if shape == "endless-crlf":
@@ -161,6 +215,7 @@ SHAPES = [
     "giant-sdp",
     "flood-data",
     "endless-frame",
+    "big-frames",
 ]
 
 
@@ -168,9 +223,10 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shape", choices=SHAPES, required=True)
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    p.add_argument("--frame-bytes", type=int, default=3_000_000, help="big-frames: bytes per frame")
     args = p.parse_args()
 
-    blobs = {}
+    blobs = {"frame_bytes": args.frame_bytes}
     if args.shape == "random":
         blobs["random"] = random.Random(13).randbytes(CHUNK)
     if args.shape == "tracks-1000":
