@@ -33,10 +33,8 @@ const SHAPES: &[(&str, &str)] = &[
     ("endless-crlf", "no answer to DESCRIBE"),
     ("random", "RTSP error: RTSP framing error"),
     ("silence", "no answer to DESCRIBE"),
-    (
-        "tracks-1000",
-        "the camera describes 1000 streams; at most 32",
-    ),
+    ("many-tracks", "SDP has 1000 media sections; at most 64"),
+    ("tracks-max", "SDP has 45452 media sections; at most 64"),
     ("giant-sdp", "message-too-large"),
     ("flood-data", "no answer to DESCRIBE"),
     (
@@ -186,7 +184,26 @@ fn silence() {
 
 #[test]
 fn sdp_with_1000_tracks() {
-    hostile("tracks-1000");
+    hostile("many-tracks");
+}
+
+/// Under retina's 64 media sections, over the recorder's 32 streams.
+#[test]
+fn sdp_with_40_tracks() {
+    if !require("/usr/bin/python3", &["--version"]) {
+        return;
+    }
+    let (details, peak) = record_against("many-tracks", &["--tracks", "40"]);
+    assert_eq!(
+        details,
+        "SYSTEM_ERROR: RTSP error: the camera describes 40 streams; at most 32 are accepted"
+    );
+    assert!(peak < RECORD_PEAK_KB, "peak RSS {peak} kB");
+}
+
+#[test]
+fn sdp_with_as_many_tracks_as_fit() {
+    hostile("tracks-max");
 }
 
 #[test]

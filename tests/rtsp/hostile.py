@@ -12,7 +12,8 @@ Shapes:
   endless-crlf     sends CRLFs forever (blank lines may precede a message)
   random           sends seeded random bytes forever
   silence          accepts and reads, never answers
-  tracks-1000      an SDP with 1000 H.264 video tracks
+  many-tracks      an SDP with --tracks H.264 video tracks (default 1000)
+  tracks-max       as many minimal media sections as fit in a message under 1 MiB
   giant-sdp        an honest 64 MiB SDP (Content-Length matches the body)
   flood-data       instead of answering, 64 KiB interleaved frames forever
   endless-frame    a valid session, then one H.264 access unit that never ends (FU-A
@@ -190,7 +191,7 @@ def serve(conn, shape, blobs):
         elif shape == "endless-line":
             conn.sendall(f"RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nX-Junk: ".encode())
             forever(conn, b"j" * CHUNK)
-        elif shape == "tracks-1000":
+        elif shape in ("many-tracks", "tracks-max"):
             conn.sendall(response(cseq, ["Content-Type: application/sdp"], blobs["tracks"]))
             while conn.recv(4096):
                 pass
@@ -211,7 +212,8 @@ SHAPES = [
     "endless-crlf",
     "random",
     "silence",
-    "tracks-1000",
+    "many-tracks",
+    "tracks-max",
     "giant-sdp",
     "flood-data",
     "endless-frame",
@@ -223,14 +225,19 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shape", choices=SHAPES, required=True)
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    p.add_argument("--tracks", type=int, default=1000, help="many-tracks: how many")
     p.add_argument("--frame-bytes", type=int, default=3_000_000, help="big-frames: bytes per frame")
     args = p.parse_args()
 
     blobs = {"frame_bytes": args.frame_bytes}
     if args.shape == "random":
         blobs["random"] = random.Random(13).randbytes(CHUNK)
-    if args.shape == "tracks-1000":
-        blobs["tracks"] = sdp(1000)
+    if args.shape == "many-tracks":
+        blobs["tracks"] = sdp(args.tracks)
+    if args.shape == "tracks-max":
+        head = b"v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=hostile\r\nt=0 0\r\n"
+        m = b"m=video 0 RTP/AVP 96\r\n"
+        blobs["tracks"] = head + m * ((1_000_000 - len(head)) // len(m))
     if args.shape == "giant-sdp":
         blobs["giant"] = sdp(1, junk_bytes=64 << 20)
 

@@ -410,6 +410,15 @@ pub(crate) fn parse_describe(
             );
         }
     }
+    // PATCH: bounded parsing. Parsed, each media section takes ~20 times its text, so a 1 MiB
+    // SDP of minimal ones held ~40 MB; count them before parsing.
+    const MAX_MEDIAS: usize = 64;
+    let medias = memchr::memmem::find_iter(&body[..], b"\nm=").count();
+    if medias > MAX_MEDIAS {
+        return Err(format!(
+            "SDP has {medias} media sections; at most {MAX_MEDIAS} are accepted"
+        ));
+    }
     let raw_sdp = MostlyAscii::new(&body[..]);
     let sdp = sdp_types::Session::parse(raw_sdp.bytes)
         .map_err(|e| format!("Unable to parse SDP: {e}\n\n{raw_sdp:#?}",))?;
@@ -453,6 +462,11 @@ pub(crate) fn parse_describe(
     }
     let control = control.unwrap_or(request_url);
 
+    // PATCH: bounded logging. The raw SDP (up to the 1 MiB message limit) is logged once, and
+    // only the first few unparseable streams each: an SDP of thousands of them would otherwise
+    // log gigabytes.
+    const UNPARSEABLE_LOGGED: usize = 8;
+    let mut unparseable = 0;
     let streams: Box<[Stream]> = sdp
         .medias
         .iter()
@@ -460,16 +474,27 @@ pub(crate) fn parse_describe(
         .filter_map(|(i, m)| {
             parse_media(&base_url, m).map_or_else(
                 |e| {
-                    warn!(
-                        "Ignoring unparseable stream {}: {}\nraw SDP: {:#?}",
-                        i, e, raw_sdp
-                    );
+                    unparseable += 1;
+                    if unparseable == 1 {
+                        warn!(
+                            "Ignoring unparseable stream {}: {}\nraw SDP: {:#?}",
+                            i, e, raw_sdp
+                        );
+                    } else if unparseable <= UNPARSEABLE_LOGGED {
+                        warn!("Ignoring unparseable stream {}: {}", i, e);
+                    }
                     None
                 },
                 Some,
             )
         })
         .collect();
+    if unparseable > UNPARSEABLE_LOGGED {
+        warn!(
+            "Ignored {} more unparseable streams",
+            unparseable - UNPARSEABLE_LOGGED
+        );
+    }
 
     if streams.is_empty() {
         return Err(format!(
