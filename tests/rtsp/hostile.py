@@ -18,6 +18,9 @@ Shapes:
   flood-data       instead of answering, 64 KiB interleaved frames forever
   endless-frame    a valid session, then one H.264 access unit that never ends (FU-A
                    fragments of one timestamp, without end bit or RTP marker)
+  tiny-nals        a valid session, then one access unit of ever more 1-byte NAL units (each
+                   packet a whole NAL: the most bookkeeping per byte buffered)
+  tiny-fragments   a valid session, then one NAL unit of ever more 1-byte FU-A fragments
   big-frames       not hostile, only large: a valid session, then complete key frames of
                    --frame-bytes each, 5 per second (the sample clip's SPS and PPS in the SDP)
 """
@@ -139,6 +142,31 @@ def endless_frame(conn):
         seq += 1
 
 
+def tiny_nals(conn):
+    """One access unit of 1-byte non-IDR slice NALs forever, 4096 packets per send."""
+    if not play(conn, sdp(1)):
+        return
+    seq = 0
+    while True:
+        conn.sendall(b"".join(interleaved(seq + i, 90000, b"\x41") for i in range(4096)))
+        seq += 4096
+
+
+def tiny_fragments(conn):
+    """One FU-A NAL of 1-byte fragments forever, 4096 packets per send."""
+    if not play(conn, sdp(1)):
+        return
+    seq = 0
+    while True:
+        conn.sendall(
+            b"".join(
+                interleaved(seq + i, 90000, bytes([0x7C, 0x85 if seq + i == 0 else 0x05, 0x41]))
+                for i in range(4096)
+            )
+        )
+        seq += 4096
+
+
 def big_frames(conn, frame_bytes):
     """Complete IDR access units of frame_bytes, 5 per second, in FU-A fragments of 60000."""
     if not play(conn, sdp(1, sprop=sample_sprop())):
@@ -164,6 +192,10 @@ def serve(conn, shape, blobs):
     try:
         if shape == "endless-frame":
             return endless_frame(conn)
+        if shape == "tiny-nals":
+            return tiny_nals(conn)
+        if shape == "tiny-fragments":
+            return tiny_fragments(conn)
         if shape == "big-frames":
             return big_frames(conn, blobs["frame_bytes"])
         if shape == "random":
@@ -217,6 +249,8 @@ SHAPES = [
     "giant-sdp",
     "flood-data",
     "endless-frame",
+    "tiny-nals",
+    "tiny-fragments",
     "big-frames",
 ]
 

@@ -366,7 +366,13 @@ impl Depacketizer {
     }
 
     pub(super) fn push(&mut self, pkt: &PacketRef<'_>) -> Result<(), String> {
-        let r = self.push_inner(pkt);
+        let mut r = self.push_inner(pkt);
+        if r.is_ok() {
+            r = super::h26x::check_au_entries(self.nals.len(), self.pieces.len());
+            if r.is_err() {
+                self.input_state = DepacketizerInputState::New;
+            }
+        }
 
         // Several error paths within `push_inner` just use the `?` operator to bail out with
         // `input_state` at `New` when they encounter a problem mid-access unit. Restore

@@ -13,6 +13,21 @@ use crate::inputs::{Input as _, Split};
 /// We use the 4-byte form everywhere for simplicity.
 pub const ANNEX_B_START_CODE: [u8; 4] = [0, 0, 0, 1];
 
+/// Most NAL units, and most pieces of them, one access unit may have (PATCH: bounded
+/// buffering). A real one has at most a few thousand (slices, FU-A fragments); without a bound,
+/// an access unit of tiny packets costs more in bookkeeping than the buffer it pins.
+pub(super) const MAX_AU_ENTRIES: usize = 65536;
+
+/// The error for an access unit past [`MAX_AU_ENTRIES`], if it is.
+pub(super) fn check_au_entries(nals: usize, pieces: usize) -> Result<(), String> {
+    if nals > MAX_AU_ENTRIES || pieces > MAX_AU_ENTRIES {
+        return Err(format!(
+            "access unit of {nals} NAL units in {pieces} pieces; the limit is {MAX_AU_ENTRIES}"
+        ));
+    }
+    Ok(())
+}
+
 /// How to frame H.26x NAL units in output (packet format and extra data format).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Framing {
