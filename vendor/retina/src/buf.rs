@@ -731,6 +731,35 @@ mod tests {
         assert_eq!(buf.data_split().slices(), (&b""[..], &b""[..]));
     }
 
+    /// PATCH: data pinned by a mark may not grow the buffer past `MAX_RETAINED`.
+    #[test]
+    fn check_reserve_bounds_retained_data() {
+        let mut buf = MarkBuf::new(64);
+        buf.extend(&[1; 1000]);
+        buf.advance_unparsed(1000);
+        assert!(buf.check_reserve(MAX_RETAINED - 1000).is_ok());
+        assert!(buf.check_reserve(MAX_RETAINED).is_ok(), "nothing pinned");
+        let _mark = buf.add_mark_at(0);
+        assert!(buf.check_reserve(MAX_RETAINED - 1000).is_ok());
+        assert!(buf.check_reserve(MAX_RETAINED - 999).is_err());
+    }
+
+    /// PATCH: a ring grown past `SHRINK_ABOVE` shrinks back once its data is consumed.
+    #[test]
+    fn ring_shrinks_back() {
+        let mut buf = MarkBuf::new(64);
+        let big = vec![7; 2 * SHRINK_ABOVE];
+        buf.extend(&big);
+        assert!(buf.capacity() >= big.len());
+        buf.extend(b"tail");
+        buf.advance_unparsed(big.len() as u64);
+        let (s1, s2) = buf.spare_capacity(16);
+        assert!(s1.len() + s2.len() >= 16);
+        assert_eq!(buf.capacity(), 64);
+        let (s1, s2) = buf.unparsed_split().slices();
+        assert_eq!([s1, s2].concat(), b"tail");
+    }
+
     /// Verify `spare_capacity` returns enough space even when the buffer is
     /// empty but the internal cursor has wrapped past the end of the
     /// underlying array.

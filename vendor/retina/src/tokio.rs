@@ -423,6 +423,23 @@ mod tests {
         assert_eq!(read_buf.unparsed_len(), 4); // "rest" remains
     }
 
+    /// PATCH: CRLFs the parser skipped are consumed even when no message follows yet.
+    #[test]
+    fn crlf_only_consumed() {
+        let mut read_buf = MarkBuf::new(64);
+        let data = b"\r\n\r\n\r\n";
+        let (first, _) = read_buf.spare_capacity(data.len());
+        first[..data.len()].copy_from_slice(data);
+        read_buf.advance_end(data.len());
+        let mut parser = crate::rtsp::parse::Parser::default();
+        assert!(
+            try_decode(&mut parser, &mut read_buf, false)
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(read_buf.unparsed_len(), 0);
+    }
+
     #[test]
     fn response_decode() {
         let mut read_buf = MarkBuf::new(64);

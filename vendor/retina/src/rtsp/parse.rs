@@ -855,6 +855,41 @@ pub(crate) mod tests {
         assert!(inv.source.is_some(), "expected URL parse error as source");
     }
 
+    /// PATCH: the head limit holds while the head is still arriving.
+    #[test]
+    fn max_head_size() {
+        let limited = || Parser::builder().max_head_size(64).build();
+        // Complete header lines, no end of head yet.
+        let mut data = b"RTSP/1.0 200 OK\r\nCSeq: 1\r\n".to_vec();
+        data.extend(b"X-Junk: jjjjjjjjjjjjjjjj\r\n".repeat(4));
+        let err = limited().feed(&mut Split::new(&data, &[])).unwrap_err();
+        let FeedError::Invalid(inv) = err else {
+            panic!("expected Invalid, got {err:?}");
+        };
+        assert_eq!(inv.context, ["head-too-large", "response"]);
+        // One line that never ends, in the headers and as the start line.
+        let data = [&b"RTSP/1.0 200 OK\r\nX-Junk: "[..], &[b'j'; 100]].concat();
+        let err = limited().feed(&mut Split::new(&data, &[])).unwrap_err();
+        assert!(matches!(err, FeedError::Invalid(_)), "{err:?}");
+        let data = [&b"RTSP/1.0 200 "[..], &[b'j'; 100]].concat();
+        let err = limited().feed(&mut Split::new(&data, &[])).unwrap_err();
+        assert!(matches!(err, FeedError::Invalid(_)), "{err:?}");
+        // Under the limit, an incomplete head is still just incomplete.
+        let data = b"RTSP/1.0 200 OK\r\nCSeq: 1\r\n";
+        let err = limited().feed(&mut Split::new(data, &[])).unwrap_err();
+        assert!(matches!(err, FeedError::Incomplete(_)), "{err:?}");
+    }
+
+    /// PATCH: blank lines before an incomplete message are consumed, not kept.
+    #[test]
+    fn blank_lines_consumed_before_incomplete_message() {
+        let data = b"\r\n\r\n\r\nRTSP/1.0 2";
+        let mut input = Split::new(data, &[]);
+        let err = Parser::default().feed(&mut input).unwrap_err();
+        assert!(matches!(err, FeedError::Incomplete(_)), "{err:?}");
+        assert_eq!(input.len(), b"RTSP/1.0 2".len());
+    }
+
     #[test]
     fn max_message_size() {
         let data = b"GET * RTSP/1.0\r\nContent-Length: 5\r\n\r\nhello";
