@@ -13,8 +13,9 @@
 //!   SPS/PPS equal to it (and AUDs) are not stored twice. H.265 is passed through as
 //!   `V_MPEGH/ISO/HEVC`. Audio and other tracks are never set up.
 //! - Memory per connection is bounded: retina is patched (vendor/retina/PATCHES.md) to cap an
-//!   RTSP message head at 64 KiB, a message at 1 MiB and its read buffer at 16 MiB; here an SDP
-//!   with more than [`MAX_STREAMS`] streams and a frame over [`MAX_FRAME_BYTES`] end the session.
+//!   RTSP message head at 64 KiB, a message at 1 MiB, an SDP at 64 media sections, an access
+//!   unit at 65536 NAL units or fragments and the read buffer at 16 MiB; here an SDP with more
+//!   than [`MAX_STREAMS`] streams and a frame over [`MAX_FRAME_BYTES`] end the session.
 
 use std::sync::Arc;
 use std::time::Duration;
