@@ -8,6 +8,8 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY agent ./agent
+# Patched crates (vendor/*/PATCHES.md), wired in by [patch.crates-io].
+COPY vendor ./vendor
 # The same command CI checks (tests/packaging/check.sh): the locked dependency versions.
 RUN cargo build --release --locked
 

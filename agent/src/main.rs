@@ -33,7 +33,28 @@ enum Command {
     Upload(cli::upload::Args),
 }
 
+/// Buffers of 128 KiB and more (a camera's read buffer, frames, fragments) are mapped on their own
+/// and returned to the system when freed. glibc's default raises this threshold to the size of
+/// the largest buffer freed, after which such buffers come from per-thread arenas that keep the
+/// memory: a hostile camera driving its read buffer to the 16 MiB limit and retried left the
+/// daemon at ~100 MB resident. Setting the threshold also turns that adjustment off.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn map_large_buffers() {
+    const M_MMAP_THRESHOLD: i32 = -3;
+    unsafe extern "C" {
+        fn mallopt(param: i32, value: i32) -> i32;
+    }
+    // SAFETY: glibc's mallopt only sets an allocator parameter; called before any thread starts.
+    unsafe {
+        mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn map_large_buffers() {}
+
 fn main() -> ExitCode {
+    map_large_buffers();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => cli::run::run(args),

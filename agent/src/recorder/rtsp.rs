@@ -12,6 +12,10 @@
 //!   sets out of band; H.264 frames are still filtered through the CodecPrivate so in-band
 //!   SPS/PPS equal to it (and AUDs) are not stored twice. H.265 is passed through as
 //!   `V_MPEGH/ISO/HEVC`. Audio and other tracks are never set up.
+//! - Memory per connection is bounded: retina is patched (vendor/retina/PATCHES.md) to cap an
+//!   RTSP message head at 64 KiB, a message at 1 MiB, an SDP at 64 media sections, an access
+//!   unit at 65536 NAL units or fragments and the read buffer at 16 MiB; here an SDP with more
+//!   than [`MAX_STREAMS`] streams and a frame over [`MAX_FRAME_BYTES`] end the session.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +60,17 @@ impl Default for RtspOptions {
     }
 }
 
+/// Cameras offer a handful of streams (video, audio, metadata, back channel); an SDP listing more
+/// is refused before any is set up.
+pub const MAX_STREAMS: usize = 32;
+/// Far above any camera's key frame (a few MB at 4K); the fragment holding it would approach the
+/// KVS fragment limit.
+pub const MAX_FRAME_BYTES: usize = 8 << 20;
+/// Streams named in an "unsupported codec" message.
+const STREAMS_NAMED: usize = 8;
+/// Longest retina message line kept: a server's reason phrase or header can be 64 KiB.
+const MAX_MESSAGE_CHARS: usize = 300;
+
 /// One playing RTSP session.
 pub struct RtspSource {
     demuxed: Demuxed,
@@ -65,10 +80,17 @@ pub struct RtspSource {
     stall_timeout: Duration,
 }
 
-/// The first line of a retina error: the rest is connection context (addresses, positions)
-/// that bloats status details.
+/// The first line of a retina error, cut to [`MAX_MESSAGE_CHARS`]: the rest is connection
+/// context (addresses, positions) that bloats status details.
 fn first_line(e: &retina::Error) -> String {
-    e.to_string().lines().next().unwrap_or_default().to_owned()
+    let text = e.to_string();
+    let line = text.lines().next().unwrap_or_default();
+    if line.chars().count() <= MAX_MESSAGE_CHARS {
+        line.to_owned()
+    } else {
+        let head: String = line.chars().take(MAX_MESSAGE_CHARS).collect();
+        format!("{head}...")
+    }
 }
 
 fn classify(e: retina::Error) -> SourceError {
@@ -104,14 +126,24 @@ impl RtspSource {
             .map_err(|_| timed_out("DESCRIBE"))?
             .map_err(classify)?;
         let streams = session.streams();
+        if streams.len() > MAX_STREAMS {
+            return Err(SourceError::Protocol(format!(
+                "the camera describes {} streams; at most {MAX_STREAMS} are accepted",
+                streams.len()
+            )));
+        }
         let stream_i = streams
             .iter()
             .position(|s| s.media() == "video" && matches!(s.encoding_name(), "h264" | "h265"))
             .ok_or_else(|| {
-                let seen: Vec<String> = streams
+                let mut seen: Vec<String> = streams
                     .iter()
+                    .take(STREAMS_NAMED)
                     .map(|s| format!("{}/{}", s.media(), s.encoding_name()))
                     .collect();
+                if streams.len() > STREAMS_NAMED {
+                    seen.push(format!("{} more", streams.len() - STREAMS_NAMED));
+                }
                 SourceError::UnsupportedCodec(format!(
                     "no H.264 or H.265 video stream (the camera offers {})",
                     if seen.is_empty() {
@@ -216,6 +248,12 @@ impl RtspSource {
                 Some(Ok(CodecItem::VideoFrame(f))) if f.stream_id() == self.stream_i => f,
                 Some(Ok(_)) => continue,
             };
+            if frame.data().len() > MAX_FRAME_BYTES {
+                return Err(SourceError::Protocol(format!(
+                    "a frame of {} bytes; the limit is {MAX_FRAME_BYTES}",
+                    frame.data().len()
+                )));
+            }
             if frame.has_new_parameters() || self.track.is_none() {
                 self.refresh_track()?;
             }

@@ -1,5 +1,5 @@
-//! Shared by the recorder integration tests: required tools, the GStreamer RTSP test camera,
-//! and readers for what the recorder wrote.
+//! Shared by the recorder integration tests: required tools, the GStreamer RTSP test camera
+//! (and the hostile ones of tests/rtsp/hostile.py), and readers for what the recorder wrote.
 
 #![allow(dead_code)]
 
@@ -63,8 +63,13 @@ pub struct RtspServer {
 impl RtspServer {
     /// Starts the server and waits for its READY line.
     pub fn start(args: &[&str]) -> RtspServer {
+        Self::start_script("server.py", args)
+    }
+
+    /// Starts another camera of tests/rtsp/ (e.g. hostile.py) that prints the same READY line.
+    pub fn start_script(script: &str, args: &[&str]) -> RtspServer {
         let mut child = Command::new("/usr/bin/python3")
-            .arg(repo_root().join("tests/rtsp/server.py"))
+            .arg(repo_root().join("tests/rtsp").join(script))
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
