@@ -34,7 +34,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // The verbs are command-line tools: a closed pipe (`| head -1`) ends them quietly, as it
+    // ends `ls`, where Rust's default (SIGPIPE ignored) makes `println!` panic.
+    set_sigpipe(libc::SIG_DFL);
     let cli = Cli::parse();
+    if let Command::Run(_) = cli.command {
+        // The daemon must never die of a peer closing a socket: write errors it handles.
+        set_sigpipe(libc::SIG_IGN);
+    }
     let result = match cli.command {
         Command::Run(args) => cli::run::run(args),
         Command::CheckConfig(args) => cli::check_config::run(args),
@@ -51,5 +58,12 @@ fn main() -> ExitCode {
             eprintln!("kvs-edge-agent: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn set_sigpipe(disposition: libc::sighandler_t) {
+    // SAFETY: only one thread runs yet, and SIG_DFL and SIG_IGN are not handlers.
+    unsafe {
+        libc::signal(libc::SIGPIPE, disposition);
     }
 }

@@ -13,15 +13,14 @@ use crate::settings::IotSettings;
 
 /// The nucleus' configuration, relative to the Greengrass root directory.
 pub const EFFECTIVE_CONFIG: &str = "config/effectiveConfig.yaml";
+/// Largest effective configuration read (it holds every deployed component's configuration).
+const MAX_EFFECTIVE_CONFIG_BYTES: u64 = 64 << 20;
 const NUCLEUS: &str = "aws.greengrass.Nucleus";
 
 #[derive(Debug, thiserror::Error)]
 pub enum GreengrassError {
-    #[error("cannot read the Greengrass configuration {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Read(#[from] crate::input::ReadError),
     #[error("invalid Greengrass configuration {}: {message}", path.display())]
     Yaml { path: PathBuf, message: String },
     #[error("invalid Greengrass configuration {}: {key} {problem}", path.display())]
@@ -49,10 +48,11 @@ impl GreengrassConfig {
     /// Reads `{root}/config/effectiveConfig.yaml`.
     pub fn load(root: &Path) -> Result<Self, GreengrassError> {
         let path = root.join(EFFECTIVE_CONFIG);
-        let text = std::fs::read_to_string(&path).map_err(|source| GreengrassError::Read {
-            path: path.clone(),
-            source,
-        })?;
+        let text = crate::input::read_regular_text(
+            &path,
+            MAX_EFFECTIVE_CONFIG_BYTES,
+            "the Greengrass configuration",
+        )?;
         Self::parse(&text, &path)
     }
 

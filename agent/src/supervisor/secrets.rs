@@ -49,6 +49,9 @@ impl SecretSource for NoSecrets {
     }
 }
 
+/// Largest local secrets file read (a line per secret).
+const MAX_FILE_BYTES: u64 = 1 << 20;
+
 /// The local secrets file, re-read at every lookup so that an edited file applies when the
 /// configuration is sent again:
 ///
@@ -73,8 +76,8 @@ impl LocalSecretsFile {
 
     /// Reads and checks the whole file (for startup, so a broken file is noticed early).
     pub fn load(&self) -> Result<BTreeMap<String, String>, String> {
-        let text = std::fs::read_to_string(&self.path)
-            .map_err(|e| format!("cannot read {}: {e}", self.path.display()))?;
+        let text = crate::input::read_regular_text(&self.path, MAX_FILE_BYTES, "the secrets file")
+            .map_err(|e| e.to_string())?;
         parse(&text).map_err(|e| format!("{}: {e}", self.path.display()))
     }
 }
