@@ -158,6 +158,10 @@ mod tests {
             (br#"{"StreamName":"cam","Extra":1}"#, "Extra"),
             (br#"{}"#, "StreamName"),
             (&big, "exceeds the limit"),
+            (
+                br#"{"StreamName":"cam","StreamName":"cam"}"#,
+                r#"not valid JSON: duplicate key "StreamName" at line 1"#,
+            ),
         ];
         for (payload, needle) in cases {
             let e = parse_desired(&topic(), payload).unwrap_err();

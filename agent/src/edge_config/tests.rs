@@ -408,6 +408,14 @@ fn malformed_documents_get_clear_errors() {
             "{\"StreamName\":\"a\",\"EdgeConfig\":{}}",
             "EdgeConfig.HubDeviceArn: is required; EdgeConfig.RecorderConfig: is required",
         ),
+        (
+            r#"{"StreamName":"a","StreamName":"b","EdgeConfig":{}}"#,
+            r#"not valid JSON: duplicate key "StreamName" at line 1 column 30"#,
+        ),
+        (
+            r#"{"StreamName":"a","EdgeConfig":{"HubDeviceArn":"x","RecorderConfig":{"MediaSourceConfig":{"MediaUriType":"RTSP_URI","MediaUriType":"FILE_URI"}}}}"#,
+            r#"not valid JSON: duplicate key "MediaUriType" at line 1 column 130"#,
+        ),
     ] {
         let err = parse_start_request(text).unwrap_err();
         assert_eq!(err.to_string(), want, "input {text:?}");
