@@ -500,17 +500,38 @@ fn every_named_file_must_be_a_regular_file_of_bounded_size() {
 
 #[test]
 fn a_secrets_file_that_is_a_device_is_reported_and_the_daemon_runs_on() {
+    /// Killed with the test, should it fail.
+    struct Daemon(std::process::Child);
+    impl Drop for Daemon {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let dir = tempfile::tempdir().unwrap();
-    let mut child = agent()
-        .args(["run", "--secrets-file", "/dev/zero"])
-        .env("AWS_KVS_EDGE_RECORDING_DIRECTORY", dir.path())
-        .env("AWS_KVS_EDGE_LOG_LEVEL", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut daemon = Daemon(
+        agent()
+            .args(["run", "--secrets-file", "/dev/zero"])
+            .env("AWS_KVS_EDGE_RECORDING_DIRECTORY", dir.path())
+            .env("AWS_KVS_EDGE_LOG_LEVEL", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = BufReader::new(daemon.0.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
     let mut refused = false;
-    for line in stderr.map_while(Result::ok) {
+    loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the agent gets ready within 20 s");
         refused |= line.contains("the secrets file /dev/zero is a character device");
         if line.contains("ready") {
             break;
@@ -519,12 +540,12 @@ fn a_secrets_file_that_is_a_device_is_reported_and_the_daemon_runs_on() {
     assert!(refused, "the device is named, before the agent is ready");
     assert!(
         Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args(["-TERM", &daemon.0.id().to_string()])
             .status()
             .unwrap()
             .success()
     );
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(daemon.0.wait().unwrap().code(), Some(0));
 }
 
 #[test]
