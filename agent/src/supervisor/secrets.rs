@@ -9,17 +9,19 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::input::cut;
+
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SecretError {
     /// The secret does not exist: the configuration must change (fatal for the job).
-    #[error("the secret {0} is not known to this agent")]
+    #[error("the secret {} is not known to this agent", cut(.0))]
     NotFound(String),
     /// The secret exists but cannot be used as it is (no permission, no `MediaURI` key, not
     /// JSON): the user must fix it (fatal for the job).
-    #[error("the secret {arn} cannot be used: {reason}")]
+    #[error("the secret {} cannot be used: {reason}", cut(arn))]
     Invalid { arn: String, reason: String },
     /// The source could not be asked now (network, file unreadable): retry later.
-    #[error("cannot read the secret {arn}: {message}")]
+    #[error("cannot read the secret {}: {message}", cut(arn))]
     Unavailable { arn: String, message: String },
 }
 
