@@ -9,19 +9,17 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::input::cut;
-
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SecretError {
     /// The secret does not exist: the configuration must change (fatal for the job).
-    #[error("the secret {} is not known to this agent", cut(.0))]
+    #[error("the secret {0} is not known to this agent")]
     NotFound(String),
     /// The secret exists but cannot be used as it is (no permission, no `MediaURI` key, not
     /// JSON): the user must fix it (fatal for the job).
-    #[error("the secret {} cannot be used: {reason}", cut(arn))]
+    #[error("the secret {arn} cannot be used: {reason}")]
     Invalid { arn: String, reason: String },
     /// The source could not be asked now (network, file unreadable): retry later.
-    #[error("cannot read the secret {}: {message}", cut(arn))]
+    #[error("cannot read the secret {arn}: {message}")]
     Unavailable { arn: String, message: String },
 }
 
