@@ -166,6 +166,16 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_key_is_refused_not_last_wins() {
+        let twice = FIXTURE.replace(
+            "thingName: \"GreengrassCamera01\"",
+            "thingName: \"GreengrassCamera01\"\n  thingName: \"Other\"",
+        );
+        assert_ne!(twice, FIXTURE);
+        assert!(matches!(parse(&twice), Err(GreengrassError::Yaml { .. })));
+    }
+
+    #[test]
     fn load_from_a_root_directory() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/greengrass");
         assert_eq!(GreengrassConfig::load(&root).unwrap().region, "us-west-2");

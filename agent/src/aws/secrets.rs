@@ -216,5 +216,11 @@ mod tests {
         );
         assert!(media_uri_of(r#"{"MediaURI":7}"#).is_err());
         assert!(media_uri_of(r#"{"MediaURI":""}"#).is_err());
+        let e = media_uri_of(r#"{"MediaURI":"rtsp://u:hunter2@h/x","MediaURI":"rtsp://h/y"}"#)
+            .unwrap_err();
+        assert!(
+            e.contains(r#"duplicate key "MediaURI""#) && !e.contains("hunter2"),
+            "{e}"
+        );
     }
 }

@@ -156,6 +156,13 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_arn_is_refused_without_quoting_a_uri() {
+        let e = parse("a: rtsp://u:hunter2@h/x\na: rtsp://u:hunter3@h/y\n").unwrap_err();
+        assert!(e.starts_with("invalid secrets file"), "{e}");
+        assert!(!e.contains("hunter"), "{e}");
+    }
+
+    #[test]
     fn empty_file_is_no_secrets() {
         assert!(parse("").unwrap().is_empty());
         assert!(parse("# only\n\n").unwrap().is_empty());
