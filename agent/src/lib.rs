@@ -8,6 +8,7 @@ pub mod clock;
 pub mod control;
 pub mod edge_config;
 pub mod health;
+pub mod input;
 pub mod janitor;
 pub mod logging;
 pub mod media;

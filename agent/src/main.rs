@@ -40,13 +40,9 @@ enum Command {
 /// daemon at ~100 MB resident. Setting the threshold also turns that adjustment off.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn map_large_buffers() {
-    const M_MMAP_THRESHOLD: i32 = -3;
-    unsafe extern "C" {
-        fn mallopt(param: i32, value: i32) -> i32;
-    }
     // SAFETY: glibc's mallopt only sets an allocator parameter; called before any thread starts.
     unsafe {
-        mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
 }
 
@@ -55,7 +51,14 @@ fn map_large_buffers() {}
 
 fn main() -> ExitCode {
     map_large_buffers();
+    // The verbs are command-line tools: a closed pipe (`| head -1`) ends them quietly, as it
+    // ends `ls`, where Rust's default (SIGPIPE ignored) makes `println!` panic.
+    set_sigpipe(libc::SIG_DFL);
     let cli = Cli::parse();
+    if let Command::Run(_) = cli.command {
+        // The daemon must never die of a peer closing a socket: write errors it handles.
+        set_sigpipe(libc::SIG_IGN);
+    }
     let result = match cli.command {
         Command::Run(args) => cli::run::run(args),
         Command::CheckConfig(args) => cli::check_config::run(args),
@@ -72,5 +75,12 @@ fn main() -> ExitCode {
             eprintln!("kvs-edge-agent: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn set_sigpipe(disposition: libc::sighandler_t) {
+    // SAFETY: only one thread runs yet, and SIG_DFL and SIG_IGN are not handlers.
+    unsafe {
+        libc::signal(libc::SIGPIPE, disposition);
     }
 }

@@ -132,7 +132,10 @@ fn check_config_lists_every_error_and_exits_2() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/x.json"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("cannot read the request /nonexistent/x.json")
+    );
 }
 
 #[test]
@@ -188,6 +191,19 @@ fn run_opens_the_catalog_and_stops_cleanly_on_sigterm() {
         .any(|l| l.contains("ready"));
     assert!(ready, "agent logs that it is ready");
     assert!(dir.path().join("kvs-edge-agent.db").is_file());
+    // The daemon ignores SIGPIPE (a peer closing a socket is an error to handle, not death),
+    // though the verbs take its default.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let ignored = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .map(|m| u64::from_str_radix(m.trim(), 16).unwrap())
+        .unwrap();
+    assert_ne!(
+        ignored & (1 << (libc::SIGPIPE - 1)),
+        0,
+        "SigIgn {ignored:x}"
+    );
     let pid = child.id().to_string();
     assert!(
         Command::new("kill")
@@ -372,4 +388,211 @@ fn run_applies_edge_config_files_at_start() {
         kvs_edge_agent::edge_config::SyncStatus::InSync
     );
     assert!(!c.segments(Some("demo-cam")).unwrap().is_empty());
+}
+
+/// Runs `cmd`, its address space capped at 2 GiB so that a regression reading a device for
+/// ever fails fast instead of exhausting the machine; killed and failed after 20 s.
+fn output_capped(mut cmd: Command) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    const CAP: libc::rlim_t = 2 << 30;
+    // SAFETY: setrlimit is async-signal-safe, and nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: CAP,
+                rlim_max: CAP,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(20)) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("{cmd:?} did not end within 20 s");
+        }
+    }
+}
+
+fn mkfifo(path: &std::path::Path) {
+    assert!(Command::new("mkfifo").arg(path).status().unwrap().success());
+}
+
+#[test]
+fn every_named_file_must_be_a_regular_file_of_bounded_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    mkfifo(&fifo);
+    let fifo = fifo.to_str().unwrap().to_owned();
+    let big = dir.path().join("big.json");
+    std::fs::write(&big, vec![b' '; 70_000]).unwrap();
+    let big = big.to_str().unwrap().to_owned();
+    let rec = dir.path().join("rec");
+    let cases: Vec<(Vec<&str>, i32, String)> = vec![
+        (
+            vec!["check-config", "/dev/zero"],
+            1,
+            "the request /dev/zero is a character device, not a regular file".into(),
+        ),
+        (
+            vec!["check-config", "file:///dev/zero"],
+            1,
+            "the request /dev/zero is a character device".into(),
+        ),
+        (
+            vec!["check-config", &fifo],
+            1,
+            format!("the request {fifo} is a FIFO (named pipe), not a regular file"),
+        ),
+        (
+            vec!["check-config", &big],
+            1,
+            format!("the request {big} is larger than 65536 bytes"),
+        ),
+        (
+            vec!["run", "--config", "/dev/zero"],
+            2,
+            "invalid settings: the configuration file /dev/zero is a character device".into(),
+        ),
+        (
+            vec!["run", "--config", &fifo],
+            2,
+            format!("invalid settings: the configuration file {fifo} is a FIFO"),
+        ),
+        (
+            vec!["run", "--edge-config", "file:///dev/zero"],
+            1,
+            "the request /dev/zero is a character device".into(),
+        ),
+        (
+            vec!["run", "--edge-config", &fifo],
+            1,
+            format!("the request {fifo} is a FIFO"),
+        ),
+    ];
+    for (args, code, needle) in cases {
+        let mut cmd = agent();
+        cmd.args(&args)
+            .env("AWS_KVS_EDGE_RECORDING_DIRECTORY", &rec);
+        let out = output_capped(cmd);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(stderr.contains(&needle), "{args:?}: {stderr}");
+    }
+    assert!(!rec.exists(), "nothing starts on a bad file");
+}
+
+#[test]
+fn a_secrets_file_that_is_a_device_is_reported_and_the_daemon_runs_on() {
+    /// Killed with the test, should it fail.
+    struct Daemon(std::process::Child);
+    impl Drop for Daemon {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon(
+        agent()
+            .args(["run", "--secrets-file", "/dev/zero"])
+            .env("AWS_KVS_EDGE_RECORDING_DIRECTORY", dir.path())
+            .env("AWS_KVS_EDGE_LOG_LEVEL", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = BufReader::new(daemon.0.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut refused = false;
+    loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the agent gets ready within 20 s");
+        refused |= line.contains("the secrets file /dev/zero is a character device");
+        if line.contains("ready") {
+            break;
+        }
+    }
+    assert!(refused, "the device is named, before the agent is ready");
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &daemon.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(daemon.0.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn a_closed_pipe_ends_a_verb_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = agent()
+        .args(["schedule", "next", "0 * * * * ? *", "--count", "1000000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // The reader is dropped: the pipe is closed, as `| head -1` closes it.
+    assert!(!first.is_empty());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stderr.is_empty(), "no panic message");
+}
+
+#[test]
+fn schedule_from_before_1970_starts_at_quartz_first_year() {
+    let out = agent()
+        .args([
+            "schedule",
+            "next",
+            "0 0 0 1 1 ? *",
+            "--from",
+            "0001-01-01T00:00:00Z",
+            "--count",
+            "2",
+            "--tz",
+            "UTC",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "1970-01-01T00:00:00+00:00\n1971-01-01T00:00:00+00:00\n"
+    );
 }

@@ -241,6 +241,13 @@ async fn invalid_requests_fail_naming_the_field() {
             "StreamName:",
         ),
         ("cam-2", big.into_bytes(), "exceeds the limit"),
+        (
+            "cam-2",
+            start_request("cam-2", "")
+                .replacen("{", r#"{"StreamName":"cam-9","#, 1)
+                .into_bytes(),
+            r#"not valid JSON: duplicate key "StreamName""#,
+        ),
     ];
     for (stream, payload, needle) in cases {
         let topic = reported(stream);
@@ -320,11 +327,108 @@ async fn invalid_requests_fail_naming_the_field() {
         stderr(&out)
     );
 
+    // A topic naming a stream outside [a-zA-Z0-9_.-]+ gets no answer: the agent says why in
+    // its log, once per topic.
+    let bad_topic = desired("camé");
+    w.publish(&bad_topic, start_request("camé", "").as_bytes())
+        .await;
+    w.publish(&bad_topic, start_request("camé", "").as_bytes())
+        .await;
+    // Handled in order: once this one is answered, both above have been seen.
+    w.publish(&desired("cam-6"), b"not json").await;
+    w.wait("cam-6 SYNC_FAILED", T, |m| {
+        m.iter().any(|m| {
+            m.topic == reported("cam-6") && m.sync_status().as_deref() == Some("SYNC_FAILED")
+        })
+    })
+    .await;
+    let warned = agent
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("ignoring a request whose topic"))
+        .filter(|l| l.contains("camé"))
+        .count();
+    assert_eq!(warned, 1, "{}", agent.log_text());
+
     assert!(
         agent.is_running(),
         "the agent survived every malformed payload"
     );
     assert!(!agent.log_text().contains("panicked"));
+}
+
+/// FILE_URI secrets naming a device and a FIFO: USER_ERROR at once, naming what the file is,
+/// and nothing held (the old agent read /dev/zero until memory ran out, and blocked a thread
+/// for ever on each FIFO, until recording stopped for every stream). A clip records
+/// throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_uris_that_are_not_regular_files_fail_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(broker) = Mosquitto::start(dir.path()) else {
+        return;
+    };
+    let fifo = dir.path().join("fifo.h264");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let extra = format!(
+        "{}: /dev/zero\n{}: {}\n",
+        secret_arn("zero"),
+        secret_arn("fifo"),
+        fifo.display()
+    );
+    let mut agent = Agent::start(dir.path(), &yaml_with(&broker.url(), ""), &extra);
+    let w = Watcher::start(broker.port).await;
+    w.wait("agent online", T, |m| {
+        m.iter().any(|m| m.topic == agent_topic())
+    })
+    .await;
+    let req = write_request(dir.path(), "cam-0.json", &start_request("cam-0", ""));
+    let out = ctl(
+        &broker.url(),
+        &["start-edge-configuration-update", "--cli-input-json", &req],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    for round in 0..3 {
+        for (stream, kind) in [("zero", "character device"), ("fifo", "FIFO (named pipe)")] {
+            let topic = reported(stream);
+            let seen = w.on(&topic).len();
+            let req = write_request(dir.path(), "x.json", &start_request(stream, ""));
+            let out = ctl(
+                &broker.url(),
+                &["start-edge-configuration-update", "--cli-input-json", &req],
+            )
+            .await;
+            assert!(out.status.success(), "{}", stderr(&out));
+            w.wait(&format!("{stream} USER_ERROR naming a {kind}"), T, |m| {
+                m.iter().filter(|m| m.topic == topic).skip(seen).any(|m| {
+                    m.json().is_some_and(|j| {
+                        let s = &j["EdgeAgentStatus"]["LastRecorderStatus"];
+                        s["RecorderStatus"] == "USER_ERROR"
+                            && s["JobStatusDetails"]
+                                .as_str()
+                                .is_some_and(|d| d.contains(kind))
+                    })
+                })
+            })
+            .await;
+            let out = ctl(
+                &broker.url(),
+                &["delete-edge-configuration", "--stream-name", stream],
+            )
+            .await;
+            assert!(out.status.success(), "round {round}: {}", stderr(&out));
+        }
+    }
+    let before = agent.fragment_count("cam-0");
+    agent.wait_fragments("cam-0", before + 2, T).await;
+    let (status, _) = agent.stop();
+    assert!(status.success(), "{status:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -746,6 +850,42 @@ async fn ctl_refuses_malformed_input_before_connecting() {
                 "file:///nonexistent/x.json",
             ],
             "cannot read",
+        ),
+        (
+            vec![
+                "start-edge-configuration-update",
+                "--cli-input-json",
+                "file:///dev/zero",
+            ],
+            "the request /dev/zero is a character device, not a regular file",
+        ),
+        (
+            vec![
+                "start-edge-configuration-update",
+                "--stream-name",
+                "cam",
+                "--edge-config",
+                "file:///dev/zero",
+            ],
+            "the request /dev/zero is a character device",
+        ),
+        (
+            vec![
+                "delete-edge-configuration",
+                "--cli-input-json",
+                r#"{"StreamName":"a","StreamName":"b"}"#,
+            ],
+            r#"duplicate key "StreamName""#,
+        ),
+        (
+            vec![
+                "start-edge-configuration-update",
+                "--stream-name",
+                "cam",
+                "--edge-config",
+                r#"{"HubDeviceArn":"a","HubDeviceArn":"b"}"#,
+            ],
+            r#"--edge-config is not valid JSON: duplicate key "HubDeviceArn""#,
         ),
         (
             vec![

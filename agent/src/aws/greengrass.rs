@@ -13,15 +13,14 @@ use crate::settings::IotSettings;
 
 /// The nucleus' configuration, relative to the Greengrass root directory.
 pub const EFFECTIVE_CONFIG: &str = "config/effectiveConfig.yaml";
+/// Largest effective configuration read (it holds every deployed component's configuration).
+const MAX_EFFECTIVE_CONFIG_BYTES: u64 = 64 << 20;
 const NUCLEUS: &str = "aws.greengrass.Nucleus";
 
 #[derive(Debug, thiserror::Error)]
 pub enum GreengrassError {
-    #[error("cannot read the Greengrass configuration {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Read(#[from] crate::input::ReadError),
     #[error("invalid Greengrass configuration {}: {message}", path.display())]
     Yaml { path: PathBuf, message: String },
     #[error("invalid Greengrass configuration {}: {key} {problem}", path.display())]
@@ -49,10 +48,11 @@ impl GreengrassConfig {
     /// Reads `{root}/config/effectiveConfig.yaml`.
     pub fn load(root: &Path) -> Result<Self, GreengrassError> {
         let path = root.join(EFFECTIVE_CONFIG);
-        let text = std::fs::read_to_string(&path).map_err(|source| GreengrassError::Read {
-            path: path.clone(),
-            source,
-        })?;
+        let text = crate::input::read_regular_text(
+            &path,
+            MAX_EFFECTIVE_CONFIG_BYTES,
+            "the Greengrass configuration",
+        )?;
         Self::parse(&text, &path)
     }
 
@@ -163,6 +163,16 @@ mod tests {
         let iot = c.iot_settings();
         assert_eq!(iot.thing_name, "GreengrassCamera01");
         assert_eq!(iot.cert, PathBuf::from("/greengrass/v2/thingCert.crt"));
+    }
+
+    #[test]
+    fn a_repeated_key_is_refused_not_last_wins() {
+        let twice = FIXTURE.replace(
+            "thingName: \"GreengrassCamera01\"",
+            "thingName: \"GreengrassCamera01\"\n  thingName: \"Other\"",
+        );
+        assert_ne!(twice, FIXTURE);
+        assert!(matches!(parse(&twice), Err(GreengrassError::Yaml { .. })));
     }
 
     #[test]

@@ -428,7 +428,7 @@ fn parse(frame: &[u8]) -> Result<RpcMessage, IpcError> {
 /// The human part of an error message: the `message` (or `error`) of a JSON payload, or a short
 /// plain-text payload. Never more than [`MAX_QUOTED`] characters.
 fn error_text(m: &RpcMessage) -> String {
-    let text = match serde_json::from_slice::<serde_json::Value>(&m.payload) {
+    let text = match crate::input::json::from_slice::<serde_json::Value>(&m.payload) {
         Ok(v) => ["message", "error"]
             .iter()
             .find_map(|k| v.get(k).and_then(|s| s.as_str()).map(str::to_owned))
@@ -488,7 +488,7 @@ fn secret_of_reply(m: &RpcMessage) -> Result<SecretValue, IpcError> {
         }
     }
     // serde_json's errors give a position, never the text.
-    let body: serde_json::Value = serde_json::from_slice(&m.payload)
+    let body: serde_json::Value = crate::input::json::from_slice(&m.payload)
         .map_err(|e| IpcError::Malformed(format!("the answer is not JSON ({e})")))?;
     let value = body
         .get("secretValue")

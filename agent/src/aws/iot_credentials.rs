@@ -24,12 +24,8 @@ const PROVIDER_NAME: &str = "AwsIotCredentialsProvider";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IotCredentialsError {
-    #[error("cannot read {what} {path}: {source}")]
-    File {
-        what: &'static str,
-        path: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] crate::input::ReadError),
     #[error("invalid {what} {path}: {message}")]
     Pem {
         what: &'static str,
@@ -84,12 +80,11 @@ struct AnswerCredentials {
     expiration: String,
 }
 
+/// Largest certificate, key or CA file read (a PEM chain is a few kilobytes).
+pub const MAX_PEM_BYTES: u64 = 1 << 20;
+
 fn read(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>, IotCredentialsError> {
-    std::fs::read(path).map_err(|source| IotCredentialsError::File {
-        what,
-        path: path.display().to_string(),
-        source,
-    })
+    Ok(crate::input::read_regular_file(path, MAX_PEM_BYTES, what)?)
 }
 
 impl IotCredentialsProvider {
@@ -178,7 +173,7 @@ impl IotCredentialsProvider {
         let body = response.bytes().await.map_err(transport)?;
         if !status.is_success() {
             // IoT's refusals are {"message": "..."}: no credentials in them.
-            let message = serde_json::from_slice::<serde_json::Value>(&body)
+            let message = crate::input::json::from_slice::<serde_json::Value>(&body)
                 .ok()
                 .and_then(|v| v.get("message")?.as_str().map(str::to_owned))
                 .unwrap_or_default();
@@ -195,7 +190,8 @@ impl IotCredentialsProvider {
             problem,
         };
         // serde_json's messages give positions and field names, never the values.
-        let answer: Answer = serde_json::from_slice(&body).map_err(|e| malformed(e.to_string()))?;
+        let answer: Answer =
+            crate::input::json::from_slice(&body).map_err(|e| malformed(e.to_string()))?;
         let c = answer.credentials;
         let expiry: jiff::Timestamp = c
             .expiration

@@ -172,8 +172,13 @@ async fn fetch(client: &aws_sdk_secretsmanager::Client, arn: &str) -> Answer {
 
 /// The `MediaURI` of a secret string; the error never quotes the string.
 pub fn media_uri_of(secret_string: &str) -> Result<String, String> {
-    let value: serde_json::Value = serde_json::from_str(secret_string).map_err(|_| {
-        format!("its value is not JSON; store it as key/value with the key {MEDIA_URI_KEY}")
+    let value: serde_json::Value = crate::input::json::from_str(secret_string).map_err(|e| {
+        if e.is_data() {
+            // A repeated key: the message names the key, never a value.
+            format!("its value is ambiguous JSON: {e}")
+        } else {
+            format!("its value is not JSON; store it as key/value with the key {MEDIA_URI_KEY}")
+        }
     })?;
     let map = value.as_object().ok_or_else(|| {
         format!(
@@ -211,5 +216,11 @@ mod tests {
         );
         assert!(media_uri_of(r#"{"MediaURI":7}"#).is_err());
         assert!(media_uri_of(r#"{"MediaURI":""}"#).is_err());
+        let e = media_uri_of(r#"{"MediaURI":"rtsp://u:hunter2@h/x","MediaURI":"rtsp://h/y"}"#)
+            .unwrap_err();
+        assert!(
+            e.contains(r#"duplicate key "MediaURI""#) && !e.contains("hunter2"),
+            "{e}"
+        );
     }
 }

@@ -90,7 +90,7 @@ fn stored_config(
         i64,
     ),
 ) -> Result<StoredConfig> {
-    let request = serde_json::from_str(&json).map_err(|e| CatalogError::Corrupt {
+    let request = crate::input::json::from_str(&json).map_err(|e| CatalogError::Corrupt {
         stream: stream.clone(),
         message: e.to_string(),
     })?;

@@ -2,12 +2,13 @@
 //! request before sending it, as `aws kinesisvideo start-edge-configuration-update
 //! --cli-input-json` would take it.
 
-use std::io::Read;
+use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::Context;
-
+use kvs_edge_agent::control::desired::MAX_PAYLOAD_BYTES;
 use kvs_edge_agent::edge_config::{StartEdgeConfigurationUpdateRequest, parse_start_request};
+use kvs_edge_agent::input::file::read_stdin_text;
+use kvs_edge_agent::input::{ReadError, read_regular_text};
 
 #[derive(clap::Args, Debug)]
 pub struct CheckConfigArgs {
@@ -15,17 +16,16 @@ pub struct CheckConfigArgs {
     pub input: String,
 }
 
-/// Reads `FILE`, `file://FILE` or `-` (stdin), the forms the AWS CLI's `--cli-input-json` takes.
-pub fn read_input(input: &str) -> anyhow::Result<String> {
+/// Reads `FILE`, `file://FILE` or `-` (stdin), the forms the AWS CLI's `--cli-input-json` takes:
+/// a regular file of at most what the agent takes over MQTT.
+pub fn read_input(input: &str) -> Result<String, ReadError> {
+    const WHAT: &str = "the request";
+    let max = MAX_PAYLOAD_BYTES as u64;
     if input == "-" {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .context("reading standard input")?;
-        return Ok(s);
+        return read_stdin_text(max, WHAT);
     }
     let path = input.strip_prefix("file://").unwrap_or(input);
-    std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))
+    read_regular_text(Path::new(path), max, WHAT)
 }
 
 pub fn run(args: CheckConfigArgs) -> anyhow::Result<ExitCode> {

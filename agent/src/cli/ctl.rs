@@ -31,6 +31,7 @@ use kvs_edge_agent::edge_config::{
     ConfigError, DEFAULT_LIST_MAX_RESULTS, DescribeEdgeConfigurationResponse,
     ListEdgeAgentConfigurationsResponse, SyncStatus, parse_start_request, thing_name_from_arn,
 };
+use kvs_edge_agent::input::{json, quote};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -147,7 +148,7 @@ fn merged(input: Option<&str>, flags: Vec<(&str, Option<Value>)>) -> Result<Valu
     let mut v = match input {
         Some(i) => {
             let text = read_json_input(i)?;
-            serde_json::from_str::<Value>(&text)
+            json::from_str::<Value>(&text)
                 .map_err(|e| Failure::Params(format!("--cli-input-json is not valid JSON: {e}")))?
         }
         None => Value::Object(Default::default()),
@@ -243,7 +244,7 @@ impl Ctx {
             .into_iter()
             .filter_map(|m| {
                 let t = self.topics.parse(&m.topic)?;
-                let d = serde_json::from_slice(&m.payload).ok()?;
+                let d = json::from_slice(&m.payload).ok()?;
                 Some((t.thing, d))
             })
             .collect();
@@ -268,15 +269,16 @@ async fn run_verb(args: Args) -> VerbResult {
     let c = &args.conn;
     if !valid_prefix(&c.topic_prefix) {
         return Err(Failure::Params(format!(
-            "--topic-prefix {:?} must be a topic without wildcards or a leading or trailing '/'",
-            c.topic_prefix
+            "--topic-prefix {} must be a topic without wildcards or a leading or trailing '/'",
+            quote(&c.topic_prefix)
         )));
     }
     if let Some(t) = &c.thing_name
-        && !kvs_edge_agent::edge_config::validate::is_resource_name(t)
+        && !kvs_edge_agent::edge_config::validate::is_thing_name(t)
     {
         return Err(Failure::Params(format!(
-            "--thing-name {t:?} does not match the pattern [a-zA-Z0-9_.-]+"
+            "--thing-name {} is not 1 to 128 of a-z, A-Z, 0-9, _ and -",
+            quote(t)
         )));
     }
     let broker = BrokerOptions {
@@ -302,11 +304,9 @@ async fn run_verb(args: Args) -> VerbResult {
             edge_config,
         } => {
             let edge = match edge_config {
-                Some(e) => Some(
-                    serde_json::from_str::<Value>(&read_json_input(&e)?).map_err(|e| {
-                        Failure::Params(format!("--edge-config is not valid JSON: {e}"))
-                    })?,
-                ),
+                Some(e) => Some(json::from_str::<Value>(&read_json_input(&e)?).map_err(|e| {
+                    Failure::Params(format!("--edge-config is not valid JSON: {e}"))
+                })?),
                 None => None,
             };
             let text = match (&cli_input_json, &stream_name, &stream_arn, &edge) {
@@ -373,7 +373,7 @@ async fn run_verb(args: Args) -> VerbResult {
 }
 
 fn parse_reported(m: &Message) -> Option<DescribeEdgeConfigurationResponse> {
-    serde_json::from_slice(&m.payload).ok()
+    json::from_slice(&m.payload).ok()
 }
 
 async fn start(ctx: &Ctx, text: String) -> VerbResult {

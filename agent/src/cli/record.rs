@@ -57,15 +57,23 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 30s"))?;
+    let n: f64 = num.parse().map_err(|_| {
+        format!(
+            "{} is not a duration like 30s",
+            kvs_edge_agent::input::quote(s)
+        )
+    })?;
     let secs = match unit {
         "" | "s" => n,
         "ms" => n / 1000.0,
         "m" => n * 60.0,
         "h" => n * 3600.0,
-        _ => return Err(format!("unknown unit {unit:?} (ms, s, m, h)")),
+        _ => {
+            return Err(format!(
+                "unknown unit {} (ms, s, m, h)",
+                kvs_edge_agent::input::quote(unit)
+            ));
+        }
     };
     Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
 }

@@ -50,9 +50,9 @@ struct Common {
 impl Common {
     fn resolve(&self) -> anyhow::Result<Result<(CronSchedule, TimeZone, Timestamp), String>> {
         let tz = match &self.tz {
-            Some(name) => {
-                TimeZone::get(name).with_context(|| format!("unknown time zone {name:?}"))?
-            }
+            Some(name) => TimeZone::get(name).with_context(|| {
+                format!("unknown time zone {}", kvs_edge_agent::input::quote(name))
+            })?,
             None => TimeZone::system(),
         };
         let from = self.from.unwrap_or_else(Timestamp::now);

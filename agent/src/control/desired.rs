@@ -7,6 +7,7 @@ use serde_json::Value;
 use super::topics::StreamTopic;
 use crate::edge_config::validate::{validate_start_request, validate_stream_request};
 use crate::edge_config::{ConfigError, StartEdgeConfigurationUpdateRequest, thing_name_from_arn};
+use crate::input::quote;
 
 /// Largest `desired` payload the agent reads; a bigger one gets SYNC_FAILED saying so.
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
@@ -42,7 +43,8 @@ pub fn parse_desired(topic: &StreamTopic, payload: &[u8]) -> Result<Desired, Str
     }
     let text = std::str::from_utf8(payload)
         .map_err(|e| format!("not valid JSON: the payload is not UTF-8 ({e})"))?;
-    let value: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let value: Value =
+        crate::input::json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
     let is_start = value
         .as_object()
         .is_some_and(|o| o.contains_key("EdgeConfig"));
@@ -68,9 +70,10 @@ pub fn parse_desired(topic: &StreamTopic, payload: &[u8]) -> Result<Desired, Str
         Some(thing) if thing == topic.thing => {}
         other => {
             return Err(format!(
-                "EdgeConfig.HubDeviceArn: {hub:?} names the thing {:?}, not this agent's thing {:?}",
-                other.unwrap_or(""),
-                topic.thing
+                "EdgeConfig.HubDeviceArn: {} names the thing {}, not this agent's thing {}",
+                quote(hub),
+                quote(other.unwrap_or("")),
+                quote(&topic.thing)
             ));
         }
     }
@@ -94,8 +97,9 @@ fn check_stream(
         "StreamName"
     };
     Err(format!(
-        "{field}: names the stream {resolved:?}, but the request came on the topic of stream {:?}",
-        topic.stream
+        "{field}: names the stream {}, but the request came on the topic of stream {}",
+        quote(resolved),
+        quote(&topic.stream)
     ))
 }
 
@@ -154,6 +158,10 @@ mod tests {
             (br#"{"StreamName":"cam","Extra":1}"#, "Extra"),
             (br#"{}"#, "StreamName"),
             (&big, "exceeds the limit"),
+            (
+                br#"{"StreamName":"cam","StreamName":"cam"}"#,
+                r#"not valid JSON: duplicate key "StreamName" at line 1"#,
+            ),
         ];
         for (payload, needle) in cases {
             let e = parse_desired(&topic(), payload).unwrap_err();

@@ -10,7 +10,7 @@
 //! never awaited: a full channel during an outage drops a publish, which the republish after
 //! the reconnect covers.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -24,6 +24,7 @@ use super::AgentStatus;
 use super::desired::{Desired, parse_desired};
 use super::topics::{Kind, StreamTopic, Topics};
 use crate::edge_config::{ApiTimestamp, DescribeEdgeConfigurationResponse};
+use crate::input::quote;
 use crate::supervisor::{StreamEvent, Supervisor, thing_of};
 
 /// Where and how to connect.
@@ -50,21 +51,22 @@ pub const MAX_PACKET_BYTES: usize = 16 << 20;
 impl BrokerOptions {
     pub fn mqtt_options(&self) -> Result<MqttOptions, String> {
         let url = url::Url::parse(&self.url)
-            .map_err(|e| format!("broker URL {:?}: {e}", redact(&self.url)))?;
+            .map_err(|e| format!("broker URL {}: {e}", quote(&redact(&self.url))))?;
         let tls = match url.scheme() {
             "mqtt" | "tcp" => false,
             "mqtts" | "ssl" => true,
             other => {
                 return Err(format!(
-                    "broker URL {:?}: scheme {other:?} is not mqtt, tcp, mqtts or ssl",
-                    redact(&self.url)
+                    "broker URL {}: scheme {} is not mqtt, tcp, mqtts or ssl",
+                    quote(&redact(&self.url)),
+                    quote(other)
                 ));
             }
         };
         let host = url
             .host_str()
             .filter(|h| !h.is_empty())
-            .ok_or_else(|| format!("broker URL {:?} has no host", redact(&self.url)))?;
+            .ok_or_else(|| format!("broker URL {} has no host", quote(&redact(&self.url))))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let port = url.port().unwrap_or(if tls { 8883 } else { 1883 });
         let mut o = MqttOptions::new(self.client_id.clone(), host, port);
@@ -81,7 +83,12 @@ impl BrokerOptions {
         }
         if tls {
             let read = |p: &PathBuf| {
-                std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+                crate::input::read_regular_file(
+                    p,
+                    crate::aws::iot_credentials::MAX_PEM_BYTES,
+                    "the TLS file",
+                )
+                .map_err(|e| e.to_string())
             };
             let client_auth = match (&self.cert_file, &self.key_file) {
                 (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
@@ -131,6 +138,10 @@ enum Conn {
 /// How often job status the catalog gained without an event is published.
 const REFRESH_EVERY: Duration = Duration::from_secs(5);
 
+/// Topics warned about as unusable, kept so each is warned about once; a flood of distinct
+/// ones is then only logged at debug level.
+const MAX_IGNORED_TOPICS: usize = 1000;
+
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(15);
 
@@ -148,6 +159,7 @@ async fn poll(
     let mut warned = false;
     // After our own DISCONNECT the broker closes the socket: that is the end, not a loss.
     let mut leaving = false;
+    let mut ignored = HashSet::new();
     loop {
         let ev = tokio::select! {
             ev = eventloop.poll() => ev,
@@ -168,7 +180,17 @@ async fn poll(
                 Some(t) if t.kind == Kind::Desired => {
                     let _ = desired_tx.send((t, p.payload, !p.retain));
                 }
-                _ => debug!(topic = %p.topic, "ignoring a publish on an unknown topic"),
+                // Only `desired` topics are subscribed to: one that does not parse names a
+                // thing or stream outside [a-zA-Z0-9_.-]+ (non-ASCII, say), and its sender
+                // waits for an answer that never comes, so say so (once per topic).
+                _ if ignored.len() < MAX_IGNORED_TOPICS && ignored.insert(p.topic.clone()) => {
+                    warn!(
+                        topic = %quote(&p.topic),
+                        "ignoring a request whose topic's thing or stream name is not \
+                         [a-zA-Z0-9_.-]+"
+                    )
+                }
+                _ => debug!(topic = %quote(&p.topic), "ignoring a publish on an unknown topic"),
             },
             Ok(Event::Outgoing(Outgoing::Disconnect)) => {
                 debug!("disconnect sent");

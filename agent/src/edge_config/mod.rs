@@ -214,7 +214,8 @@ macro_rules! api_enum {
                 match s {
                     $($wire => Ok($name::$variant),)+
                     _ => Err(format!(
-                        "{s:?} is not one of {}",
+                        "{} is not one of {}",
+                        $crate::input::quote(s),
                         $name::WIRE_NAMES.join(", ")
                     )),
                 }

@@ -202,7 +202,17 @@ fn every_field_valid_and_invalid() {
         bad(
             "EdgeConfig.RecorderConfig.ScheduleConfig.DurationInSeconds",
             Some(json!(60.5)),
-            "EdgeConfig.RecorderConfig.ScheduleConfig.DurationInSeconds: expected an integer, found 60.5",
+            "EdgeConfig.RecorderConfig.ScheduleConfig.DurationInSeconds: expected a whole number from 60 to 3600, found 60.5",
+        ),
+        bad(
+            "EdgeConfig.RecorderConfig.ScheduleConfig.DurationInSeconds",
+            Some(json!(1e2)),
+            "EdgeConfig.RecorderConfig.ScheduleConfig.DurationInSeconds: expected a whole number from 60 to 3600, found 100.0; write it without a fraction or an exponent",
+        ),
+        bad(
+            "EdgeConfig.RecorderConfig.ScheduleConfig.DurationInSeconds",
+            Some(json!(-0.0)),
+            "EdgeConfig.RecorderConfig.ScheduleConfig.DurationInSeconds: 0 is below the minimum 60",
         ),
         bad(
             "EdgeConfig.RecorderConfig.ScheduleConfig.DurationInSeconds",
@@ -223,7 +233,7 @@ fn every_field_valid_and_invalid() {
         bad(
             "EdgeConfig.UploaderConfig.ScheduleConfig.DurationInSeconds",
             Some(json!("3599")),
-            "EdgeConfig.UploaderConfig.ScheduleConfig.DurationInSeconds: expected an integer, found string \"3599\"",
+            "EdgeConfig.UploaderConfig.ScheduleConfig.DurationInSeconds: expected a whole number from 60 to 3600, found string \"3599\"",
         ),
         bad(
             "EdgeConfig.UploaderConfig.ScheduleConfig.ScheduleExpression",
@@ -400,6 +410,14 @@ fn malformed_documents_get_clear_errors() {
         (
             "{\"StreamName\":\"a\",\"EdgeConfig\":{}}",
             "EdgeConfig.HubDeviceArn: is required; EdgeConfig.RecorderConfig: is required",
+        ),
+        (
+            r#"{"StreamName":"a","StreamName":"b","EdgeConfig":{}}"#,
+            r#"not valid JSON: duplicate key "StreamName" at line 1 column 30"#,
+        ),
+        (
+            r#"{"StreamName":"a","EdgeConfig":{"HubDeviceArn":"x","RecorderConfig":{"MediaSourceConfig":{"MediaUriType":"RTSP_URI","MediaUriType":"FILE_URI"}}}}"#,
+            r#"not valid JSON: duplicate key "MediaUriType" at line 1 column 130"#,
         ),
     ] {
         let err = parse_start_request(text).unwrap_err();

@@ -17,6 +17,7 @@ use regex::Regex;
 use serde_json::{Map, Value};
 
 use super::*;
+use crate::input::quote;
 
 /// One problem in a configuration, at a JSON path such as `EdgeConfig.HubDeviceArn`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -140,6 +141,14 @@ pub fn is_resource_name(s: &str) -> bool {
     STREAM_NAME_RE.is_match(s)
 }
 
+/// Whether `s` can be this agent's thing: an AWS IoT thing name (1 to 128 of `[a-zA-Z0-9:_-]`)
+/// that a HubDeviceArn (`thing/[a-zA-Z0-9_.-]+`) can also name.
+pub fn is_thing_name(s: &str) -> bool {
+    (1..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// The stream name inside a stream ARN (`...:stream/{name}/{creation-time}`).
 pub fn stream_name_from_arn(arn: &str) -> Option<&str> {
     if !STREAM_ARN_RE.is_match(arn) {
@@ -230,15 +239,26 @@ impl Walk {
     }
 
     fn integer(&mut self, path: &str, v: &Value, min: u32, max: u32) -> Option<u32> {
+        let expected = || format!("expected a whole number from {min} to {max}");
         let Value::Number(n) = v else {
-            self.error(path, format!("expected an integer, found {}", describe(v)));
+            self.error(path, format!("{}, found {}", expected(), describe(v)));
             return None;
         };
-        let Some(i) = n.as_i64() else {
+        // `-0` is an integer in JSON's grammar, which serde_json reads as a float.
+        let i = n
+            .as_i64()
+            .or_else(|| (n.as_f64() == Some(0.0)).then_some(0));
+        let Some(i) = i else {
             let message = if n.is_u64() {
                 format!("{n} is above the maximum {max}")
+            } else if n.as_f64().is_some_and(|f| f.fract() == 0.0) {
+                // 1e2 or 100.0: a whole value, but not written as an integer.
+                format!(
+                    "{}, found {n}; write it without a fraction or an exponent",
+                    expected()
+                )
             } else {
-                format!("expected an integer, found {n}")
+                format!("{}, found {n}", expected())
             };
             self.error(path, message);
             return None;
@@ -344,19 +364,8 @@ fn describe(v: &Value) -> String {
     }
 }
 
-/// A value quoted for an error message, shortened so a pasted blob does not flood the log.
-fn quote(s: &str) -> String {
-    const MAX: usize = 64;
-    if s.chars().count() <= MAX {
-        format!("{s:?}")
-    } else {
-        let head: String = s.chars().take(MAX).collect();
-        format!("{head:?}...")
-    }
-}
-
 fn parse_json(text: &str) -> Result<Value, ConfigError> {
-    serde_json::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))
+    crate::input::json::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))
 }
 
 /// `StreamName` and `StreamARN`: exactly one must be given.

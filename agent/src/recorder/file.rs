@@ -42,15 +42,8 @@ impl FileSource {
     /// Loads and parses `path` (blocking: call from a blocking thread or at startup).
     pub fn open(path: &Path, fps: u32) -> Result<FileSource, SourceError> {
         let bad = |msg: String| SourceError::BadUri(format!("{}: {msg}", path.display()));
-        let len = std::fs::metadata(path)
-            .map_err(|e| bad(e.to_string()))?
-            .len();
-        if len > MAX_FILE_BYTES {
-            return Err(bad(format!(
-                "{len} bytes is more than the {MAX_FILE_BYTES} a FILE_URI clip may have"
-            )));
-        }
-        let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        let bytes = crate::input::read_regular_file(path, MAX_FILE_BYTES, "the FILE_URI clip")
+            .map_err(|e| SourceError::BadUri(e.to_string()))?;
         let frames = if bytes.starts_with(&[0x1A, 0x45, 0xDF, 0xA3]) {
             mkv_frames(&bytes).map_err(bad)?
         } else {

@@ -48,6 +48,7 @@ use url::Url;
 use crate::catalog::{Catalog, CatalogError, Job};
 use crate::clock::Clock;
 use crate::edge_config::JobStatus;
+use crate::input::{cut, quote};
 use fragmenter::{Fragment, Fragmenter, FragmenterConfig};
 use rtsp::{RtspOptions, RtspSource};
 use segment::{SegmentError, SegmentWriter, Written};
@@ -122,7 +123,7 @@ pub enum MediaUri {
 impl MediaUri {
     /// `rtsp://[user:password@]host[:port]/path`, `file:///path[?fps=N]` or an absolute path.
     pub fn parse(s: &str) -> Result<MediaUri, SourceError> {
-        let bad = |why: &str| SourceError::BadUri(format!("{}: {why}", redact_url(s)));
+        let bad = |why: &str| SourceError::BadUri(format!("{}: {why}", cut(&redact_url(s))));
         if s.starts_with('/') {
             return Ok(MediaUri::File {
                 path: PathBuf::from(s),
@@ -149,7 +150,7 @@ impl MediaUri {
                 };
                 Ok(MediaUri::File { path, fps })
             }
-            other => Err(bad(&format!("scheme {other:?} is not rtsp or file"))),
+            other => Err(bad(&format!("scheme {} is not rtsp or file", quote(other)))),
         }
     }
 

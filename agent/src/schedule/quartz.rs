@@ -556,6 +556,10 @@ impl CronSchedule {
     /// when the schedule has no more fire times (Quartz's search ends at `MAX_YEAR`).
     pub fn next_after(&self, after: Timestamp, tz: &TimeZone) -> Option<Timestamp> {
         let after_secs = after.as_second() - i64::from(after.subsec_nanosecond() < 0);
+        // Quartz's years begin at 1970, but its set for `*` also holds the marker 99, which a
+        // search from before then would take for the year 99. Two days before the epoch is
+        // still 1969 in every zone.
+        let after_secs = after_secs.max(-2 * 86_400);
         self.time_after(after_secs, tz)
             .and_then(|s| Timestamp::from_second(s).ok())
     }

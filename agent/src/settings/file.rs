@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::{SettingError, SettingsError};
+use crate::input::quote;
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -14,6 +15,7 @@ pub struct AgentFile {
     /// Where the catalog (SQLite) lives; default: the recording directory.
     pub state_directory: Option<PathBuf>,
     /// Most edge configurations the agent runs at once (the original agent's hard limit is 16).
+    #[serde(deserialize_with = "whole_number")]
     pub max_streams: u32,
     /// Local mode: a YAML file mapping each `MediaUriSecretArn` to its media URI.
     pub secrets_file: Option<PathBuf>,
@@ -63,6 +65,7 @@ pub struct MqttFile {
     pub embedded_broker_listen: String,
     /// IoT and Greengrass modes without `broker_url`: the IoT data endpoint's port, 8883 or 443
     /// (for networks that only let HTTPS out; ALPN `x-amzn-mqtt-ca` is then offered).
+    #[serde(deserialize_with = "whole_number")]
     pub iot_port: u16,
 }
 
@@ -82,8 +85,10 @@ impl Default for MqttFile {
 #[serde(deny_unknown_fields, default)]
 pub struct RecorderFile {
     /// A fragment closes at the first key frame after this long.
+    #[serde(deserialize_with = "whole_number")]
     pub min_fragment_duration_ms: u32,
     /// A segment file closes at the first fragment boundary after this long.
+    #[serde(deserialize_with = "whole_number")]
     pub segment_duration_secs: u32,
 }
 
@@ -101,7 +106,9 @@ impl Default for RecorderFile {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DiskReserveFile {
+    #[serde(deserialize_with = "whole_number")]
     pub min_free_mb: u32,
+    #[serde(deserialize_with = "whole_number")]
     pub min_free_percent: u32,
 }
 
@@ -119,8 +126,10 @@ impl Default for DiskReserveFile {
 #[serde(deny_unknown_fields, default)]
 pub struct CloudWatchFile {
     /// How often the periodic metrics (Alive, Running, the counts) are sampled and sent.
+    #[serde(deserialize_with = "whole_number")]
     pub interval_secs: u32,
     /// Most datums kept while CloudWatch cannot be reached; the oldest go first.
+    #[serde(deserialize_with = "whole_number")]
     pub buffer_datums: u32,
 }
 
@@ -133,11 +142,47 @@ impl Default for CloudWatchFile {
     }
 }
 
+/// Largest settings file read: far more than every key takes.
+const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// A whole-number key; serde-saphyr's own message for `max_streams: sixteen` is "invalid u32".
+fn whole_number<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    use serde::de::{Error, Visitor};
+    struct Whole;
+    impl Visitor<'_> for Whole {
+        type Value = u64;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a whole number")
+        }
+        fn visit_u64<E: Error>(self, v: u64) -> Result<u64, E> {
+            Ok(v)
+        }
+        fn visit_i64<E: Error>(self, v: i64) -> Result<u64, E> {
+            u64::try_from(v)
+                .map_err(|_| E::custom(format!("expected a whole number, found {v}, below 0")))
+        }
+        fn visit_f64<E: Error>(self, v: f64) -> Result<u64, E> {
+            Err(E::custom(format!(
+                "expected a whole number, found {v} (written with a fraction or an exponent)"
+            )))
+        }
+        fn visit_str<E: Error>(self, v: &str) -> Result<u64, E> {
+            Err(E::custom(format!(
+                "expected a whole number, found {}",
+                quote(v)
+            )))
+        }
+    }
+    let v = d.deserialize_any(Whole)?;
+    T::try_from(v).map_err(|_| D::Error::custom(format!("{v} is too large for this key")))
+}
+
 pub(super) fn read(path: &Path) -> Result<AgentFile, SettingsError> {
-    let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    let text = crate::input::read_regular_text(path, MAX_FILE_BYTES, "the configuration file")?;
     parse(&text).map_err(|e| match e {
         ParseError::Yaml(message) => SettingsError::Yaml {
             path: path.to_owned(),
@@ -216,18 +261,30 @@ pub(super) fn parse(text: &str) -> Result<AgentFile, ParseError> {
         errors.push(SettingError {
             name: "mqtt.topic_prefix".into(),
             message: format!(
-                "{:?} must be a non-empty topic without wildcards or a leading or trailing '/'",
-                file.mqtt.topic_prefix
+                "{} must be a non-empty topic without wildcards or a leading or trailing '/'",
+                quote(&file.mqtt.topic_prefix)
             ),
         });
     }
     if let Some(thing) = &file.mqtt.thing_name
-        && !crate::edge_config::validate::is_resource_name(thing)
+        && let Err(message) = super::check_thing_name(thing)
     {
         errors.push(SettingError {
             name: "mqtt.thing_name".into(),
-            message: format!("{thing:?} does not match the pattern [a-zA-Z0-9_.-]+"),
+            message,
         });
+    }
+    let empty_path = |p: &Option<PathBuf>| p.as_ref().is_some_and(|p| p.as_os_str().is_empty());
+    for (name, path) in [
+        ("state_directory", &file.state_directory),
+        ("secrets_file", &file.secrets_file),
+    ] {
+        if empty_path(path) {
+            errors.push(SettingError {
+                name: name.into(),
+                message: "is empty; leave the key out for the default".into(),
+            });
+        }
     }
     if let Some(url) = &file.mqtt.broker_url {
         let ok = url::Url::parse(url).ok().is_some_and(|u| {
@@ -238,8 +295,8 @@ pub(super) fn parse(text: &str) -> Result<AgentFile, ParseError> {
             errors.push(SettingError {
                 name: "mqtt.broker_url".into(),
                 message: format!(
-                    "{:?} is not a broker URL like mqtt://host:1883 or mqtts://host:8883",
-                    crate::recorder::redact_url(url)
+                    "{} is not a broker URL like mqtt://host:1883 or mqtts://host:8883",
+                    quote(&crate::recorder::redact_url(url))
                 ),
             });
         }
@@ -253,8 +310,8 @@ pub(super) fn parse(text: &str) -> Result<AgentFile, ParseError> {
         errors.push(SettingError {
             name: "mqtt.embedded_broker_listen".into(),
             message: format!(
-                "{:?} is not an address like 127.0.0.1:1883",
-                file.mqtt.embedded_broker_listen
+                "{} is not an address like 127.0.0.1:1883",
+                quote(&file.mqtt.embedded_broker_listen)
             ),
         });
     }

@@ -12,6 +12,9 @@ mod file;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+
+use crate::input::{cut, quote};
 
 pub use file::{AgentFile, CloudWatchFile, DiskReserveFile, LogFormat, MqttFile, RecorderFile};
 
@@ -60,11 +63,8 @@ impl fmt::Display for SettingError {
 pub enum SettingsError {
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Invalid(Vec<SettingError>),
-    #[error("cannot read the configuration file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Read(#[from] crate::input::ReadError),
     #[error("configuration file {path}: {message}")]
     Yaml { path: PathBuf, message: String },
 }
@@ -213,6 +213,27 @@ const GREENGRASS_MARKERS: &[&str] = &[
 
 const DEFAULT_GREENGRASS_ROOT: &str = "/greengrass/v2";
 
+/// The shape of every Region of every partition in the AWS SDK's partition table
+/// (`^(us|eu|ap|...)-\w+-\d+$`, `^us\-gov\-\w+\-\d+$`, `^eusc\-(de)\-\w+\-\d+$`, ...):
+/// a lower-case partition prefix, lower-case words and a number. The SDK itself puts any
+/// string into an endpoint host name.
+static REGION_RE: LazyLock<regex::Regex> = LazyLock::new(|| {
+    regex::Regex::new(r"^[a-z]{2,4}(-[a-z]{1,16}){1,3}-[0-9]{1,2}$").expect("valid pattern")
+});
+
+/// Why `thing` cannot be this agent's thing name, if it cannot.
+fn check_thing_name(thing: &str) -> Result<(), String> {
+    if crate::edge_config::validate::is_thing_name(thing) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is not 1 to 128 of a-z, A-Z, 0-9, _ and - (an AWS IoT thing name a \
+             HubDeviceArn can name)",
+            quote(thing)
+        ))
+    }
+}
+
 /// Reads the settings from the environment and, when given, the YAML file.
 pub fn load(env: &Env, config_file: Option<&Path>) -> Result<Settings, SettingsError> {
     let file = match config_file {
@@ -234,7 +255,7 @@ pub fn load(env: &Env, config_file: Option<&Path>) -> Result<Settings, SettingsE
         Some(v) => {
             bad(
                 "AWS_KVS_EDGE_CLOUDWATCH_ENABLED",
-                format!("{v:?} is not TRUE or FALSE"),
+                format!("{} is not TRUE or FALSE", quote(v)),
             );
             false
         }
@@ -250,7 +271,7 @@ pub fn load(env: &Env, config_file: Option<&Path>) -> Result<Settings, SettingsE
                 let names: Vec<&str> = LogLevel::NAMES.iter().map(|(n, _)| *n).collect();
                 bad(
                     "AWS_KVS_EDGE_LOG_LEVEL",
-                    format!("{v:?} is not one of {}", names.join(", ")),
+                    format!("{} is not one of {}", quote(v), names.join(", ")),
                 );
                 LogLevel::Info
             }),
@@ -268,7 +289,7 @@ pub fn load(env: &Env, config_file: Option<&Path>) -> Result<Settings, SettingsE
             }
             Ok(i) => i as u32,
             Err(_) => {
-                bad(name, format!("{v:?} is not a whole number"));
+                bad(name, format!("{} is not a whole number", quote(v)));
                 default
             }
         },
@@ -282,6 +303,17 @@ pub fn load(env: &Env, config_file: Option<&Path>) -> Result<Settings, SettingsE
     let recording_directory =
         PathBuf::from(env.get("AWS_KVS_EDGE_RECORDING_DIRECTORY").unwrap_or("."));
     let region = env.get("AWS_REGION").map(str::to_owned);
+    if let Some(r) = &region
+        && !REGION_RE.is_match(r)
+    {
+        bad(
+            "AWS_REGION",
+            format!(
+                "{} is not an AWS Region name like us-east-1 or us-gov-west-1",
+                quote(r)
+            ),
+        );
+    }
 
     let mode = decide_mode(env, &file, &mut bad);
     if matches!(mode, Mode::Iot(_)) && region.is_none() {
@@ -344,7 +376,10 @@ fn decide_mode(env: &Env, file: &AgentFile, bad: &mut impl FnMut(&str, String)) 
     let mut path = |name: &str| {
         let p = PathBuf::from(var(name));
         if given.contains(&name) && !p.is_file() {
-            bad(name, format!("{} is not a readable file", p.display()));
+            bad(
+                name,
+                format!("{} is not a readable file", cut(&p.display().to_string())),
+            );
         }
         p
     };
@@ -357,14 +392,20 @@ fn decide_mode(env: &Env, file: &AgentFile, bad: &mut impl FnMut(&str, String)) 
         role_alias: var("AWS_IOT_CORE_ROLE_ALIAS"),
         thing_name: var("AWS_IOT_CORE_THING_NAME"),
     };
+    if given.contains(&"AWS_IOT_CORE_THING_NAME")
+        && let Err(message) = check_thing_name(&iot.thing_name)
+    {
+        bad("AWS_IOT_CORE_THING_NAME", message);
+    }
     if let Some(thing) = &file.mqtt.thing_name
         && *thing != iot.thing_name
     {
         bad(
             "mqtt.thing_name",
             format!(
-                "{thing:?} differs from AWS_IOT_CORE_THING_NAME {:?}; leave it out in IoT mode",
-                iot.thing_name
+                "{} differs from AWS_IOT_CORE_THING_NAME {}; leave it out in IoT mode",
+                quote(thing),
+                quote(&iot.thing_name)
             ),
         );
     }

@@ -239,7 +239,7 @@ fn yaml_file_values_and_errors() {
             "recorder.min_fragment_duration_ms: 500 is outside 1000..=10000",
             "recorder.segment_duration_secs: 4000 is outside 10..=3600",
             "mqtt.topic_prefix: \"a/+/b\" must be a non-empty topic without wildcards or a leading or trailing '/'",
-            "mqtt.thing_name: \"bad thing\" does not match the pattern [a-zA-Z0-9_.-]+",
+            "mqtt.thing_name: \"bad thing\" is not 1 to 128 of a-z, A-Z, 0-9, _ and - (an AWS IoT thing name a HubDeviceArn can name)",
         ]
     );
 
@@ -367,4 +367,102 @@ fn cloudwatch_iot_port_and_log_format_keys() {
     std::fs::write(&path, "log_format: xml\n").unwrap();
     let e = load(&Env::default(), Some(&path)).unwrap_err().to_string();
     assert!(e.contains("agent.yaml") && e.contains("xml"), "{e}");
+}
+
+#[test]
+fn settings_that_cannot_work_are_refused_and_echoes_cut() {
+    let region = |v: &str| load(&env(&[("AWS_REGION", v)]), None).map_err(errors);
+    for ok in [
+        "us-east-1",
+        "eu-west-3",
+        "ap-southeast-5",
+        "il-central-1",
+        "mx-central-1",
+        "cn-northwest-1",
+        "us-gov-west-1",
+        "us-iso-east-1",
+        "us-isob-east-1",
+        "us-isof-south-1",
+        "eu-isoe-west-1",
+        "eusc-de-east-1",
+    ] {
+        assert!(region(ok).is_ok(), "{ok}");
+    }
+    let long = "a".repeat(100_000);
+    for bad in [
+        "-1",
+        "é日本",
+        "US-EAST-1",
+        "us-east",
+        "us_east_1",
+        "us-east-1 ",
+        &long,
+    ] {
+        let e = region(bad).unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("AWS_REGION: ") && e[0].contains("is not an AWS Region name"),
+            "{e:?}"
+        );
+        assert!(e[0].len() < 200, "the value is cut: {}", e[0]);
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.yaml");
+    let yaml_errors = |text: &str| {
+        std::fs::write(&path, text).unwrap();
+        load(&Env::default(), Some(&path))
+            .map(|_| ())
+            .map_err(errors)
+    };
+    let e = yaml_errors(&format!("mqtt:\n  thing_name: {}\n", "t".repeat(100_000))).unwrap_err();
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].starts_with(&format!("mqtt.thing_name: \"{}\"...", "t".repeat(64)))
+            && e[0].len() < 250,
+        "{e:?}"
+    );
+    assert!(yaml_errors(&format!("mqtt:\n  thing_name: {}\n", "t".repeat(128))).is_ok());
+    assert!(
+        yaml_errors("mqtt:\n  thing_name: hub:1\n").is_err(),
+        "no HubDeviceArn names it"
+    );
+    assert_eq!(
+        yaml_errors("state_directory: ''\n").unwrap_err(),
+        ["state_directory: is empty; leave the key out for the default"]
+    );
+    let e = yaml_errors("max_streams: sixteen\n").unwrap_err();
+    assert!(
+        e[0].contains("max_streams") && e[0].contains("expected a whole number, found \"sixteen\""),
+        "{e:?}"
+    );
+    let e = yaml_errors("max_streams: 1e2\n").unwrap_err();
+    assert!(e[0].contains("expected a whole number, found 100"), "{e:?}");
+    let e = yaml_errors("mqtt:\n  iot_port: 70000\n").unwrap_err();
+    assert!(e[0].contains("70000 is too large"), "{e:?}");
+    let e = yaml_errors("max_streams: 4\nmax_streams: 5\n").unwrap_err();
+    assert!(
+        e[0].contains("max_streams"),
+        "a repeated key is refused: {e:?}"
+    );
+
+    let iot = load(&env(&[("AWS_IOT_CORE_THING_NAME", &"x".repeat(129))]), None)
+        .map_err(errors)
+        .unwrap_err();
+    assert!(
+        iot.iter()
+            .any(|e| e.starts_with("AWS_IOT_CORE_THING_NAME: ") && e.contains("is not 1 to 128")),
+        "{iot:?}"
+    );
+}
+
+#[test]
+fn a_settings_file_that_is_not_a_regular_file_is_refused_at_once() {
+    let e = load(&Env::default(), Some(Path::new("/dev/zero")))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "the configuration file /dev/zero is a character device, not a regular file"
+    );
 }

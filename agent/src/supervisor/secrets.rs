@@ -49,6 +49,9 @@ impl SecretSource for NoSecrets {
     }
 }
 
+/// Largest local secrets file read (a line per secret).
+const MAX_FILE_BYTES: u64 = 1 << 20;
+
 /// The local secrets file, re-read at every lookup so that an edited file applies when the
 /// configuration is sent again:
 ///
@@ -73,8 +76,8 @@ impl LocalSecretsFile {
 
     /// Reads and checks the whole file (for startup, so a broken file is noticed early).
     pub fn load(&self) -> Result<BTreeMap<String, String>, String> {
-        let text = std::fs::read_to_string(&self.path)
-            .map_err(|e| format!("cannot read {}: {e}", self.path.display()))?;
+        let text = crate::input::read_regular_text(&self.path, MAX_FILE_BYTES, "the secrets file")
+            .map_err(|e| e.to_string())?;
         parse(&text).map_err(|e| format!("{}: {e}", self.path.display()))
     }
 }
@@ -150,6 +153,13 @@ mod tests {
         let missing = LocalSecretsFile::new(dir.path().join("none.yaml"));
         assert!(!missing.media_uri("a").unwrap_err().is_fatal());
         assert!(NoSecrets.media_uri("a").unwrap_err().is_fatal());
+    }
+
+    #[test]
+    fn a_repeated_arn_is_refused_without_quoting_a_uri() {
+        let e = parse("a: rtsp://u:hunter2@h/x\na: rtsp://u:hunter3@h/y\n").unwrap_err();
+        assert!(e.starts_with("invalid secrets file"), "{e}");
+        assert!(!e.contains("hunter"), "{e}");
     }
 
     #[test]

@@ -169,6 +169,8 @@ fn parse_line(line: &[u8]) -> Option<Result<Ack, AckError>> {
 }
 
 fn parse_object(line: &[u8]) -> Result<Ack, AckError> {
+    // Plain serde_json: acks are the service's own output, and this module compiles alone into
+    // the fuzz target.
     let mut raw: RawAck = serde_json::from_slice(line).map_err(|e| malformed(line, e))?;
     if raw.event_type.is_none()
         && let Some(inner) = raw.wrapped.take()

@@ -507,7 +507,7 @@ async fn refusal(mut response: reqwest::Response) -> UploadError {
         }
     }
     body.truncate(4096);
-    let message = serde_json::from_slice::<serde_json::Value>(&body)
+    let message = crate::input::json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| {
             v.get("message")
