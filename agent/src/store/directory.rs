@@ -195,8 +195,9 @@ fn read_meta(root: &Path) -> Result<Option<Meta>, BindError> {
         dir: root.to_owned(),
         message,
     };
-    let bytes = fsx::read_small_file(&path, 4096).map_err(|e| bad(e.to_string()))?;
-    serde_json::from_slice(&bytes)
+    let bytes = crate::input::file::read_regular_file(&path, 4096, "the meta file")
+        .map_err(|e| bad(e.to_string()))?;
+    crate::input::json::from_slice(&bytes)
         .map(Some)
         .map_err(|e| bad(e.to_string()))
 }

@@ -3,7 +3,7 @@
 //! not make the agent read, truncate or write another file).
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -94,30 +94,6 @@ pub fn entry(path: &Path) -> Result<Entry, PathError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Entry::Missing),
         Err(e) => Err(io_err("stat", path)(e)),
     }
-}
-
-/// Reads a small regular file of the agent's own (never a link, FIFO or device), at most
-/// `max` bytes.
-pub fn read_small_file(path: &Path, max: u64) -> Result<Vec<u8>, PathError> {
-    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(flags.bits() as i32)
-        .open(path)
-        .map_err(io_err("open", path))?;
-    let meta = file.metadata().map_err(io_err("stat", path))?;
-    if !meta.is_file() || meta.len() > max {
-        return Err(PathError::new(
-            "read",
-            path,
-            io::Error::other(format!("not a regular file of at most {max} bytes")),
-        ));
-    }
-    let mut out = Vec::new();
-    file.take(max)
-        .read_to_end(&mut out)
-        .map_err(io_err("read", path))?;
-    Ok(out)
 }
 
 /// Writes a small file atomically and durably: a temporary beside it, fsync, rename over,

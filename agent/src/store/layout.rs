@@ -50,7 +50,9 @@ pub fn stream_of_dir(dir: &Path) -> Option<String> {
     if !name.starts_with('=') {
         return (valid_stream_name(name) && is_plain(name)).then(|| name.to_owned());
     }
-    let bytes = super::fsx::read_small_file(&dir.join(NAME_FILE), 512).ok()?;
+    let bytes =
+        crate::input::file::read_regular_file(&dir.join(NAME_FILE), 512, "a stream name file")
+            .ok()?;
     let stream = String::from_utf8(bytes).ok()?.trim_end().to_owned();
     (valid_stream_name(&stream) && dir_name(&stream) == name).then_some(stream)
 }
