@@ -126,32 +126,26 @@ fn repair_segment(
             return Ok(());
         }
         Entry::Other(what) => {
-            let reason = format!("{what} stands where the segment file was");
-            let to = quarantine::move_aside(
+            let msg = quarantine_row(
                 catalog,
                 root,
-                &row.stream_name,
-                &row.path,
-                Some(row.id),
-                &reason,
+                row,
+                format!("{what} stands where the segment file was"),
             )?;
-            report.act(format!("{}: {reason}; moved to {to}", row.path));
+            report.act(msg);
             return Ok(());
         }
     };
     let file = fsx::open_media_rw(&path).map_err(io_err("open", &path))?;
     if let Err(e) = SegmentReader::new(&file) {
         drop(file);
-        let reason = format!("unreadable segment header ({e})");
-        let to = quarantine::move_aside(
+        let msg = quarantine_row(
             catalog,
             root,
-            &row.stream_name,
-            &row.path,
-            Some(row.id),
-            &reason,
+            row,
+            format!("unreadable segment header ({e})"),
         )?;
-        report.act(format!("{}: {reason}; moved to {to}", row.path));
+        report.act(msg);
         return Ok(());
     }
     let mut indexed = row.size;
@@ -164,15 +158,8 @@ fn repair_segment(
                 "cut short by the disk to {len} of {} indexed bytes, no fragment whole",
                 row.size
             );
-            let to = quarantine::move_aside(
-                catalog,
-                root,
-                &row.stream_name,
-                &row.path,
-                Some(row.id),
-                &reason,
-            )?;
-            report.unresolved(format!("{}: {reason}; moved to {to}", row.path));
+            let msg = quarantine_row(catalog, root, row, reason)?;
+            report.unresolved(msg);
             return Ok(());
         }
         let dropped = catalog.cut_segment(row.id, indexed)?;
@@ -217,6 +204,24 @@ fn repair_segment(
         report.act(format!("{}: closed segment left open", row.path));
     }
     Ok(())
+}
+
+/// Moves a segment to quarantine with its rows; says what was done.
+fn quarantine_row(
+    catalog: &Catalog,
+    root: &Path,
+    row: &SegmentRow,
+    reason: String,
+) -> Result<String, RecoveryError> {
+    let to = quarantine::move_aside(
+        catalog,
+        root,
+        &row.stream_name,
+        &row.path,
+        Some(row.id),
+        &reason,
+    )?;
+    Ok(format!("{}: {reason}; moved to {to}", row.path))
 }
 
 /// The indexed bytes of `row` still whole in a file cut to `len`: up to the end of the last
