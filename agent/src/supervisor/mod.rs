@@ -292,7 +292,7 @@ impl Supervisor {
         stream: &str,
         request: Option<&StartEdgeConfigurationUpdateRequest>,
     ) {
-        let stored = self.0.catalog.config(stream).ok().flatten();
+        let stored = self.own_config(thing, stream);
         let response = DescribeEdgeConfigurationResponse {
             creation_time: Some(ApiTimestamp(
                 stored.as_ref().map_or(self.now(), |s| s.creation_time),
@@ -321,7 +321,7 @@ impl Supervisor {
 
     fn fail(&self, thing: &str, stream: &str, details: &str) {
         warn!(stream, details, "edge configuration refused");
-        if let Ok(Some(_)) = self.0.catalog.config(stream) {
+        if self.own_config(thing, stream).is_some() {
             self.set_status(stream, SyncStatus::SyncFailed, Some(details));
             return;
         }
@@ -340,6 +340,17 @@ impl Supervisor {
                 sync_status: Some(SyncStatus::SyncFailed),
             }),
         });
+    }
+
+    /// The stored configuration of `stream` when it is `thing`'s; another thing's stream of the
+    /// same name is never changed on this thing's behalf.
+    fn own_config(&self, thing: &str, stream: &str) -> Option<crate::catalog::StoredConfig> {
+        self.0
+            .catalog
+            .config(stream)
+            .ok()
+            .flatten()
+            .filter(|c| thing_of(&c.request.edge_config) == thing)
     }
 
     /// Applies a validated StartEdgeConfigurationUpdate received for `thing`. `live`: a live
@@ -372,6 +383,23 @@ impl Supervisor {
             return None;
         }
         self.echo_syncing(thing, &stream, Some(&request));
+        // Stream names are unique per account and region: one stream recorded by two things
+        // is a conflict, refused on the newcomer's topic; the owner's stream runs on untouched.
+        if let Some(owner) = stored
+            .as_ref()
+            .map(|s| thing_of(&s.request.edge_config))
+            .filter(|owner| owner != thing)
+        {
+            self.fail(
+                thing,
+                &stream,
+                &format!(
+                    "StreamName: the stream {stream:?} is configured on the thing {owner:?}; \
+                     delete it there with DeleteEdgeConfiguration first"
+                ),
+            );
+            return Some(SyncStatus::SyncFailed);
+        }
 
         if stored.is_none() {
             let count = self.0.catalog.config_count().unwrap_or(0);
@@ -520,9 +548,16 @@ impl Supervisor {
                 None
             }
         };
-        let Some(stored) = stored else {
-            // Nothing stored (never applied, refused, or deleted already): clear the topics.
-            if let Some(jobs) = streams.remove(stream) {
+        // Another thing's stream of this name is not this thing's to delete.
+        let foreign = stored
+            .as_ref()
+            .is_some_and(|s| thing_of(&s.request.edge_config) != thing);
+        let Some(stored) = stored.filter(|_| !foreign) else {
+            // Nothing stored for this thing (never applied, refused, deleted already, or
+            // another thing's): clear this thing's topics.
+            if foreign {
+                info!(stream, thing, "deletion for a stream of another thing; ignored");
+            } else if let Some(jobs) = streams.remove(stream) {
                 jobs.stop().await;
             }
             self.emit(StreamEvent::Removed {

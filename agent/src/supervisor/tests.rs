@@ -295,6 +295,94 @@ async fn resume_starts_stored_configurations_and_finishes_deletions() {
     f.sup.shutdown(Duration::from_secs(5)).await;
 }
 
+/// (thing, stream, SyncStatus or "REMOVED", FailedStatusDetails) of every event so far.
+fn drain_things(f: &mut Fixture) -> Vec<(String, String, String, Option<String>)> {
+    let mut out = Vec::new();
+    while let Ok(e) = f.events.try_recv() {
+        out.push(match e {
+            StreamEvent::Stored {
+                thing,
+                stream,
+                response,
+            }
+            | StreamEvent::State {
+                thing,
+                stream,
+                response,
+            } => (
+                thing,
+                stream,
+                response
+                    .sync_status
+                    .map(|s| s.to_string())
+                    .unwrap_or_default(),
+                response.failed_status_details,
+            ),
+            StreamEvent::Removed { thing, stream } => (thing, stream, "REMOVED".into(), None),
+            StreamEvent::Changed { stream } => (String::new(), stream, "CHANGED".into(), None),
+        });
+    }
+    out
+}
+
+/// Stream names are unique per account and region: another thing's configuration of a stream
+/// this agent records for one thing is refused on the newcomer's topic, naming the owner; it,
+/// a malformed request and a delete on the other thing's topic leave the owner's stream alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_things_stream_is_not_another_things() {
+    let mut f = fixture(16);
+    assert_eq!(
+        f.sup.apply("hub", request("a", 24), true).await,
+        Some(SyncStatus::InSync)
+    );
+    drain(&mut f);
+    let mut other = request("a", 12);
+    other.edge_config.hub_device_arn = "arn:aws:iot:us-east-1:123456789012:thing/hub-b".into();
+    assert_eq!(
+        f.sup.apply("hub-b", other.clone(), true).await,
+        Some(SyncStatus::SyncFailed)
+    );
+    // A retained redelivery is refused the same way.
+    assert_eq!(
+        f.sup.apply("hub-b", other, false).await,
+        Some(SyncStatus::SyncFailed)
+    );
+    f.sup.reject("hub-b", "a", "not valid JSON: x").await;
+    let ev = drain_things(&mut f);
+    assert!(ev.iter().all(|e| e.0 == "hub-b"), "{ev:?}");
+    let refusal = ev.iter().find(|e| e.2 == "SYNC_FAILED").unwrap();
+    let details = refusal.3.as_deref().unwrap();
+    assert!(
+        details.starts_with("StreamName:") && details.contains("\"hub\""),
+        "{details}"
+    );
+    let stored = f.catalog.config("a").unwrap().unwrap();
+    assert_eq!(stored.sync_status, SyncStatus::InSync);
+    assert_eq!(stored.failed_status_details, None);
+    assert_eq!(stored.request, request("a", 24));
+
+    // A delete on the other thing's topic clears that thing's topics only.
+    f.sup.delete("hub-b", "a").await;
+    let ev = drain_things(&mut f);
+    assert_eq!(
+        ev,
+        [("hub-b".into(), "a".into(), "REMOVED".into(), None)],
+        "{ev:?}"
+    );
+    assert!(f.catalog.config("a").unwrap().is_some());
+    assert_eq!(f.sup.running_streams().await, ["a"]);
+    // The owner deletes it; then the other thing may configure it.
+    f.sup.delete("hub", "a").await;
+    assert!(f.catalog.config("a").unwrap().is_none());
+    let mut other = request("a", 12);
+    other.edge_config.hub_device_arn = "arn:aws:iot:us-east-1:123456789012:thing/hub-b".into();
+    assert_eq!(
+        f.sup.apply("hub-b", other, true).await,
+        Some(SyncStatus::InSync)
+    );
+    f.sup.shutdown(Duration::from_secs(5)).await;
+}
+
 /// A disk under its reserve pauses the recorder, and LastRecorderStatus says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_pauses_recording_and_says_so() {
