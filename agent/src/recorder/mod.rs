@@ -25,7 +25,9 @@
 //!
 //! Status (LastRecorderStatus) goes to a [`StatusSink`]: SUCCESS once fragments are committed;
 //! USER_ERROR for a bad URI, an authentication failure or an unsupported codec; SYSTEM_ERROR for
-//! an unreachable or failing camera, disk faults and internal errors. Details pass through
+//! an unreachable or failing camera, disk faults, a recording directory that cannot be written
+//! (checked before each session; the camera is not opened, and the check is retried with the
+//! same backoff) and internal errors. Details pass through
 //! [`redact_url`] and never hold the password.
 
 pub mod file;
@@ -583,6 +585,14 @@ pub async fn run(
             Control::Stop => break,
             Control::Pause | Control::Record => {}
         }
+        if let Err(why) = writable(&job.cfg.recording_dir).await {
+            warn!(stream = %job.cfg.stream, "{why}; retrying");
+            job.reporter.report(JobStatus::SystemError, Some(why));
+            match back_off(backoff.next_delay(), None, &mut control).await {
+                Control::Stop => break,
+                _ => continue,
+            }
+        }
         let opened = tokio::select! {
             r = Source::open(&uri, &job.cfg.rtsp) => Some(r),
             changed = control.changed() => {
@@ -665,6 +675,24 @@ pub async fn run(
         "recorder stopped"
     );
     Ok(job.summary)
+}
+
+/// Whether media can be written under the recording directory. Checked before each session: a
+/// read-only mount or a directory the agent may not write would otherwise show only at the
+/// first fragment, after the camera was read for nothing, and the last SUCCESS would stand
+/// until then.
+async fn writable(dir: &Path) -> Result<(), String> {
+    let d = dir.to_owned();
+    tokio::task::spawn_blocking(move || rustix::fs::access(&d, rustix::fs::Access::WRITE_OK))
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        .map_err(|e| {
+            format!(
+                "the recording directory {} is not writable: {}",
+                dir.display(),
+                std::io::Error::from(e)
+            )
+        })
 }
 
 /// Recovery for one stream on a blocking thread, as the supervisor runs it before [`run`].
