@@ -714,6 +714,141 @@ async fn requests_sent_while_the_agent_is_away_apply_when_it_returns() {
     assert_eq!(sessions_of(&agent, "cam-2"), 1, "{}", agent.log_text());
 }
 
+/// A delete and then a new configuration of the same stream, both published (retained) while the
+/// agent is away, reach it one after the other when it returns: it deletes, then applies, and
+/// `desired` keeps the newer request. The agent clears `desired` after a delete; that clear must
+/// not wipe a request that arrived after the delete, or the configuration is gone for the next
+/// subscriber (a replaced device, `ctl`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_then_an_apply_leaves_the_apply_desired() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(broker) = Mosquitto::start(dir.path()) else {
+        return;
+    };
+    let mut agent = Agent::start(dir.path(), &yaml_with(&broker.url(), ""), "");
+    let w = Watcher::start(broker.port).await;
+    w.wait("agent online", T, |m| {
+        m.iter().any(|m| m.topic == agent_topic())
+    })
+    .await;
+    w.publish(&desired("cam-1"), start_request("cam-1", "").as_bytes())
+        .await;
+    agent.wait_fragments("cam-1", 1, T).await;
+    let (status, _) = agent.stop();
+    assert!(status.success());
+
+    w.publish(&desired("cam-1"), br#"{"StreamName":"cam-1"}"#).await;
+    let newer = start_request("cam-1", r#","DeletionConfig":{"EdgeRetentionInHours":12}"#);
+    w.publish(&desired("cam-1"), newer.as_bytes()).await;
+    let seen_before = w.on(&reported("cam-1")).len();
+    agent.restart();
+    w.wait("deleted, then in sync with the newer request", T, |m| {
+        let after: Vec<_> = m
+            .iter()
+            .filter(|m| m.topic == reported("cam-1"))
+            .skip(seen_before)
+            .collect();
+        let deleted = after
+            .iter()
+            .position(|m| m.sync_status().as_deref() == Some("DELETING_ACKNOWLEDGED"));
+        deleted.is_some_and(|i| {
+            after[i..].iter().any(|m| {
+                m.json().is_some_and(|j| {
+                    j["SyncStatus"] == "IN_SYNC"
+                        && j["EdgeConfig"]["DeletionConfig"]["EdgeRetentionInHours"] == 12
+                })
+            })
+        })
+    })
+    .await;
+    agent.wait_fragments("cam-1", 1, T).await;
+
+    // The agent published its clear (if any) before IN_SYNC: a new subscriber now gets the
+    // newer request, retained.
+    let fresh = Watcher::start(broker.port).await;
+    fresh
+        .wait("the newer request retained on desired", Duration::from_secs(5), |m| {
+            m.iter()
+                .any(|m| m.topic == desired("cam-1") && m.payload == newer.as_bytes())
+        })
+        .await;
+    assert!(
+        fresh
+            .on(&desired("cam-1"))
+            .iter()
+            .all(|m| m.payload == newer.as_bytes())
+    );
+    let log = agent.log_text();
+    assert!(log.contains("desired kept"), "{log}");
+}
+
+/// Without `mqtt.thing_name` the agent serves every thing's topics; a stream name is unique
+/// per account and region, so a second thing's `cam-1` is refused on that thing's topic naming
+/// the owner, and a delete there leaves the owner's stream recording.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_things_stream_of_the_same_name_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(broker) = Mosquitto::start(dir.path()) else {
+        return;
+    };
+    let agent = Agent::start(
+        dir.path(),
+        &format!("mqtt:\n  broker_url: {}\n", broker.url()),
+        "",
+    );
+    let w = Watcher::start(broker.port).await;
+    w.publish(&desired("cam-1"), start_request("cam-1", "").as_bytes())
+        .await;
+    w.wait("cam-1 in sync on hub-1", T, |m| {
+        statuses(m, &reported("cam-1")).last().map(String::as_str) == Some("IN_SYNC")
+    })
+    .await;
+    agent.wait_fragments("cam-1", 1, T).await;
+
+    let other = |kind: &str| format!("{PREFIX}/hub-2/streams/cam-1/{kind}");
+    let on_hub_2 = start_request("cam-1", "").replace("thing/hub-1", "thing/hub-2");
+    w.publish(&other("desired"), on_hub_2.as_bytes()).await;
+    w.wait("SYNC_FAILED on hub-2", T, |m| {
+        statuses(m, &other("reported")).last().map(String::as_str) == Some("SYNC_FAILED")
+    })
+    .await;
+    let refusal = w.on(&other("reported")).last().unwrap().json().unwrap();
+    let details = refusal["FailedStatusDetails"].as_str().unwrap();
+    assert!(
+        details.starts_with("StreamName:") && details.contains("\"hub-1\""),
+        "{details}"
+    );
+    w.publish(&other("desired"), br#"{"StreamName":"cam-1"}"#).await;
+    w.wait("hub-2's topics cleared", T, |m| {
+        m.iter()
+            .any(|m| m.topic == other("reported") && m.payload.is_empty())
+    })
+    .await;
+    // hub-1's stream: still in sync with its configuration, still recording.
+    let n = agent.fragment_count("cam-1");
+    agent.wait_fragments("cam-1", n + 1, T).await;
+    let mine = w.on(&reported("cam-1"));
+    assert_eq!(
+        mine.last().unwrap().sync_status().as_deref(),
+        Some("IN_SYNC"),
+        "{mine:?}"
+    );
+    assert!(mine.iter().all(|m| !m.payload.is_empty()));
+    let out = ctl(
+        &broker.url(),
+        &[
+            "describe-edge-configuration",
+            "--stream-name",
+            "cam-1",
+            "--thing-name",
+            THING,
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout_json(&out)["SyncStatus"], "IN_SYNC");
+}
+
 #[tokio::test]
 async fn ctl_refuses_malformed_input_before_connecting() {
     let dir = tempfile::tempdir().unwrap();

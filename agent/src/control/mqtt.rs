@@ -134,12 +134,53 @@ const REFRESH_EVERY: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(15);
 
+/// A stream's `desired` topic: (thing, stream).
+type StreamKey = (String, String);
+
+/// A received `desired` publish: topic, payload, live, arrival number.
+type Request = (StreamTopic, bytes::Bytes, bool, u64);
+
+/// What arrived last on each `desired` topic. The agent clears a stream's `desired` after
+/// carrying out a delete; a request that arrived after the delete (an apply queued behind it,
+/// now the retained payload) must not be wiped by that clear.
+#[derive(Default)]
+struct Arrivals {
+    next: u64,
+    /// The arrival number of the last publish received on each topic.
+    last: HashMap<StreamKey, u64>,
+    /// The arrival number of the delete last handed to the supervisor for each topic.
+    deleting: HashMap<StreamKey, u64>,
+}
+
+type SharedArrivals = std::sync::Arc<std::sync::Mutex<Arrivals>>;
+
+fn lock(a: &SharedArrivals) -> std::sync::MutexGuard<'_, Arrivals> {
+    // Plain counters: a panic elsewhere leaves them usable.
+    a.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Arrivals {
+    fn received(&mut self, t: &StreamTopic) -> u64 {
+        self.next += 1;
+        self.last
+            .insert((t.thing.clone(), t.stream.clone()), self.next);
+        self.next
+    }
+
+    /// Whether something arrived on the topic after the delete being carried out (or, with no
+    /// delete, at all): then `desired` holds a newer request and stays.
+    fn superseded(&self, key: &StreamKey) -> bool {
+        self.last.get(key).copied().unwrap_or(0) > self.deleting.get(key).copied().unwrap_or(0)
+    }
+}
+
 /// Polls the event loop for ever (until `done`), with backoff after errors. Incoming `desired`
-/// publishes go to `desired_tx`; connection changes to `conn_tx`.
+/// publishes go to `desired_tx`, numbered in `arrivals`; connection changes to `conn_tx`.
 async fn poll(
     mut eventloop: EventLoop,
     topics: Topics,
-    desired_tx: mpsc::UnboundedSender<(StreamTopic, bytes::Bytes, bool)>,
+    arrivals: SharedArrivals,
+    desired_tx: mpsc::UnboundedSender<Request>,
     conn_tx: mpsc::UnboundedSender<Conn>,
     mut done: watch::Receiver<bool>,
 ) {
@@ -166,7 +207,8 @@ async fn poll(
             }
             Ok(Event::Incoming(Packet::Publish(p))) => match topics.parse(&p.topic) {
                 Some(t) if t.kind == Kind::Desired => {
-                    let _ = desired_tx.send((t, p.payload, !p.retain));
+                    let seq = lock(&arrivals).received(&t);
+                    let _ = desired_tx.send((t, p.payload, !p.retain, seq));
                 }
                 _ => debug!(topic = %p.topic, "ignoring a publish on an unknown topic"),
             },
@@ -220,6 +262,7 @@ struct Publisher<'a> {
     /// The stored state last published per stream, to publish what jobs changed since (the
     /// uploader and janitor write their status to the catalog only).
     last_stored: HashMap<String, DescribeEdgeConfigurationResponse>,
+    arrivals: SharedArrivals,
 }
 
 impl Publisher<'_> {
@@ -297,12 +340,26 @@ impl Publisher<'_> {
             }
             StreamEvent::Removed { thing, stream } => {
                 self.publish(self.cfg.topics.reported(&thing, &stream), Vec::new());
-                self.publish(self.cfg.topics.desired(&thing, &stream), Vec::new());
                 self.last_stored.remove(&stream);
-                self.cleared.insert((thing, stream));
+                let key = (thing, stream);
+                self.clear_desired(&key);
+                self.cleared.insert(key);
                 self.agent_status(false);
             }
         }
+    }
+
+    /// Clears a deleted stream's `desired`, unless a request arrived after the delete.
+    fn clear_desired(&self, key: &StreamKey) {
+        let (thing, stream) = key;
+        if lock(&self.arrivals).superseded(key) {
+            info!(
+                thing,
+                stream, "desired kept: a request arrived after the deletion"
+            );
+            return;
+        }
+        self.publish(self.cfg.topics.desired(thing, stream), Vec::new());
     }
 
     fn on_connect(&mut self) {
@@ -311,9 +368,10 @@ impl Publisher<'_> {
             warn!(filter, error = %e, "cannot subscribe");
         }
         self.agent_status(true);
-        for (thing, stream) in std::mem::take(&mut self.cleared) {
-            self.publish(self.cfg.topics.reported(&thing, &stream), Vec::new());
-            self.publish(self.cfg.topics.desired(&thing, &stream), Vec::new());
+        for key in std::mem::take(&mut self.cleared) {
+            let (thing, stream) = &key;
+            self.publish(self.cfg.topics.reported(thing, stream), Vec::new());
+            self.clear_desired(&key);
         }
         match self.supervisor.catalog().configs() {
             Ok(configs) => {
@@ -329,9 +387,10 @@ impl Publisher<'_> {
 /// Hands `desired` requests to the supervisor one at a time, in arrival order.
 async fn apply_requests(
     supervisor: Supervisor,
-    mut rx: mpsc::UnboundedReceiver<(StreamTopic, bytes::Bytes, bool)>,
+    arrivals: SharedArrivals,
+    mut rx: mpsc::UnboundedReceiver<Request>,
 ) {
-    while let Some((topic, payload, live)) = rx.recv().await {
+    while let Some((topic, payload, live, seq)) = rx.recv().await {
         match parse_desired(&topic, &payload) {
             Ok(Desired::Start(request)) => {
                 info!(stream = %topic.stream, live, "edge configuration received");
@@ -339,6 +398,9 @@ async fn apply_requests(
             }
             Ok(Desired::Delete) => {
                 info!(stream = %topic.stream, live, "edge configuration deletion received");
+                lock(&arrivals)
+                    .deleting
+                    .insert((topic.thing.clone(), topic.stream.clone()), seq);
                 supervisor.delete(&topic.thing, &topic.stream).await;
             }
             Ok(Desired::Cleared) => {}
@@ -375,14 +437,20 @@ pub async fn run(
     let (desired_tx, desired_rx) = mpsc::unbounded_channel();
     let (conn_tx, mut conn_rx) = mpsc::unbounded_channel();
     let (done_tx, done_rx) = watch::channel(false);
+    let arrivals = SharedArrivals::default();
     let poller = tokio::spawn(poll(
         eventloop,
         cfg.topics.clone(),
+        arrivals.clone(),
         desired_tx,
         conn_tx,
         done_rx,
     ));
-    let applier = tokio::spawn(apply_requests(supervisor.clone(), desired_rx));
+    let applier = tokio::spawn(apply_requests(
+        supervisor.clone(),
+        arrivals.clone(),
+        desired_rx,
+    ));
     let mut p = Publisher {
         client: client.clone(),
         cfg: &cfg,
@@ -390,6 +458,7 @@ pub async fn run(
         last_count: None,
         cleared: BTreeSet::new(),
         last_stored: HashMap::new(),
+        arrivals,
     };
     let mut connected = false;
     let mut refresh = tokio::time::interval(REFRESH_EVERY);
