@@ -142,7 +142,10 @@ type Request = (StreamTopic, bytes::Bytes, bool, u64);
 
 /// What arrived last on each `desired` topic. The agent clears a stream's `desired` after
 /// carrying out a delete; a request that arrived after the delete (an apply queued behind it,
-/// now the retained payload) must not be wiped by that clear.
+/// now the retained payload) must not be wiped by that clear. One that reached the broker just
+/// before the clear but the agent just after it was wiped: the broker delivers in its order, so
+/// it is the one received between sending the clear and the clear coming back, and the agent
+/// publishes it again (retained).
 #[derive(Default)]
 struct Arrivals {
     next: u64,
@@ -150,6 +153,21 @@ struct Arrivals {
     last: HashMap<StreamKey, u64>,
     /// The arrival number of the delete last handed to the supervisor for each topic.
     deleting: HashMap<StreamKey, u64>,
+    /// Topics whose clear was sent and has not come back yet.
+    clearing: BTreeSet<StreamKey>,
+    /// Requests published again after the clear wiped them, until they come back.
+    restoring: HashMap<StreamKey, bytes::Bytes>,
+}
+
+/// A received `desired` publish, numbered.
+#[derive(Debug, PartialEq, Eq)]
+struct Arrival {
+    seq: u64,
+    /// A live publish (always applies); the agent's own republish of a request it already
+    /// handed on is not.
+    live: bool,
+    /// The agent's clear wiped this request at the broker: publish it again.
+    restore: bool,
 }
 
 type SharedArrivals = std::sync::Arc<std::sync::Mutex<Arrivals>>;
@@ -160,11 +178,25 @@ fn lock(a: &SharedArrivals) -> std::sync::MutexGuard<'_, Arrivals> {
 }
 
 impl Arrivals {
-    fn received(&mut self, t: &StreamTopic) -> u64 {
+    fn received(&mut self, t: &StreamTopic, payload: &[u8], live: bool) -> Arrival {
+        let key = (t.thing.clone(), t.stream.clone());
         self.next += 1;
-        self.last
-            .insert((t.thing.clone(), t.stream.clone()), self.next);
-        self.next
+        let seq = self.next;
+        self.last.insert(key.clone(), seq);
+        if self.restoring.get(&key).is_some_and(|p| p == payload) {
+            self.restoring.remove(&key);
+            return Arrival {
+                seq,
+                live: false,
+                restore: false,
+            };
+        }
+        let restore = self.clearing.remove(&key) && !payload.is_empty();
+        if restore {
+            self.restoring
+                .insert(key, bytes::Bytes::copy_from_slice(payload));
+        }
+        Arrival { seq, live, restore }
     }
 
     /// Whether something arrived on the topic after the delete being carried out (or, with no
@@ -178,6 +210,7 @@ impl Arrivals {
 /// publishes go to `desired_tx`, numbered in `arrivals`; connection changes to `conn_tx`.
 async fn poll(
     mut eventloop: EventLoop,
+    client: AsyncClient,
     topics: Topics,
     arrivals: SharedArrivals,
     desired_tx: mpsc::UnboundedSender<Request>,
@@ -207,8 +240,16 @@ async fn poll(
             }
             Ok(Event::Incoming(Packet::Publish(p))) => match topics.parse(&p.topic) {
                 Some(t) if t.kind == Kind::Desired => {
-                    let seq = lock(&arrivals).received(&t);
-                    let _ = desired_tx.send((t, p.payload, !p.retain, seq));
+                    let a = lock(&arrivals).received(&t, &p.payload, !p.retain);
+                    if a.restore {
+                        info!(topic = %p.topic, "publishing again a request the deletion's clear wiped");
+                        if let Err(e) =
+                            client.try_publish(p.topic, QoS::AtLeastOnce, true, p.payload.clone())
+                        {
+                            warn!(error = %e, "cannot publish the request again");
+                        }
+                    }
+                    let _ = desired_tx.send((t, p.payload, a.live, a.seq));
                 }
                 _ => debug!(topic = %p.topic, "ignoring a publish on an unknown topic"),
             },
@@ -266,12 +307,17 @@ struct Publisher<'a> {
 }
 
 impl Publisher<'_> {
-    fn publish(&self, topic: String, payload: Vec<u8>) {
-        if let Err(e) = self
+    /// Publishes retained; false when the publish was dropped.
+    fn publish(&self, topic: String, payload: Vec<u8>) -> bool {
+        match self
             .client
             .try_publish(topic.clone(), QoS::AtLeastOnce, true, payload)
         {
-            debug!(topic, error = %e, "publish dropped; it is resent after the next connect");
+            Ok(()) => true,
+            Err(e) => {
+                debug!(topic, error = %e, "publish dropped; it is resent after the next connect");
+                false
+            }
         }
     }
 
@@ -352,14 +398,17 @@ impl Publisher<'_> {
     /// Clears a deleted stream's `desired`, unless a request arrived after the delete.
     fn clear_desired(&self, key: &StreamKey) {
         let (thing, stream) = key;
-        if lock(&self.arrivals).superseded(key) {
+        let mut arrivals = lock(&self.arrivals);
+        if arrivals.superseded(key) {
             info!(
                 thing,
                 stream, "desired kept: a request arrived after the deletion"
             );
             return;
         }
-        self.publish(self.cfg.topics.desired(thing, stream), Vec::new());
+        if self.publish(self.cfg.topics.desired(thing, stream), Vec::new()) {
+            arrivals.clearing.insert(key.clone());
+        }
     }
 
     fn on_connect(&mut self) {
@@ -440,6 +489,7 @@ pub async fn run(
     let arrivals = SharedArrivals::default();
     let poller = tokio::spawn(poll(
         eventloop,
+        client.clone(),
         cfg.topics.clone(),
         arrivals.clone(),
         desired_tx,
@@ -511,6 +561,40 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The order the broker delivers in decides: a request received after the agent sent its
+    /// clear and before the clear came back reached the broker first and was wiped, so it is
+    /// published again, once, and that copy coming back is not a live publish (which would
+    /// restart the jobs it just started).
+    #[test]
+    fn a_request_the_clear_wiped_is_published_again_once() {
+        let t = StreamTopic {
+            thing: "hub-1".into(),
+            stream: "cam".into(),
+            kind: Kind::Desired,
+        };
+        let key = (t.thing.clone(), t.stream.clone());
+        let mut a = Arrivals::default();
+        let delete = a.received(&t, br#"{"StreamName":"cam"}"#, true);
+        a.deleting.insert(key.clone(), delete.seq);
+        assert!(!a.superseded(&key));
+        a.clearing.insert(key.clone());
+        let apply = a.received(&t, b"{apply}", true);
+        assert!(apply.live && apply.restore, "{apply:?}");
+        assert!(a.superseded(&key));
+        let echo = a.received(&t, b"", false);
+        assert!(!echo.restore);
+        let again = a.received(&t, b"{apply}", true);
+        assert!(!again.live && !again.restore, "{again:?}");
+        // Later resends are the operator's: live, nothing to restore.
+        let resend = a.received(&t, b"{apply}", true);
+        assert!(resend.live && !resend.restore);
+
+        // The clear came back first: the request after it is retained as it is.
+        a.clearing.insert(key.clone());
+        assert!(!a.received(&t, b"", false).restore);
+        assert!(!a.received(&t, b"{other}", true).restore);
+    }
 
     fn opts(url: &str) -> BrokerOptions {
         BrokerOptions {
