@@ -433,31 +433,56 @@ impl Publisher<'_> {
     }
 }
 
-/// Hands `desired` requests to the supervisor one at a time, in arrival order.
+/// Hands `desired` requests to the supervisor one at a time, in arrival order. Each is handled
+/// in a task of its own: a panic (the release profile unwinds) fails that request with
+/// SYNC_FAILED rather than leaving the agent deaf to every later one.
 async fn apply_requests(
     supervisor: Supervisor,
     arrivals: SharedArrivals,
     mut rx: mpsc::UnboundedReceiver<Request>,
 ) {
-    while let Some((topic, payload, live, seq)) = rx.recv().await {
-        match parse_desired(&topic, &payload) {
-            Ok(Desired::Start(request)) => {
-                info!(stream = %topic.stream, live, "edge configuration received");
-                supervisor.apply(&topic.thing, *request, live).await;
-            }
-            Ok(Desired::Delete) => {
-                info!(stream = %topic.stream, live, "edge configuration deletion received");
-                lock(&arrivals)
-                    .deleting
-                    .insert((topic.thing.clone(), topic.stream.clone()), seq);
-                supervisor.delete(&topic.thing, &topic.stream).await;
-            }
-            Ok(Desired::Cleared) => {}
-            Err(details) => {
-                supervisor
-                    .reject(&topic.thing, &topic.stream, &details)
-                    .await;
-            }
+    while let Some(request) = rx.recv().await {
+        let (thing, stream) = (request.0.thing.clone(), request.0.stream.clone());
+        let handled = tokio::spawn(handle_request(
+            supervisor.clone(),
+            arrivals.clone(),
+            request,
+        ))
+        .await;
+        if let Err(e) = handled {
+            warn!(stream, error = %e, "handling a desired request crashed");
+            supervisor
+                .reject(
+                    &thing,
+                    &stream,
+                    "internal error: the agent failed while handling this request, which was \
+                     not applied (its log says why)",
+                )
+                .await;
+        }
+    }
+}
+
+async fn handle_request(supervisor: Supervisor, arrivals: SharedArrivals, request: Request) {
+    let (topic, payload, live, seq) = request;
+    crate::supervisor::fault::job_started("apply", &topic.stream);
+    match parse_desired(&topic, &payload) {
+        Ok(Desired::Start(request)) => {
+            info!(stream = %topic.stream, live, "edge configuration received");
+            supervisor.apply(&topic.thing, *request, live).await;
+        }
+        Ok(Desired::Delete) => {
+            info!(stream = %topic.stream, live, "edge configuration deletion received");
+            lock(&arrivals)
+                .deleting
+                .insert((topic.thing.clone(), topic.stream.clone()), seq);
+            supervisor.delete(&topic.thing, &topic.stream).await;
+        }
+        Ok(Desired::Cleared) => {}
+        Err(details) => {
+            supervisor
+                .reject(&topic.thing, &topic.stream, &details)
+                .await;
         }
     }
 }

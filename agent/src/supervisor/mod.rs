@@ -25,6 +25,7 @@
 //! Data flows one way: the supervisor never calls the control plane; it sends
 //! [`StreamEvent`]s on a channel, which the control plane turns into `reported` publishes.
 
+pub(crate) mod fault;
 pub mod secrets;
 
 use std::collections::HashMap;
@@ -497,13 +498,21 @@ impl Supervisor {
         });
         let janitor = {
             let (stop, rx) = watch::channel(false);
-            let task = tokio::spawn(janitor_job(
+            let (inner, name, config, link) = (
                 self.0.clone(),
                 stream.to_owned(),
                 config.clone(),
                 link.clone(),
-                rx,
-            ));
+            );
+            let task = tokio::spawn(restarting("janitor", stream.to_owned(), rx, move |rx| {
+                janitor_job(
+                    inner.clone(),
+                    name.clone(),
+                    config.clone(),
+                    link.clone(),
+                    rx,
+                )
+            }));
             JobHandle { stop, task }
         };
         let uploader = self.0.uploader.as_ref().map(|_| {
@@ -515,13 +524,16 @@ impl Supervisor {
                 None => StreamTarget::Name(stream.to_owned()),
             };
             let (stop, rx) = watch::channel(false);
-            let task = tokio::spawn(uploader_job(
-                self.0.clone(),
-                target,
-                config.clone(),
-                link.clone(),
-                rx,
-            ));
+            let (inner, config, link) = (self.0.clone(), config.clone(), link.clone());
+            let task = tokio::spawn(restarting("uploader", stream.to_owned(), rx, move |rx| {
+                uploader_job(
+                    inner.clone(),
+                    target.clone(),
+                    config.clone(),
+                    link.clone(),
+                    rx,
+                )
+            }));
             JobHandle { stop, task }
         });
         StreamJobs {
@@ -556,7 +568,10 @@ impl Supervisor {
             // Nothing stored for this thing (never applied, refused, deleted already, or
             // another thing's): clear this thing's topics.
             if foreign {
-                info!(stream, thing, "deletion for a stream of another thing; ignored");
+                info!(
+                    stream,
+                    thing, "deletion for a stream of another thing; ignored"
+                );
             } else if let Some(jobs) = streams.remove(stream) {
                 jobs.stop().await;
             }
@@ -962,13 +977,18 @@ async fn record(
             fragmenter: inner.cfg.fragmenter,
             rtsp: inner.cfg.rtsp,
         };
-        let mut task = tokio::spawn(recorder::run(
+        let run = recorder::run(
             cfg,
             inner.catalog.clone(),
             inner.clock.clone(),
             sink.clone(),
             ctl_rx.clone(),
-        ));
+        );
+        let name = stream.clone();
+        let mut task = tokio::spawn(async move {
+            fault::job_started("recorder", &name);
+            run.await
+        });
         let finished = tokio::select! {
             r = &mut task => Some(r),
             r = stop.wait_for(|s| *s) => { drop(r); None }
@@ -1011,6 +1031,37 @@ async fn record(
     schedule_task.abort();
     set_phase(Control::Pause);
     end
+}
+
+/// Runs a stream's janitor or uploader job, started again after a panic (1 s doubling to 30 s,
+/// as the recorder): a panic ends only its task (the release profile unwinds), and a job left
+/// gone would silently stop retention or uploads for good.
+async fn restarting<F, Fut>(
+    job: &'static str,
+    stream: String,
+    mut stop: watch::Receiver<bool>,
+    make: F,
+) where
+    F: Fn(watch::Receiver<bool>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut delay = RESTART_MIN;
+    loop {
+        let run = make(stop.clone());
+        let name = stream.clone();
+        let task = tokio::spawn(async move {
+            fault::job_started(job, &name);
+            run.await
+        });
+        match task.await {
+            Ok(()) => return,
+            Err(e) => warn!(stream, job, error = %e, "the job crashed; restarting"),
+        }
+        if wait_stop(&mut stop, delay).await {
+            return;
+        }
+        delay = (delay * 2).min(RESTART_MAX);
+    }
 }
 
 /// One stream's janitor: retention, size limit and delete-after-upload; forwards its pause

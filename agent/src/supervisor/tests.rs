@@ -668,9 +668,11 @@ async fn a_read_only_recording_directory_is_a_system_error_until_writable() {
     mount.remount("rw");
     wait_until("recording", Duration::from_secs(40), || {
         recorder_status().status == JobStatus::Success
-            && catalog.segments(Some("ro")).unwrap().iter().any(|s| {
-                !catalog.fragments(s.id).unwrap().is_empty()
-            })
+            && catalog
+                .segments(Some("ro"))
+                .unwrap()
+                .iter()
+                .any(|s| !catalog.fragments(s.id).unwrap().is_empty())
     })
     .await;
     sup.shutdown(Duration::from_secs(5)).await;
