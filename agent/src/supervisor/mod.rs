@@ -1018,9 +1018,13 @@ async fn record(
                 break RecorderEnd::Fatal;
             }
             Err(e) => {
-                let msg = format!("the recorder crashed: {e}");
-                warn!(stream, error = %msg, "restarting the recorder");
-                sink.report(JobStatus::SystemError, Some(&msg));
+                warn!(stream, error = %format!("the recorder crashed: {e}"), "restarting the recorder");
+                // The panic's own text stays in the log: it may quote anything, a URI with
+                // its password included, and LastRecorderStatus leaves the device.
+                sink.report(
+                    JobStatus::SystemError,
+                    Some("the recorder crashed (an internal error, logged); restarting it"),
+                );
                 if wait_stop(&mut stop, delay).await {
                     break RecorderEnd::Stopped;
                 }
