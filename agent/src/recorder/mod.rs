@@ -680,19 +680,32 @@ pub async fn run(
 /// Whether media can be written under the recording directory. Checked before each session: a
 /// read-only mount or a directory the agent may not write would otherwise show only at the
 /// first fragment, after the camera was read for nothing, and the last SUCCESS would stand
-/// until then.
+/// until then. A directory not there yet is created with the first segment: then its nearest
+/// existing parent must be writable.
 async fn writable(dir: &Path) -> Result<(), String> {
     let d = dir.to_owned();
-    tokio::task::spawn_blocking(move || rustix::fs::access(&d, rustix::fs::Access::WRITE_OK))
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
-        .map_err(|e| {
-            format!(
-                "the recording directory {} is not writable: {}",
-                dir.display(),
-                std::io::Error::from(e)
-            )
-        })
+    tokio::task::spawn_blocking(move || {
+        let mut at = d.as_path();
+        loop {
+            match rustix::fs::access(at, rustix::fs::Access::WRITE_OK) {
+                Err(rustix::io::Errno::NOENT) => match at.parent() {
+                    Some(parent) if parent.as_os_str().is_empty() => at = Path::new("."),
+                    Some(parent) => at = parent,
+                    None => return Err(rustix::io::Errno::NOENT),
+                },
+                r => return r,
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    .map_err(|e| {
+        format!(
+            "the recording directory {} is not writable: {}",
+            dir.display(),
+            std::io::Error::from(e)
+        )
+    })
 }
 
 /// Recovery for one stream on a blocking thread, as the supervisor runs it before [`run`].
@@ -755,6 +768,15 @@ mod tests {
         assert_eq!(wait_while_paused(&mut rx).await, Control::Stop);
         let d = Duration::from_secs(3600);
         assert_eq!(back_off(d, None, &mut rx).await, Control::Stop);
+    }
+
+    /// A recording directory not created yet is writable when its parent is (the first segment
+    /// creates it).
+    #[tokio::test]
+    async fn a_directory_to_be_created_is_writable_through_its_parent() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(writable(&dir.path().join("not/yet")).await, Ok(()));
+        assert_eq!(writable(Path::new("relative/not/yet")).await, Ok(()));
     }
 
     #[test]
