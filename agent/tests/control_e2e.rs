@@ -818,6 +818,283 @@ async fn requests_sent_while_the_agent_is_away_apply_when_it_returns() {
     assert_eq!(sessions_of(&agent, "cam-2"), 1, "{}", agent.log_text());
 }
 
+/// A delete and then a new configuration of the same stream, both published (retained) while the
+/// agent is away, reach it one after the other when it returns: it deletes, then applies, and
+/// `desired` keeps the newer request. The agent clears `desired` after a delete; that clear must
+/// not wipe a request that arrived after the delete, or the configuration is gone for the next
+/// subscriber (a replaced device, `ctl`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_then_an_apply_leaves_the_apply_desired() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(broker) = Mosquitto::start(dir.path()) else {
+        return;
+    };
+    let mut agent = Agent::start(dir.path(), &yaml_with(&broker.url(), ""), "");
+    let w = Watcher::start(broker.port).await;
+    w.wait("agent online", T, |m| {
+        m.iter().any(|m| m.topic == agent_topic())
+    })
+    .await;
+    w.publish(&desired("cam-1"), start_request("cam-1", "").as_bytes())
+        .await;
+    agent.wait_fragments("cam-1", 1, T).await;
+    let (status, _) = agent.stop();
+    assert!(status.success());
+
+    w.publish(&desired("cam-1"), br#"{"StreamName":"cam-1"}"#)
+        .await;
+    let newer = start_request("cam-1", r#","DeletionConfig":{"EdgeRetentionInHours":12}"#);
+    w.publish(&desired("cam-1"), newer.as_bytes()).await;
+    let seen_before = w.on(&reported("cam-1")).len();
+    agent.restart();
+    w.wait("deleted, then in sync with the newer request", T, |m| {
+        let after: Vec<_> = m
+            .iter()
+            .filter(|m| m.topic == reported("cam-1"))
+            .skip(seen_before)
+            .collect();
+        let deleted = after
+            .iter()
+            .position(|m| m.sync_status().as_deref() == Some("DELETING_ACKNOWLEDGED"));
+        deleted.is_some_and(|i| {
+            after[i..].iter().any(|m| {
+                m.json().is_some_and(|j| {
+                    j["SyncStatus"] == "IN_SYNC"
+                        && j["EdgeConfig"]["DeletionConfig"]["EdgeRetentionInHours"] == 12
+                })
+            })
+        })
+    })
+    .await;
+    agent.wait_fragments("cam-1", 1, T).await;
+
+    // The agent published its clear (if any) before IN_SYNC: a new subscriber now gets the
+    // newer request, retained.
+    let fresh = Watcher::start(broker.port).await;
+    fresh
+        .wait(
+            "the newer request retained on desired",
+            Duration::from_secs(5),
+            |m| {
+                m.iter()
+                    .any(|m| m.topic == desired("cam-1") && m.payload == newer.as_bytes())
+            },
+        )
+        .await;
+    assert!(
+        fresh
+            .on(&desired("cam-1"))
+            .iter()
+            .all(|m| m.payload == newer.as_bytes())
+    );
+    let log = agent.log_text();
+    assert!(log.contains("desired kept"), "{log}");
+}
+
+/// Without `mqtt.thing_name` the agent serves every thing's topics; a stream name is unique
+/// per account and region, so a second thing's `cam-1` is refused on that thing's topic naming
+/// the owner, and a delete there leaves the owner's stream recording.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_things_stream_of_the_same_name_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(broker) = Mosquitto::start(dir.path()) else {
+        return;
+    };
+    let agent = Agent::start(
+        dir.path(),
+        &format!("mqtt:\n  broker_url: {}\n", broker.url()),
+        "",
+    );
+    let w = Watcher::start(broker.port).await;
+    w.publish(&desired("cam-1"), start_request("cam-1", "").as_bytes())
+        .await;
+    w.wait("cam-1 in sync on hub-1", T, |m| {
+        statuses(m, &reported("cam-1")).last().map(String::as_str) == Some("IN_SYNC")
+    })
+    .await;
+    agent.wait_fragments("cam-1", 1, T).await;
+
+    let other = |kind: &str| format!("{PREFIX}/hub-2/streams/cam-1/{kind}");
+    let on_hub_2 = start_request("cam-1", "").replace("thing/hub-1", "thing/hub-2");
+    w.publish(&other("desired"), on_hub_2.as_bytes()).await;
+    w.wait("SYNC_FAILED on hub-2", T, |m| {
+        statuses(m, &other("reported")).last().map(String::as_str) == Some("SYNC_FAILED")
+    })
+    .await;
+    let refusal = w.on(&other("reported")).last().unwrap().json().unwrap();
+    let details = refusal["FailedStatusDetails"].as_str().unwrap();
+    assert!(
+        details.starts_with("StreamName:") && details.contains("\"hub-1\""),
+        "{details}"
+    );
+    w.publish(&other("desired"), br#"{"StreamName":"cam-1"}"#)
+        .await;
+    w.wait("hub-2's topics cleared", T, |m| {
+        m.iter()
+            .any(|m| m.topic == other("reported") && m.payload.is_empty())
+    })
+    .await;
+    // hub-1's stream: still in sync with its configuration, still recording.
+    let n = agent.fragment_count("cam-1");
+    agent.wait_fragments("cam-1", n + 1, T).await;
+    let mine = w.on(&reported("cam-1"));
+    assert_eq!(
+        mine.last().unwrap().sync_status().as_deref(),
+        Some("IN_SYNC"),
+        "{mine:?}"
+    );
+    assert!(mine.iter().all(|m| !m.payload.is_empty()));
+    let out = ctl(
+        &broker.url(),
+        &[
+            "describe-edge-configuration",
+            "--stream-name",
+            "cam-1",
+            "--thing-name",
+            THING,
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout_json(&out)["SyncStatus"], "IN_SYNC");
+}
+
+/// The release binary at `target/release` (tests/ci.sh builds it in tests/packaging/check.sh
+/// before `cargo test`), when it has the fault hook; `None` with a notice locally.
+fn release_binary() -> Option<std::path::PathBuf> {
+    let bin = repo_root().join("target/release/kvs-edge-agent");
+    let why = match std::fs::read(&bin) {
+        Err(e) => format!(
+            "{} not found ({e}): run `cargo build --release`",
+            bin.display()
+        ),
+        Ok(b) if !b.windows(20).any(|w| w == b"KVS_EDGE_AGENT_FAULT") => format!(
+            "{} predates the fault hook: run `cargo build --release`",
+            bin.display()
+        ),
+        Ok(_) => return Some(bin),
+    };
+    assert!(std::env::var_os("CI").is_none(), "under CI: {why}");
+    eprintln!("NOTICE: {why}; skipping");
+    None
+}
+
+/// The shipped binary keeps a panic to its job: one stream's recorder panics (injected by the
+/// test-only KVS_EDGE_AGENT_FAULT hook, supervisor/fault.rs) and is restarted and records,
+/// the other stream records on, and the process stays up and stops cleanly. With the release
+/// profile's former `panic = "abort"`, the panic ended the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_release_binary_restarts_a_panicked_job_and_keeps_the_others() {
+    let Some(bin) = release_binary() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut configs = Vec::new();
+    for stream in ["cam-1", "cam-2"] {
+        let path = dir.path().join(format!("{stream}.json"));
+        std::fs::write(&path, start_request(stream, "")).unwrap();
+        configs.push(path.display().to_string());
+    }
+    // The streams come from --edge-config; nothing listens at the broker URL.
+    let yaml = yaml_with(&format!("mqtt://127.0.0.1:{}", free_port()), "");
+    let mut agent = Agent::start_bin(
+        dir.path(),
+        &yaml,
+        "",
+        &[("KVS_EDGE_AGENT_FAULT", "panic-recorder:cam-1")],
+        &bin,
+        &["--edge-config", &configs[0], "--edge-config", &configs[1]],
+    );
+    agent
+        .wait_log("injected panic in the recorder of cam-1", 1, T)
+        .await;
+    agent.wait_fragments("cam-2", 1, T).await;
+    let n = agent.fragment_count("cam-2");
+    agent.wait_log("restarting the recorder", 1, T).await;
+    agent.wait_fragments("cam-1", 1, T).await;
+    agent.wait_fragments("cam-2", n + 2, T).await;
+    assert!(agent.is_running(), "{}", agent.log_text());
+    let (status, _) = agent.stop();
+    assert!(status.success(), "{status:?}\n{}", agent.log_text());
+    assert_eq!(agent.log_text().matches("injected panic").count(), 2);
+}
+
+/// A request whose handling panics fails with SYNC_FAILED, and the agent goes on handling
+/// requests: the same one sent again applies and records (the panic is the test-only fault
+/// hook's, armed for the first request of cam-1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_handling_panics_fails_and_the_next_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(broker) = Mosquitto::start(dir.path()) else {
+        return;
+    };
+    let agent = Agent::start_env(
+        dir.path(),
+        &yaml_with(&broker.url(), ""),
+        "",
+        &[("KVS_EDGE_AGENT_FAULT", "panic-apply:cam-1")],
+    );
+    let w = Watcher::start(broker.port).await;
+    w.wait("agent online", T, |m| {
+        m.iter().any(|m| m.topic == agent_topic())
+    })
+    .await;
+    let req = start_request("cam-1", "");
+    w.publish(&desired("cam-1"), req.as_bytes()).await;
+    w.wait("SYNC_FAILED", T, |m| {
+        statuses(m, &reported("cam-1")).last().map(String::as_str) == Some("SYNC_FAILED")
+    })
+    .await;
+    let failed = w.on(&reported("cam-1")).last().unwrap().json().unwrap();
+    assert!(
+        failed["FailedStatusDetails"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("internal error")),
+        "{failed}"
+    );
+    w.publish(&desired("cam-1"), req.as_bytes()).await;
+    w.wait("IN_SYNC", T, |m| {
+        statuses(m, &reported("cam-1")).last().map(String::as_str) == Some("IN_SYNC")
+    })
+    .await;
+    agent.wait_fragments("cam-1", 1, T).await;
+}
+
+/// A janitor whose task panics is started again, as the recorder is (the release profile
+/// unwinds, so a panic ends only its task), and does its work: here, with a free-space reserve
+/// larger than the disk, it pauses the recording. The panic is the test-only fault hook's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicked_janitor_is_restarted_and_does_its_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cam-1.json");
+    std::fs::write(&path, start_request("cam-1", "")).unwrap();
+    let agent = Agent::start_bin(
+        dir.path(),
+        &yaml_with(
+            &format!("mqtt://127.0.0.1:{}", free_port()),
+            "disk_reserve:\n  min_free_mb: 10000000\n",
+        ),
+        "",
+        &[("KVS_EDGE_AGENT_FAULT", "panic-janitor:cam-1")],
+        std::path::Path::new(BIN),
+        &["--edge-config", &path.display().to_string()],
+    );
+    agent
+        .wait_log("injected panic in the janitor of cam-1", 1, T)
+        .await;
+    agent.wait_log("the job crashed; restarting", 1, T).await;
+    agent
+        .wait_log(
+            "recording paused: the file system is under its free-space reserve",
+            1,
+            T,
+        )
+        .await;
+    let log = agent.log_text();
+    let crashed = log.find("the job crashed").unwrap();
+    assert!(log[crashed..].contains("recording paused"), "{log}");
+}
+
 #[tokio::test]
 async fn ctl_refuses_malformed_input_before_connecting() {
     let dir = tempfile::tempdir().unwrap();

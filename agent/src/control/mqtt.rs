@@ -145,12 +145,86 @@ const MAX_IGNORED_TOPICS: usize = 1000;
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(15);
 
+/// A stream's `desired` topic: (thing, stream).
+type StreamKey = (String, String);
+
+/// A received `desired` publish: topic, payload, live, arrival number.
+type Request = (StreamTopic, bytes::Bytes, bool, u64);
+
+/// What arrived last on each `desired` topic. The agent clears a stream's `desired` after
+/// carrying out a delete; a request that arrived after the delete (an apply queued behind it,
+/// now the retained payload) must not be wiped by that clear. One that reached the broker just
+/// before the clear but the agent just after it was wiped: the broker delivers in its order, so
+/// it is the one received between sending the clear and the clear coming back, and the agent
+/// publishes it again (retained).
+#[derive(Default)]
+struct Arrivals {
+    next: u64,
+    /// The arrival number of the last publish received on each topic.
+    last: HashMap<StreamKey, u64>,
+    /// The arrival number of the delete last handed to the supervisor for each topic.
+    deleting: HashMap<StreamKey, u64>,
+    /// Topics whose clear was sent and has not come back yet.
+    clearing: BTreeSet<StreamKey>,
+    /// Requests published again after the clear wiped them, until they come back.
+    restoring: HashMap<StreamKey, bytes::Bytes>,
+}
+
+/// A received `desired` publish, numbered.
+#[derive(Debug, PartialEq, Eq)]
+struct Arrival {
+    seq: u64,
+    /// A live publish (always applies); the agent's own republish of a request it already
+    /// handed on is not.
+    live: bool,
+    /// The agent's clear wiped this request at the broker: publish it again.
+    restore: bool,
+}
+
+type SharedArrivals = std::sync::Arc<std::sync::Mutex<Arrivals>>;
+
+fn lock(a: &SharedArrivals) -> std::sync::MutexGuard<'_, Arrivals> {
+    // Plain counters: a panic elsewhere leaves them usable.
+    a.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Arrivals {
+    fn received(&mut self, t: &StreamTopic, payload: &[u8], live: bool) -> Arrival {
+        let key = (t.thing.clone(), t.stream.clone());
+        self.next += 1;
+        let seq = self.next;
+        self.last.insert(key.clone(), seq);
+        if self.restoring.get(&key).is_some_and(|p| p == payload) {
+            self.restoring.remove(&key);
+            return Arrival {
+                seq,
+                live: false,
+                restore: false,
+            };
+        }
+        let restore = self.clearing.remove(&key) && !payload.is_empty();
+        if restore {
+            self.restoring
+                .insert(key, bytes::Bytes::copy_from_slice(payload));
+        }
+        Arrival { seq, live, restore }
+    }
+
+    /// Whether something arrived on the topic after the delete being carried out (or, with no
+    /// delete, at all): then `desired` holds a newer request and stays.
+    fn superseded(&self, key: &StreamKey) -> bool {
+        self.last.get(key).copied().unwrap_or(0) > self.deleting.get(key).copied().unwrap_or(0)
+    }
+}
+
 /// Polls the event loop for ever (until `done`), with backoff after errors. Incoming `desired`
-/// publishes go to `desired_tx`; connection changes to `conn_tx`.
+/// publishes go to `desired_tx`, numbered in `arrivals`; connection changes to `conn_tx`.
 async fn poll(
     mut eventloop: EventLoop,
+    client: AsyncClient,
     topics: Topics,
-    desired_tx: mpsc::UnboundedSender<(StreamTopic, bytes::Bytes, bool)>,
+    arrivals: SharedArrivals,
+    desired_tx: mpsc::UnboundedSender<Request>,
     conn_tx: mpsc::UnboundedSender<Conn>,
     mut done: watch::Receiver<bool>,
 ) {
@@ -178,7 +252,16 @@ async fn poll(
             }
             Ok(Event::Incoming(Packet::Publish(p))) => match topics.parse(&p.topic) {
                 Some(t) if t.kind == Kind::Desired => {
-                    let _ = desired_tx.send((t, p.payload, !p.retain));
+                    let a = lock(&arrivals).received(&t, &p.payload, !p.retain);
+                    if a.restore {
+                        info!(topic = %p.topic, "publishing again a request the deletion's clear wiped");
+                        if let Err(e) =
+                            client.try_publish(p.topic, QoS::AtLeastOnce, true, p.payload.clone())
+                        {
+                            warn!(error = %e, "cannot publish the request again");
+                        }
+                    }
+                    let _ = desired_tx.send((t, p.payload, a.live, a.seq));
                 }
                 // Only `desired` topics are subscribed to: one that does not parse names a
                 // thing or stream outside [a-zA-Z0-9_.-]+ (non-ASCII, say), and its sender
@@ -242,15 +325,21 @@ struct Publisher<'a> {
     /// The stored state last published per stream, to publish what jobs changed since (the
     /// uploader and janitor write their status to the catalog only).
     last_stored: HashMap<String, DescribeEdgeConfigurationResponse>,
+    arrivals: SharedArrivals,
 }
 
 impl Publisher<'_> {
-    fn publish(&self, topic: String, payload: Vec<u8>) {
-        if let Err(e) = self
+    /// Publishes retained; false when the publish was dropped.
+    fn publish(&self, topic: String, payload: Vec<u8>) -> bool {
+        match self
             .client
             .try_publish(topic.clone(), QoS::AtLeastOnce, true, payload)
         {
-            debug!(topic, error = %e, "publish dropped; it is resent after the next connect");
+            Ok(()) => true,
+            Err(e) => {
+                debug!(topic, error = %e, "publish dropped; it is resent after the next connect");
+                false
+            }
         }
     }
 
@@ -319,11 +408,28 @@ impl Publisher<'_> {
             }
             StreamEvent::Removed { thing, stream } => {
                 self.publish(self.cfg.topics.reported(&thing, &stream), Vec::new());
-                self.publish(self.cfg.topics.desired(&thing, &stream), Vec::new());
                 self.last_stored.remove(&stream);
-                self.cleared.insert((thing, stream));
+                let key = (thing, stream);
+                self.clear_desired(&key);
+                self.cleared.insert(key);
                 self.agent_status(false);
             }
+        }
+    }
+
+    /// Clears a deleted stream's `desired`, unless a request arrived after the delete.
+    fn clear_desired(&self, key: &StreamKey) {
+        let (thing, stream) = key;
+        let mut arrivals = lock(&self.arrivals);
+        if arrivals.superseded(key) {
+            info!(
+                thing,
+                stream, "desired kept: a request arrived after the deletion"
+            );
+            return;
+        }
+        if self.publish(self.cfg.topics.desired(thing, stream), Vec::new()) {
+            arrivals.clearing.insert(key.clone());
         }
     }
 
@@ -333,9 +439,10 @@ impl Publisher<'_> {
             warn!(filter, error = %e, "cannot subscribe");
         }
         self.agent_status(true);
-        for (thing, stream) in std::mem::take(&mut self.cleared) {
-            self.publish(self.cfg.topics.reported(&thing, &stream), Vec::new());
-            self.publish(self.cfg.topics.desired(&thing, &stream), Vec::new());
+        for key in std::mem::take(&mut self.cleared) {
+            let (thing, stream) = &key;
+            self.publish(self.cfg.topics.reported(thing, stream), Vec::new());
+            self.clear_desired(&key);
         }
         match self.supervisor.catalog().configs() {
             Ok(configs) => {
@@ -348,27 +455,56 @@ impl Publisher<'_> {
     }
 }
 
-/// Hands `desired` requests to the supervisor one at a time, in arrival order.
+/// Hands `desired` requests to the supervisor one at a time, in arrival order. Each is handled
+/// in a task of its own: a panic (the release profile unwinds) fails that request with
+/// SYNC_FAILED rather than leaving the agent deaf to every later one.
 async fn apply_requests(
     supervisor: Supervisor,
-    mut rx: mpsc::UnboundedReceiver<(StreamTopic, bytes::Bytes, bool)>,
+    arrivals: SharedArrivals,
+    mut rx: mpsc::UnboundedReceiver<Request>,
 ) {
-    while let Some((topic, payload, live)) = rx.recv().await {
-        match parse_desired(&topic, &payload) {
-            Ok(Desired::Start(request)) => {
-                info!(stream = %topic.stream, live, "edge configuration received");
-                supervisor.apply(&topic.thing, *request, live).await;
-            }
-            Ok(Desired::Delete) => {
-                info!(stream = %topic.stream, live, "edge configuration deletion received");
-                supervisor.delete(&topic.thing, &topic.stream).await;
-            }
-            Ok(Desired::Cleared) => {}
-            Err(details) => {
-                supervisor
-                    .reject(&topic.thing, &topic.stream, &details)
-                    .await;
-            }
+    while let Some(request) = rx.recv().await {
+        let (thing, stream) = (request.0.thing.clone(), request.0.stream.clone());
+        let handled = tokio::spawn(handle_request(
+            supervisor.clone(),
+            arrivals.clone(),
+            request,
+        ))
+        .await;
+        if let Err(e) = handled {
+            warn!(stream, error = %e, "handling a desired request crashed");
+            supervisor
+                .reject(
+                    &thing,
+                    &stream,
+                    "internal error: the agent failed while handling this request, which was \
+                     not applied (its log says why)",
+                )
+                .await;
+        }
+    }
+}
+
+async fn handle_request(supervisor: Supervisor, arrivals: SharedArrivals, request: Request) {
+    let (topic, payload, live, seq) = request;
+    crate::supervisor::fault::job_started("apply", &topic.stream);
+    match parse_desired(&topic, &payload) {
+        Ok(Desired::Start(request)) => {
+            info!(stream = %topic.stream, live, "edge configuration received");
+            supervisor.apply(&topic.thing, *request, live).await;
+        }
+        Ok(Desired::Delete) => {
+            info!(stream = %topic.stream, live, "edge configuration deletion received");
+            lock(&arrivals)
+                .deleting
+                .insert((topic.thing.clone(), topic.stream.clone()), seq);
+            supervisor.delete(&topic.thing, &topic.stream).await;
+        }
+        Ok(Desired::Cleared) => {}
+        Err(details) => {
+            supervisor
+                .reject(&topic.thing, &topic.stream, &details)
+                .await;
         }
     }
 }
@@ -397,14 +533,21 @@ pub async fn run(
     let (desired_tx, desired_rx) = mpsc::unbounded_channel();
     let (conn_tx, mut conn_rx) = mpsc::unbounded_channel();
     let (done_tx, done_rx) = watch::channel(false);
+    let arrivals = SharedArrivals::default();
     let poller = tokio::spawn(poll(
         eventloop,
+        client.clone(),
         cfg.topics.clone(),
+        arrivals.clone(),
         desired_tx,
         conn_tx,
         done_rx,
     ));
-    let applier = tokio::spawn(apply_requests(supervisor.clone(), desired_rx));
+    let applier = tokio::spawn(apply_requests(
+        supervisor.clone(),
+        arrivals.clone(),
+        desired_rx,
+    ));
     let mut p = Publisher {
         client: client.clone(),
         cfg: &cfg,
@@ -412,6 +555,7 @@ pub async fn run(
         last_count: None,
         cleared: BTreeSet::new(),
         last_stored: HashMap::new(),
+        arrivals,
     };
     let mut connected = false;
     let mut refresh = tokio::time::interval(REFRESH_EVERY);
@@ -464,6 +608,40 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The order the broker delivers in decides: a request received after the agent sent its
+    /// clear and before the clear came back reached the broker first and was wiped, so it is
+    /// published again, once, and that copy coming back is not a live publish (which would
+    /// restart the jobs it just started).
+    #[test]
+    fn a_request_the_clear_wiped_is_published_again_once() {
+        let t = StreamTopic {
+            thing: "hub-1".into(),
+            stream: "cam".into(),
+            kind: Kind::Desired,
+        };
+        let key = (t.thing.clone(), t.stream.clone());
+        let mut a = Arrivals::default();
+        let delete = a.received(&t, br#"{"StreamName":"cam"}"#, true);
+        a.deleting.insert(key.clone(), delete.seq);
+        assert!(!a.superseded(&key));
+        a.clearing.insert(key.clone());
+        let apply = a.received(&t, b"{apply}", true);
+        assert!(apply.live && apply.restore, "{apply:?}");
+        assert!(a.superseded(&key));
+        let echo = a.received(&t, b"", false);
+        assert!(!echo.restore);
+        let again = a.received(&t, b"{apply}", true);
+        assert!(!again.live && !again.restore, "{again:?}");
+        // Later resends are the operator's: live, nothing to restore.
+        let resend = a.received(&t, b"{apply}", true);
+        assert!(resend.live && !resend.restore);
+
+        // The clear came back first: the request after it is retained as it is.
+        a.clearing.insert(key.clone());
+        assert!(!a.received(&t, b"", false).restore);
+        assert!(!a.received(&t, b"{other}", true).restore);
+    }
 
     fn opts(url: &str) -> BrokerOptions {
         BrokerOptions {

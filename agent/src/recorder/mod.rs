@@ -25,7 +25,9 @@
 //!
 //! Status (LastRecorderStatus) goes to a [`StatusSink`]: SUCCESS once fragments are committed;
 //! USER_ERROR for a bad URI, an authentication failure or an unsupported codec; SYSTEM_ERROR for
-//! an unreachable or failing camera, disk faults and internal errors. Details pass through
+//! an unreachable or failing camera, disk faults, a recording directory that cannot be written
+//! (checked before each session; the camera is not opened, and the check is retried with the
+//! same backoff) and internal errors. Details pass through
 //! [`redact_url`] and never hold the password.
 
 pub mod file;
@@ -584,6 +586,14 @@ pub async fn run(
             Control::Stop => break,
             Control::Pause | Control::Record => {}
         }
+        if let Err(why) = writable(&job.cfg.recording_dir).await {
+            warn!(stream = %job.cfg.stream, "{why}; retrying");
+            job.reporter.report(JobStatus::SystemError, Some(why));
+            match back_off(backoff.next_delay(), None, &mut control).await {
+                Control::Stop => break,
+                _ => continue,
+            }
+        }
         let opened = tokio::select! {
             r = Source::open(&uri, &job.cfg.rtsp) => Some(r),
             changed = control.changed() => {
@@ -668,6 +678,37 @@ pub async fn run(
     Ok(job.summary)
 }
 
+/// Whether media can be written under the recording directory. Checked before each session: a
+/// read-only mount or a directory the agent may not write would otherwise show only at the
+/// first fragment, after the camera was read for nothing, and the last SUCCESS would stand
+/// until then. A directory not there yet is created with the first segment: then its nearest
+/// existing parent must be writable.
+async fn writable(dir: &Path) -> Result<(), String> {
+    let d = dir.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut at = d.as_path();
+        loop {
+            match rustix::fs::access(at, rustix::fs::Access::WRITE_OK) {
+                Err(rustix::io::Errno::NOENT) => match at.parent() {
+                    Some(parent) if parent.as_os_str().is_empty() => at = Path::new("."),
+                    Some(parent) => at = parent,
+                    None => return Err(rustix::io::Errno::NOENT),
+                },
+                r => return r,
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    .map_err(|e| {
+        format!(
+            "the recording directory {} is not writable: {}",
+            dir.display(),
+            std::io::Error::from(e)
+        )
+    })
+}
+
 /// Recovery for one stream on a blocking thread, as the supervisor runs it before [`run`].
 pub async fn recover_stream(
     catalog: Arc<Catalog>,
@@ -728,6 +769,15 @@ mod tests {
         assert_eq!(wait_while_paused(&mut rx).await, Control::Stop);
         let d = Duration::from_secs(3600);
         assert_eq!(back_off(d, None, &mut rx).await, Control::Stop);
+    }
+
+    /// A recording directory not created yet is writable when its parent is (the first segment
+    /// creates it).
+    #[tokio::test]
+    async fn a_directory_to_be_created_is_writable_through_its_parent() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(writable(&dir.path().join("not/yet")).await, Ok(()));
+        assert_eq!(writable(Path::new("relative/not/yet")).await, Ok(()));
     }
 
     #[test]

@@ -25,6 +25,7 @@
 //! Data flows one way: the supervisor never calls the control plane; it sends
 //! [`StreamEvent`]s on a channel, which the control plane turns into `reported` publishes.
 
+pub(crate) mod fault;
 pub mod secrets;
 
 use std::collections::HashMap;
@@ -303,7 +304,7 @@ impl Supervisor {
         stream: &str,
         request: Option<&StartEdgeConfigurationUpdateRequest>,
     ) {
-        let stored = self.0.catalog.config(stream).ok().flatten();
+        let stored = self.own_config(thing, stream);
         let response = DescribeEdgeConfigurationResponse {
             creation_time: Some(ApiTimestamp(
                 stored.as_ref().map_or(self.now(), |s| s.creation_time),
@@ -332,7 +333,7 @@ impl Supervisor {
 
     fn fail(&self, thing: &str, stream: &str, details: &str) {
         warn!(stream, details, "edge configuration refused");
-        if let Ok(Some(_)) = self.0.catalog.config(stream) {
+        if self.own_config(thing, stream).is_some() {
             self.set_status(stream, SyncStatus::SyncFailed, Some(details));
             return;
         }
@@ -351,6 +352,17 @@ impl Supervisor {
                 sync_status: Some(SyncStatus::SyncFailed),
             }),
         });
+    }
+
+    /// The stored configuration of `stream` when it is `thing`'s; another thing's stream of the
+    /// same name is never changed on this thing's behalf.
+    fn own_config(&self, thing: &str, stream: &str) -> Option<crate::catalog::StoredConfig> {
+        self.0
+            .catalog
+            .config(stream)
+            .ok()
+            .flatten()
+            .filter(|c| thing_of(&c.request.edge_config) == thing)
     }
 
     /// Applies a validated StartEdgeConfigurationUpdate received for `thing`. `live`: a live
@@ -383,6 +395,23 @@ impl Supervisor {
             return None;
         }
         self.echo_syncing(thing, &stream, Some(&request));
+        // Stream names are unique per account and region: one stream recorded by two things
+        // is a conflict, refused on the newcomer's topic; the owner's stream runs on untouched.
+        if let Some(owner) = stored
+            .as_ref()
+            .map(|s| thing_of(&s.request.edge_config))
+            .filter(|owner| owner != thing)
+        {
+            self.fail(
+                thing,
+                &stream,
+                &format!(
+                    "StreamName: the stream {stream:?} is configured on the thing {owner:?}; \
+                     delete it there with DeleteEdgeConfiguration first"
+                ),
+            );
+            return Some(SyncStatus::SyncFailed);
+        }
 
         if stored.is_none() {
             let count = self.0.catalog.config_count().unwrap_or(0);
@@ -480,13 +509,21 @@ impl Supervisor {
         });
         let janitor = {
             let (stop, rx) = watch::channel(false);
-            let task = tokio::spawn(janitor_job(
+            let (inner, name, config, link) = (
                 self.0.clone(),
                 stream.to_owned(),
                 config.clone(),
                 link.clone(),
-                rx,
-            ));
+            );
+            let task = tokio::spawn(restarting("janitor", stream.to_owned(), rx, move |rx| {
+                janitor_job(
+                    inner.clone(),
+                    name.clone(),
+                    config.clone(),
+                    link.clone(),
+                    rx,
+                )
+            }));
             JobHandle { stop, task }
         };
         let uploader = self.0.uploader.as_ref().map(|_| {
@@ -498,13 +535,16 @@ impl Supervisor {
                 None => StreamTarget::Name(stream.to_owned()),
             };
             let (stop, rx) = watch::channel(false);
-            let task = tokio::spawn(uploader_job(
-                self.0.clone(),
-                target,
-                config.clone(),
-                link.clone(),
-                rx,
-            ));
+            let (inner, config, link) = (self.0.clone(), config.clone(), link.clone());
+            let task = tokio::spawn(restarting("uploader", stream.to_owned(), rx, move |rx| {
+                uploader_job(
+                    inner.clone(),
+                    target.clone(),
+                    config.clone(),
+                    link.clone(),
+                    rx,
+                )
+            }));
             JobHandle { stop, task }
         });
         StreamJobs {
@@ -531,9 +571,19 @@ impl Supervisor {
                 None
             }
         };
-        let Some(stored) = stored else {
-            // Nothing stored (never applied, refused, or deleted already): clear the topics.
-            if let Some(jobs) = streams.remove(stream) {
+        // Another thing's stream of this name is not this thing's to delete.
+        let foreign = stored
+            .as_ref()
+            .is_some_and(|s| thing_of(&s.request.edge_config) != thing);
+        let Some(stored) = stored.filter(|_| !foreign) else {
+            // Nothing stored for this thing (never applied, refused, deleted already, or
+            // another thing's): clear this thing's topics.
+            if foreign {
+                info!(
+                    stream,
+                    thing, "deletion for a stream of another thing; ignored"
+                );
+            } else if let Some(jobs) = streams.remove(stream) {
                 jobs.stop().await;
             }
             self.emit(StreamEvent::Removed {
@@ -930,13 +980,18 @@ async fn record(
             fragmenter: inner.cfg.fragmenter,
             rtsp: inner.cfg.rtsp,
         };
-        let mut task = tokio::spawn(recorder::run(
+        let run = recorder::run(
             cfg,
             inner.catalog.clone(),
             inner.clock.clone(),
             sink.clone(),
             ctl_rx.clone(),
-        ));
+        );
+        let name = stream.clone();
+        let mut task = tokio::spawn(async move {
+            fault::job_started("recorder", &name);
+            run.await
+        });
         let finished = tokio::select! {
             r = &mut task => Some(r),
             r = stop.wait_for(|s| *s) => { drop(r); None }
@@ -966,9 +1021,13 @@ async fn record(
                 break RecorderEnd::Fatal;
             }
             Err(e) => {
-                let msg = format!("the recorder crashed: {e}");
-                warn!(stream, error = %msg, "restarting the recorder");
-                sink.report(JobStatus::SystemError, Some(&msg));
+                warn!(stream, error = %format!("the recorder crashed: {e}"), "restarting the recorder");
+                // The panic's own text stays in the log: it may quote anything, a URI with
+                // its password included, and LastRecorderStatus leaves the device.
+                sink.report(
+                    JobStatus::SystemError,
+                    Some("the recorder crashed (an internal error, logged); restarting it"),
+                );
                 if wait_stop(&mut stop, delay).await {
                     break RecorderEnd::Stopped;
                 }
@@ -979,6 +1038,37 @@ async fn record(
     schedule_task.abort();
     set_phase(Control::Pause);
     end
+}
+
+/// Runs a stream's janitor or uploader job, started again after a panic (1 s doubling to 30 s,
+/// as the recorder): a panic ends only its task (the release profile unwinds), and a job left
+/// gone would silently stop retention or uploads for good.
+async fn restarting<F, Fut>(
+    job: &'static str,
+    stream: String,
+    mut stop: watch::Receiver<bool>,
+    make: F,
+) where
+    F: Fn(watch::Receiver<bool>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut delay = RESTART_MIN;
+    loop {
+        let run = make(stop.clone());
+        let name = stream.clone();
+        let task = tokio::spawn(async move {
+            fault::job_started(job, &name);
+            run.await
+        });
+        match task.await {
+            Ok(()) => return,
+            Err(e) => warn!(stream, job, error = %e, "the job crashed; restarting"),
+        }
+        if wait_stop(&mut stop, delay).await {
+            return;
+        }
+        delay = (delay * 2).min(RESTART_MAX);
+    }
 }
 
 /// One stream's janitor: retention, size limit and delete-after-upload; forwards its pause

@@ -281,6 +281,94 @@ async fn resume_starts_stored_configurations_and_finishes_deletions() {
     f.sup.shutdown(Duration::from_secs(5)).await;
 }
 
+/// (thing, stream, SyncStatus or "REMOVED", FailedStatusDetails) of every event so far.
+fn drain_things(f: &mut Fixture) -> Vec<(String, String, String, Option<String>)> {
+    let mut out = Vec::new();
+    while let Ok(e) = f.events.try_recv() {
+        out.push(match e {
+            StreamEvent::Stored {
+                thing,
+                stream,
+                response,
+            }
+            | StreamEvent::State {
+                thing,
+                stream,
+                response,
+            } => (
+                thing,
+                stream,
+                response
+                    .sync_status
+                    .map(|s| s.to_string())
+                    .unwrap_or_default(),
+                response.failed_status_details,
+            ),
+            StreamEvent::Removed { thing, stream } => (thing, stream, "REMOVED".into(), None),
+            StreamEvent::Changed { stream } => (String::new(), stream, "CHANGED".into(), None),
+        });
+    }
+    out
+}
+
+/// Stream names are unique per account and region: another thing's configuration of a stream
+/// this agent records for one thing is refused on the newcomer's topic, naming the owner; it,
+/// a malformed request and a delete on the other thing's topic leave the owner's stream alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_things_stream_is_not_another_things() {
+    let mut f = fixture(16);
+    assert_eq!(
+        f.sup.apply("hub", request("a", 24), true).await,
+        Some(SyncStatus::InSync)
+    );
+    drain(&mut f);
+    let mut other = request("a", 12);
+    other.edge_config.hub_device_arn = "arn:aws:iot:us-east-1:123456789012:thing/hub-b".into();
+    assert_eq!(
+        f.sup.apply("hub-b", other.clone(), true).await,
+        Some(SyncStatus::SyncFailed)
+    );
+    // A retained redelivery is refused the same way.
+    assert_eq!(
+        f.sup.apply("hub-b", other, false).await,
+        Some(SyncStatus::SyncFailed)
+    );
+    f.sup.reject("hub-b", "a", "not valid JSON: x").await;
+    let ev = drain_things(&mut f);
+    assert!(ev.iter().all(|e| e.0 == "hub-b"), "{ev:?}");
+    let refusal = ev.iter().find(|e| e.2 == "SYNC_FAILED").unwrap();
+    let details = refusal.3.as_deref().unwrap();
+    assert!(
+        details.starts_with("StreamName:") && details.contains("\"hub\""),
+        "{details}"
+    );
+    let stored = f.catalog.config("a").unwrap().unwrap();
+    assert_eq!(stored.sync_status, SyncStatus::InSync);
+    assert_eq!(stored.failed_status_details, None);
+    assert_eq!(stored.request, request("a", 24));
+
+    // A delete on the other thing's topic clears that thing's topics only.
+    f.sup.delete("hub-b", "a").await;
+    let ev = drain_things(&mut f);
+    assert_eq!(
+        ev,
+        [("hub-b".into(), "a".into(), "REMOVED".into(), None)],
+        "{ev:?}"
+    );
+    assert!(f.catalog.config("a").unwrap().is_some());
+    assert_eq!(f.sup.running_streams().await, ["a"]);
+    // The owner deletes it; then the other thing may configure it.
+    f.sup.delete("hub", "a").await;
+    assert!(f.catalog.config("a").unwrap().is_none());
+    let mut other = request("a", 12);
+    other.edge_config.hub_device_arn = "arn:aws:iot:us-east-1:123456789012:thing/hub-b".into();
+    assert_eq!(
+        f.sup.apply("hub-b", other, true).await,
+        Some(SyncStatus::InSync)
+    );
+    f.sup.shutdown(Duration::from_secs(5)).await;
+}
+
 /// A disk under its reserve pauses the recorder, and LastRecorderStatus says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_pauses_recording_and_says_so() {
@@ -504,4 +592,165 @@ fn record_one_fragment(f: &Fixture, stream: &str) {
         new_segment: false,
     })
     .unwrap();
+}
+
+/// Polls `cond` until it holds; panics after `limit`.
+async fn wait_until(what: &str, limit: Duration, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A file system mounted for one test, unmounted on drop (also when the test fails).
+struct Mount(std::path::PathBuf);
+
+impl Mount {
+    /// A read-only tmpfs at `path`; `None` (with a notice) where mounting is not permitted,
+    /// unless under CI.
+    fn read_only_tmpfs(path: &std::path::Path) -> Option<Mount> {
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "ro,size=16m", "tmpfs"])
+            .arg(path)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Mount(path.to_owned())),
+            other => {
+                let why = match other {
+                    Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "mount -t tmpfs is required under CI: {why}"
+                );
+                eprintln!("NOTICE: cannot mount a tmpfs here ({why}); skipping");
+                None
+            }
+        }
+    }
+
+    fn remount(&self, mode: &str) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,{mode}")])
+            .arg(&self.0)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount -o remount,{mode} {}", self.0.display());
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A recording directory that is read-only when the agent starts: LastRecorderStatus turns
+/// from the last run's SUCCESS to SYSTEM_ERROR naming the directory and why (and the metrics'
+/// health with it), the camera is left alone, and recording starts once the directory is
+/// writable again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_recording_directory_is_a_system_error_until_writable() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec");
+    std::fs::create_dir(&rec).unwrap();
+    let Some(mount) = Mount::read_only_tmpfs(&rec) else {
+        return;
+    };
+    let catalog = Arc::new(Catalog::open(&dir.path().join("c.db")).unwrap());
+    let (tx, _events) = mpsc::unbounded_channel();
+    let clip = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../samples/sample-h264-640x360-gop1s.h264"
+    );
+    let secrets = MapSecrets([(secret("ro"), clip.to_owned())].into_iter().collect());
+    let sup = Supervisor::new(
+        catalog.clone(),
+        Arc::new(crate::clock::RealClock),
+        SupervisorConfig {
+            recording_dir: rec.clone(),
+            max_streams: 16,
+            // No write is attempted for the first 8 s (the first fragment closes then): an error
+            // seen sooner comes from checking the directory, not from a failed write.
+            fragmenter: FragmenterConfig {
+                min_fragment_ms: 8000,
+                ..FragmenterConfig::default()
+            },
+            rtsp: RtspOptions::default(),
+            time_zone: jiff::tz::TimeZone::UTC,
+            disk_reserve: crate::janitor::policy::DiskReserve {
+                min_free_bytes: 0,
+                min_free_percent: 0,
+            },
+        },
+        Arc::new(secrets),
+        None,
+        tx,
+    );
+    let request = parse_start_request(&format!(
+        r#"{{"StreamName":"ro","EdgeConfig":{{"HubDeviceArn":"arn:aws:iot:us-east-1:123456789012:thing/hub","RecorderConfig":{{"MediaSourceConfig":{{"MediaUriSecretArn":"{}","MediaUriType":"FILE_URI"}}}}}}}}"#,
+        secret("ro")
+    ))
+    .unwrap();
+    // What the last run left: the configuration in sync, its recorder at SUCCESS.
+    let now = jiff::Timestamp::now();
+    catalog
+        .put_config(&request, SyncStatus::InSync, now)
+        .unwrap();
+    catalog
+        .set_job_status(
+            "ro",
+            crate::catalog::Job::Recorder,
+            JobStatus::Success,
+            None,
+            Some(now),
+            now,
+        )
+        .unwrap();
+    sup.resume().await;
+    let recorder_status = || {
+        catalog
+            .job_status("ro", crate::catalog::Job::Recorder)
+            .unwrap()
+            .unwrap()
+    };
+    wait_until("SYSTEM_ERROR", Duration::from_secs(4), || {
+        recorder_status().status == JobStatus::SystemError
+    })
+    .await;
+    let row = recorder_status();
+    let details = row.details.as_deref().unwrap_or_default();
+    assert!(
+        details.contains(&format!(
+            "the recording directory {} is not writable",
+            rec.display()
+        )) && details.contains("Read-only file system"),
+        "{details}"
+    );
+    let job = sup.health().jobs.into_iter().find(|j| j.stream == "ro");
+    assert!(job.is_some_and(|j| !j.healthy()), "{:?}", sup.health());
+    assert!(catalog.segments(Some("ro")).unwrap().is_empty());
+
+    // Writable again: recording starts within the backoff, and SUCCESS replaces the error.
+    mount.remount("rw");
+    wait_until("recording", Duration::from_secs(40), || {
+        recorder_status().status == JobStatus::Success
+            && catalog
+                .segments(Some("ro"))
+                .unwrap()
+                .iter()
+                .any(|s| !catalog.fragments(s.id).unwrap().is_empty())
+    })
+    .await;
+    sup.shutdown(Duration::from_secs(5)).await;
+    drop(mount);
 }

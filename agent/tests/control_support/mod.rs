@@ -131,6 +131,9 @@ impl Drop for Mosquitto {
 pub struct Agent {
     child: Option<Child>,
     env: Vec<(String, String)>,
+    /// The binary (the test build's unless given) and arguments after `run --config FILE`.
+    bin: PathBuf,
+    args: Vec<String>,
     pub dir: PathBuf,
     pub rec: PathBuf,
     pub log: PathBuf,
@@ -170,6 +173,18 @@ impl Agent {
 
     /// With extra environment variables.
     pub fn start_env(dir: &Path, yaml: &str, extra_secrets: &str, env: &[(&str, &str)]) -> Agent {
+        Self::start_bin(dir, yaml, extra_secrets, env, Path::new(BIN), &[])
+    }
+
+    /// With another binary (the release build) and arguments for `run`.
+    pub fn start_bin(
+        dir: &Path,
+        yaml: &str,
+        extra_secrets: &str,
+        env: &[(&str, &str)],
+        bin: &Path,
+        args: &[&str],
+    ) -> Agent {
         let rec = dir.join("rec");
         let secrets = dir.join("secrets.yaml");
         let mut s = String::new();
@@ -202,6 +217,8 @@ impl Agent {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            bin: bin.to_owned(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
             dir: dir.to_owned(),
             rec,
             log: dir.join("agent.log"),
@@ -218,10 +235,11 @@ impl Agent {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(BIN)
+        let child = Command::new(&self.bin)
             .arg("run")
             .arg("--config")
             .arg(&self.config)
+            .args(&self.args)
             .env("AWS_KVS_EDGE_RECORDING_DIRECTORY", &self.rec)
             .env("AWS_KVS_EDGE_LOG_OUTPUT_DIRECTORY", self.dir.join("log"))
             .env("RUST_LOG", "info,rumqttd=warn")
