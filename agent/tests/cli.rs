@@ -173,6 +173,23 @@ fn run_refuses_a_log_directory_it_cannot_create() {
     );
 }
 
+/// A control plane that dies takes the daemon down with a failure (systemd restarts it), rather
+/// than leave it recording deaf to the cloud.
+#[test]
+fn a_crashed_control_plane_stops_the_daemon_with_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = agent()
+        .args(["run", "--broker", "mqtt://127.0.0.1:9"])
+        .env("AWS_KVS_EDGE_RECORDING_DIRECTORY", dir.path())
+        .env("AWS_KVS_EDGE_LOG_OUTPUT_DIRECTORY", dir.path().join("log"))
+        .env("KVS_EDGE_AGENT_FAULT", "panic-control:agent")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the control plane crashed"), "{stderr}");
+}
+
 #[test]
 fn run_opens_the_catalog_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();

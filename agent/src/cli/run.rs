@@ -459,7 +459,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let control = broker.map(|broker| {
+        let mut control = broker.map(|broker| {
             tokio::spawn(kvs_edge_agent::control::mqtt::run(
                 ControlConfig {
                     broker,
@@ -473,10 +473,28 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         });
         info!("ready");
         let service = kvs_edge_agent::service::Service::ready(&supervisor).await;
-        tokio::select! {
-            _ = term.recv() => info!("SIGTERM: stopping"),
-            _ = int.recv() => info!("SIGINT: stopping"),
-        }
+        // The control plane ends only when told to: if it ends by itself (a panic, an error it
+        // cannot retry), the agent stops and exits non-zero so that systemd restarts it, rather
+        // than record on, deaf to the cloud.
+        let control_ended = async {
+            match control.as_mut() {
+                Some(handle) => handle.await,
+                None => std::future::pending().await,
+            }
+        };
+        let code = tokio::select! {
+            _ = term.recv() => { info!("SIGTERM: stopping"); ExitCode::SUCCESS }
+            _ = int.recv() => { info!("SIGINT: stopping"); ExitCode::SUCCESS }
+            ended = control_ended => {
+                match ended {
+                    Ok(Ok(())) => error!("the control plane stopped by itself; stopping"),
+                    Ok(Err(e)) => error!(error = %e, "the control plane failed; stopping"),
+                    Err(e) => error!(error = %e, "the control plane crashed; stopping"),
+                }
+                control = None;
+                ExitCode::FAILURE
+            }
+        };
         service.stopping().await;
         supervisor.shutdown(JOBS_STOP_WITHIN).await;
         let _ = stop_tx.send(true);
@@ -495,7 +513,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         };
         tokio::join!(control_stopped, metrics_stopped);
-        anyhow::Ok(ExitCode::SUCCESS)
+        anyhow::Ok(code)
     })?;
     // Jobs still blocked (a stuck camera, a stuck disk) must not hold the exit.
     rt.shutdown_timeout(Duration::from_millis(300));

@@ -517,6 +517,7 @@ pub async fn run(
     mut events: mpsc::UnboundedReceiver<StreamEvent>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), String> {
+    crate::supervisor::fault::job_started("control", "agent");
     let mut options = cfg.broker.mqtt_options()?;
     options.set_last_will(LastWill::new(
         cfg.topics.agent(),

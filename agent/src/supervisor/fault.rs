@@ -3,7 +3,8 @@
 //! the other jobs must hold in the binary that is deployed, not only in debug builds.
 //!
 //! Armed only by `KVS_EDGE_AGENT_FAULT=panic-<job>:<stream>[,...]`, job `recorder`, `janitor`,
-//! `uploader` or `apply` (the handling of a `desired` request) (deliberately not in `settings::VARIABLES`: it is not an operator setting): the
+//! `uploader`, `apply` (the handling of a `desired` request) or `control:agent` (the control
+//! plane itself). Deliberately not in `settings::VARIABLES`: it is not an operator setting. The
 //! first run of that job of that stream in the process panics; the restarted one runs normally.
 //! Unset, it does nothing.
 
