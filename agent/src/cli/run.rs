@@ -473,24 +473,30 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         });
         info!("ready");
         let service = kvs_edge_agent::service::Service::ready(&supervisor).await;
-        // The control plane ends only when told to: if it ends by itself (a panic, an error it
-        // cannot retry), the agent stops and exits non-zero so that systemd restarts it, rather
-        // than record on, deaf to the cloud.
-        let control_ended = async {
-            match control.as_mut() {
-                Some(handle) => handle.await,
-                None => std::future::pending().await,
+        // A control plane that crashes (a panic) stops the agent with a failure so that systemd
+        // restarts it, rather than leave it recording deaf to the cloud. One that cannot start
+        // (its TLS files, say) says why and the stored configurations run on, as without one.
+        let control_crashed = async {
+            loop {
+                if let Some(handle) = control.as_mut() {
+                    match handle.await {
+                        Err(e) => return e,
+                        Ok(Ok(())) => warn!("the control plane stopped"),
+                        Ok(Err(e)) => error!(
+                            error = %e,
+                            "no control plane; stored configurations run as they are"
+                        ),
+                    }
+                }
+                control = None;
+                std::future::pending::<()>().await;
             }
         };
         let code = tokio::select! {
             _ = term.recv() => { info!("SIGTERM: stopping"); ExitCode::SUCCESS }
             _ = int.recv() => { info!("SIGINT: stopping"); ExitCode::SUCCESS }
-            ended = control_ended => {
-                match ended {
-                    Ok(Ok(())) => error!("the control plane stopped by itself; stopping"),
-                    Ok(Err(e)) => error!(error = %e, "the control plane failed; stopping"),
-                    Err(e) => error!(error = %e, "the control plane crashed; stopping"),
-                }
+            e = control_crashed => {
+                error!(error = %e, "the control plane crashed; stopping");
                 control = None;
                 ExitCode::FAILURE
             }
