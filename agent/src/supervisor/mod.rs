@@ -677,17 +677,21 @@ fn remove_stream_data(
     let segments = catalog
         .segments(Some(stream))
         .map_err(|e| format!("cannot list the media: {e}"))?;
+    let stream_dir = crate::store::layout::stream_dir(stream);
+    // Segments recorded before `streams/` lived in `{recording_dir}/{stream}/`.
+    let legacy = segments.iter().any(|s| !s.path.starts_with(&stream_dir));
     for s in segments {
         crate::janitor::delete::delete(catalog, recording_dir, &s)
             .map_err(|e| format!("cannot delete {}: {e}", s.path))?;
     }
-    let dir = recording_dir.join(crate::store::layout::stream_dir(stream));
+    let dir = recording_dir.join(&stream_dir);
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(format!("cannot delete the directory of {stream}: {e}")),
     }
-    if crate::store::layout::is_plain(stream) {
+    if legacy {
+        // Never a directory this stream's rows did not use (`log` may be the agent's own).
         let _ = std::fs::remove_dir(recording_dir.join(stream));
     }
     if let Some(parent) = dir.parent() {

@@ -754,3 +754,19 @@ async fn a_read_only_recording_directory_is_a_system_error_until_writable() {
     sup.shutdown(Duration::from_secs(5)).await;
     drop(mount);
 }
+
+/// Deleting a stream recorded under `streams/` leaves a top-level directory of its name alone,
+/// even an empty one: only a directory the stream's own rows used is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_stream_leaves_an_empty_directory_of_its_name() {
+    let mut f = fixture(16);
+    let namesake = f.dir.path().join("a");
+    std::fs::create_dir(&namesake).unwrap();
+    record_one_fragment(&f, "a");
+    f.sup.apply("hub", request("a", 24), true).await;
+    drain(&mut f);
+    f.sup.delete("hub", "a").await;
+    assert_eq!(statuses(&drain(&mut f), "a").last().unwrap(), "REMOVED");
+    assert!(!f.dir.path().join("streams/a").exists());
+    assert!(namesake.is_dir());
+}
