@@ -180,11 +180,7 @@ async fn metrics_after_a_record_and_upload_cycle_and_no_secret_anywhere() {
         ("cam-bad", start_request("cam-bad", "")),
     ] {
         let req = write_request(dir.path(), &format!("{name}.json"), &body);
-        let out = ctl(
-            &broker.url(),
-            &["start-edge-configuration-update", "--cli-input-json", &req],
-        )
-        .await;
+        let out = ctl_start(&broker.url(), &req).await;
         assert!(out.status.success(), "{name}: {}", stderr(&out));
     }
 
@@ -423,11 +419,7 @@ async fn camera_uri_from_secrets_manager_and_a_rotated_password() {
         .replace(&secret_arn("front-door"), &arn)
         .replace("FILE_URI", "RTSP_URI");
     let req = write_request(dir.path(), "front-door.json", &body);
-    let out = ctl(
-        &broker.url(),
-        &["start-edge-configuration-update", "--cli-input-json", &req],
-    )
-    .await;
+    let out = ctl_start(&broker.url(), &req).await;
     assert!(
         out.status.success(),
         "{}\n{}",

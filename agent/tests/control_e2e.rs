@@ -32,11 +32,7 @@ async fn start_describe_resend_update_delete() {
 
     // Start: SYNCING -> ACKNOWLEDGED -> IN_SYNC on `reported`, and ctl prints IN_SYNC.
     let req = write_request(dir.path(), "cam-1.json", &start_request("cam-1", ""));
-    let out = ctl(
-        &broker.url(),
-        &["start-edge-configuration-update", "--cli-input-json", &req],
-    )
-    .await;
+    let out = ctl_start(&broker.url(), &req).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let v = stdout_json(&out);
     assert_eq!(v["SyncStatus"], "IN_SYNC", "{v}");
@@ -87,11 +83,7 @@ async fn start_describe_resend_update_delete() {
 
     // Resend the same configuration: the jobs restart (a second source session).
     assert_eq!(agent.log_text().matches("source connected").count(), 1);
-    let out = ctl(
-        &broker.url(),
-        &["start-edge-configuration-update", "--cli-input-json", &req],
-    )
-    .await;
+    let out = ctl_start(&broker.url(), &req).await;
     assert!(out.status.success(), "{}", stderr(&out));
     agent.wait_log("source connected", 2, T).await;
 
@@ -108,11 +100,7 @@ async fn start_describe_resend_update_delete() {
             r#","UploaderConfig":{"ScheduleConfig":{"ScheduleExpression":"0 0 3 * * ?","DurationInSeconds":600}},"DeletionConfig":{"EdgeRetentionInHours":24}"#,
         ),
     );
-    let out = ctl(
-        &broker.url(),
-        &["start-edge-configuration-update", "--cli-input-json", &upd],
-    )
-    .await;
+    let out = ctl_start(&broker.url(), &upd).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         stdout_json(&out)["EdgeConfig"]["DeletionConfig"]["EdgeRetentionInHours"],
@@ -297,11 +285,7 @@ async fn invalid_requests_fail_naming_the_field() {
     // An unknown secret: SYNC_FAILED naming the secret's field, through ctl (exit 254).
     let unknown = start_request("cam-5", "").replace("cam-5-uri", "nobody");
     let req = write_request(dir.path(), "unknown.json", &unknown);
-    let out = ctl(
-        &broker.url(),
-        &["start-edge-configuration-update", "--cli-input-json", &req],
-    )
-    .await;
+    let out = ctl_start(&broker.url(), &req).await;
     assert_eq!(out.status.code(), Some(254), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("EdgeConfig.RecorderConfig.MediaSourceConfig.MediaUriSecretArn"),
@@ -315,11 +299,7 @@ async fn invalid_requests_fail_naming_the_field() {
         "bad.json",
         r#"{"StreamName":"x y","EdgeConfig":{}}"#,
     );
-    let out = ctl(
-        &broker.url(),
-        &["start-edge-configuration-update", "--cli-input-json", &req],
-    )
-    .await;
+    let out = ctl_start(&broker.url(), &req).await;
     assert_eq!(out.status.code(), Some(252));
     assert!(
         stderr(&out).contains("EdgeConfig.HubDeviceArn: is required"),
@@ -388,22 +368,14 @@ async fn file_uris_that_are_not_regular_files_fail_at_once() {
     })
     .await;
     let req = write_request(dir.path(), "cam-0.json", &start_request("cam-0", ""));
-    let out = ctl(
-        &broker.url(),
-        &["start-edge-configuration-update", "--cli-input-json", &req],
-    )
-    .await;
+    let out = ctl_start(&broker.url(), &req).await;
     assert!(out.status.success(), "{}", stderr(&out));
     for round in 0..3 {
         for (stream, kind) in [("zero", "character device"), ("fifo", "FIFO (named pipe)")] {
             let topic = reported(stream);
             let seen = w.on(&topic).len();
             let req = write_request(dir.path(), "x.json", &start_request(stream, ""));
-            let out = ctl(
-                &broker.url(),
-                &["start-edge-configuration-update", "--cli-input-json", &req],
-            )
-            .await;
+            let out = ctl_start(&broker.url(), &req).await;
             assert!(out.status.success(), "{}", stderr(&out));
             w.wait(&format!("{stream} USER_ERROR naming a {kind}"), T, |m| {
                 m.iter().filter(|m| m.topic == topic).skip(seen).any(|m| {
@@ -543,11 +515,7 @@ async fn broker_outage_and_restart_without_broker() {
         })
         .await;
     }
-    let out = ctl(
-        &url,
-        &["start-edge-configuration-update", "--cli-input-json", &req],
-    )
-    .await;
+    let out = ctl_start(&url, &req).await;
     assert!(out.status.success(), "{}", stderr(&out));
     agent.wait_fragments("cam-1", 2, T).await;
 
@@ -620,11 +588,7 @@ async fn embedded_broker_walkthrough() {
         "file://{}",
         repo_root().join("config/example-local.json").display()
     );
-    let out = ctl(
-        &url,
-        &["start-edge-configuration-update", "--cli-input-json", &req],
-    )
-    .await;
+    let out = ctl_start(&url, &req).await;
     assert!(
         out.status.success(),
         "{}\n{}",
@@ -708,11 +672,7 @@ async fn rtsp_camera_recorded_and_its_password_kept_secret() {
     for stream in ["door", "yard"] {
         let body = start_request(stream, "").replace("FILE_URI", "RTSP_URI");
         let req = write_request(dir.path(), &format!("{stream}.json"), &body);
-        let out = ctl(
-            &broker.url(),
-            &["start-edge-configuration-update", "--cli-input-json", &req],
-        )
-        .await;
+        let out = ctl_start(&broker.url(), &req).await;
         assert!(out.status.success(), "{}", stderr(&out));
     }
     agent.wait_fragments("door", 2, T).await;
@@ -743,11 +703,7 @@ async fn rtsp_camera_recorded_and_its_password_kept_secret() {
     );
     std::fs::write(dir.path().join("secrets.yaml"), secrets).unwrap();
     let req = format!("file://{}", dir.path().join("yard.json").display());
-    let out = ctl(
-        &broker.url(),
-        &["start-edge-configuration-update", "--cli-input-json", &req],
-    )
-    .await;
+    let out = ctl_start(&broker.url(), &req).await;
     assert!(out.status.success(), "{}", stderr(&out));
     agent.wait_fragments("yard", 2, T).await;
     for m in w.all() {
@@ -785,11 +741,7 @@ async fn requests_sent_while_the_agent_is_away_apply_when_it_returns() {
     })
     .await;
     let req = write_request(dir.path(), "cam-1.json", &start_request("cam-1", ""));
-    let out = ctl(
-        &broker.url(),
-        &["start-edge-configuration-update", "--cli-input-json", &req],
-    )
-    .await;
+    let out = ctl_start(&broker.url(), &req).await;
     assert!(out.status.success(), "{}", stderr(&out));
     agent.wait_fragments("cam-1", 1, T).await;
     assert_eq!(sessions_of(&agent, "cam-1"), 1);
@@ -1358,11 +1310,7 @@ async fn uploads_reach_kvs_and_reported_carries_both_job_statuses() {
             r#","UploaderConfig":{"ScheduleConfig":{"ScheduleExpression":"0 * * * * ?","DurationInSeconds":60}}"#,
         ),
     );
-    let out = ctl(
-        &broker.url(),
-        &["start-edge-configuration-update", "--cli-input-json", &req],
-    )
-    .await;
+    let out = ctl_start(&broker.url(), &req).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let deadline = std::time::Instant::now() + T;
     loop {

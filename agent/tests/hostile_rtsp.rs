@@ -156,6 +156,16 @@ fn hostile(shape: &str) {
     assert!(peak < RECORD_PEAK_KB, "{shape}: peak RSS {peak} kB");
 }
 
+/// A shape with server arguments, refused with exactly `details` within the memory bound.
+fn refused_with(shape: &str, server_args: &[&str], details: &str) {
+    if !require("/usr/bin/python3", &["--version"]) {
+        return;
+    }
+    let (found, peak) = record_against(shape, server_args);
+    assert_eq!(found, details);
+    assert!(peak < RECORD_PEAK_KB, "{shape}: peak RSS {peak} kB");
+}
+
 #[test]
 fn huge_content_length_with_endless_body() {
     hostile("huge-body");
@@ -194,15 +204,11 @@ fn sdp_with_1000_tracks() {
 /// Under retina's 64 media sections, over the recorder's 32 streams.
 #[test]
 fn sdp_with_40_tracks() {
-    if !require("/usr/bin/python3", &["--version"]) {
-        return;
-    }
-    let (details, peak) = record_against("many-tracks", &["--tracks", "40"]);
-    assert_eq!(
-        details,
-        "SYSTEM_ERROR: RTSP error: the camera describes 40 streams; at most 32 are accepted"
+    refused_with(
+        "many-tracks",
+        &["--tracks", "40"],
+        "SYSTEM_ERROR: RTSP error: the camera describes 40 streams; at most 32 are accepted",
     );
-    assert!(peak < RECORD_PEAK_KB, "peak RSS {peak} kB");
 }
 
 #[test]
@@ -284,15 +290,11 @@ fn large_key_frames_are_recorded() {
 /// A complete frame past the recorder's own 8 MiB bound (under retina's 16 MiB) ends the session.
 #[test]
 fn frame_over_8_mib_is_refused() {
-    if !require("/usr/bin/python3", &["--version"]) {
-        return;
-    }
-    let (details, peak) = record_against("big-frames", &["--frame-bytes", "10000000"]);
-    assert_eq!(
-        details,
-        "SYSTEM_ERROR: RTSP error: a frame of 10000004 bytes; the limit is 8388608"
+    refused_with(
+        "big-frames",
+        &["--frame-bytes", "10000000"],
+        "SYSTEM_ERROR: RTSP error: a frame of 10000004 bytes; the limit is 8388608",
     );
-    assert!(peak < RECORD_PEAK_KB, "peak RSS {peak} kB");
 }
 
 /// A StartEdgeConfigurationUpdate request recording `stream` from `arn`.

@@ -25,8 +25,10 @@ pub fn fsync_dir_if_exists(dir: &Path) -> Result<(), PathError> {
     }
 }
 
+const NOFOLLOW: i32 = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
+
 fn no_follow(o: &mut OpenOptions) -> &mut OpenOptions {
-    o.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+    o.custom_flags(NOFOLLOW)
 }
 
 /// Removes a `{stream}/{YYYY-MM-DD}` directory once its last segment is gone, so a box that
@@ -58,7 +60,7 @@ pub fn open_media(path: &Path) -> io::Result<File> {
 pub async fn open_media_async(path: &Path) -> io::Result<tokio::fs::File> {
     tokio::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .custom_flags(NOFOLLOW)
         .open(path)
         .await
 }

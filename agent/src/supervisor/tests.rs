@@ -31,6 +31,21 @@ fn request(stream: &str, retention: u32) -> StartEdgeConfigurationUpdateRequest 
     .unwrap()
 }
 
+/// The supervisor's configuration in these tests: 16 streams, UTC, no disk reserve.
+fn config(recording_dir: &std::path::Path) -> SupervisorConfig {
+    SupervisorConfig {
+        recording_dir: recording_dir.to_owned(),
+        max_streams: 16,
+        fragmenter: FragmenterConfig::default(),
+        rtsp: RtspOptions::default(),
+        time_zone: jiff::tz::TimeZone::UTC,
+        disk_reserve: crate::janitor::policy::DiskReserve {
+            min_free_bytes: 0,
+            min_free_percent: 0,
+        },
+    }
+}
+
 struct Fixture {
     sup: Supervisor,
     events: mpsc::UnboundedReceiver<StreamEvent>,
@@ -56,12 +71,9 @@ fn fixture_with(max_streams: usize, disk_reserve: crate::janitor::policy::DiskRe
         catalog.clone(),
         Arc::new(crate::clock::RealClock),
         SupervisorConfig {
-            recording_dir: dir.path().to_owned(),
             max_streams,
-            fragmenter: FragmenterConfig::default(),
-            rtsp: RtspOptions::default(),
-            time_zone: jiff::tz::TimeZone::UTC,
             disk_reserve,
+            ..config(dir.path())
         },
         Arc::new(secrets),
         None,
@@ -445,17 +457,7 @@ async fn a_closing_recording_window_completes_the_record_job_once() {
             base: start,
             start: tokio::time::Instant::now(),
         }),
-        SupervisorConfig {
-            recording_dir: dir.path().to_owned(),
-            max_streams: 16,
-            fragmenter: FragmenterConfig::default(),
-            rtsp: RtspOptions::default(),
-            time_zone: jiff::tz::TimeZone::UTC,
-            disk_reserve: crate::janitor::policy::DiskReserve {
-                min_free_bytes: 0,
-                min_free_percent: 0,
-            },
-        },
+        config(dir.path()),
         Arc::new(secrets),
         None,
         tx,
@@ -677,20 +679,13 @@ async fn a_read_only_recording_directory_is_a_system_error_until_writable() {
         catalog.clone(),
         Arc::new(crate::clock::RealClock),
         SupervisorConfig {
-            recording_dir: rec.clone(),
-            max_streams: 16,
             // No write is attempted for the first 8 s (the first fragment closes then): an error
             // seen sooner comes from checking the directory, not from a failed write.
             fragmenter: FragmenterConfig {
                 min_fragment_ms: 8000,
                 ..FragmenterConfig::default()
             },
-            rtsp: RtspOptions::default(),
-            time_zone: jiff::tz::TimeZone::UTC,
-            disk_reserve: crate::janitor::policy::DiskReserve {
-                min_free_bytes: 0,
-                min_free_percent: 0,
-            },
+            ..config(&rec)
         },
         Arc::new(secrets),
         None,

@@ -349,6 +349,15 @@ pub async fn ctl(broker: &str, args: &[&str]) -> Output {
     cmd.output().await.expect("run ctl")
 }
 
+/// `ctl start-edge-configuration-update --cli-input-json REQ` (a `file://` URL).
+pub async fn ctl_start(broker: &str, req: &str) -> Output {
+    ctl(
+        broker,
+        &["start-edge-configuration-update", "--cli-input-json", req],
+    )
+    .await
+}
+
 pub fn stdout_json(o: &Output) -> Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
         panic!(
