@@ -4,17 +4,29 @@
 //! Wall-clock time (`now`) is what schedules, retention and fragment timecodes are measured in;
 //! it can jump (NTP step, suspend). Monotonic time (`monotonic`) never goes backwards and is what
 //! timeouts and backoff are measured in.
+//!
+//! Every wait in the agent is a [`Clock::sleep`], so a job's loop runs on simulated time in
+//! tests: [`SimulatedClock`] moves when slept on (one task's loop, as Moonfire's), and
+//! [`PausedClock`] follows tokio's paused timer, which moves only when every task is idle (many
+//! tasks at once: the supervisor's jobs).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
+
+/// A wait on a clock.
+pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
 pub trait Clock: Send + Sync + 'static {
     /// Wall-clock time.
     fn now(&self) -> Timestamp;
     /// Time since an arbitrary fixed origin; never decreases.
     fn monotonic(&self) -> Duration;
+    /// Waits `d` of monotonic time.
+    fn sleep(&self, d: Duration) -> Sleep;
 }
 
 /// The system clock.
@@ -30,9 +42,15 @@ impl Clock for RealClock {
         static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
         ORIGIN.get_or_init(std::time::Instant::now).elapsed()
     }
+
+    fn sleep(&self, d: Duration) -> Sleep {
+        Box::pin(tokio::time::sleep(d))
+    }
 }
 
-/// A clock that moves only when told to; `jump` moves the wall clock alone, as an NTP step does.
+/// A clock that moves only when told to or slept on (a sleep returns at once, the clock moved
+/// by its length); `jump` moves the wall clock alone, as an NTP step does. For one task's loop:
+/// two tasks sleeping on it would each move it.
 #[derive(Clone, Debug)]
 pub struct SimulatedClock(Arc<Mutex<SimulatedState>>);
 
@@ -74,6 +92,56 @@ impl Clock for SimulatedClock {
     fn monotonic(&self) -> Duration {
         self.0.lock().expect("clock lock").mono
     }
+
+    fn sleep(&self, d: Duration) -> Sleep {
+        self.advance(d);
+        Box::pin(std::future::ready(()))
+    }
+}
+
+/// Simulated time for many tasks at once: monotonic time is tokio's timer, which under
+/// `#[tokio::test(start_paused = true)]` stands still while any task has work and jumps to the
+/// next timer when all are idle; wall time is `start` plus that, moved further by `jump`.
+#[derive(Clone, Debug)]
+pub struct PausedClock(Arc<Mutex<PausedState>>);
+
+#[derive(Debug)]
+struct PausedState {
+    origin: tokio::time::Instant,
+    /// Wall time at `origin`, moved by `jump`.
+    wall_origin: Timestamp,
+}
+
+impl PausedClock {
+    pub fn new(start: Timestamp) -> Self {
+        PausedClock(Arc::new(Mutex::new(PausedState {
+            origin: tokio::time::Instant::now(),
+            wall_origin: start,
+        })))
+    }
+
+    /// Steps the wall clock to `to` without monotonic time passing.
+    pub fn jump(&self, to: Timestamp) {
+        let mut s = self.0.lock().expect("clock lock");
+        let elapsed = jiff::SignedDuration::try_from(s.origin.elapsed()).expect("in range");
+        s.wall_origin = to.checked_sub(elapsed).expect("timestamp in range");
+    }
+}
+
+impl Clock for PausedClock {
+    fn now(&self) -> Timestamp {
+        let s = self.0.lock().expect("clock lock");
+        let elapsed = jiff::SignedDuration::try_from(s.origin.elapsed()).expect("in range");
+        s.wall_origin.checked_add(elapsed).expect("timestamp in range")
+    }
+
+    fn monotonic(&self) -> Duration {
+        self.0.lock().expect("clock lock").origin.elapsed()
+    }
+
+    fn sleep(&self, d: Duration) -> Sleep {
+        Box::pin(tokio::time::sleep(d))
+    }
 }
 
 #[cfg(test)]
@@ -100,6 +168,30 @@ mod tests {
             Duration::from_secs(90),
             "a wall-clock step is not elapsed time"
         );
+    }
+
+    #[tokio::test]
+    async fn simulated_clock_moves_when_slept_on() {
+        let c = SimulatedClock::new("2026-03-29T00:30:00Z".parse().unwrap());
+        c.sleep(Duration::from_secs(5)).await;
+        assert_eq!(c.monotonic(), Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn paused_clock_follows_the_paused_timer() {
+        let c = PausedClock::new("2026-03-29T00:30:00Z".parse().unwrap());
+        c.sleep(Duration::from_secs(3600)).await;
+        assert_eq!(c.monotonic(), Duration::from_secs(3600));
+        assert_eq!(
+            c.now(),
+            "2026-03-29T01:30:00Z".parse::<Timestamp>().unwrap()
+        );
+        c.jump("2026-03-28T00:00:00Z".parse().unwrap());
+        assert_eq!(
+            c.now(),
+            "2026-03-28T00:00:00Z".parse::<Timestamp>().unwrap()
+        );
+        assert_eq!(c.monotonic(), Duration::from_secs(3600));
     }
 
     #[test]

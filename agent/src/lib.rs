@@ -3,6 +3,7 @@
 //! control -> supervisor -> recorder / uploader / janitor, all of which read and write the catalog.
 
 pub mod aws;
+pub mod backoff;
 pub mod catalog;
 pub mod clock;
 pub mod control;
@@ -17,6 +18,7 @@ pub mod recorder;
 pub mod schedule;
 pub mod service;
 pub mod settings;
+pub mod stop;
 pub mod store;
 pub mod supervisor;
 pub mod uploader;

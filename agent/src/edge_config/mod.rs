@@ -252,6 +252,17 @@ api_enum!(
     JobStatus { Success = "SUCCESS", UserError = "USER_ERROR", SystemError = "SYSTEM_ERROR" }
 );
 
+/// The one answer to "whose fault is this?": every error a job can end or pause on says which
+/// status it reports. USER_ERROR means only a changed configuration (or secret) can fix it, so
+/// the job waits for one instead of retrying; SYSTEM_ERROR is retried.
+pub trait JobError: std::error::Error {
+    fn job_status(&self) -> JobStatus;
+
+    fn is_user_error(&self) -> bool {
+        self.job_status() == JobStatus::UserError
+    }
+}
+
 /// `RecorderStatus` values, as the API names the type.
 pub type RecorderStatus = JobStatus;
 /// `UploaderStatus` values, as the API names the type.
