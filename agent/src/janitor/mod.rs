@@ -5,7 +5,6 @@
 //! module measures the disk and runs the per-stream loop: a pass after every closed segment
 //! (the recorder's notification) and at least once a minute.
 
-pub mod delete;
 pub mod policy;
 
 use std::path::{Path, PathBuf};
@@ -17,6 +16,7 @@ use tracing::{info, warn};
 
 use crate::catalog::{Catalog, CatalogError, SegmentId};
 use crate::clock::Clock;
+use crate::store::delete;
 use policy::{DiskReserve, Limits, Reason, SegmentFacts};
 
 /// The longest the janitor waits between passes.
