@@ -27,7 +27,7 @@ pub enum JanitorError {
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error(transparent)]
-    Delete(#[from] delete::DeleteError),
+    Delete(#[from] crate::store::StoreError),
     #[error("cannot measure free space of {path}: {source}")]
     Statvfs {
         path: PathBuf,

@@ -25,3 +25,23 @@ impl Fragment {
         self.frames.iter().filter(|f| f.key).count()
     }
 }
+
+#[cfg(test)]
+impl Fragment {
+    /// `frames` frames 40 ms apart from `ts`, the first a key frame: what the store's tests
+    /// write.
+    pub(crate) fn sample(ts: i64, frames: i64, track: &Arc<TrackInfo>) -> Fragment {
+        Fragment {
+            frames: (0..frames)
+                .map(|i| Frame {
+                    timestamp_ms: ts + i * 40,
+                    key: i == 0,
+                    data: vec![0, 0, 0, 2, 0x65, i as u8],
+                })
+                .collect(),
+            track: track.clone(),
+            duration_ms: frames * 40,
+            new_segment: false,
+        }
+    }
+}

@@ -713,7 +713,7 @@ pub async fn recover_stream(
     catalog: Arc<Catalog>,
     recording_dir: &Path,
     stream: &str,
-) -> Result<recovery::RecoveryReport, recovery::RecoveryError> {
+) -> Result<recovery::RecoveryReport, crate::store::StoreError> {
     let (dir, stream) = (recording_dir.to_owned(), stream.to_owned());
     tokio::task::spawn_blocking(move || recovery::recover(&catalog, &dir, Some(&stream)))
         .await

@@ -5,21 +5,12 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use thiserror::Error;
-
+use super::StoreError;
 use super::fsx::{self, Entry};
 use super::layout;
-use crate::catalog::{Catalog, CatalogError, FragmentRow, SegmentRow, SegmentState};
+use crate::catalog::{Catalog, FragmentRow, SegmentRow, SegmentState};
 use crate::media::mkv::{SegmentScan, scan_segment};
 use crate::path_error::{PathError, io_err};
-
-#[derive(Debug, Error)]
-pub enum AuditError {
-    #[error(transparent)]
-    Io(#[from] PathError),
-    #[error(transparent)]
-    Catalog(#[from] CatalogError),
-}
 
 /// What [`audit`] found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -38,7 +29,7 @@ pub fn audit(
     catalog: &Catalog,
     root: &Path,
     stream: Option<&str>,
-) -> Result<AuditReport, AuditError> {
+) -> Result<AuditReport, StoreError> {
     let mut report = AuditReport::default();
     let mut known = HashSet::new();
     for row in catalog.segments(stream)? {

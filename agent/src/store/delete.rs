@@ -13,19 +13,9 @@ use std::path::Path;
 
 use super::fsx::{self, Entry};
 use super::layout;
-use super::quarantine::{self, QuarantineError};
+use super::{StoreError, quarantine};
 use crate::catalog::{Catalog, CatalogError, SegmentRow};
 use crate::path_error::{PathError, io_err};
-
-#[derive(Debug, thiserror::Error)]
-pub enum DeleteError {
-    #[error(transparent)]
-    Io(#[from] PathError),
-    #[error(transparent)]
-    Catalog(#[from] CatalogError),
-    #[error(transparent)]
-    Quarantine(#[from] QuarantineError),
-}
 
 /// Why a stream's deletion stopped; the stream's status details carry it.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +23,7 @@ pub enum DeleteStreamError {
     #[error("cannot list the media: {0}")]
     List(#[source] CatalogError),
     #[error("cannot delete {path}: {source}")]
-    Segment { path: String, source: DeleteError },
+    Segment { path: String, source: StoreError },
     #[error("cannot delete the directory of {stream}: {source}")]
     Directory { stream: String, source: io::Error },
     #[error(transparent)]
@@ -46,14 +36,14 @@ pub enum DeleteStreamError {
 }
 
 /// Deletes a segment file and its rows, in the crash-safe order.
-pub fn delete(catalog: &Catalog, root: &Path, segment: &SegmentRow) -> Result<(), DeleteError> {
+pub fn delete(catalog: &Catalog, root: &Path, segment: &SegmentRow) -> Result<(), StoreError> {
     catalog.mark_segment_deleting(segment.id)?;
     finish(catalog, root, segment)
 }
 
 /// Completes the deletion of a segment already marked DELETING (the last steps of [`delete`],
 /// also run by startup recovery for a deletion a crash interrupted).
-pub fn finish(catalog: &Catalog, root: &Path, segment: &SegmentRow) -> Result<(), DeleteError> {
+pub fn finish(catalog: &Catalog, root: &Path, segment: &SegmentRow) -> Result<(), StoreError> {
     let path = root.join(&segment.path);
     if let Entry::Other(what) = fsx::entry(&path)? {
         // Not our file (a directory or device put in its place): moved aside, never emptied,
@@ -85,7 +75,7 @@ pub fn finish(catalog: &Catalog, root: &Path, segment: &SegmentRow) -> Result<()
 
 /// Removes a segment file that no row describes (a crash between creating and indexing it):
 /// unlink, then fsync its directory.
-pub fn delete_unindexed(path: &Path) -> Result<(), DeleteError> {
+pub fn delete_unindexed(path: &Path) -> Result<(), StoreError> {
     std::fs::remove_file(path).map_err(io_err("remove", path))?;
     if let Some(dir) = path.parent() {
         fsx::fsync_dir(dir)?;

@@ -35,3 +35,16 @@ pub mod layout;
 pub mod quarantine;
 pub mod recovery;
 pub mod segment;
+
+use crate::catalog::CatalogError;
+use crate::path_error::PathError;
+
+/// What an operation on media and rows can fail on: a file-system step (naming its path) or
+/// the catalog.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Io(#[from] PathError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}

@@ -27,28 +27,16 @@ use std::fs::File;
 use std::io;
 use std::path::Path;
 
-use thiserror::Error;
 use tracing::{info, warn};
 
-use super::delete::{self, DeleteError};
+use super::StoreError;
+use super::delete;
 use super::fsx::{self, Entry};
 use super::layout::{self, MediaFile};
-use super::quarantine::{self, QuarantineError};
+use super::quarantine;
 use crate::catalog::{Catalog, CatalogError, NewFragment, NewSegment, SegmentRow, SegmentState};
 use crate::media::mkv::{MkvError, SegmentReader, scan_segment};
 use crate::path_error::{PathError, io_err};
-
-#[derive(Debug, Error)]
-pub enum RecoveryError {
-    #[error(transparent)]
-    Io(#[from] PathError),
-    #[error(transparent)]
-    Catalog(#[from] CatalogError),
-    #[error(transparent)]
-    Delete(#[from] DeleteError),
-    #[error(transparent)]
-    Quarantine(#[from] QuarantineError),
-}
 
 /// What recovery did, one line per action (also logged).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -76,7 +64,7 @@ pub fn recover(
     catalog: &Catalog,
     root: &Path,
     stream: Option<&str>,
-) -> Result<RecoveryReport, RecoveryError> {
+) -> Result<RecoveryReport, StoreError> {
     let mut report = RecoveryReport::default();
     let rows = catalog.segments(stream)?;
     for row in &rows {
@@ -109,7 +97,7 @@ fn repair_segment(
     root: &Path,
     row: &SegmentRow,
     report: &mut RecoveryReport,
-) -> Result<(), RecoveryError> {
+) -> Result<(), StoreError> {
     let Some((file, len)) = open_indexed(catalog, root, row, report)? else {
         return Ok(());
     };
@@ -153,7 +141,7 @@ fn open_indexed(
     root: &Path,
     row: &SegmentRow,
     report: &mut RecoveryReport,
-) -> Result<Option<(File, u64)>, RecoveryError> {
+) -> Result<Option<(File, u64)>, StoreError> {
     let path = root.join(&row.path);
     let len = match fsx::entry(&path)? {
         Entry::File(len) => len,
@@ -194,7 +182,7 @@ fn forget_missing(
     root: &Path,
     row: &SegmentRow,
     report: &mut RecoveryReport,
-) -> Result<(), RecoveryError> {
+) -> Result<(), StoreError> {
     if quarantine::finish_interrupted(catalog, root, &row.stream_name, &row.path, row.id)? {
         report.act(format!("{}: finished moving it to quarantine", row.path));
         return Ok(());
@@ -217,7 +205,7 @@ fn keep_whole_fragments(
     file: &File,
     len: u64,
     report: &mut RecoveryReport,
-) -> Result<Option<u64>, RecoveryError> {
+) -> Result<Option<u64>, StoreError> {
     let indexed = whole_prefix(catalog, row, file, len)?;
     if indexed <= row.header_size && len > row.header_size {
         return Ok(None);
@@ -240,7 +228,7 @@ fn register_written_tail(
     path: &Path,
     indexed: &mut u64,
     report: &mut RecoveryReport,
-) -> Result<(), RecoveryError> {
+) -> Result<(), StoreError> {
     // Make what is there durable before trusting it enough to index.
     file.sync_all().map_err(io_err("fsync", path))?;
     let registered = register_tail(catalog, row, file, indexed).unwrap_or_else(|e| {
@@ -262,7 +250,7 @@ fn close_or_remove(
     root: &Path,
     row: &SegmentRow,
     report: &mut RecoveryReport,
-) -> Result<(), RecoveryError> {
+) -> Result<(), StoreError> {
     if catalog.fragments(row.id)?.is_empty() {
         // A header with no fragment: left open by a crash, or closed when its first write
         // failed (ENOSPC). Nothing to keep, and players refuse such a file.
@@ -288,7 +276,7 @@ fn quarantine_row(
     root: &Path,
     row: &SegmentRow,
     reason: String,
-) -> Result<String, RecoveryError> {
+) -> Result<String, StoreError> {
     let to = quarantine::move_aside(
         catalog,
         root,
@@ -307,7 +295,7 @@ fn whole_prefix(
     row: &SegmentRow,
     file: &File,
     len: u64,
-) -> Result<u64, RecoveryError> {
+) -> Result<u64, StoreError> {
     let rows = catalog.fragments(row.id)?;
     let scan = scan_segment(file).map_err(|e| mkv_err(&row.path, e))?;
     let mut end = row.header_size.min(len);
@@ -331,11 +319,11 @@ fn adopt_file(
     root: &Path,
     file: &MediaFile,
     report: &mut RecoveryReport,
-) -> Result<(), RecoveryError> {
+) -> Result<(), StoreError> {
     let quarantine = |report: &mut RecoveryReport, reason: String| {
         let to = quarantine::move_aside(catalog, root, &file.stream, &file.rel, None, &reason)?;
         report.act(format!("{}: {reason}; moved to {to}", file.rel));
-        Ok::<(), RecoveryError>(())
+        Ok::<(), StoreError>(())
     };
     let len = match fsx::entry(&file.path)? {
         Entry::Missing => return Ok(()),
@@ -394,7 +382,7 @@ fn remove_unindexed(
     file: &MediaFile,
     report: &mut RecoveryReport,
     why: &str,
-) -> Result<(), RecoveryError> {
+) -> Result<(), StoreError> {
     delete::delete_unindexed(&file.path)?;
     report.act(format!("{}: removed {why}", file.rel));
     Ok(())
@@ -439,7 +427,7 @@ fn register_tail(
     row: &SegmentRow,
     file: &File,
     indexed: &mut u64,
-) -> Result<usize, RecoveryError> {
+) -> Result<usize, StoreError> {
     let mut reader = SegmentReader::new(file).map_err(|e| mkv_err(&row.path, e))?;
     let fragments = complete_clusters(&mut reader, indexed);
     for f in &fragments {
@@ -448,7 +436,7 @@ fn register_tail(
     Ok(fragments.len())
 }
 
-fn mkv_err(path: &str, e: MkvError) -> RecoveryError {
+fn mkv_err(path: &str, e: MkvError) -> StoreError {
     crate::path_error::PathError::new("read segment", path, io::Error::other(e)).into()
 }
 
@@ -456,7 +444,7 @@ fn mkv_err(path: &str, e: MkvError) -> RecoveryError {
 mod tests {
     use super::*;
     use crate::media::fragment::Fragment;
-    use crate::media::mkv::{Frame, TrackInfo, VideoCodec};
+    use crate::media::mkv::{TrackInfo, VideoCodec};
     use crate::store::audit::audit;
     use crate::store::segment::SegmentWriter;
     use std::fs::OpenOptions;
@@ -464,23 +452,13 @@ mod tests {
     use std::sync::Arc;
 
     fn frag(ts: i64) -> Fragment {
-        Fragment {
-            frames: (0..3)
-                .map(|i| Frame {
-                    timestamp_ms: ts + i * 40,
-                    key: i == 0,
-                    data: vec![0, 0, 0, 2, 0x65, i as u8],
-                })
-                .collect(),
-            track: Arc::new(TrackInfo {
-                codec: VideoCodec::H264,
-                codec_private: vec![1, 77, 0, 30, 0xFF, 0xE0, 0],
-                width: 64,
-                height: 64,
-            }),
-            duration_ms: 120,
-            new_segment: false,
-        }
+        let track = Arc::new(TrackInfo {
+            codec: VideoCodec::H264,
+            codec_private: vec![1, 77, 0, 30, 0xFF, 0xE0, 0],
+            width: 64,
+            height: 64,
+        });
+        Fragment::sample(ts, 3, &track)
     }
 
     #[test]

@@ -274,21 +274,13 @@ fn create_unique(
 mod tests {
     use super::*;
     use crate::catalog::SegmentState;
-    use crate::media::mkv::{Frame, VideoCodec, scan_segment};
+    use crate::media::mkv::{VideoCodec, scan_segment};
     use std::os::unix::fs::PermissionsExt;
 
     fn frag(ts: i64, new_segment: bool, track: &Arc<TrackInfo>) -> Fragment {
         Fragment {
-            frames: (0..5)
-                .map(|i| Frame {
-                    timestamp_ms: ts + i * 40,
-                    key: i == 0,
-                    data: vec![0, 0, 0, 2, 0x65, i as u8],
-                })
-                .collect(),
-            track: track.clone(),
-            duration_ms: 200,
             new_segment,
+            ..Fragment::sample(ts, 5, track)
         }
     }
 
