@@ -17,6 +17,7 @@ use kvs_edge_agent::edge_config::JobStatus;
 use kvs_edge_agent::recorder::fragmenter::FragmenterConfig;
 use kvs_edge_agent::recorder::rtsp::{RtspOptions, RtspTransport};
 use kvs_edge_agent::recorder::{self, Control, LogStatus, RecorderConfig, StatusSink, redact_url};
+use kvs_edge_agent::store::recovery;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -120,7 +121,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .collect()
     };
     for stream in &streams {
-        let report = recorder::recovery::recover(&catalog, &recording_dir, Some(stream))
+        let report = recovery::recover(&catalog, &recording_dir, Some(stream))
             .context("recovery before recording failed")?;
         for line in report.unresolved {
             eprintln!("kvs-edge-agent: unresolved: {line}");

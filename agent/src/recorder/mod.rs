@@ -9,8 +9,7 @@
 //! - [`source`]: the frame type every source yields, and the wall-clock [`source::Timeline`].
 //! - [`rtsp`] / [`file`]: the two sources.
 //! - [`fragmenter`]: where fragments and segments begin and end (pure, unit-tested).
-//! - [`segment`]: files, fsync order and catalog rows.
-//! - [`recovery`]: startup repair and the audit behind `kvs-edge-agent check`.
+//! - [`crate::store::segment`]: files, fsync order and catalog rows (the store owns them).
 //!
 //! [`run`] is the per-stream job: connect, record, and on any source failure flush the fragment
 //! in flight (so no fragment spans a gap), log the gap, and reconnect with exponential backoff
@@ -32,9 +31,7 @@
 
 pub mod file;
 pub mod fragmenter;
-pub mod recovery;
 pub mod rtsp;
-pub mod segment;
 pub mod source;
 
 use std::path::{Path, PathBuf};
@@ -51,9 +48,11 @@ use crate::catalog::{Catalog, CatalogError, Job};
 use crate::clock::Clock;
 use crate::edge_config::JobStatus;
 use crate::input::{cut, quote};
-use fragmenter::{Fragment, Fragmenter, FragmenterConfig};
+use crate::media::fragment::Fragment;
+use crate::store::recovery;
+use crate::store::segment::{SegmentError, SegmentWriter, Written};
+use fragmenter::{Fragmenter, FragmenterConfig};
 use rtsp::{RtspOptions, RtspSource};
-use segment::{SegmentError, SegmentWriter, Written};
 use source::{SourceFrame, TimedFrame, Timeline};
 
 /// Why a source could not deliver frames.
@@ -714,7 +713,7 @@ pub async fn recover_stream(
     catalog: Arc<Catalog>,
     recording_dir: &Path,
     stream: &str,
-) -> Result<recovery::RecoveryReport, recovery::RecoveryError> {
+) -> Result<recovery::RecoveryReport, crate::store::StoreError> {
     let (dir, stream) = (recording_dir.to_owned(), stream.to_owned());
     tokio::task::spawn_blocking(move || recovery::recover(&catalog, &dir, Some(&stream)))
         .await

@@ -562,9 +562,8 @@ fn walk(p: &std::path::Path) -> Vec<String> {
 fn record_one_fragment(f: &Fixture, stream: &str) {
     use crate::media::mkv::{Frame, TrackInfo, VideoCodec};
     let mut w =
-        crate::recorder::segment::SegmentWriter::new(f.dir.path(), stream, f.catalog.clone())
-            .unwrap();
-    w.write(&crate::recorder::fragmenter::Fragment {
+        crate::store::segment::SegmentWriter::new(f.dir.path(), stream, f.catalog.clone()).unwrap();
+    w.write(&crate::media::fragment::Fragment {
         frames: vec![Frame {
             timestamp_ms: 1_767_225_600_000,
             key: true,
