@@ -24,7 +24,6 @@ use kvs_edge_agent::clock::{Clock, RealClock};
 use kvs_edge_agent::control::mqtt::{BrokerOptions, ControlConfig};
 use kvs_edge_agent::control::topics::Topics;
 use kvs_edge_agent::edge_config::ApiTimestamp;
-use kvs_edge_agent::janitor::policy::DiskReserve;
 use kvs_edge_agent::recorder::fragmenter::FragmenterConfig;
 use kvs_edge_agent::recorder::rtsp::RtspOptions;
 use kvs_edge_agent::settings::{Mode, Settings};
@@ -168,7 +167,10 @@ async fn secrets(
                 );
                 return Arc::new(s);
             }
-            Err(why) => info!(why, "no Greengrass IPC, so AWS Secrets Manager"),
+            Err(why) => info!(
+                why = why.to_string(),
+                "no Greengrass IPC, so AWS Secrets Manager"
+            ),
         }
     }
     match (&settings.mode, sdk) {
@@ -302,7 +304,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         },
         rtsp: RtspOptions::default(),
         time_zone: jiff::tz::TimeZone::system(),
-        disk_reserve: DiskReserve::of(&settings.file.disk_reserve),
+        disk_reserve: settings.file.disk_reserve.reserve(),
     };
     let secrets_settings = settings.clone();
     // IoT mode: every AWS client's credentials come from the device certificate.
