@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
 use crate::input::{cut, quote};
+use crate::logging::{LogFormat, LogLevel, LogSettings};
 
-pub use crate::logging::{LogFormat, LogLevel, LogSettings};
 pub use file::{AgentFile, CloudWatchFile, DiskReserveFile, MqttFile, RecorderFile};
 
 /// The process environment, as a map so tests can supply their own.
