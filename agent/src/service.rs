@@ -330,7 +330,7 @@ mod tests {
                 time_zone: jiff::tz::TimeZone::UTC,
                 disk_reserve: crate::settings::DiskReserveFile::default().reserve(),
             },
-            Arc::new(crate::supervisor::secrets::NoSecrets),
+            Arc::new(crate::secrets::NoSecrets),
             None,
             tx,
         );

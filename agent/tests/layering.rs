@@ -22,12 +22,14 @@ const LAYERS: &[(&str, &[&str])] = &[
             "media",
             "schedule",
             "edge_config",
+            "secrets",
         ],
     ),
     ("state", &["catalog", "store", "health"]),
     ("jobs", &["recorder", "uploader", "janitor"]),
     ("supervisor", &["supervisor"]),
     ("edges", &["control", "aws", "service", "settings"]),
+    ("composition root", &["agent"]),
     ("binary", &["cli", "main"]),
 ];
 
