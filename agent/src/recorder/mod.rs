@@ -47,7 +47,7 @@ use url::Url;
 use crate::catalog::{Catalog, CatalogError, Job};
 use crate::clock::Clock;
 use crate::edge_config::JobStatus;
-use crate::input::{cut, quote};
+use crate::input::{cut, quote, redact_url};
 use crate::media::fragment::Fragment;
 use crate::store::recovery;
 use crate::store::segment::{SegmentError, SegmentWriter, Written};
@@ -93,21 +93,6 @@ pub enum RecorderError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Segment(#[from] SegmentError),
-}
-
-/// The URL with any password replaced by `***`, for logs and status details. Text that is not a
-/// URL is returned with anything between `://` and `@` masked.
-pub fn redact_url(s: &str) -> String {
-    if let Ok(mut u) = Url::parse(s)
-        && u.password().is_some()
-    {
-        let _ = u.set_password(Some("***"));
-        return u.to_string();
-    }
-    match (s.find("://"), s.rfind('@')) {
-        (Some(i), Some(j)) if j > i + 3 => format!("{}***{}", &s[..i + 3], &s[j..]),
-        _ => s.to_owned(),
-    }
 }
 
 /// Where the media comes from (`MediaUriType` RTSP_URI or FILE_URI).
@@ -587,7 +572,8 @@ pub async fn run(
         }
         if let Err(why) = writable(&job.cfg.recording_dir).await {
             warn!(stream = %job.cfg.stream, "{why}; retrying");
-            job.reporter.report(JobStatus::SystemError, Some(why));
+            job.reporter
+                .report(JobStatus::SystemError, Some(why.to_string()));
             match back_off(backoff.next_delay(), None, &mut control).await {
                 Control::Stop => break,
                 _ => continue,
@@ -682,7 +668,7 @@ pub async fn run(
 /// first fragment, after the camera was read for nothing, and the last SUCCESS would stand
 /// until then. A directory not there yet is created with the first segment: then its nearest
 /// existing parent must be writable.
-async fn writable(dir: &Path) -> Result<(), String> {
+async fn writable(dir: &Path) -> Result<(), NotWritable> {
     let d = dir.to_owned();
     tokio::task::spawn_blocking(move || {
         let mut at = d.as_path();
@@ -699,13 +685,18 @@ async fn writable(dir: &Path) -> Result<(), String> {
     })
     .await
     .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
-    .map_err(|e| {
-        format!(
-            "the recording directory {} is not writable: {}",
-            dir.display(),
-            std::io::Error::from(e)
-        )
+    .map_err(|errno| NotWritable {
+        dir: dir.to_owned(),
+        errno,
     })
+}
+
+/// The recording directory refuses writes (a read-only mount, the wrong owner).
+#[derive(Debug, PartialEq, Eq, Error)]
+#[error("the recording directory {} is not writable: {errno}", dir.display())]
+struct NotWritable {
+    dir: PathBuf,
+    errno: rustix::io::Errno,
 }
 
 /// Recovery for one stream on a blocking thread, as the supervisor runs it before [`run`].
@@ -723,17 +714,6 @@ pub async fn recover_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redaction_hides_passwords() {
-        assert_eq!(
-            redact_url("rtsp://admin:s3cret@10.0.0.2:554/stream1"),
-            "rtsp://admin:***@10.0.0.2:554/stream1"
-        );
-        assert_eq!(redact_url("rtsp://10.0.0.2/s"), "rtsp://10.0.0.2/s");
-        assert!(!redact_url("rtsp://a:p@ss@w/rd@host").contains("ss@w"));
-        assert_eq!(redact_url("nonsense://u:pw@"), "nonsense://***@");
-    }
 
     #[test]
     fn uris() {
