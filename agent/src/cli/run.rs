@@ -403,6 +403,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 None
             }
         };
+        let agent_clock = clock.clone();
         let supervisor = Supervisor::new(catalog, clock, sup_cfg, secrets, uploader, events_tx);
         kvs_edge_agent::service::status("resuming the stored configurations");
         supervisor.resume().await;
@@ -412,7 +413,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             let status = supervisor.apply(&thing, request, false).await;
             info!(stream, ?status, "applied --edge-config");
         }
-        let (metrics_stop, metrics_stop_rx) = tokio::sync::watch::channel(false);
+        let (metrics_stop, metrics_stop_rx) = kvs_edge_agent::stop::channel();
         let metrics = match (metrics_cfg, &sdk) {
             (Some(cfg), Some(sdk)) => Some(tokio::spawn(metrics::run(
                 Arc::new(supervisor.clone()),
@@ -458,13 +459,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 None
             }
         };
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let (stop_tx, stop_rx) = kvs_edge_agent::stop::channel();
         let mut control = broker.map(|broker| {
             tokio::spawn(kvs_edge_agent::control::mqtt::run(
                 ControlConfig {
                     broker,
                     topics,
                     start_time,
+                    clock: agent_clock.clone(),
                 },
                 supervisor.clone(),
                 events_rx,
@@ -472,7 +474,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             ))
         });
         info!("ready");
-        let service = kvs_edge_agent::service::Service::ready(&supervisor).await;
+        let service = kvs_edge_agent::service::Service::ready(&supervisor, agent_clock).await;
         // A control plane that crashes (a panic) stops the agent with a failure so that systemd
         // restarts it, rather than leave it recording deaf to the cloud. One that cannot start
         // (its TLS files, say) says why and the stored configurations run on, as without one.
@@ -503,8 +505,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         };
         service.stopping().await;
         supervisor.shutdown(JOBS_STOP_WITHIN).await;
-        let _ = stop_tx.send(true);
-        let _ = metrics_stop.send(true);
+        stop_tx.stop();
+        metrics_stop.stop();
         // The control plane's `offline` and the metrics' last batch leave side by side.
         let control_stopped = async {
             if let Some(control) = control

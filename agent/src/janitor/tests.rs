@@ -1,6 +1,6 @@
 use super::*;
 use crate::catalog::{NewFragment, NewSegment, SegmentState};
-use crate::clock::SimulatedClock;
+use crate::clock::{Clock, PausedClock};
 use crate::edge_config::StrategyOnFullSize;
 
 const H: i64 = 3_600_000;
@@ -126,12 +126,12 @@ fn the_disk_reserve_pauses_recording() {
     assert!(total > 0 && free <= total);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_loop_passes_on_wake_and_stops_on_request() {
     let dir = tempfile::tempdir().unwrap();
     let now = 1000 * H;
     let c = stream(dir.path(), &[now - H], MB);
-    let clock = Arc::new(SimulatedClock::new(
+    let clock = Arc::new(PausedClock::new(
         jiff::Timestamp::from_millisecond(now).unwrap(),
     ));
     let j = Janitor::new(
@@ -143,8 +143,8 @@ async fn the_loop_passes_on_wake_and_stops_on_request() {
     );
     let wake = Arc::new(Notify::new());
     let (state_tx, mut state_rx) = watch::channel(State::default());
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(run(j, clock.clone(), wake.clone(), state_tx, stop_rx));
+    let (stopper, stop) = crate::stop::channel();
+    let task = tokio::spawn(run(j, clock.clone(), wake.clone(), state_tx, stop));
 
     state_rx.changed().await.unwrap();
     assert_eq!(
@@ -155,12 +155,54 @@ async fn the_loop_passes_on_wake_and_stops_on_request() {
     assert_eq!(c.segments(Some("cam1")).unwrap().len(), 1);
 
     // A day later the segment is past its 24 h retention; a wake-up runs the pass at once.
-    clock.advance(Duration::from_secs(24 * 3600));
+    clock.jump(jiff::Timestamp::from_millisecond(now + 24 * H).unwrap());
     wake.notify_one();
     state_rx.changed().await.unwrap();
     assert_eq!(state_rx.borrow_and_update().usage_bytes, 0);
     assert!(c.segments(Some("cam1")).unwrap().is_empty());
 
-    stop_tx.send(true).unwrap();
+    stopper.stop();
     task.await.unwrap();
+}
+
+/// Without a wake-up, a pass runs every [`PASS_EVERY`] of the clock; a dropped stopper ends
+/// the loop in the middle of a wait.
+#[tokio::test(start_paused = true)]
+async fn the_loop_passes_every_minute_until_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = 1000 * H;
+    let c = stream(dir.path(), &[now - H], MB);
+    let clock = Arc::new(PausedClock::new(
+        jiff::Timestamp::from_millisecond(now).unwrap(),
+    ));
+    let j = Janitor::new(
+        "cam1",
+        c,
+        dir.path(),
+        limits(None, StrategyOnFullSize::DeleteOldestMedia),
+        NO_RESERVE,
+    );
+    let (state_tx, mut state_rx) = watch::channel(State::default());
+    let (stopper, stop) = crate::stop::channel();
+    let task = tokio::spawn(run(
+        j,
+        clock.clone(),
+        Arc::new(Notify::new()),
+        state_tx,
+        stop,
+    ));
+    for pass in 0..4 {
+        state_rx.changed().await.unwrap();
+        state_rx.borrow_and_update();
+        assert_eq!(clock.monotonic().as_secs(), pass * PASS_EVERY.as_secs());
+    }
+    tokio::time::sleep(PASS_EVERY / 2).await;
+    drop(stopper);
+    task.await.unwrap();
+    assert_eq!(
+        clock.monotonic().as_secs(),
+        3 * PASS_EVERY.as_secs() + PASS_EVERY.as_secs() / 2,
+        "stopped within the wait"
+    );
+    assert!(state_rx.changed().await.is_err(), "no pass after the stop");
 }

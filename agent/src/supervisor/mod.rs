@@ -1094,13 +1094,19 @@ async fn janitor_job(
         inner.cfg.disk_reserve,
     );
     let (state_tx, mut state_rx) = watch::channel(janitor::State::default());
+    let (stopper, job_stop) = crate::stop::channel();
     let run = janitor::run(
         j,
         inner.clock.clone(),
         link.segment_closed.clone(),
         state_tx,
-        stop,
+        job_stop,
     );
+    let mut stop = stop;
+    let stop_on_request = async move {
+        let _ = stop.wait_for(|s| *s).await;
+        drop(stopper);
+    };
     let forward = async {
         while state_rx.changed().await.is_ok() {
             let state = state_rx.borrow_and_update().clone();
@@ -1113,7 +1119,7 @@ async fn janitor_job(
             }
         }
     };
-    tokio::join!(run, forward);
+    tokio::join!(run, forward, stop_on_request);
 }
 
 /// One stream's uploader on its schedule: a run inside each window (until the window ends),

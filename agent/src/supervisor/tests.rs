@@ -436,6 +436,10 @@ impl crate::clock::Clock for TokioClock {
     fn monotonic(&self) -> Duration {
         self.start.elapsed()
     }
+
+    fn sleep(&self, d: Duration) -> crate::clock::Sleep {
+        Box::pin(tokio::time::sleep(d))
+    }
 }
 
 /// A recording window that closes completes the record job once (the Completed metric); the
