@@ -196,7 +196,7 @@ async fn the_loop_passes_every_minute_until_stopped() {
         state_rx.borrow_and_update();
         assert_eq!(clock.monotonic().as_secs(), pass * PASS_EVERY.as_secs());
     }
-    tokio::time::sleep(PASS_EVERY / 2).await;
+    clock.sleep(PASS_EVERY / 2).await;
     drop(stopper);
     task.await.unwrap();
     assert_eq!(

@@ -533,14 +533,16 @@ async fn back_off(
         } else {
             left
         };
+        // A control change first: on a simulated clock the sleep is ready at once too.
         tokio::select! {
-            () = clock.sleep(step) => {}
+            biased;
             changed = control.changed() => {
                 let c = if changed.is_err() { Control::Stop } else { *control.borrow_and_update() };
                 if c != Control::Record {
                     return c;
                 }
             }
+            () = clock.sleep(step) => {}
         }
         if clock.monotonic() >= deadline {
             return Control::Record;
