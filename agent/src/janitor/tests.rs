@@ -126,21 +126,27 @@ fn the_disk_reserve_pauses_recording() {
     assert!(total > 0 && free <= total);
 }
 
-#[tokio::test(start_paused = true)]
-async fn the_loop_passes_on_wake_and_stops_on_request() {
-    let dir = tempfile::tempdir().unwrap();
-    let now = 1000 * H;
-    let c = stream(dir.path(), &[now - H], MB);
+/// A janitor of one closed segment ending an hour before `now`, on a paused clock at `now`.
+fn paused_janitor(root: &Path, now: i64) -> (Arc<Catalog>, Arc<PausedClock>, Janitor) {
+    let c = stream(root, &[now - H], MB);
     let clock = Arc::new(PausedClock::new(
         jiff::Timestamp::from_millisecond(now).unwrap(),
     ));
     let j = Janitor::new(
         "cam1",
         c.clone(),
-        dir.path(),
+        root,
         limits(None, StrategyOnFullSize::DeleteOldestMedia),
         NO_RESERVE,
     );
+    (c, clock, j)
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_loop_passes_on_wake_and_stops_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = 1000 * H;
+    let (c, clock, j) = paused_janitor(dir.path(), now);
     let wake = Arc::new(Notify::new());
     let (state_tx, mut state_rx) = watch::channel(State::default());
     let (stopper, stop) = crate::stop::channel();
@@ -170,18 +176,7 @@ async fn the_loop_passes_on_wake_and_stops_on_request() {
 #[tokio::test(start_paused = true)]
 async fn the_loop_passes_every_minute_until_stopped() {
     let dir = tempfile::tempdir().unwrap();
-    let now = 1000 * H;
-    let c = stream(dir.path(), &[now - H], MB);
-    let clock = Arc::new(PausedClock::new(
-        jiff::Timestamp::from_millisecond(now).unwrap(),
-    ));
-    let j = Janitor::new(
-        "cam1",
-        c,
-        dir.path(),
-        limits(None, StrategyOnFullSize::DeleteOldestMedia),
-        NO_RESERVE,
-    );
+    let (_, clock, j) = paused_janitor(dir.path(), 1000 * H);
     let (state_tx, mut state_rx) = watch::channel(State::default());
     let (stopper, stop) = crate::stop::channel();
     let task = tokio::spawn(run(
