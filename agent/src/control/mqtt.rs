@@ -29,7 +29,7 @@ use crate::clock::Clock;
 use crate::edge_config::{ApiTimestamp, DescribeEdgeConfigurationResponse};
 use crate::input::quote;
 use crate::stop::{self, Stop};
-use crate::supervisor::{StreamEvent, Supervisor, thing_of};
+use crate::supervisor::{StreamEvent, Supervisor};
 use crate::ticker::Ticker;
 
 /// Where and how to connect.
@@ -383,7 +383,11 @@ impl Publisher<'_> {
     }
 
     fn stored(&mut self, stream: &str, d: DescribeEdgeConfigurationResponse) {
-        let thing = d.edge_config.as_ref().map(thing_of).unwrap_or_default();
+        let thing = d
+            .edge_config
+            .as_ref()
+            .map(|c| c.thing())
+            .unwrap_or_default();
         let payload = serde_json::to_vec(&d).expect("response serialises");
         self.publish(self.cfg.topics.reported(&thing, stream), payload);
         self.last_stored.insert(stream.to_owned(), d);

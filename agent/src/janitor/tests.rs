@@ -142,6 +142,8 @@ fn paused_janitor(root: &Path, now: i64) -> (Arc<Catalog>, Arc<PausedClock>, Jan
     (c, clock, j)
 }
 
+/// On tokio's paused timer: the loop's minute between passes never elapses by itself here, so
+/// the second pass is the wake-up's.
 #[tokio::test(start_paused = true)]
 async fn the_loop_passes_on_wake_and_stops_on_request() {
     let dir = tempfile::tempdir().unwrap();

@@ -2,19 +2,25 @@
 
 use std::collections::HashMap;
 
-use super::secrets::SecretError;
+use jiff::Timestamp;
+
 use super::*;
 use crate::catalog::NewSegment;
 use crate::edge_config::parse_start_request;
+use crate::edge_config::{JobStatus, StartEdgeConfigurationUpdateRequest, SyncStatus};
+use crate::health::Occurrence;
+use crate::secrets::{Lookup, SecretError};
 
 struct MapSecrets(HashMap<String, String>);
 
 impl SecretSource for MapSecrets {
-    fn media_uri(&self, arn: &str) -> Result<String, SecretError> {
-        self.0
+    fn media_uri<'a>(&'a self, arn: &'a str) -> Lookup<'a> {
+        let answer = self
+            .0
             .get(arn)
             .cloned()
-            .ok_or_else(|| SecretError::NotFound(arn.to_owned()))
+            .ok_or_else(|| SecretError::NotFound(arn.to_owned()));
+        Box::pin(std::future::ready(answer))
     }
 }
 
@@ -420,28 +426,6 @@ async fn a_full_disk_pauses_recording_and_says_so() {
     f.sup.shutdown(Duration::from_secs(5)).await;
 }
 
-/// Wall time that moves with tokio's (paused, auto-advancing) clock, so schedules run in
-/// simulated time.
-struct TokioClock {
-    base: Timestamp,
-    start: tokio::time::Instant,
-}
-
-impl crate::clock::Clock for TokioClock {
-    fn now(&self) -> Timestamp {
-        let d = jiff::SignedDuration::try_from(self.start.elapsed()).unwrap();
-        self.base.checked_add(d).unwrap()
-    }
-
-    fn monotonic(&self) -> Duration {
-        self.start.elapsed()
-    }
-
-    fn sleep(&self, d: Duration) -> crate::clock::Sleep {
-        Box::pin(tokio::time::sleep(d))
-    }
-}
-
 /// A recording window that closes completes the record job once (the Completed metric); the
 /// job is then scheduled, not running, and counted healthy.
 #[tokio::test(start_paused = true)]
@@ -457,10 +441,7 @@ async fn a_closing_recording_window_completes_the_record_job_once() {
     let start: Timestamp = "2026-11-25T10:00:30Z".parse().unwrap();
     let sup = Supervisor::new(
         catalog,
-        Arc::new(TokioClock {
-            base: start,
-            start: tokio::time::Instant::now(),
-        }),
+        Arc::new(crate::clock::PausedClock::new(start)),
         config(dir.path()),
         Arc::new(secrets),
         None,
