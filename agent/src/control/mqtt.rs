@@ -12,20 +12,25 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{
     AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS, Transport,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::AgentStatus;
 use super::desired::{Desired, parse_desired};
 use super::topics::{Kind, StreamTopic, Topics};
+use crate::backoff::Backoff;
+use crate::clock::Clock;
 use crate::edge_config::{ApiTimestamp, DescribeEdgeConfigurationResponse};
 use crate::input::quote;
+use crate::stop::{self, Stop};
 use crate::supervisor::{StreamEvent, Supervisor};
+use crate::ticker::Ticker;
 
 /// Where and how to connect.
 #[derive(Clone, Debug, Default)]
@@ -152,6 +157,8 @@ pub struct ControlConfig {
     pub broker: BrokerOptions,
     pub topics: Topics,
     pub start_time: ApiTimestamp,
+    /// What the reconnect waits and the status refresh are measured on.
+    pub clock: Arc<dyn Clock>,
 }
 
 enum Conn {
@@ -166,8 +173,13 @@ const REFRESH_EVERY: Duration = Duration::from_secs(5);
 /// ones is then only logged at debug level.
 const MAX_IGNORED_TOPICS: usize = 1000;
 
-const BACKOFF_MIN: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(15);
+/// Between reconnects: a broker back after a restart is found quickly, one that stays away is
+/// not hammered.
+const RECONNECT: Backoff = Backoff {
+    min: Duration::from_millis(500),
+    max: Duration::from_secs(15),
+    jitter: 0.0,
+};
 
 /// A stream's `desired` topic: (thing, stream).
 type StreamKey = (String, String);
@@ -241,8 +253,10 @@ impl Arrivals {
     }
 }
 
-/// Polls the event loop for ever (until `done`), with backoff after errors. Incoming `desired`
-/// publishes go to `desired_tx`, numbered in `arrivals`; connection changes to `conn_tx`.
+/// Polls the event loop for ever (until `done`), with [`RECONNECT`] waits on `clock` after
+/// errors. Incoming `desired` publishes go to `desired_tx`, numbered in `arrivals`; connection
+/// changes to `conn_tx`.
+#[allow(clippy::too_many_arguments)]
 async fn poll(
     mut eventloop: EventLoop,
     client: AsyncClient,
@@ -250,9 +264,10 @@ async fn poll(
     arrivals: SharedArrivals,
     desired_tx: mpsc::UnboundedSender<Request>,
     conn_tx: mpsc::UnboundedSender<Conn>,
-    mut done: watch::Receiver<bool>,
+    clock: Arc<dyn Clock>,
+    mut done: Stop,
 ) {
-    let mut delay = BACKOFF_MIN;
+    let mut retry = RECONNECT.start();
     let mut up = false;
     let mut warned = false;
     // After our own DISCONNECT the broker closes the socket: that is the end, not a loss.
@@ -261,7 +276,7 @@ async fn poll(
     loop {
         let ev = tokio::select! {
             ev = eventloop.poll() => ev,
-            _ = done.wait_for(|d| *d) => return,
+            () = done.stopped() => return,
         };
         match ev {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
@@ -269,7 +284,7 @@ async fn poll(
                     session_present = ack.session_present,
                     "connected to the MQTT broker"
                 );
-                delay = BACKOFF_MIN;
+                retry.reset();
                 up = true;
                 warned = false;
                 let _ = conn_tx.send(Conn::Up);
@@ -319,11 +334,9 @@ async fn poll(
                 } else {
                     debug!(error = %e, "MQTT connection failed");
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = done.wait_for(|d| *d) => return,
+                if done.sleep_or_stop(clock.as_ref(), retry.next_delay()).await {
+                    return;
                 }
-                delay = (delay * 2).min(BACKOFF_MAX);
             }
         }
     }
@@ -594,7 +607,7 @@ pub async fn run(
     cfg: ControlConfig,
     supervisor: Supervisor,
     mut events: mpsc::UnboundedReceiver<StreamEvent>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Stop,
 ) -> Result<(), BrokerError> {
     crate::supervisor::fault::job_started("control", "agent");
     let mut options = cfg.broker.mqtt_options()?;
@@ -612,7 +625,7 @@ pub async fn run(
     let (client, eventloop) = AsyncClient::new(options, 4096);
     let (desired_tx, desired_rx) = mpsc::unbounded_channel();
     let (conn_tx, mut conn_rx) = mpsc::unbounded_channel();
-    let (done_tx, done_rx) = watch::channel(false);
+    let (done_tx, done_rx) = stop::channel();
     let arrivals = SharedArrivals::default();
     let poller = tokio::spawn(poll(
         eventloop,
@@ -621,6 +634,7 @@ pub async fn run(
         arrivals.clone(),
         desired_tx,
         conn_tx,
+        cfg.clock.clone(),
         done_rx,
     ));
     let applier = tokio::spawn(apply_requests(
@@ -638,11 +652,10 @@ pub async fn run(
         arrivals,
     };
     let mut connected = false;
-    let mut refresh = tokio::time::interval(REFRESH_EVERY);
-    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut refresh = Ticker::new(cfg.clock.clone(), REFRESH_EVERY);
     loop {
         tokio::select! {
-            _ = refresh.tick() => p.refresh(),
+            () = refresh.tick() => p.refresh(),
             c = conn_rx.recv() => match c {
                 Some(Conn::Up) => { connected = true; p.on_connect(); }
                 Some(Conn::Down) => connected = false,
@@ -652,7 +665,7 @@ pub async fn run(
                 Some(e) => p.on_event(e),
                 None => break,
             },
-            _ = shutdown.wait_for(|s| *s) => break,
+            () = shutdown.stopped() => break,
         }
     }
     applier.abort();
@@ -671,7 +684,7 @@ pub async fn run(
         // The poll task sends both; give it a moment, bounded.
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             while !poller.is_finished() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                cfg.clock.sleep(Duration::from_millis(20)).await;
                 // The poll loop ends on the error that follows the disconnect.
                 if conn_rx.try_recv().is_ok() {
                     break;
@@ -680,7 +693,7 @@ pub async fn run(
         })
         .await;
     }
-    let _ = done_tx.send(true);
+    done_tx.stop();
     let _ = tokio::time::timeout(Duration::from_secs(1), poller).await;
     Ok(())
 }
