@@ -1,4 +1,5 @@
 //! One PutMedia request: a signed, chunked, streaming POST and its acknowledgement stream.
+//! [`PutMedia`] is the production [`MediaSink`]: GetDataEndpoint, then one request per batch.
 //!
 //! The body is produced by a task that reads the batch's clusters from the segment files in
 //! 256 KiB pieces (never a whole file in memory), paced by the stream's [`Pacer`], and handed to
@@ -8,8 +9,11 @@
 //!
 //! Acks are matched to fragments by FragmentTimecode (our clusters use a 1 ms timecode scale,
 //! so it is the catalog's `timecode_ms`). Only PERSISTED marks a fragment uploaded, at once and
-//! in the catalog, so a crash right after loses no acknowledged work. The sender stops only
+//! in the catalog (through the session's [`Ledger`]), so a crash right after loses no acknowledged work. The sender stops only
 //! between fragments: on a stop request, at the rotation deadline, or after an ERROR ack.
+//!
+//! Pacing waits go through the job's clock; the response and ack timeouts bound real network
+//! I/O, so they stay on tokio's timer (a simulated clock would fire them at once).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
