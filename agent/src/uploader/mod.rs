@@ -95,7 +95,7 @@ impl JobError for UploadError {
 
 /// Runs a catalog call on the blocking pool, the one way async code reaches SQLite: a durable
 /// commit (fsync) must not stall the runtime's workers, which every stream's job shares.
-pub(crate) async fn blocking<T, F>(catalog: &Arc<Catalog>, f: F) -> Result<T, UploadError>
+async fn blocking<T, F>(catalog: &Arc<Catalog>, f: F) -> Result<T, UploadError>
 where
     T: Send + 'static,
     F: FnOnce(&Catalog) -> Result<T, CatalogError> + Send + 'static,
@@ -809,7 +809,10 @@ mod tests {
             Some(until),
         );
 
-        let snap = h.wait().await.unwrap();
+        let snap = tokio::time::timeout(Duration::from_secs(3600), h.wait())
+            .await
+            .expect("the window end stops the job")
+            .unwrap();
         assert_eq!(snap.fragments_uploaded, 3);
         assert_eq!(snap.sessions, 1);
         assert!(
@@ -846,7 +849,10 @@ mod tests {
         clock.sleep(Duration::from_secs(10)).await;
         h.stop();
         record(dir.path(), &catalog, "cam", 2);
-        let snap = h.wait().await.unwrap();
+        let snap = tokio::time::timeout(Duration::from_secs(60), h.wait())
+            .await
+            .expect("a stop ends an idle job")
+            .unwrap();
         assert_eq!(snap.fragments_uploaded, 0);
         assert!(sink.received().is_empty());
         assert_eq!(catalog.pending_fragments("cam", 10).unwrap().len(), 2);
