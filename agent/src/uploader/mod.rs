@@ -762,9 +762,9 @@ mod tests {
             height: 64,
         });
         let mut w =
-            crate::recorder::segment::SegmentWriter::new(dir, stream, Arc::clone(catalog)).unwrap();
+            crate::store::segment::SegmentWriter::new(dir, stream, Arc::clone(catalog)).unwrap();
         for i in 0..n {
-            w.write(&crate::recorder::fragmenter::Fragment {
+            w.write(&crate::media::fragment::Fragment {
                 frames: vec![Frame {
                     timestamp_ms: 1_767_225_600_000 + i * 1000,
                     key: true,
