@@ -23,7 +23,7 @@ use crate::aws::metrics::{self, CloudWatchSink, PublisherConfig};
 use crate::aws::secrets::SecretsManagerSource;
 use crate::catalog::{Catalog, CatalogError};
 use crate::clock::{Clock, RealClock};
-use crate::control::mqtt::{BrokerOptions, ControlConfig};
+use crate::control::mqtt::{BrokerError, BrokerOptions, ControlConfig};
 use crate::control::topics::{LOCAL_THING, Topics};
 use crate::edge_config::{ApiTimestamp, StartEdgeConfigurationUpdateRequest};
 use crate::recorder::fragmenter::FragmenterConfig;
@@ -390,6 +390,15 @@ impl Agent {
     }
 }
 
+/// Why the broker settings cannot be used.
+#[derive(Debug, thiserror::Error)]
+enum BrokerPlanError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("mqtt.embedded_broker_listen: {0}")]
+    Listen(std::net::AddrParseError),
+}
+
 /// What the control plane connects to, if anything.
 enum BrokerPlan {
     Connect(BrokerOptions),
@@ -401,7 +410,7 @@ enum BrokerPlan {
 fn broker_plan(
     settings: &Settings,
     greengrass: Option<&GreengrassConfig>,
-) -> Result<BrokerPlan, String> {
+) -> Result<BrokerPlan, BrokerPlanError> {
     // AWS IoT Core policies usually allow a thing to connect only as itself
     // (client/${iot:Connection.Thing.ThingName}), so in IoT mode the client id is the thing name.
     // Under Greengrass the nucleus holds that id (a second connection with it would throw the
@@ -434,7 +443,7 @@ fn broker_plan(
             o.cert_file = Some(iot.cert.clone());
             o.key_file = Some(iot.private_key.clone());
         }
-        o.mqtt_options().map_err(|e| e.to_string())?;
+        o.mqtt_options()?;
         return Ok(BrokerPlan::Connect(o));
     }
     match (&settings.mode, iot) {
@@ -460,7 +469,7 @@ fn broker_plan(
                 .mqtt
                 .embedded_broker_listen
                 .parse()
-                .map_err(|e| format!("mqtt.embedded_broker_listen: {e}"))?;
+                .map_err(BrokerPlanError::Listen)?;
             if cfg!(feature = "embedded-broker") {
                 Ok(BrokerPlan::Embedded(listen))
             } else {

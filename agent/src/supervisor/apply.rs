@@ -7,8 +7,8 @@ use tracing::{info, warn};
 
 use super::diff::JobDiff;
 use super::jobs::StreamJobs;
-use super::sync::{self, Verdict};
-use super::{SECRET_FIELD, StreamEvent, Supervisor};
+use super::sync::{self, Refusal, Verdict};
+use super::{StreamEvent, Supervisor};
 use crate::catalog::StoredConfig;
 use crate::edge_config::{JobError, StartEdgeConfigurationUpdateRequest, SyncStatus};
 
@@ -30,7 +30,10 @@ impl Supervisor {
         let _lane = self.lane(&stream).await;
         let stored = match self.0.catalog.config(&stream) {
             Ok(s) => s,
-            Err(e) => return self.fail(thing, &stream, &format!("internal error: {e}")),
+            Err(e) => {
+                let refusal = Refusal::Internal(e.to_string());
+                return self.fail(thing, &stream, &refusal.to_string());
+            }
         };
         let count = self.0.catalog.config_count().unwrap_or(0);
         let verdict = sync::on_request(
@@ -45,8 +48,8 @@ impl Supervisor {
             return None;
         }
         self.echo_syncing(thing, &stream, Some(&request));
-        if let Verdict::Refuse(details) = verdict {
-            return self.fail(thing, &stream, &details);
+        if let Verdict::Refuse(refusal) = verdict {
+            return self.fail(thing, &stream, &refusal.to_string());
         }
         let arn = &request
             .edge_config
@@ -56,10 +59,10 @@ impl Supervisor {
         if let Err(e) = self.0.secrets.media_uri(arn).await
             && e.is_user_error()
         {
-            return self.fail(thing, &stream, &format!("{SECRET_FIELD}: {e}"));
+            return self.fail(thing, &stream, &Refusal::Secret(e).to_string());
         }
-        if let Err(details) = self.admit(&request, stored.is_none()) {
-            return self.fail(thing, &stream, &details);
+        if let Err(refusal) = self.admit(&request, stored.is_none()) {
+            return self.fail(thing, &stream, &refusal.to_string());
         }
         self.0.changed(&stream);
         self.replace_jobs(&request, live).await;
@@ -74,7 +77,7 @@ impl Supervisor {
         &self,
         request: &StartEdgeConfigurationUpdateRequest,
         new: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refusal> {
         let _admission = self
             .0
             .admission
@@ -82,15 +85,15 @@ impl Supervisor {
             .unwrap_or_else(PoisonError::into_inner);
         if new {
             let count = self.0.catalog.config_count().unwrap_or(0);
-            if let Some(details) = sync::over_limit(count, self.0.cfg.max_streams) {
-                return Err(details);
+            if let Some(refusal) = sync::over_limit(count, self.0.cfg.max_streams) {
+                return Err(refusal);
             }
         }
         self.0
             .catalog
             .put_config(request, SyncStatus::Acknowledged, self.0.clock.now())
             .map(|_| ())
-            .map_err(|e| format!("internal error: {e}"))
+            .map_err(|e| Refusal::Internal(e.to_string()))
     }
 
     /// Replaces a stream's jobs with the request's, keeping the recorder when [`JobDiff`] says.

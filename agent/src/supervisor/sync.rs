@@ -14,10 +14,30 @@ use crate::edge_config::{
 pub(super) enum Verdict {
     /// A retained delivery of what is stored and in force: nothing to do.
     Unchanged,
-    /// Refused with these FailedStatusDetails.
-    Refuse(String),
+    Refuse(Refusal),
     /// To apply (after its secret is checked).
     Apply,
+}
+
+/// Why a request is refused; its text is the FailedStatusDetails.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub(super) enum Refusal {
+    #[error(
+        "StreamName: the stream {stream:?} is configured on the thing {owner:?}; \
+         delete it there with DeleteEdgeConfiguration first"
+    )]
+    OtherThing { stream: String, owner: String },
+    #[error(
+        "the agent already runs {streams} streams, its limit (max_streams {max_streams}); \
+         delete one with DeleteEdgeConfiguration first"
+    )]
+    OverLimit { streams: usize, max_streams: usize },
+    /// The secret cannot be used (USER_ERROR): named by its field.
+    #[error("{field}: {0}", field = super::SECRET_FIELD)]
+    Secret(crate::secrets::SecretError),
+    /// The catalog failed.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// The checks that need no I/O: a retained copy of the stored configuration is not applied
@@ -44,26 +64,24 @@ pub(super) fn on_request(
         .map(|s| s.request.edge_config.thing())
         .filter(|owner| owner != thing)
     {
-        return Verdict::Refuse(format!(
-            "StreamName: the stream {stream:?} is configured on the thing {owner:?}; \
-             delete it there with DeleteEdgeConfiguration first"
-        ));
+        return Verdict::Refuse(Refusal::OtherThing {
+            stream: stream.to_owned(),
+            owner,
+        });
     }
     if stored.is_none()
-        && let Some(details) = over_limit(streams, max_streams)
+        && let Some(refusal) = over_limit(streams, max_streams)
     {
-        return Verdict::Refuse(details);
+        return Verdict::Refuse(refusal);
     }
     Verdict::Apply
 }
 
-/// FailedStatusDetails when one more stream would pass `max_streams`.
-pub(super) fn over_limit(streams: usize, max_streams: usize) -> Option<String> {
-    (streams >= max_streams).then(|| {
-        format!(
-            "the agent already runs {streams} streams, its limit (max_streams {max_streams}); \
-             delete one with DeleteEdgeConfiguration first"
-        )
+/// The refusal when one more stream would pass `max_streams`.
+pub(super) fn over_limit(streams: usize, max_streams: usize) -> Option<Refusal> {
+    (streams >= max_streams).then_some(Refusal::OverLimit {
+        streams,
+        max_streams,
     })
 }
 
@@ -177,6 +195,7 @@ mod tests {
         else {
             panic!("accepted");
         };
+        let d = d.to_string();
         assert!(
             d.starts_with("StreamName:") && d.contains("\"other\""),
             "{d}"
@@ -184,6 +203,7 @@ mod tests {
         let Verdict::Refuse(d) = on_request("hub", &request("hub", 24), None, true, 2, 2) else {
             panic!("accepted");
         };
+        let d = d.to_string();
         assert!(d.contains("max_streams 2"), "{d}");
         // A stored stream is counted already.
         let own = stored(request("hub", 6), SyncStatus::InSync);
