@@ -98,14 +98,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     super::init_logging("info");
     let (recording_dir, catalog_path) = args.store.resolve(&settings);
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&recording_dir)
-            .with_context(|| format!("cannot create {}", recording_dir.display()))?;
-    }
+    kvs_edge_agent::store::layout::create_root(&recording_dir)
+        .with_context(|| format!("cannot create {}", recording_dir.display()))?;
     let catalog = Arc::new(Catalog::open(&catalog_path)?);
     super::bind_store(
         &catalog,
