@@ -110,18 +110,11 @@ impl Agent {
             "cannot create the state directory {}",
             state_dir.display()
         )))?;
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            let dir = &settings.recording_directory;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(failed(format!(
-                    "cannot create the recording directory {}",
-                    dir.display()
-                )))?;
-        }
+        let dir = &settings.recording_directory;
+        crate::store::layout::create_root(dir).map_err(failed(format!(
+            "cannot create the recording directory {}",
+            dir.display()
+        )))?;
         let catalog = match Catalog::open(&settings.catalog_path()) {
             Ok(c) => Arc::new(c),
             Err(e @ CatalogError::Damaged { .. }) => {

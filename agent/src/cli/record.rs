@@ -134,11 +134,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// The recording directory (created) and its catalog, bound to each other.
 fn open_store(recording_dir: &Path, catalog_path: &Path) -> anyhow::Result<Arc<Catalog>> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(recording_dir)
+    kvs_edge_agent::store::layout::create_root(recording_dir)
         .with_context(|| format!("cannot create {}", recording_dir.display()))?;
     let catalog = Arc::new(Catalog::open(catalog_path)?);
     super::bind_store(

@@ -18,6 +18,16 @@ pub const NAME_FILE: &str = "stream-name";
 /// Longest stream name used as a directory name unchanged (file systems allow 255 bytes).
 const MAX_PLAIN: usize = 200;
 
+/// Creates the recording directory (and its parents) if missing, readable by the agent's user
+/// only: media and the catalog beside it are nobody else's.
+pub fn create_root(root: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(root)
+}
+
 /// The directory of `stream`'s media, relative to the recording directory.
 pub fn stream_dir(stream: &str) -> String {
     format!("{STREAMS}/{}", dir_name(stream))
