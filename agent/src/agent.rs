@@ -26,7 +26,6 @@ use crate::clock::{Clock, RealClock};
 use crate::control::mqtt::{BrokerOptions, ControlConfig};
 use crate::control::topics::{LOCAL_THING, Topics};
 use crate::edge_config::{ApiTimestamp, StartEdgeConfigurationUpdateRequest};
-use crate::janitor::policy::DiskReserve;
 use crate::recorder::fragmenter::FragmenterConfig;
 use crate::recorder::rtsp::RtspOptions;
 use crate::secrets::{LocalSecretsFile, NoSecrets, SecretSource};
@@ -212,7 +211,7 @@ impl Agent {
             },
             rtsp: RtspOptions::default(),
             time_zone: jiff::tz::TimeZone::system(),
-            disk_reserve: DiskReserve::of(&settings.file.disk_reserve),
+            disk_reserve: settings.file.disk_reserve.reserve(),
         }
     }
 
@@ -530,7 +529,10 @@ pub async fn secret_source(
                 );
                 return Arc::new(s);
             }
-            Err(why) => info!(why, "no Greengrass IPC, so AWS Secrets Manager"),
+            Err(why) => info!(
+                why = why.to_string(),
+                "no Greengrass IPC, so AWS Secrets Manager"
+            ),
         }
     }
     match (&settings.mode, sdk) {

@@ -336,7 +336,7 @@ mod tests {
                 fragmenter: Default::default(),
                 rtsp: Default::default(),
                 time_zone: jiff::tz::TimeZone::UTC,
-                disk_reserve: crate::janitor::policy::DiskReserve::of(&Default::default()),
+                disk_reserve: crate::settings::DiskReserveFile::default().reserve(),
             },
             Arc::new(crate::secrets::NoSecrets),
             None,

@@ -53,25 +53,54 @@ pub struct BrokerOptions {
 /// retained one would do so at every reconnect), so it is generous.
 pub const MAX_PACKET_BYTES: usize = 16 << 20;
 
+/// Why broker options cannot make a connection. URLs here are redacted already.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("broker URL {}: {source}", quote(url))]
+    Url {
+        url: String,
+        source: url::ParseError,
+    },
+    #[error(
+        "broker URL {}: scheme {} is not mqtt, tcp, mqtts or ssl",
+        quote(url),
+        quote(scheme)
+    )]
+    Scheme { url: String, scheme: String },
+    #[error("broker URL {} has no host", quote(url))]
+    NoHost { url: String },
+    #[error(transparent)]
+    TlsFile(#[from] crate::input::ReadError),
+    #[error("a client certificate needs its key, and a key its certificate")]
+    HalfClientAuth,
+    #[error("mutual TLS needs the CA certificate (--ca-file)")]
+    NoCaFile,
+    #[error("TLS files given for a plain mqtt:// broker URL; use mqtts://")]
+    TlsFilesWithoutTls,
+}
+
 impl BrokerOptions {
-    pub fn mqtt_options(&self) -> Result<MqttOptions, String> {
-        let url = url::Url::parse(&self.url)
-            .map_err(|e| format!("broker URL {}: {e}", quote(&redact(&self.url))))?;
+    pub fn mqtt_options(&self) -> Result<MqttOptions, BrokerError> {
+        let url = url::Url::parse(&self.url).map_err(|source| BrokerError::Url {
+            url: redact(&self.url),
+            source,
+        })?;
         let tls = match url.scheme() {
             "mqtt" | "tcp" => false,
             "mqtts" | "ssl" => true,
             other => {
-                return Err(format!(
-                    "broker URL {}: scheme {} is not mqtt, tcp, mqtts or ssl",
-                    quote(&redact(&self.url)),
-                    quote(other)
-                ));
+                return Err(BrokerError::Scheme {
+                    url: redact(&self.url),
+                    scheme: other.to_owned(),
+                });
             }
         };
         let host = url
             .host_str()
             .filter(|h| !h.is_empty())
-            .ok_or_else(|| format!("broker URL {} has no host", quote(&redact(&self.url))))?;
+            .ok_or_else(|| BrokerError::NoHost {
+                url: redact(&self.url),
+            })?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let port = url.port().unwrap_or(if tls { 8883 } else { 1883 });
         let mut o = MqttOptions::new(self.client_id.clone(), host, port);
@@ -93,16 +122,11 @@ impl BrokerOptions {
                     crate::aws::iot_credentials::MAX_PEM_BYTES,
                     "the TLS file",
                 )
-                .map_err(|e| e.to_string())
             };
             let client_auth = match (&self.cert_file, &self.key_file) {
                 (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
                 (None, None) => None,
-                _ => {
-                    return Err(
-                        "a client certificate needs its key, and a key its certificate".into(),
-                    );
-                }
+                _ => return Err(BrokerError::HalfClientAuth),
             };
             // AWS IoT Core serves MQTT on 443 only to clients that ask for it by ALPN.
             let alpn = (port == 443).then(|| vec![IOT_CORE_ALPN.as_bytes().to_vec()]);
@@ -111,10 +135,10 @@ impl BrokerOptions {
                 None if client_auth.is_none() => {
                     o.set_transport(Transport::tls_with_default_config())
                 }
-                None => return Err("mutual TLS needs the CA certificate (--ca-file)".into()),
+                None => return Err(BrokerError::NoCaFile),
             };
         } else if self.cert_file.is_some() || self.ca_file.is_some() {
-            return Err("TLS files given for a plain mqtt:// broker URL; use mqtts://".into());
+            return Err(BrokerError::TlsFilesWithoutTls);
         }
         Ok(o)
     }
@@ -125,7 +149,7 @@ pub const IOT_CORE_ALPN: &str = "x-amzn-mqtt-ca";
 
 /// The URL with any password hidden.
 pub fn redact(url: &str) -> String {
-    crate::recorder::redact_url(url)
+    crate::input::redact_url(url)
 }
 
 /// The agent's side of the protocol.
@@ -472,15 +496,66 @@ impl Publisher<'_> {
     }
 }
 
-/// Hands `desired` requests to the supervisor one at a time, in arrival order. Each is handled
-/// in a task of its own: a panic (the release profile unwinds) fails that request with
-/// SYNC_FAILED rather than leaving the agent deaf to every later one.
+/// Hands `desired` requests to the supervisor: one stream's one at a time, in arrival order;
+/// different streams' side by side, so one stream's slow apply (a secret store that does not
+/// answer) holds up no other stream. Each stream's requests go through a lane task
+/// ([`stream_lane`]) that ends when it has nothing queued.
 async fn apply_requests(
     supervisor: Supervisor,
     arrivals: SharedArrivals,
     mut rx: mpsc::UnboundedReceiver<Request>,
 ) {
+    type Lane = (mpsc::UnboundedSender<Request>, tokio::task::JoinHandle<()>);
+    let mut lanes: HashMap<(String, String), Lane> = HashMap::new();
     while let Some(request) = rx.recv().await {
+        let key = (request.0.thing.clone(), request.0.stream.clone());
+        let request = match lanes.get(&key) {
+            Some((tx, _)) => match tx.send(request) {
+                Ok(()) => continue,
+                // The lane closed itself (it had nothing queued): a new one takes over.
+                Err(mpsc::error::SendError(r)) => r,
+            },
+            None => request,
+        };
+        let before = lanes.remove(&key).map(|(_, task)| task);
+        let (tx, lane_rx) = mpsc::unbounded_channel();
+        let _ = tx.send(request);
+        let task = tokio::spawn(stream_lane(
+            supervisor.clone(),
+            arrivals.clone(),
+            before,
+            lane_rx,
+        ));
+        lanes.insert(key, (tx, task));
+        lanes.retain(|_, (_, task)| !task.is_finished());
+    }
+}
+
+/// One stream's requests, in order, after the lane it took over from (`before`) has finished
+/// what it had queued. Each is handled in a task of its own: a panic (the release profile
+/// unwinds) fails that request with SYNC_FAILED rather than leaving the stream deaf.
+async fn stream_lane(
+    supervisor: Supervisor,
+    arrivals: SharedArrivals,
+    before: Option<tokio::task::JoinHandle<()>>,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+) {
+    if let Some(before) = before {
+        let _ = before.await;
+    }
+    loop {
+        let request = match rx.try_recv() {
+            Ok(r) => r,
+            Err(_) => {
+                // Closed first, then drained: a request sent meanwhile is either received
+                // here or refused to the sender, never lost.
+                rx.close();
+                match rx.try_recv() {
+                    Ok(r) => r,
+                    Err(_) => return,
+                }
+            }
+        };
         let (thing, stream) = (request.0.thing.clone(), request.0.stream.clone());
         let handled = tokio::spawn(handle_request(
             supervisor.clone(),
@@ -520,7 +595,7 @@ async fn handle_request(supervisor: Supervisor, arrivals: SharedArrivals, reques
         Ok(Desired::Cleared) => {}
         Err(details) => {
             supervisor
-                .reject(&topic.thing, &topic.stream, &details)
+                .reject(&topic.thing, &topic.stream, &details.to_string())
                 .await;
         }
     }
@@ -533,7 +608,7 @@ pub async fn run(
     supervisor: Supervisor,
     mut events: mpsc::UnboundedReceiver<StreamEvent>,
     mut shutdown: Stop,
-) -> Result<(), String> {
+) -> Result<(), BrokerError> {
     crate::supervisor::fault::job_started("control", "agent");
     let mut options = cfg.broker.mqtt_options()?;
     options.set_last_will(LastWill::new(
@@ -708,11 +783,14 @@ mod tests {
         let o = opts("mqtt://user:pw@h").mqtt_options().unwrap();
         assert_eq!(o.credentials().map(|l| l.username), Some("user".to_owned()));
         for bad in ["http://h", "mqtt://", "nonsense", "mqtt://:1883", ""] {
-            let e = opts(bad).mqtt_options().unwrap_err();
+            let e = opts(bad).mqtt_options().unwrap_err().to_string();
             assert!(!e.is_empty(), "{bad}");
         }
         // A password never appears in an error.
-        let e = opts("ftp://u:hunter2@h").mqtt_options().unwrap_err();
+        let e = opts("ftp://u:hunter2@h")
+            .mqtt_options()
+            .unwrap_err()
+            .to_string();
         assert!(!e.contains("hunter2"), "{e}");
         // No client id: a clean session (rumqttc refuses a persistent one).
         let anon = BrokerOptions {
@@ -733,15 +811,26 @@ mod tests {
             ("h".to_owned(), 8883)
         );
         o.cert_file = Some(pem.clone());
-        assert!(o.mqtt_options().unwrap_err().contains("key"));
+        assert!(o.mqtt_options().unwrap_err().to_string().contains("key"));
         o.key_file = Some(pem.clone());
-        assert!(o.mqtt_options().unwrap_err().contains("CA"));
+        assert!(o.mqtt_options().unwrap_err().to_string().contains("CA"));
         o.ca_file = Some(dir.path().join("missing.pem"));
-        assert!(o.mqtt_options().unwrap_err().contains("missing.pem"));
+        assert!(
+            o.mqtt_options()
+                .unwrap_err()
+                .to_string()
+                .contains("missing.pem")
+        );
         o.ca_file = Some(pem.clone());
         assert!(o.mqtt_options().is_ok());
         let mut plain = opts("mqtt://h");
         plain.ca_file = Some(pem);
-        assert!(plain.mqtt_options().unwrap_err().contains("mqtts"));
+        assert!(
+            plain
+                .mqtt_options()
+                .unwrap_err()
+                .to_string()
+                .contains("mqtts")
+        );
     }
 }

@@ -5,7 +5,6 @@
 //! module measures the disk and runs the per-stream loop: a pass after every closed segment
 //! (the recorder's notification) and at least once a minute.
 
-pub mod delete;
 pub mod policy;
 
 use std::path::{Path, PathBuf};
@@ -19,6 +18,7 @@ use tracing::{info, warn};
 use crate::catalog::{Catalog, CatalogError, SegmentId};
 use crate::clock::Clock;
 use crate::stop::Stop;
+use crate::store::delete;
 use policy::{DiskReserve, Limits, Reason, SegmentFacts};
 
 /// The longest the janitor waits between passes.
@@ -29,7 +29,7 @@ pub enum JanitorError {
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error(transparent)]
-    Delete(#[from] delete::DeleteError),
+    Delete(#[from] crate::store::StoreError),
     #[error("cannot measure free space of {path}: {source}")]
     Statvfs {
         path: PathBuf,

@@ -9,8 +9,7 @@
 //! - [`source`]: the frame type every source yields, and the wall-clock [`source::Timeline`].
 //! - [`rtsp`] / [`file`]: the two sources.
 //! - [`fragmenter`]: where fragments and segments begin and end (pure, unit-tested).
-//! - [`segment`]: files, fsync order and catalog rows.
-//! - [`recovery`]: startup repair and the audit behind `kvs-edge-agent check`.
+//! - [`crate::store::segment`]: files, fsync order and catalog rows (the store owns them).
 //!
 //! [`run`] is the per-stream job: connect, record, and on any source failure flush the fragment
 //! in flight (so no fragment spans a gap), log the gap, and reconnect after
@@ -33,9 +32,7 @@
 
 pub mod file;
 pub mod fragmenter;
-pub mod recovery;
 pub mod rtsp;
-pub mod segment;
 pub mod source;
 
 use std::path::{Path, PathBuf};
@@ -51,10 +48,12 @@ use crate::backoff::{Backoff, Retry};
 use crate::catalog::{Catalog, CatalogError, Job};
 use crate::clock::Clock;
 use crate::edge_config::{JobError, JobStatus};
-use crate::input::{cut, quote};
-use fragmenter::{Fragment, Fragmenter, FragmenterConfig};
+use crate::input::{cut, quote, redact_url};
+use crate::media::fragment::Fragment;
+use crate::store::recovery;
+use crate::store::segment::{SegmentError, SegmentWriter, Written};
+use fragmenter::{Fragmenter, FragmenterConfig};
 use rtsp::{RtspOptions, RtspSource};
-use segment::{SegmentError, SegmentWriter, Written};
 use source::{SourceFrame, TimedFrame, Timeline};
 
 /// Why a source could not deliver frames.
@@ -104,21 +103,6 @@ impl JobError for RecorderError {
             RecorderError::Source(e) => e.job_status(),
             RecorderError::Segment(_) => JobStatus::UserError,
         }
-    }
-}
-
-/// The URL with any password replaced by `***`, for logs and status details. Text that is not a
-/// URL is returned with anything between `://` and `@` masked.
-pub fn redact_url(s: &str) -> String {
-    if let Ok(mut u) = Url::parse(s)
-        && u.password().is_some()
-    {
-        let _ = u.set_password(Some("***"));
-        return u.to_string();
-    }
-    match (s.find("://"), s.rfind('@')) {
-        (Some(i), Some(j)) if j > i + 3 => format!("{}***{}", &s[..i + 3], &s[j..]),
-        _ => s.to_owned(),
     }
 }
 
@@ -603,7 +587,8 @@ impl JobState {
     ) -> Result<Next, RecorderError> {
         if let Err(why) = writable(&self.cfg.recording_dir).await {
             warn!(stream = %self.cfg.stream, "{why}; retrying");
-            self.reporter.report(JobStatus::SystemError, Some(why));
+            self.reporter
+                .report(JobStatus::SystemError, Some(why.to_string()));
             return Ok(self.back_off(false, control).await);
         }
         let opened = tokio::select! {
@@ -737,7 +722,7 @@ pub async fn run(
 /// first fragment, after the camera was read for nothing, and the last SUCCESS would stand
 /// until then. A directory not there yet is created with the first segment: then its nearest
 /// existing parent must be writable.
-async fn writable(dir: &Path) -> Result<(), String> {
+async fn writable(dir: &Path) -> Result<(), NotWritable> {
     let d = dir.to_owned();
     tokio::task::spawn_blocking(move || {
         let mut at = d.as_path();
@@ -754,13 +739,18 @@ async fn writable(dir: &Path) -> Result<(), String> {
     })
     .await
     .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
-    .map_err(|e| {
-        format!(
-            "the recording directory {} is not writable: {}",
-            dir.display(),
-            std::io::Error::from(e)
-        )
+    .map_err(|errno| NotWritable {
+        dir: dir.to_owned(),
+        errno,
     })
+}
+
+/// The recording directory refuses writes (a read-only mount, the wrong owner).
+#[derive(Debug, PartialEq, Eq, Error)]
+#[error("the recording directory {} is not writable: {errno}", dir.display())]
+struct NotWritable {
+    dir: PathBuf,
+    errno: rustix::io::Errno,
 }
 
 /// Recovery for one stream on a blocking thread, as the supervisor runs it before [`run`].
@@ -768,7 +758,7 @@ pub async fn recover_stream(
     catalog: Arc<Catalog>,
     recording_dir: &Path,
     stream: &str,
-) -> Result<recovery::RecoveryReport, recovery::RecoveryError> {
+) -> Result<recovery::RecoveryReport, crate::store::StoreError> {
     let (dir, stream) = (recording_dir.to_owned(), stream.to_owned());
     tokio::task::spawn_blocking(move || recovery::recover(&catalog, &dir, Some(&stream)))
         .await
@@ -779,17 +769,6 @@ pub async fn recover_stream(
 mod tests {
     use super::*;
     use crate::clock::SimulatedClock;
-
-    #[test]
-    fn redaction_hides_passwords() {
-        assert_eq!(
-            redact_url("rtsp://admin:s3cret@10.0.0.2:554/stream1"),
-            "rtsp://admin:***@10.0.0.2:554/stream1"
-        );
-        assert_eq!(redact_url("rtsp://10.0.0.2/s"), "rtsp://10.0.0.2/s");
-        assert!(!redact_url("rtsp://a:p@ss@w/rd@host").contains("ss@w"));
-        assert_eq!(redact_url("nonsense://u:pw@"), "nonsense://***@");
-    }
 
     #[test]
     fn uris() {

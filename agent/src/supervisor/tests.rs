@@ -6,6 +6,7 @@ use jiff::Timestamp;
 
 use super::*;
 use crate::catalog::NewSegment;
+use crate::clock::Clock;
 use crate::edge_config::parse_start_request;
 use crate::edge_config::{JobStatus, StartEdgeConfigurationUpdateRequest, SyncStatus};
 use crate::health::Occurrence;
@@ -561,9 +562,8 @@ fn walk(p: &std::path::Path) -> Vec<String> {
 fn record_one_fragment(f: &Fixture, stream: &str) {
     use crate::media::mkv::{Frame, TrackInfo, VideoCodec};
     let mut w =
-        crate::recorder::segment::SegmentWriter::new(f.dir.path(), stream, f.catalog.clone())
-            .unwrap();
-    w.write(&crate::recorder::fragmenter::Fragment {
+        crate::store::segment::SegmentWriter::new(f.dir.path(), stream, f.catalog.clone()).unwrap();
+    w.write(&crate::media::fragment::Fragment {
         frames: vec![Frame {
             timestamp_ms: 1_767_225_600_000,
             key: true,
@@ -749,4 +749,104 @@ async fn deleting_a_stream_leaves_an_empty_directory_of_its_name() {
     assert_eq!(statuses(&drain(&mut f), "a").last().unwrap(), "REMOVED");
     assert!(!f.dir.path().join("streams/a").exists());
     assert!(namesake.is_dir());
+}
+
+/// The sample clip every simulated-time test records from.
+const CLIP: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../samples/sample-h264-640x360-gop1s.h264"
+);
+
+/// A configuration recording `stream` from its secret's clip all the time.
+fn always(stream: &str) -> StartEdgeConfigurationUpdateRequest {
+    parse_start_request(&format!(
+        r#"{{"StreamName":"{stream}","EdgeConfig":{{"HubDeviceArn":"arn:aws:iot:us-east-1:123456789012:thing/hub","RecorderConfig":{{"MediaSourceConfig":{{"MediaUriSecretArn":"{}","MediaUriType":"FILE_URI"}}}}}}}}"#,
+        secret(stream)
+    ))
+    .unwrap()
+}
+
+/// A secret store that answers every ARN with the clip at once, except `slow`'s, which it
+/// takes 30 s over (a Secrets Manager that does not answer); `asked` fires when that lookup
+/// begins.
+struct SlowSecrets {
+    slow: String,
+    asked: Arc<tokio::sync::Notify>,
+}
+
+impl SecretSource for SlowSecrets {
+    fn media_uri<'a>(&'a self, arn: &'a str) -> Lookup<'a> {
+        Box::pin(async move {
+            if arn == self.slow {
+                self.asked.notify_one();
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+            Ok(CLIP.to_owned())
+        })
+    }
+}
+
+/// Waits on simulated time until `cond` holds, at most `limit`; the time it took.
+async fn within(
+    clock: &dyn Clock,
+    limit: Duration,
+    what: &str,
+    cond: impl Fn() -> bool,
+) -> Duration {
+    let t0 = clock.monotonic();
+    while !cond() {
+        let waited = clock.monotonic() - t0;
+        assert!(waited < limit, "{what}: not within {limit:?}");
+        clock.sleep(Duration::from_millis(50)).await;
+    }
+    clock.monotonic() - t0
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_secret_lookup_holds_up_only_its_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Arc::new(Catalog::open(&dir.path().join("c.db")).unwrap());
+    let (tx, _events) = mpsc::unbounded_channel();
+    let clock = crate::clock::PausedClock::new("2026-11-25T10:00:00Z".parse().unwrap());
+    let asked = Arc::new(tokio::sync::Notify::new());
+    let secrets = SlowSecrets {
+        slow: secret("slow"),
+        asked: asked.clone(),
+    };
+    let sup = Supervisor::new(
+        catalog.clone(),
+        Arc::new(clock.clone()),
+        SupervisorConfig {
+            // One-second fragments, as the clip's GOP: the first is whole a second in.
+            fragmenter: FragmenterConfig {
+                min_fragment_ms: 1000,
+                ..FragmenterConfig::default()
+            },
+            ..config(dir.path())
+        },
+        Arc::new(secrets),
+        None,
+        tx,
+    );
+    let slow = tokio::spawn({
+        let sup = sup.clone();
+        async move { sup.apply("hub", always("slow"), true).await }
+    });
+    asked.notified().await;
+    let t0 = clock.monotonic();
+    assert_eq!(
+        sup.apply("hub", always("fast"), true).await,
+        Some(SyncStatus::InSync)
+    );
+    let took = within(&clock, Duration::from_secs(2), "a fragment of fast", || {
+        !catalog.pending_fragments("fast", 1).unwrap().is_empty()
+    })
+    .await;
+    assert!(!slow.is_finished(), "the slow lookup is still under way");
+    assert!(clock.monotonic() - t0 < Duration::from_secs(2), "{took:?}");
+    // The slow stream's configuration applies once its lookup answers.
+    assert_eq!(slow.await.unwrap(), Some(SyncStatus::InSync));
+    assert!(clock.monotonic() - t0 >= Duration::from_secs(29));
+    assert_eq!(sup.running_streams().await, ["fast", "slow"]);
+    sup.shutdown(Duration::from_secs(5)).await;
 }
