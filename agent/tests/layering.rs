@@ -16,6 +16,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "clock",
             "stop",
             "backoff",
+            "ticker",
             "input",
             "path_error",
             "logging",
