@@ -253,17 +253,21 @@ impl Arrivals {
     }
 }
 
+/// Where the poll task hands what it receives.
+struct Inbox {
+    /// Numbers each `desired` publish.
+    arrivals: SharedArrivals,
+    desired: mpsc::UnboundedSender<Request>,
+    conn: mpsc::UnboundedSender<Conn>,
+}
+
 /// Polls the event loop for ever (until `done`), with [`RECONNECT`] waits on `clock` after
-/// errors. Incoming `desired` publishes go to `desired_tx`, numbered in `arrivals`; connection
-/// changes to `conn_tx`.
-#[allow(clippy::too_many_arguments)]
+/// errors. Incoming `desired` publishes and connection changes go to `inbox`.
 async fn poll(
     mut eventloop: EventLoop,
     client: AsyncClient,
     topics: Topics,
-    arrivals: SharedArrivals,
-    desired_tx: mpsc::UnboundedSender<Request>,
-    conn_tx: mpsc::UnboundedSender<Conn>,
+    inbox: Inbox,
     clock: Arc<dyn Clock>,
     mut done: Stop,
 ) {
@@ -287,11 +291,11 @@ async fn poll(
                 retry.reset();
                 up = true;
                 warned = false;
-                let _ = conn_tx.send(Conn::Up);
+                let _ = inbox.conn.send(Conn::Up);
             }
             Ok(Event::Incoming(Packet::Publish(p))) => match topics.parse(&p.topic) {
                 Some(t) if t.kind == Kind::Desired => {
-                    let a = lock(&arrivals).received(&t, &p.payload, !p.retain);
+                    let a = lock(&inbox.arrivals).received(&t, &p.payload, !p.retain);
                     if a.restore {
                         info!(topic = %p.topic, "publishing again a request the deletion's clear wiped");
                         if let Err(e) =
@@ -300,7 +304,7 @@ async fn poll(
                             warn!(error = %e, "cannot publish the request again");
                         }
                     }
-                    let _ = desired_tx.send((t, p.payload, a.live, a.seq));
+                    let _ = inbox.desired.send((t, p.payload, a.live, a.seq));
                 }
                 // Only `desired` topics are subscribed to: one that does not parse names a
                 // thing or stream outside [a-zA-Z0-9_.-]+ (non-ASCII, say), and its sender
@@ -326,7 +330,7 @@ async fn poll(
             Err(e) => {
                 if up {
                     warn!(error = %e, "MQTT connection lost; reconnecting");
-                    let _ = conn_tx.send(Conn::Down);
+                    let _ = inbox.conn.send(Conn::Down);
                     up = false;
                 } else if !warned {
                     warn!(error = %e, "cannot reach the MQTT broker; retrying (recording goes on)");
@@ -631,9 +635,11 @@ pub async fn run(
         eventloop,
         client.clone(),
         cfg.topics.clone(),
-        arrivals.clone(),
-        desired_tx,
-        conn_tx,
+        Inbox {
+            arrivals: arrivals.clone(),
+            desired: desired_tx,
+            conn: conn_tx,
+        },
         cfg.clock.clone(),
         done_rx,
     ));
