@@ -29,7 +29,7 @@ use crate::clock::Clock;
 use crate::edge_config::{ApiTimestamp, DescribeEdgeConfigurationResponse};
 use crate::input::quote;
 use crate::stop::{self, Stop};
-use crate::supervisor::{StreamEvent, Supervisor};
+use crate::supervisor::{StreamEvent, Supervisor, Ticket};
 use crate::ticker::Ticker;
 
 /// Where and how to connect.
@@ -509,10 +509,12 @@ async fn apply_requests(
     arrivals: SharedArrivals,
     mut rx: mpsc::UnboundedReceiver<Request>,
 ) {
-    type Lane = (mpsc::UnboundedSender<Request>, tokio::task::JoinHandle<()>);
+    type Lane = (mpsc::UnboundedSender<Turn>, tokio::task::JoinHandle<()>);
     let mut lanes: HashMap<(String, String), Lane> = HashMap::new();
     while let Some(request) = rx.recv().await {
         let key = (request.0.thing.clone(), request.0.stream.clone());
+        // Taken here, in arrival order, so `max_streams` refuses the last to arrive.
+        let request = (request, supervisor.ticket(&key.1));
         let request = match lanes.get(&key) {
             Some((tx, _)) => match tx.send(request) {
                 Ok(()) => continue,
@@ -542,7 +544,7 @@ async fn stream_lane(
     supervisor: Supervisor,
     arrivals: SharedArrivals,
     before: Option<tokio::task::JoinHandle<()>>,
-    mut rx: mpsc::UnboundedReceiver<Request>,
+    mut rx: mpsc::UnboundedReceiver<Turn>,
 ) {
     if let Some(before) = before {
         let _ = before.await;
@@ -560,7 +562,7 @@ async fn stream_lane(
                 }
             }
         };
-        let (thing, stream) = (request.0.thing.clone(), request.0.stream.clone());
+        let (thing, stream) = (request.0.0.thing.clone(), request.0.0.stream.clone());
         let handled = tokio::spawn(handle_request(
             supervisor.clone(),
             arrivals.clone(),
@@ -581,13 +583,18 @@ async fn stream_lane(
     }
 }
 
-async fn handle_request(supervisor: Supervisor, arrivals: SharedArrivals, request: Request) {
-    let (topic, payload, live, seq) = request;
+/// A request and its place in the arrival order.
+type Turn = (Request, Ticket);
+
+async fn handle_request(supervisor: Supervisor, arrivals: SharedArrivals, turn: Turn) {
+    let ((topic, payload, live, seq), ticket) = turn;
     crate::supervisor::fault::job_started("apply", &topic.stream);
     match parse_desired(&topic, &payload) {
         Ok(Desired::Start(request)) => {
             info!(stream = %topic.stream, live, "edge configuration received");
-            supervisor.apply(&topic.thing, *request, live).await;
+            supervisor
+                .apply_in_turn(ticket, &topic.thing, *request, live)
+                .await;
         }
         Ok(Desired::Delete) => {
             info!(stream = %topic.stream, live, "edge configuration deletion received");

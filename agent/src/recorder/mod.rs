@@ -50,7 +50,6 @@ use crate::clock::Clock;
 use crate::edge_config::{JobError, JobStatus};
 use crate::input::{cut, quote, redact_url};
 use crate::media::fragment::Fragment;
-use crate::store::recovery;
 use crate::store::segment::{SegmentError, SegmentWriter, Written};
 use fragmenter::{Fragmenter, FragmenterConfig};
 use rtsp::{RtspOptions, RtspSource};
@@ -751,18 +750,6 @@ async fn writable(dir: &Path) -> Result<(), NotWritable> {
 struct NotWritable {
     dir: PathBuf,
     errno: rustix::io::Errno,
-}
-
-/// Recovery for one stream on a blocking thread, as the supervisor runs it before [`run`].
-pub async fn recover_stream(
-    catalog: Arc<Catalog>,
-    recording_dir: &Path,
-    stream: &str,
-) -> Result<recovery::RecoveryReport, crate::store::StoreError> {
-    let (dir, stream) = (recording_dir.to_owned(), stream.to_owned());
-    tokio::task::spawn_blocking(move || recovery::recover(&catalog, &dir, Some(&stream)))
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
 #[cfg(test)]

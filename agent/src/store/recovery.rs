@@ -58,6 +58,19 @@ impl RecoveryReport {
     }
 }
 
+/// [`recover`] for one stream on a blocking thread, as the supervisor runs it before each
+/// recording.
+pub async fn recover_stream(
+    catalog: std::sync::Arc<Catalog>,
+    root: &Path,
+    stream: &str,
+) -> Result<RecoveryReport, StoreError> {
+    let (root, stream) = (root.to_owned(), stream.to_owned());
+    tokio::task::spawn_blocking(move || recover(&catalog, &root, Some(&stream)))
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
 /// Repairs the segments of `stream` (every stream when `None`) under `root`. Must not run while
 /// a recorder writes to them.
 pub fn recover(

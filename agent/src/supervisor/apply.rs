@@ -1,6 +1,5 @@
 //! Applying a StartEdgeConfigurationUpdate, and refusing one.
 
-use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 
 use tracing::{info, warn};
@@ -8,7 +7,7 @@ use tracing::{info, warn};
 use super::diff::JobDiff;
 use super::jobs::StreamJobs;
 use super::sync::{self, Refusal, Verdict};
-use super::{StreamEvent, Supervisor};
+use super::{StreamEvent, Supervisor, Ticket};
 use crate::catalog::StoredConfig;
 use crate::edge_config::{JobError, StartEdgeConfigurationUpdateRequest, SyncStatus};
 
@@ -23,27 +22,43 @@ impl Supervisor {
         request: StartEdgeConfigurationUpdateRequest,
         live: bool,
     ) -> Option<SyncStatus> {
+        let ticket = self.ticket(request.stream_name());
+        self.apply_in_turn(ticket, thing, request, live).await
+    }
+
+    /// [`Supervisor::apply`] of a request whose place in the arrival order is `ticket`.
+    pub async fn apply_in_turn(
+        &self,
+        ticket: Ticket,
+        thing: &str,
+        request: StartEdgeConfigurationUpdateRequest,
+        live: bool,
+    ) -> Option<SyncStatus> {
         if !self.0.accepting.load(Ordering::SeqCst) {
             return None;
         }
         let stream = request.stream_name().to_owned();
         let _lane = self.lane(&stream).await;
-        let stored = match self.0.catalog.config(&stream) {
-            Ok(s) => s,
+        let looked = self.0.catalog.config(&stream).and_then(|stored| {
+            ticket.with_streams_ahead(|ahead| {
+                let verdict = sync::on_request(
+                    thing,
+                    &request,
+                    stored.as_ref(),
+                    live,
+                    ahead,
+                    self.0.cfg.max_streams,
+                );
+                (stored, verdict)
+            })
+        });
+        let (stored, verdict) = match looked {
+            Ok(v) => v,
             Err(e) => {
                 let refusal = Refusal::Internal(e.to_string());
                 return self.fail(thing, &stream, &refusal.to_string());
             }
         };
-        let count = self.0.catalog.config_count().unwrap_or(0);
-        let verdict = sync::on_request(
-            thing,
-            &request,
-            stored.as_ref(),
-            live,
-            count,
-            self.0.cfg.max_streams,
-        );
         if verdict == Verdict::Unchanged {
             return None;
         }
@@ -61,7 +76,7 @@ impl Supervisor {
         {
             return self.fail(thing, &stream, &Refusal::Secret(e).to_string());
         }
-        if let Err(refusal) = self.admit(&request, stored.is_none()) {
+        if let Err(refusal) = self.admit(&ticket, &request, stored.is_none()) {
             return self.fail(thing, &stream, &refusal.to_string());
         }
         self.0.changed(&stream);
@@ -71,29 +86,25 @@ impl Supervisor {
         Some(SyncStatus::InSync)
     }
 
-    /// Stores the request ACKNOWLEDGED; a new stream only while there is room for it (counted
-    /// again: another stream may have been admitted during the secret lookup).
+    /// Stores the request ACKNOWLEDGED; a new stream only while there is room for it ahead
+    /// of the requests that arrived after it (counted again: the lookup took time).
     fn admit(
         &self,
+        ticket: &Ticket,
         request: &StartEdgeConfigurationUpdateRequest,
         new: bool,
     ) -> Result<(), Refusal> {
-        let _admission = self
-            .0
-            .admission
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if new {
-            let count = self.0.catalog.config_count().unwrap_or(0);
-            if let Some(refusal) = sync::over_limit(count, self.0.cfg.max_streams) {
+        let stored = ticket.with_streams_ahead(|ahead| {
+            if new && let Some(refusal) = sync::over_limit(ahead, self.0.cfg.max_streams) {
                 return Err(refusal);
             }
-        }
-        self.0
-            .catalog
-            .put_config(request, SyncStatus::Acknowledged, self.0.clock.now())
-            .map(|_| ())
-            .map_err(|e| Refusal::Internal(e.to_string()))
+            self.0
+                .catalog
+                .put_config(request, SyncStatus::Acknowledged, self.0.clock.now())
+                .map(|_| ())
+                .map_err(|e| Refusal::Internal(e.to_string()))
+        });
+        stored.map_err(|e| Refusal::Internal(e.to_string()))?
     }
 
     /// Replaces a stream's jobs with the request's, keeping the recorder when [`JobDiff`] says.

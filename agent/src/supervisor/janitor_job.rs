@@ -1,24 +1,21 @@
 //! One stream's janitor: retention, size limit and delete-after-upload; forwards its pause
 //! verdict to the recorder and says in LastRecorderStatus when recording pauses or resumes.
 
-use std::sync::Arc;
-
 use tokio::sync::watch;
 
-use super::Inner;
-use super::jobs::Link;
+use super::jobs::JobContext;
 use super::report::report_pause;
-use crate::edge_config::EdgeConfig;
 use crate::janitor::{self, Janitor, policy::Limits};
 use crate::stop::Stop;
 
-pub(super) async fn run(
-    inner: Arc<Inner>,
-    stream: String,
-    config: EdgeConfig,
-    link: Arc<Link>,
-    stop: Stop,
-) {
+pub(super) async fn run(ctx: JobContext, stop: Stop) {
+    let JobContext {
+        inner,
+        stream,
+        config,
+        link,
+        ..
+    } = ctx;
     let limits = Limits::of(&config);
     inner.board.set_size_limit(&stream, limits.max_bytes);
     let j = Janitor::new(

@@ -8,11 +8,9 @@ use tracing::warn;
 
 use super::{Inner, fault, janitor_job, recorder_job, uploader_job};
 use crate::backoff::Backoff;
-use crate::clock::Clock;
 use crate::edge_config::{EdgeConfig, StartEdgeConfigurationUpdateRequest};
 use crate::health::{JobBoard, JobKind};
 use crate::stop::{self, Stop, Stopper};
-use crate::uploader::StreamTarget;
 
 /// A running job: [`JobHandle::stop`] (or dropping it) asks it to finish.
 pub(super) struct JobHandle {
@@ -56,6 +54,17 @@ pub(super) struct Link {
     pub segment_closed: Arc<tokio::sync::Notify>,
 }
 
+/// What each job driver of a stream is given.
+#[derive(Clone)]
+pub(super) struct JobContext {
+    pub inner: Arc<Inner>,
+    pub stream: String,
+    pub config: EdgeConfig,
+    /// The request's StreamARN, which the uploader addresses the stream by when given.
+    pub stream_arn: Option<String>,
+    pub link: Arc<Link>,
+}
+
 /// The jobs of one stream and the configuration they run with.
 pub(super) struct StreamJobs {
     pub config: EdgeConfig,
@@ -85,72 +94,34 @@ impl StreamJobs {
         if inner.uploader.is_some() {
             board.register(stream, &thing, JobKind::Upload);
         }
-        let (recorder, link) = kept.unwrap_or_else(|| {
-            let link = Arc::new(Link {
-                pause: watch::channel(false).0,
-                segment_closed: Arc::new(tokio::sync::Notify::new()),
+        let link = kept
+            .as_ref()
+            .map(|(_, link)| link.clone())
+            .unwrap_or_else(|| {
+                Arc::new(Link {
+                    pause: watch::channel(false).0,
+                    segment_closed: Arc::new(tokio::sync::Notify::new()),
+                })
             });
-            let (inner, name, config, l) = (
-                inner.clone(),
-                stream.to_owned(),
-                config.clone(),
-                link.clone(),
-            );
-            let job = JobHandle::spawn(|stop| recorder_job::run(inner, name, config, l, stop));
-            (job, link)
-        });
-        let janitor = {
-            let (inner, name, config, link) = (
-                inner.clone(),
-                stream.to_owned(),
-                config.clone(),
-                link.clone(),
-            );
-            JobHandle::spawn(|stop| {
-                restarting(
-                    "janitor",
-                    stream.to_owned(),
-                    inner.clock.clone(),
-                    stop,
-                    move |stop| {
-                        janitor_job::run(
-                            inner.clone(),
-                            name.clone(),
-                            config.clone(),
-                            link.clone(),
-                            stop,
-                        )
-                    },
-                )
-            })
+        let ctx = JobContext {
+            inner: inner.clone(),
+            stream: stream.to_owned(),
+            config: config.clone(),
+            stream_arn: request.stream_arn.clone(),
+            link: link.clone(),
         };
-        let uploader = inner.uploader.as_ref().map(|_| {
-            let target = match &request.stream_arn {
-                Some(arn) => StreamTarget::Arn {
-                    arn: arn.clone(),
-                    name: stream.to_owned(),
-                },
-                None => StreamTarget::Name(stream.to_owned()),
-            };
-            let (inner, config, link) = (inner.clone(), config.clone(), link.clone());
-            JobHandle::spawn(|stop| {
-                restarting(
-                    "uploader",
-                    stream.to_owned(),
-                    inner.clock.clone(),
-                    stop,
-                    move |stop| {
-                        uploader_job::run(
-                            inner.clone(),
-                            target.clone(),
-                            config.clone(),
-                            link.clone(),
-                            stop,
-                        )
-                    },
-                )
-            })
-        });
+        let recorder = match kept {
+            Some((job, _)) => job,
+            None => {
+                let ctx = ctx.clone();
+                JobHandle::spawn(|stop| recorder_job::run(ctx, stop))
+            }
+        };
+        let janitor = restarting("janitor", ctx.clone(), janitor_job::run);
+        let uploader = inner
+            .uploader
+            .as_ref()
+            .map(|_| restarting("uploader", ctx, uploader_job::run));
         StreamJobs {
             config: config.clone(),
             recorder: Some(recorder),
@@ -184,33 +155,36 @@ impl StreamJobs {
     }
 }
 
-/// Runs a stream's janitor or uploader job, started again after a panic (on the restart
-/// backoff, as the recorder): a panic ends only its task (the release profile unwinds), and a
-/// job left gone would silently stop retention or uploads for good.
-async fn restarting<F, Fut>(
+/// A stream's janitor or uploader job, started again after a panic (on the restart backoff,
+/// as the recorder): a panic ends only its task (the release profile unwinds), and a job left
+/// gone would silently stop retention or uploads for good.
+fn restarting<Fut>(
     job: &'static str,
-    stream: String,
-    clock: Arc<dyn Clock>,
-    mut stop: Stop,
-    make: F,
-) where
-    F: Fn(Stop) -> Fut,
+    ctx: JobContext,
+    run: fn(JobContext, Stop) -> Fut,
+) -> JobHandle
+where
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let mut retry = Backoff::RESTART.start();
-    loop {
-        let run = make(stop.clone());
-        let name = stream.clone();
-        let task = tokio::spawn(async move {
-            fault::job_started(job, &name);
-            run.await
-        });
-        match task.await {
-            Ok(()) => return,
-            Err(e) => warn!(stream, job, error = %e, "the job crashed; restarting"),
+    JobHandle::spawn(move |mut stop| async move {
+        let clock = ctx.inner.clock.clone();
+        let mut retry = Backoff::RESTART.start();
+        loop {
+            let attempt = run(ctx.clone(), stop.clone());
+            let stream = ctx.stream.clone();
+            let task = tokio::spawn(async move {
+                fault::job_started(job, &stream);
+                attempt.await
+            });
+            match task.await {
+                Ok(()) => return,
+                Err(e) => {
+                    warn!(stream = ctx.stream, job, error = %e, "the job crashed; restarting")
+                }
+            }
+            if stop.sleep_or_stop(clock.as_ref(), retry.next_delay()).await {
+                return;
+            }
         }
-        if stop.sleep_or_stop(clock.as_ref(), retry.next_delay()).await {
-            return;
-        }
-    }
+    })
 }

@@ -23,6 +23,7 @@
 //! Data flows one way: the supervisor never calls the control plane; it sends
 //! [`StreamEvent`]s on a channel, which the control plane turns into `reported` publishes.
 
+mod admission;
 mod apply;
 mod delete;
 mod diff;
@@ -52,6 +53,7 @@ use crate::recorder::fragmenter::FragmenterConfig;
 use crate::recorder::rtsp::RtspOptions;
 use crate::secrets::SecretSource;
 use crate::uploader::Uploader;
+pub use admission::Ticket;
 use jobs::StreamJobs;
 use sync::Resume;
 
@@ -105,9 +107,8 @@ struct Inner {
     streams: Mutex<HashMap<String, StreamJobs>>,
     /// One lock per stream: its applies and deletions, one at a time.
     lanes: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
-    /// Held from counting the streams to storing a new one, so two new streams arriving at
-    /// once cannot both take the last place.
-    admission: std::sync::Mutex<()>,
+    /// The requests being applied, in arrival order, for the `max_streams` limit.
+    admission: admission::Admission,
     accepting: AtomicBool,
     /// What each job is doing, for the metrics.
     board: Arc<JobBoard>,
@@ -135,7 +136,7 @@ impl Supervisor {
             events,
             streams: Mutex::new(HashMap::new()),
             lanes: std::sync::Mutex::new(HashMap::new()),
-            admission: std::sync::Mutex::new(()),
+            admission: Default::default(),
             accepting: AtomicBool::new(true),
             board: Arc::new(JobBoard::new()),
         }))

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use super::jobs::Link;
+use super::jobs::{JobContext, Link};
 use super::report::EventStatus;
 use super::{Inner, fault};
 use crate::backoff::{Backoff, Retry};
@@ -34,13 +34,14 @@ enum End {
 /// After a configuration error the secret is asked again past the cache: a camera password
 /// rotated in the secret store takes effect without resending the configuration. Otherwise the
 /// job stays stopped (FatalError) until it is.
-pub(super) async fn run(
-    inner: Arc<Inner>,
-    stream: String,
-    config: EdgeConfig,
-    link: Arc<Link>,
-    stop: Stop,
-) {
+pub(super) async fn run(ctx: JobContext, stop: Stop) {
+    let JobContext {
+        inner,
+        stream,
+        config,
+        link,
+        ..
+    } = ctx;
     let arn = &config
         .recorder_config
         .media_source_config
@@ -117,7 +118,7 @@ impl Recording {
         used_uri: &mut Option<String>,
     ) -> End {
         let inner = &self.inner;
-        if let Err(e) = recorder::recover_stream(
+        if let Err(e) = crate::store::recovery::recover_stream(
             inner.catalog.clone(),
             &inner.cfg.recording_dir,
             &self.stream,

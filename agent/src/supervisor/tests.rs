@@ -786,6 +786,28 @@ impl SecretSource for SlowSecrets {
     }
 }
 
+/// A supervisor on `clock` (tokio's paused timer) recording into `dir`.
+fn simulated(
+    catalog: &Arc<Catalog>,
+    dir: &std::path::Path,
+    clock: &crate::clock::PausedClock,
+    fragmenter: FragmenterConfig,
+    secrets: impl SecretSource + 'static,
+    uploader: Option<Uploader>,
+) -> Supervisor {
+    Supervisor::new(
+        catalog.clone(),
+        Arc::new(clock.clone()),
+        SupervisorConfig {
+            fragmenter,
+            ..config(dir)
+        },
+        Arc::new(secrets),
+        uploader,
+        mpsc::unbounded_channel().0,
+    )
+}
+
 /// Waits on simulated time until `cond` holds, at most `limit`; the time it took.
 async fn within(
     clock: &dyn Clock,
@@ -806,28 +828,18 @@ async fn within(
 async fn a_hanging_secret_lookup_holds_up_only_its_stream() {
     let dir = tempfile::tempdir().unwrap();
     let catalog = Arc::new(Catalog::open(&dir.path().join("c.db")).unwrap());
-    let (tx, _events) = mpsc::unbounded_channel();
     let clock = crate::clock::PausedClock::new("2026-11-25T10:00:00Z".parse().unwrap());
     let asked = Arc::new(tokio::sync::Notify::new());
     let secrets = SlowSecrets {
         slow: secret("slow"),
         asked: asked.clone(),
     };
-    let sup = Supervisor::new(
-        catalog.clone(),
-        Arc::new(clock.clone()),
-        SupervisorConfig {
-            // One-second fragments, as the clip's GOP: the first is whole a second in.
-            fragmenter: FragmenterConfig {
-                min_fragment_ms: 1000,
-                ..FragmenterConfig::default()
-            },
-            ..config(dir.path())
-        },
-        Arc::new(secrets),
-        None,
-        tx,
-    );
+    // One-second fragments, as the clip's GOP: the first is whole a second in.
+    let fragmenter = FragmenterConfig {
+        min_fragment_ms: 1000,
+        ..FragmenterConfig::default()
+    };
+    let sup = simulated(&catalog, dir.path(), &clock, fragmenter, secrets, None);
     let slow = tokio::spawn({
         let sup = sup.clone();
         async move { sup.apply("hub", always("slow"), true).await }
@@ -867,7 +879,6 @@ fn job_running(sup: &Supervisor, stream: &str, kind: JobKind) -> bool {
 async fn recorder_uploader_and_janitor_through_an_upload_window() {
     let dir = tempfile::tempdir().unwrap();
     let catalog = Arc::new(Catalog::open(&dir.path().join("c.db")).unwrap());
-    let (tx, _events) = mpsc::unbounded_channel();
     let clock = crate::clock::PausedClock::new("2026-11-25T10:04:00Z".parse().unwrap());
     let sink = Arc::new(crate::uploader::sink::MemorySink::new());
     let uploader = crate::uploader::Uploader::with_sink(
@@ -878,20 +889,18 @@ async fn recorder_uploader_and_janitor_through_an_upload_window() {
         crate::uploader::Options::default(),
     );
     let secrets = MapSecrets([(secret("u"), CLIP.to_owned())].into_iter().collect());
-    let sup = Supervisor::new(
-        catalog.clone(),
-        Arc::new(clock.clone()),
-        SupervisorConfig {
-            // 10 s segments, so some close (and can be deleted) before the window.
-            fragmenter: FragmenterConfig {
-                segment_duration_ms: 10_000,
-                ..FragmenterConfig::default()
-            },
-            ..config(dir.path())
-        },
-        Arc::new(secrets),
+    // 10 s segments, so some close (and can be deleted) before the window.
+    let fragmenter = FragmenterConfig {
+        segment_duration_ms: 10_000,
+        ..FragmenterConfig::default()
+    };
+    let sup = simulated(
+        &catalog,
+        dir.path(),
+        &clock,
+        fragmenter,
+        secrets,
         Some(uploader),
-        tx,
     );
     let request = parse_start_request(&format!(
         r#"{{"StreamName":"u","EdgeConfig":{{"HubDeviceArn":"arn:aws:iot:us-east-1:123456789012:thing/hub","RecorderConfig":{{"MediaSourceConfig":{{"MediaUriSecretArn":"{}","MediaUriType":"FILE_URI"}}}},"UploaderConfig":{{"ScheduleConfig":{{"ScheduleExpression":"0 */5 * * * ?","DurationInSeconds":60}}}}}}}}"#,
@@ -958,4 +967,43 @@ async fn recorder_uploader_and_janitor_through_an_upload_window() {
     assert!(catalog.pending_fragments("u", 1000).unwrap().len() > pending);
     assert!(job_running(&sup, "u", JobKind::Record));
     sup.shutdown(Duration::from_secs(5)).await;
+}
+
+/// The stream limit refuses the last to arrive, whichever is applied first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_limit_goes_by_arrival_not_by_who_finishes_first() {
+    let mut f = fixture(2);
+    let (a, b, c) = (f.sup.ticket("a"), f.sup.ticket("b"), f.sup.ticket("c"));
+    assert_eq!(
+        f.sup.apply_in_turn(c, "hub", request("c", 24), true).await,
+        Some(SyncStatus::SyncFailed)
+    );
+    let ev = drain(&mut f);
+    assert!(
+        ev.last()
+            .unwrap()
+            .2
+            .as_deref()
+            .unwrap()
+            .contains("max_streams 2"),
+        "{ev:?}"
+    );
+    assert_eq!(
+        f.sup.apply_in_turn(b, "hub", request("b", 24), true).await,
+        Some(SyncStatus::InSync)
+    );
+    assert_eq!(
+        f.sup.apply_in_turn(a, "hub", request("a", 24), true).await,
+        Some(SyncStatus::InSync)
+    );
+    // Tickets gone, the count is the catalog's: a third stream is refused, an update is not.
+    assert_eq!(
+        f.sup.apply("hub", request("c", 24), true).await,
+        Some(SyncStatus::SyncFailed)
+    );
+    assert_eq!(
+        f.sup.apply("hub", request("a", 12), true).await,
+        Some(SyncStatus::InSync)
+    );
+    f.sup.shutdown(Duration::from_secs(5)).await;
 }

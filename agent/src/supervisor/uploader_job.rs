@@ -1,14 +1,13 @@
 //! One stream's uploader on its schedule: a run inside each window (until the window ends),
 //! or, without a schedule, a run at start and every hour until the backlog is empty.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::warn;
 
 use super::Inner;
-use super::jobs::Link;
-use crate::edge_config::{EdgeConfig, JobError};
+use super::jobs::JobContext;
+use crate::edge_config::JobError;
 use crate::health::{JobKind, Occurrence, Phase};
 use crate::schedule::{Plan, ScheduleDriver, Transition};
 use crate::stop::Stop;
@@ -28,13 +27,18 @@ enum Wake {
 /// How long a stopping run may take to finish its fragment in flight.
 const RUN_STOPS_WITHIN: Duration = Duration::from_secs(5);
 
-pub(super) async fn run(
-    inner: Arc<Inner>,
-    target: StreamTarget,
-    config: EdgeConfig,
-    link: Arc<Link>,
-    mut stop: Stop,
-) {
+pub(super) async fn run(ctx: JobContext, mut stop: Stop) {
+    let JobContext {
+        inner,
+        stream,
+        config,
+        stream_arn,
+        link,
+    } = ctx;
+    let target = match stream_arn {
+        Some(arn) => StreamTarget::Arn { arn, name: stream },
+        None => StreamTarget::Name(stream),
+    };
     // With DeleteAfterUpload, an uploaded fragment may free space at once: the janitor is woken
     // then rather than at its next pass, so a recorder paused at DENY_NEW_MEDIA resumes as soon
     // as the upload makes room.
