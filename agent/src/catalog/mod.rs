@@ -115,6 +115,21 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    /// Runs `f` on tokio's blocking pool: the one way async code reaches SQLite, so that a
+    /// durable commit (an fsync) never stalls the runtime's workers, which every stream's jobs
+    /// share.
+    pub async fn blocking<T, F>(
+        self: &std::sync::Arc<Self>,
+        f: F,
+    ) -> std::result::Result<T, tokio::task::JoinError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Catalog) -> T + Send + 'static,
+    {
+        let catalog = std::sync::Arc::clone(self);
+        tokio::task::spawn_blocking(move || f(&catalog)).await
+    }
+
     /// Opens (creating if needed) the catalog at `path` and brings its schema up to date.
     /// Opening an up-to-date catalog changes nothing.
     pub fn open(path: &Path) -> Result<Catalog> {

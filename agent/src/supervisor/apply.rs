@@ -39,32 +39,33 @@ impl Supervisor {
         }
         let stream = request.stream_name().to_owned();
         let _lane = self.lane(&stream).await;
-        let looked = self.0.catalog.config(&stream).and_then(|stored| {
-            ticket.with_streams_ahead(|ahead| {
-                let verdict = sync::on_request(
-                    thing,
-                    &request,
-                    stored.as_ref(),
-                    live,
-                    ahead,
-                    self.0.cfg.max_streams,
-                );
-                (stored, verdict)
+        let (ticket, looked) = {
+            let (thing, request, max) = (thing.to_owned(), request.clone(), self.0.cfg.max_streams);
+            self.db(move |c| {
+                let looked = c.config(request.stream_name()).and_then(|stored| {
+                    ticket.with_streams_ahead(|ahead| {
+                        let verdict =
+                            sync::on_request(&thing, &request, stored.as_ref(), live, ahead, max);
+                        (stored, verdict)
+                    })
+                });
+                (ticket, looked)
             })
-        });
+            .await
+        };
         let (stored, verdict) = match looked {
             Ok(v) => v,
             Err(e) => {
                 let refusal = Refusal::Internal(e.to_string());
-                return self.fail(thing, &stream, &refusal.to_string());
+                return self.fail(thing, &stream, &refusal.to_string()).await;
             }
         };
         if verdict == Verdict::Unchanged {
             return None;
         }
-        self.echo_syncing(thing, &stream, Some(&request));
+        self.echo_syncing(thing, &stream, Some(&request)).await;
         if let Verdict::Refuse(refusal) = verdict {
-            return self.fail(thing, &stream, &refusal.to_string());
+            return self.fail(thing, &stream, &refusal.to_string()).await;
         }
         let arn = &request
             .edge_config
@@ -74,37 +75,42 @@ impl Supervisor {
         if let Err(e) = self.0.secrets.media_uri(arn).await
             && e.is_user_error()
         {
-            return self.fail(thing, &stream, &Refusal::Secret(e).to_string());
+            return self
+                .fail(thing, &stream, &Refusal::Secret(e).to_string())
+                .await;
         }
-        if let Err(refusal) = self.admit(&ticket, &request, stored.is_none()) {
-            return self.fail(thing, &stream, &refusal.to_string());
+        match self.admit(ticket, &request, stored.is_none()).await {
+            Ok(event) => self.0.emit(event),
+            Err(refusal) => return self.fail(thing, &stream, &refusal.to_string()).await,
         }
-        self.0.changed(&stream);
         self.replace_jobs(&request, live).await;
-        self.set_status(&stream, SyncStatus::InSync, None);
+        self.set_status(&stream, SyncStatus::InSync, None).await;
         info!(stream, "edge configuration in sync");
         Some(SyncStatus::InSync)
     }
 
-    /// Stores the request ACKNOWLEDGED; a new stream only while there is room for it ahead
-    /// of the requests that arrived after it (counted again: the lookup took time).
-    fn admit(
+    /// Stores the request ACKNOWLEDGED (the event publishing it is returned); a new stream
+    /// only while there is room for it ahead of the requests that arrived after it (counted
+    /// again: the lookup took time).
+    async fn admit(
         &self,
-        ticket: &Ticket,
+        ticket: Ticket,
         request: &StartEdgeConfigurationUpdateRequest,
         new: bool,
-    ) -> Result<(), Refusal> {
-        let stored = ticket.with_streams_ahead(|ahead| {
-            if new && let Some(refusal) = sync::over_limit(ahead, self.0.cfg.max_streams) {
-                return Err(refusal);
-            }
-            self.0
-                .catalog
-                .put_config(request, SyncStatus::Acknowledged, self.0.clock.now())
-                .map(|_| ())
-                .map_err(|e| Refusal::Internal(e.to_string()))
-        });
-        stored.map_err(|e| Refusal::Internal(e.to_string()))?
+    ) -> Result<StreamEvent, Refusal> {
+        let (request, max, now) = (request.clone(), self.0.cfg.max_streams, self.0.clock.now());
+        self.db(move |c| {
+            let stored = ticket.with_streams_ahead(|ahead| {
+                if new && let Some(refusal) = sync::over_limit(ahead, max) {
+                    return Err(refusal);
+                }
+                c.put_config(&request, SyncStatus::Acknowledged, now)
+                    .map(|_| super::report::snapshot(c, request.stream_name()))
+                    .map_err(|e| Refusal::Internal(e.to_string()))
+            });
+            stored.map_err(|e| Refusal::Internal(e.to_string()))?
+        })
+        .await
     }
 
     /// Replaces a stream's jobs with the request's, keeping the recorder when [`JobDiff`] says.
@@ -137,18 +143,21 @@ impl Supervisor {
     /// keeps running as it was; a stream with none gets a `reported` that is not stored.
     pub async fn reject(&self, thing: &str, stream: &str, details: &str) {
         let _lane = self.lane(stream).await;
-        self.echo_syncing(thing, stream, None);
-        self.fail(thing, stream, details);
+        self.echo_syncing(thing, stream, None).await;
+        self.fail(thing, stream, details).await;
     }
 
     /// The SYNCING echo of a received request (not stored).
-    fn echo_syncing(
+    async fn echo_syncing(
         &self,
         thing: &str,
         stream: &str,
         request: Option<&StartEdgeConfigurationUpdateRequest>,
     ) {
-        let created = self.own_config(thing, stream).map(|s| s.creation_time);
+        let created = self
+            .own_config(thing, stream)
+            .await
+            .map(|s| s.creation_time);
         let response = sync::syncing(stream, request, created, self.0.clock.now());
         self.0.emit(StreamEvent::State {
             thing: thing.to_owned(),
@@ -157,10 +166,11 @@ impl Supervisor {
         });
     }
 
-    fn fail(&self, thing: &str, stream: &str, details: &str) -> Option<SyncStatus> {
+    async fn fail(&self, thing: &str, stream: &str, details: &str) -> Option<SyncStatus> {
         warn!(stream, details, "edge configuration refused");
-        if self.own_config(thing, stream).is_some() {
-            self.set_status(stream, SyncStatus::SyncFailed, Some(details));
+        if self.own_config(thing, stream).await.is_some() {
+            self.set_status(stream, SyncStatus::SyncFailed, Some(details))
+                .await;
         } else {
             self.0.emit(StreamEvent::State {
                 thing: thing.to_owned(),
@@ -173,10 +183,10 @@ impl Supervisor {
 
     /// The stored configuration of `stream` when it is `thing`'s; another thing's stream of the
     /// same name is never changed on this thing's behalf.
-    fn own_config(&self, thing: &str, stream: &str) -> Option<StoredConfig> {
-        self.0
-            .catalog
-            .config(stream)
+    async fn own_config(&self, thing: &str, stream: &str) -> Option<StoredConfig> {
+        let name = stream.to_owned();
+        self.db(move |c| c.config(&name))
+            .await
             .ok()
             .flatten()
             .filter(|c| c.request.edge_config.thing() == thing)

@@ -14,7 +14,8 @@ impl Supervisor {
             return;
         }
         let _lane = self.lane(stream).await;
-        let stored = match self.0.catalog.config(stream) {
+        let name = stream.to_owned();
+        let stored = match self.db(move |c| c.config(&name)).await {
             Ok(s) => s,
             Err(e) => {
                 warn!(stream, error = %e, "cannot read the configuration to delete");
@@ -43,8 +44,9 @@ impl Supervisor {
             return;
         };
         let thing = stored.request.edge_config.thing();
-        self.set_status(stream, SyncStatus::Deleting, None);
-        self.set_status(stream, SyncStatus::DeletingAcknowledged, None);
+        self.set_status(stream, SyncStatus::Deleting, None).await;
+        self.set_status(stream, SyncStatus::DeletingAcknowledged, None)
+            .await;
         self.stop_jobs(stream).await;
         let catalog = self.0.catalog.clone();
         let dir = self.0.cfg.recording_dir.clone();
@@ -64,7 +66,8 @@ impl Supervisor {
             }
             Err(e) => {
                 warn!(stream, error = %e, "deletion failed");
-                self.set_status(stream, SyncStatus::DeleteFailed, Some(&e.to_string()));
+                self.set_status(stream, SyncStatus::DeleteFailed, Some(&e.to_string()))
+                    .await;
             }
         }
     }

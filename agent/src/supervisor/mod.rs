@@ -180,7 +180,7 @@ impl Supervisor {
     /// Starts the jobs of every stored configuration (at startup, before and without any
     /// broker), and finishes deletions a previous run left half done.
     pub async fn resume(&self) {
-        let configs = match self.0.catalog.each_config() {
+        let configs = match self.db(|c| c.each_config()).await {
             Ok(c) => c,
             Err(e) => {
                 warn!(error = %e, "cannot read the stored configurations");
@@ -194,7 +194,8 @@ impl Supervisor {
                     // One damaged row fails its stream, not the agent.
                     warn!(error = %e, "cannot resume a stored configuration");
                     if let CatalogError::Corrupt { stream, .. } = &e {
-                        self.set_status(stream, SyncStatus::SyncFailed, Some(&e.to_string()));
+                        self.set_status(stream, SyncStatus::SyncFailed, Some(&e.to_string()))
+                            .await;
                     }
                     continue;
                 }
@@ -214,21 +215,43 @@ impl Supervisor {
                     let jobs = StreamJobs::start(&self.0, &c.request, None);
                     self.put_jobs(&stream, jobs).await;
                     if settle {
-                        self.set_status(&stream, SyncStatus::InSync, None);
+                        self.set_status(&stream, SyncStatus::InSync, None).await;
                     }
                 }
             }
         }
     }
 
-    fn set_status(&self, stream: &str, status: SyncStatus, details: Option<&str>) {
-        match self
-            .0
-            .catalog
-            .set_sync_status(stream, status, details, self.0.clock.now())
-        {
-            Ok(()) => self.0.changed(stream),
+    /// Stores the stream's SyncStatus and publishes its state as it is then.
+    async fn set_status(&self, stream: &str, status: SyncStatus, details: Option<&str>) {
+        let (name, details, now) = (
+            stream.to_owned(),
+            details.map(str::to_owned),
+            self.0.clock.now(),
+        );
+        let stored = self
+            .db(move |c| {
+                c.set_sync_status(&name, status, details.as_deref(), now)
+                    .map(|()| report::snapshot(c, &name))
+            })
+            .await;
+        match stored {
+            Ok(event) => self.0.emit(event),
             Err(e) => warn!(stream, error = %e, "cannot store the sync status"),
+        }
+    }
+
+    /// The catalog from the supervisor's async code, on the blocking pool
+    /// ([`Catalog::blocking`]); a panic in `f` is the caller's.
+    async fn db<T, F>(&self, f: F) -> T
+    where
+        T: Send + 'static,
+        F: FnOnce(&Catalog) -> T + Send + 'static,
+    {
+        match self.0.catalog.blocking(f).await {
+            Ok(t) => t,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => panic!("a catalog task was cancelled: {e}"),
         }
     }
 

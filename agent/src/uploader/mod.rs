@@ -100,8 +100,8 @@ where
     T: Send + 'static,
     F: FnOnce(&Catalog) -> Result<T, CatalogError> + Send + 'static,
 {
-    let catalog = Arc::clone(catalog);
-    tokio::task::spawn_blocking(move || f(&catalog))
+    catalog
+        .blocking(f)
         .await
         .map_err(UploadError::CatalogTask)?
         .map_err(UploadError::from)
