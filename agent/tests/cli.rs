@@ -1,23 +1,21 @@
 //! The binary's verbs as an operator runs them.
 
+#[path = "support/bin.rs"]
+mod bin;
+#[path = "support/process.rs"]
+mod process;
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_kvs-edge-agent");
 const EXAMPLE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../config/example-edge-configuration.json"
 );
 
 fn agent() -> Command {
-    let mut c = Command::new(BIN);
     // Start each run from a clean environment of the agent's own variables.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("AWS_") || k.starts_with("GREENGRASS") || k == "SVCUID" || k == "RUST_LOG"
-        {
-            c.env_remove(k);
-        }
-    }
+    let mut c = bin::command();
     // `run` logs to files too: never into the source tree (the default is ./log).
     let log_dir =
         std::env::temp_dir().join(format!("kvs-edge-agent-cli-log-{}", std::process::id()));
@@ -221,14 +219,7 @@ fn run_opens_the_catalog_and_stops_cleanly_on_sigterm() {
         0,
         "SigIgn {ignored:x}"
     );
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    process::signal(child.id(), "-TERM");
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "SIGTERM is a clean stop");
     // The log file has every line, the last one ("stopped", logged just before exit) included.
@@ -385,14 +376,7 @@ fn run_applies_edge_config_files_at_start() {
         .map_while(Result::ok)
         .any(|l| l.contains("segment opened") && l.contains("demo-cam"));
     assert!(opened, "the configuration from the file records");
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    process::signal(child.id(), "-TERM");
     assert_eq!(child.wait().unwrap().code(), Some(0));
 
     let c = kvs_edge_agent::catalog::Catalog::open(&dir.path().join("kvs-edge-agent.db")).unwrap();
@@ -439,9 +423,7 @@ fn output_capped(mut cmd: Command) -> std::process::Output {
     match rx.recv_timeout(std::time::Duration::from_secs(20)) {
         Ok(out) => out.unwrap(),
         Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
+            process::signal_quiet(pid, "-KILL");
             panic!("{cmd:?} did not end within 20 s");
         }
     }
@@ -555,13 +537,7 @@ fn a_secrets_file_that_is_a_device_is_reported_and_the_daemon_runs_on() {
         }
     }
     assert!(refused, "the device is named, before the agent is ready");
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &daemon.0.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    process::signal(daemon.0.id(), "-TERM");
     assert_eq!(daemon.0.wait().unwrap().code(), Some(0));
 }
 

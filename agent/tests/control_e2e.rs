@@ -2,13 +2,42 @@
 //! test on a free port) and against the embedded broker. FILE_URI configurations play the sample
 //! clip; the RTSP case uses the GStreamer test camera.
 
-mod control_support;
-mod recorder_support;
-mod uploader_support;
+#[path = "support/agent.rs"]
+mod agent;
+#[path = "support/bin.rs"]
+mod bin;
+#[path = "support/certs.rs"]
+mod certs;
+#[path = "support/control.rs"]
+mod control;
+#[path = "support/kvs.rs"]
+mod kvs;
+#[path = "support/mosquitto.rs"]
+mod mosquitto;
+#[path = "support/net.rs"]
+mod net;
+#[path = "support/peer.rs"]
+mod peer;
+#[path = "support/poll.rs"]
+mod poll;
+#[path = "support/process.rs"]
+mod process;
+#[path = "support/recording.rs"]
+mod recording;
+#[path = "support/rtsp.rs"]
+mod rtsp;
+#[path = "support/sample.rs"]
+mod sample;
 
 use std::time::Duration;
 
-use control_support::*;
+use agent::{Agent, THING};
+use bin::BIN;
+use certs::make_certs;
+use control::*;
+use mosquitto::Mosquitto;
+use net::{free_port, wait_listening};
+use sample::{repo_root, sample_clip};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -22,7 +51,7 @@ async fn start_describe_resend_update_delete() {
     let Some(broker) = Mosquitto::start(dir.path()) else {
         return;
     };
-    let agent = Agent::start(dir.path(), &yaml_with(&broker.url(), ""), "");
+    let agent = Agent::launch(dir.path(), &yaml_with(&broker.url(), ""), "");
     let w = Watcher::start(broker.port).await;
     w.wait("agent online", T, |m| {
         m.iter()
@@ -194,7 +223,7 @@ async fn invalid_requests_fail_naming_the_field() {
     let Some(broker) = Mosquitto::start(dir.path()) else {
         return;
     };
-    let mut agent = Agent::start(dir.path(), &yaml_with(&broker.url(), ""), "");
+    let mut agent = Agent::launch(dir.path(), &yaml_with(&broker.url(), ""), "");
     let w = Watcher::start(broker.port).await;
     w.wait("agent online", T, |m| {
         m.iter().any(|m| m.topic == agent_topic())
@@ -361,7 +390,7 @@ async fn file_uris_that_are_not_regular_files_fail_at_once() {
         secret_arn("fifo"),
         fifo.display()
     );
-    let mut agent = Agent::start(dir.path(), &yaml_with(&broker.url(), ""), &extra);
+    let mut agent = Agent::launch(dir.path(), &yaml_with(&broker.url(), ""), &extra);
     let w = Watcher::start(broker.port).await;
     w.wait("agent online", T, |m| {
         m.iter().any(|m| m.topic == agent_topic())
@@ -399,7 +428,7 @@ async fn file_uris_that_are_not_regular_files_fail_at_once() {
     }
     let before = agent.fragment_count("cam-0");
     agent.wait_fragments("cam-0", before + 2, T).await;
-    let (status, _) = agent.stop();
+    let (status, _) = agent.stop().unwrap();
     assert!(status.success(), "{status:?}");
 }
 
@@ -409,7 +438,7 @@ async fn the_seventeenth_stream_fails_and_list_pages() {
     let Some(broker) = Mosquitto::start(dir.path()) else {
         return;
     };
-    let _agent = Agent::start(dir.path(), &yaml_with(&broker.url(), ""), "");
+    let _agent = Agent::launch(dir.path(), &yaml_with(&broker.url(), ""), "");
     let w = Watcher::start(broker.port).await;
     w.wait("agent online", T, |m| {
         m.iter().any(|m| m.topic == agent_topic())
@@ -505,7 +534,7 @@ async fn broker_outage_and_restart_without_broker() {
     let Some(mut broker) = Mosquitto::start(dir.path()) else {
         return;
     };
-    let mut agent = Agent::start(dir.path(), &yaml_with(&broker.url(), ""), "");
+    let mut agent = Agent::launch(dir.path(), &yaml_with(&broker.url(), ""), "");
     let url = broker.url();
     let req = write_request(dir.path(), "cam-1.json", &start_request("cam-1", ""));
     {
@@ -544,7 +573,7 @@ async fn broker_outage_and_restart_without_broker() {
     .await;
 
     // SIGTERM: exit 0 within 10 s, offline published.
-    let (status, took) = agent.stop();
+    let (status, took) = agent.stop().unwrap();
     assert!(status.success(), "{status:?}");
     assert!(took < Duration::from_secs(10), "{took:?}");
     w.wait("offline", T, |m| {
@@ -557,9 +586,9 @@ async fn broker_outage_and_restart_without_broker() {
     // Restarted with the broker down: the stored configuration resumes.
     broker.stop();
     let n = agent.fragment_count("cam-1");
-    agent.restart();
+    agent.start();
     agent.wait_fragments("cam-1", n + 2, T).await;
-    let (status, _) = agent.stop();
+    let (status, _) = agent.stop().unwrap();
     assert!(status.success());
 }
 
@@ -569,7 +598,7 @@ async fn embedded_broker_walkthrough() {
     // config/secrets.example.yaml and config/example-local.json as shipped.
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut agent = Agent::start(
+    let mut agent = Agent::launch(
         dir.path(),
         &format!(
             "secrets_file: {}\nmqtt:\n  embedded_broker_listen: 127.0.0.1:{port}\n",
@@ -638,7 +667,7 @@ async fn embedded_broker_walkthrough() {
     .await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!agent.rec.join("streams/demo-cam").exists());
-    let (status, took) = agent.stop();
+    let (status, took) = agent.stop().unwrap();
     assert!(
         status.success() && took < Duration::from_secs(10),
         "{status:?} {took:?}"
@@ -647,15 +676,14 @@ async fn embedded_broker_walkthrough() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtsp_camera_recorded_and_its_password_kept_secret() {
-    if !recorder_support::require_gstreamer(&["x264enc", "rtph264pay"]) {
+    if !rtsp::require_gstreamer(&["x264enc", "rtph264pay"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let Some(broker) = Mosquitto::start(dir.path()) else {
         return;
     };
-    let server =
-        recorder_support::RtspServer::start(&["--user", "viewer", "--password", "s3cret-pw"]);
+    let server = rtsp::RtspServer::start(&["--user", "viewer", "--password", "s3cret-pw"]);
     let good = server.url_with("viewer", "s3cret-pw");
     let bad = server.url_with("viewer", "wrong-pw");
     let secrets = format!(
@@ -663,7 +691,7 @@ async fn rtsp_camera_recorded_and_its_password_kept_secret() {
         secret_arn("door"),
         secret_arn("yard")
     );
-    let agent = Agent::start(dir.path(), &yaml_with(&broker.url(), ""), &secrets);
+    let agent = Agent::launch(dir.path(), &yaml_with(&broker.url(), ""), &secrets);
     let w = Watcher::start(broker.port).await;
     w.wait("agent online", T, |m| {
         m.iter().any(|m| m.topic == agent_topic())
@@ -734,7 +762,7 @@ async fn requests_sent_while_the_agent_is_away_apply_when_it_returns() {
     let Some(broker) = Mosquitto::start(dir.path()) else {
         return;
     };
-    let mut agent = Agent::start(dir.path(), &yaml_with(&broker.url(), ""), "");
+    let mut agent = Agent::launch(dir.path(), &yaml_with(&broker.url(), ""), "");
     let w = Watcher::start(broker.port).await;
     w.wait("agent online", T, |m| {
         m.iter().any(|m| m.topic == agent_topic())
@@ -746,12 +774,12 @@ async fn requests_sent_while_the_agent_is_away_apply_when_it_returns() {
     agent.wait_fragments("cam-1", 1, T).await;
     assert_eq!(sessions_of(&agent, "cam-1"), 1);
 
-    let (status, _) = agent.stop();
+    let (status, _) = agent.stop().unwrap();
     assert!(status.success());
     // While the agent is away: a new stream (queued in its persistent session, and retained).
     w.publish(&desired("cam-2"), start_request("cam-2", "").as_bytes())
         .await;
-    agent.restart();
+    agent.start();
     w.wait("cam-2 in sync after the agent returned", T, |m| {
         statuses(m, &reported("cam-2")).last().map(String::as_str) == Some("IN_SYNC")
     })
@@ -781,7 +809,7 @@ async fn a_delete_then_an_apply_leaves_the_apply_desired() {
     let Some(broker) = Mosquitto::start(dir.path()) else {
         return;
     };
-    let mut agent = Agent::start(dir.path(), &yaml_with(&broker.url(), ""), "");
+    let mut agent = Agent::launch(dir.path(), &yaml_with(&broker.url(), ""), "");
     let w = Watcher::start(broker.port).await;
     w.wait("agent online", T, |m| {
         m.iter().any(|m| m.topic == agent_topic())
@@ -790,7 +818,7 @@ async fn a_delete_then_an_apply_leaves_the_apply_desired() {
     w.publish(&desired("cam-1"), start_request("cam-1", "").as_bytes())
         .await;
     agent.wait_fragments("cam-1", 1, T).await;
-    let (status, _) = agent.stop();
+    let (status, _) = agent.stop().unwrap();
     assert!(status.success());
 
     w.publish(&desired("cam-1"), br#"{"StreamName":"cam-1"}"#)
@@ -798,7 +826,7 @@ async fn a_delete_then_an_apply_leaves_the_apply_desired() {
     let newer = start_request("cam-1", r#","DeletionConfig":{"EdgeRetentionInHours":12}"#);
     w.publish(&desired("cam-1"), newer.as_bytes()).await;
     let seen_before = w.on(&reported("cam-1")).len();
-    agent.restart();
+    agent.start();
     w.wait("deleted, then in sync with the newer request", T, |m| {
         let after: Vec<_> = m
             .iter()
@@ -852,7 +880,7 @@ async fn a_second_things_stream_of_the_same_name_is_refused() {
     let Some(broker) = Mosquitto::start(dir.path()) else {
         return;
     };
-    let agent = Agent::start(
+    let agent = Agent::launch(
         dir.path(),
         &format!("mqtt:\n  broker_url: {}\n", broker.url()),
         "",
@@ -949,7 +977,7 @@ async fn the_release_binary_restarts_a_panicked_job_and_keeps_the_others() {
     }
     // The streams come from --edge-config; nothing listens at the broker URL.
     let yaml = yaml_with(&format!("mqtt://127.0.0.1:{}", free_port()), "");
-    let mut agent = Agent::start_bin(
+    let mut agent = Agent::launch_bin(
         dir.path(),
         &yaml,
         "",
@@ -966,7 +994,7 @@ async fn the_release_binary_restarts_a_panicked_job_and_keeps_the_others() {
     agent.wait_fragments("cam-1", 1, T).await;
     agent.wait_fragments("cam-2", n + 2, T).await;
     assert!(agent.is_running(), "{}", agent.log_text());
-    let (status, _) = agent.stop();
+    let (status, _) = agent.stop().unwrap();
     assert!(status.success(), "{status:?}\n{}", agent.log_text());
     assert_eq!(agent.log_text().matches("injected panic").count(), 2);
 }
@@ -980,7 +1008,7 @@ async fn a_request_whose_handling_panics_fails_and_the_next_applies() {
     let Some(broker) = Mosquitto::start(dir.path()) else {
         return;
     };
-    let agent = Agent::start_env(
+    let agent = Agent::launch_env(
         dir.path(),
         &yaml_with(&broker.url(), ""),
         "",
@@ -1020,7 +1048,7 @@ async fn a_panicked_janitor_is_restarted_and_does_its_work() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cam-1.json");
     std::fs::write(&path, start_request("cam-1", "")).unwrap();
-    let agent = Agent::start_bin(
+    let agent = Agent::launch_bin(
         dir.path(),
         &yaml_with(
             &format!("mqtt://127.0.0.1:{}", free_port()),
@@ -1238,7 +1266,7 @@ async fn iot_mode_mutual_tls() {
         ("AWS_SECRET_ACCESS_KEY", "secret"),
         ("AWS_ENDPOINT_URL_KINESIS_VIDEO", "http://127.0.0.1:9"),
     ];
-    let agent = Agent::start_env(
+    let agent = Agent::launch_env(
         dir.path(),
         &format!("mqtt:\n  broker_url: {url}\n"),
         "",
@@ -1280,22 +1308,22 @@ async fn iot_mode_mutual_tls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_reach_kvs_and_reported_carries_both_job_statuses() {
-    if !uploader_support::have_tool("python3") {
+    if !peer::on_path("python3") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let Some(broker) = Mosquitto::start(dir.path()) else {
         return;
     };
-    let emulator = uploader_support::Emulator::start(&dir.path().join("kvs"), &[]);
+    let emulator = kvs::Emulator::start(&dir.path().join("kvs"), &[]);
     let endpoint = emulator.url();
     let env = [
-        ("AWS_REGION", uploader_support::REGION),
-        ("AWS_ACCESS_KEY_ID", uploader_support::ACCESS_KEY),
-        ("AWS_SECRET_ACCESS_KEY", uploader_support::SECRET_KEY),
+        ("AWS_REGION", kvs::REGION),
+        ("AWS_ACCESS_KEY_ID", kvs::ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", kvs::SECRET_KEY),
         ("AWS_ENDPOINT_URL_KINESIS_VIDEO", endpoint.as_str()),
     ];
-    let agent = Agent::start_env(dir.path(), &yaml_with(&broker.url(), ""), "", &env);
+    let agent = Agent::launch_env(dir.path(), &yaml_with(&broker.url(), ""), "", &env);
     let w = Watcher::start(broker.port).await;
     w.wait("agent online", T, |m| {
         m.iter().any(|m| m.topic == agent_topic())
@@ -1373,7 +1401,7 @@ async fn greengrass_mode_connects_with_the_nucleus_identity() {
         ("AWS_ENDPOINT_URL_KINESIS_VIDEO", "http://127.0.0.1:9"),
     ];
     // No thing_name in the settings file: the nucleus' is used.
-    let agent = Agent::start_env(
+    let agent = Agent::launch_env(
         dir.path(),
         &format!("mqtt:\n  broker_url: {url}\n"),
         "",

@@ -1,17 +1,31 @@
 //! The `record` and `check` commands on the FILE_URI source: segments ffprobe and mkvinfo
 //! accept, and a kill -9 mid-segment that restart and `check --repair` recover from.
 
-mod recorder_support;
+#[path = "support/bin.rs"]
+mod bin;
+#[path = "support/mkv.rs"]
+mod mkv;
+#[path = "support/peer.rs"]
+mod peer;
+#[path = "support/poll.rs"]
+mod poll;
+#[path = "support/recording.rs"]
+mod recording;
+#[path = "support/sample.rs"]
+mod sample;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use bin::BIN;
 use kvs_edge_agent::catalog::{Catalog, SegmentState};
 use kvs_edge_agent::media::h264::AvcConfig;
-use recorder_support::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_kvs-edge-agent");
+use mkv::{ffmpeg_decodes, ffprobe, mkvinfo_ok};
+use peer::require;
+use poll::wait_for;
+use recording::{catalog_totals, read_segments};
+use sample::sample_clip;
 
 fn record(dir: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new(BIN);

@@ -2,7 +2,20 @@
 //! across segment boundaries with every frame accounted for, digest authentication, a camera
 //! that goes away and returns, and cameras that send something other than H.264.
 
-mod recorder_support;
+#[path = "support/mkv.rs"]
+mod mkv;
+#[path = "support/peer.rs"]
+mod peer;
+#[path = "support/poll.rs"]
+mod poll;
+#[path = "support/process.rs"]
+mod process;
+#[path = "support/recording.rs"]
+mod recording;
+#[path = "support/rtsp.rs"]
+mod rtsp;
+#[path = "support/sample.rs"]
+mod sample;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,7 +29,12 @@ use kvs_edge_agent::media::mkv::VideoCodec;
 use kvs_edge_agent::recorder::fragmenter::FragmenterConfig;
 use kvs_edge_agent::recorder::rtsp::RtspOptions;
 use kvs_edge_agent::recorder::{self, Control, MemoryStatus, RecorderConfig, RecorderSummary};
-use recorder_support::*;
+use mkv::{ffprobe, mkvinfo_ok};
+use peer::require;
+use poll::wait_for;
+use process::signal;
+use recording::{catalog_totals, read_segments};
+use rtsp::{RtspServer, require_gstreamer};
 use tokio::sync::watch;
 
 /// One status report: LastRecorderStatus and its details.
@@ -406,14 +424,14 @@ fn stalled_camera_times_out_and_recovers() {
         job.totals().0 >= 1
     });
     // Frozen, but the connection stays open: only the stall timeout can notice.
-    signal(server.child.id(), "-STOP");
+    signal(server.pid(), "-STOP");
     wait_for("the stall to be reported", Duration::from_secs(30), || {
         job.statuses().iter().any(|(s, d)| {
             *s == JobStatus::SystemError
                 && d.as_deref().is_some_and(|d| d.contains("no video frame"))
         })
     });
-    signal(server.child.id(), "-CONT");
+    signal(server.pid(), "-CONT");
     let before = job.totals().0;
     wait_for("recording after the stall", Duration::from_secs(60), || {
         job.totals().0 > before + 1

@@ -4,9 +4,18 @@
 //!
 //! One test in this binary: it sets process environment variables.
 
-mod aws_support;
+#[path = "support/aws.rs"]
+mod aws;
+#[path = "support/net.rs"]
+mod net;
+#[path = "support/peer.rs"]
+mod peer;
+#[path = "support/poll.rs"]
+mod poll;
+#[path = "support/process.rs"]
+mod process;
 
-use aws_support::start_moto;
+use aws::start_moto;
 use kvs_edge_agent::aws::secrets::SecretsManagerSource;
 use kvs_edge_agent::supervisor::secrets::{SecretError, SecretSource};
 
