@@ -17,6 +17,8 @@ mod aws;
 mod bin;
 #[path = "support/control.rs"]
 mod control;
+#[path = "support/ctl.rs"]
+mod ctl;
 #[path = "support/kvs.rs"]
 mod kvs;
 #[path = "support/mosquitto.rs"]
@@ -35,6 +37,8 @@ mod recording;
 mod rtsp;
 #[path = "support/sample.rs"]
 mod sample;
+#[path = "support/watcher.rs"]
+mod watcher;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -43,10 +47,12 @@ use agent::{Agent, THING};
 use aws::{LocalStack, start_moto};
 use aws_sdk_cloudwatch::types::{Dimension, Statistic};
 use control::*;
+use ctl::*;
 use kvs::{ACCESS_KEY, Emulator, REGION, SECRET_KEY};
 use mosquitto::Mosquitto;
 use net::free_port;
 use rtsp::{RtspServer, require_gstreamer};
+use watcher::*;
 
 const T: Duration = Duration::from_secs(60);
 const CAMERA_PASSWORD: &str = "Cam-Pa55word-9f3e";

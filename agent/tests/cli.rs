@@ -499,16 +499,9 @@ fn every_named_file_must_be_a_regular_file_of_bounded_size() {
 
 #[test]
 fn a_secrets_file_that_is_a_device_is_reported_and_the_daemon_runs_on() {
-    /// Killed with the test, should it fail.
-    struct Daemon(std::process::Child);
-    impl Drop for Daemon {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let dir = tempfile::tempdir().unwrap();
-    let mut daemon = Daemon(
+    // Killed with the test, should it fail.
+    let mut daemon = process::Killed(
         agent()
             .args(["run", "--secrets-file", "/dev/zero"])
             .env("AWS_KVS_EDGE_RECORDING_DIRECTORY", dir.path())

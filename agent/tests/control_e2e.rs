@@ -10,6 +10,8 @@ mod bin;
 mod certs;
 #[path = "support/control.rs"]
 mod control;
+#[path = "support/ctl.rs"]
+mod ctl;
 #[path = "support/kvs.rs"]
 mod kvs;
 #[path = "support/mosquitto.rs"]
@@ -28,6 +30,8 @@ mod recording;
 mod rtsp;
 #[path = "support/sample.rs"]
 mod sample;
+#[path = "support/watcher.rs"]
+mod watcher;
 
 use std::time::Duration;
 
@@ -35,9 +39,11 @@ use agent::{Agent, THING};
 use bin::BIN;
 use certs::make_certs;
 use control::*;
+use ctl::*;
 use mosquitto::Mosquitto;
 use net::{free_port, wait_listening};
 use sample::{repo_root, sample_clip};
+use watcher::*;
 
 const T: Duration = Duration::from_secs(30);
 
@@ -225,10 +231,7 @@ async fn invalid_requests_fail_naming_the_field() {
     };
     let mut agent = Agent::launch(dir.path(), &yaml_with(&broker.url(), ""), "");
     let w = Watcher::start(broker.port).await;
-    w.wait("agent online", T, |m| {
-        m.iter().any(|m| m.topic == agent_topic())
-    })
-    .await;
+    w.agent_online(T).await;
 
     let bad_duration = start_request(
         "cam-2",
@@ -392,10 +395,7 @@ async fn file_uris_that_are_not_regular_files_fail_at_once() {
     );
     let mut agent = Agent::launch(dir.path(), &yaml_with(&broker.url(), ""), &extra);
     let w = Watcher::start(broker.port).await;
-    w.wait("agent online", T, |m| {
-        m.iter().any(|m| m.topic == agent_topic())
-    })
-    .await;
+    w.agent_online(T).await;
     let req = write_request(dir.path(), "cam-0.json", &start_request("cam-0", ""));
     let out = ctl_start(&broker.url(), &req).await;
     assert!(out.status.success(), "{}", stderr(&out));
@@ -440,10 +440,7 @@ async fn the_seventeenth_stream_fails_and_list_pages() {
     };
     let _agent = Agent::launch(dir.path(), &yaml_with(&broker.url(), ""), "");
     let w = Watcher::start(broker.port).await;
-    w.wait("agent online", T, |m| {
-        m.iter().any(|m| m.topic == agent_topic())
-    })
-    .await;
+    w.agent_online(T).await;
     // A schedule far in the future keeps 16 recorders idle (cheap on a small box).
     for i in 0..17 {
         let stream = format!("cam-{i}");
@@ -539,10 +536,7 @@ async fn broker_outage_and_restart_without_broker() {
     let req = write_request(dir.path(), "cam-1.json", &start_request("cam-1", ""));
     {
         let w = Watcher::start(broker.port).await;
-        w.wait("agent online", T, |m| {
-            m.iter().any(|m| m.topic == agent_topic())
-        })
-        .await;
+        w.agent_online(T).await;
     }
     let out = ctl_start(&url, &req).await;
     assert!(out.status.success(), "{}", stderr(&out));
@@ -693,10 +687,7 @@ async fn rtsp_camera_recorded_and_its_password_kept_secret() {
     );
     let agent = Agent::launch(dir.path(), &yaml_with(&broker.url(), ""), &secrets);
     let w = Watcher::start(broker.port).await;
-    w.wait("agent online", T, |m| {
-        m.iter().any(|m| m.topic == agent_topic())
-    })
-    .await;
+    w.agent_online(T).await;
     for stream in ["door", "yard"] {
         let body = start_request(stream, "").replace("FILE_URI", "RTSP_URI");
         let req = write_request(dir.path(), &format!("{stream}.json"), &body);
@@ -764,10 +755,7 @@ async fn requests_sent_while_the_agent_is_away_apply_when_it_returns() {
     };
     let mut agent = Agent::launch(dir.path(), &yaml_with(&broker.url(), ""), "");
     let w = Watcher::start(broker.port).await;
-    w.wait("agent online", T, |m| {
-        m.iter().any(|m| m.topic == agent_topic())
-    })
-    .await;
+    w.agent_online(T).await;
     let req = write_request(dir.path(), "cam-1.json", &start_request("cam-1", ""));
     let out = ctl_start(&broker.url(), &req).await;
     assert!(out.status.success(), "{}", stderr(&out));
@@ -811,10 +799,7 @@ async fn a_delete_then_an_apply_leaves_the_apply_desired() {
     };
     let mut agent = Agent::launch(dir.path(), &yaml_with(&broker.url(), ""), "");
     let w = Watcher::start(broker.port).await;
-    w.wait("agent online", T, |m| {
-        m.iter().any(|m| m.topic == agent_topic())
-    })
-    .await;
+    w.agent_online(T).await;
     w.publish(&desired("cam-1"), start_request("cam-1", "").as_bytes())
         .await;
     agent.wait_fragments("cam-1", 1, T).await;
@@ -1015,10 +1000,7 @@ async fn a_request_whose_handling_panics_fails_and_the_next_applies() {
         &[("KVS_EDGE_AGENT_FAULT", "panic-apply:cam-1")],
     );
     let w = Watcher::start(broker.port).await;
-    w.wait("agent online", T, |m| {
-        m.iter().any(|m| m.topic == agent_topic())
-    })
-    .await;
+    w.agent_online(T).await;
     let req = start_request("cam-1", "");
     w.publish(&desired("cam-1"), req.as_bytes()).await;
     w.wait("SYNC_FAILED", T, |m| {
@@ -1083,47 +1065,23 @@ async fn ctl_refuses_malformed_input_before_connecting() {
     let not_json = write_request(dir.path(), "x.json", "{ nope");
     let array = write_request(dir.path(), "a.json", "[1]");
     let hub = "arn:aws:iot:us-east-1:123456789012:thing/hub-1";
+    fn start_json(req: &str) -> Vec<&str> {
+        vec!["start-edge-configuration-update", "--cli-input-json", req]
+    }
+    fn start_edge(edge: &str) -> Vec<&str> {
+        let head = ["start-edge-configuration-update", "--stream-name", "cam"];
+        [&head[..], &["--edge-config", edge]].concat()
+    }
     let cases: Vec<(Vec<&str>, &str)> = vec![
+        (start_json(&not_json), "not valid JSON"),
+        (start_json(&array), ""),
+        (start_json("file:///nonexistent/x.json"), "cannot read"),
         (
-            vec![
-                "start-edge-configuration-update",
-                "--cli-input-json",
-                &not_json,
-            ],
-            "not valid JSON",
-        ),
-        (
-            vec![
-                "start-edge-configuration-update",
-                "--cli-input-json",
-                &array,
-            ],
-            "",
-        ),
-        (
-            vec![
-                "start-edge-configuration-update",
-                "--cli-input-json",
-                "file:///nonexistent/x.json",
-            ],
-            "cannot read",
-        ),
-        (
-            vec![
-                "start-edge-configuration-update",
-                "--cli-input-json",
-                "file:///dev/zero",
-            ],
+            start_json("file:///dev/zero"),
             "the request /dev/zero is a character device, not a regular file",
         ),
         (
-            vec![
-                "start-edge-configuration-update",
-                "--stream-name",
-                "cam",
-                "--edge-config",
-                "file:///dev/zero",
-            ],
+            start_edge("file:///dev/zero"),
             "the request /dev/zero is a character device",
         ),
         (
@@ -1135,25 +1093,10 @@ async fn ctl_refuses_malformed_input_before_connecting() {
             r#"duplicate key "StreamName""#,
         ),
         (
-            vec![
-                "start-edge-configuration-update",
-                "--stream-name",
-                "cam",
-                "--edge-config",
-                r#"{"HubDeviceArn":"a","HubDeviceArn":"b"}"#,
-            ],
+            start_edge(r#"{"HubDeviceArn":"a","HubDeviceArn":"b"}"#),
             r#"--edge-config is not valid JSON: duplicate key "HubDeviceArn""#,
         ),
-        (
-            vec![
-                "start-edge-configuration-update",
-                "--stream-name",
-                "cam",
-                "--edge-config",
-                "{}",
-            ],
-            "EdgeConfig.HubDeviceArn: is required",
-        ),
+        (start_edge("{}"), "EdgeConfig.HubDeviceArn: is required"),
         (vec!["describe-edge-configuration"], "StreamName"),
         (
             vec!["describe-edge-configuration", "--stream-name", "a b"],
@@ -1325,10 +1268,7 @@ async fn uploads_reach_kvs_and_reported_carries_both_job_statuses() {
     ];
     let agent = Agent::launch_env(dir.path(), &yaml_with(&broker.url(), ""), "", &env);
     let w = Watcher::start(broker.port).await;
-    w.wait("agent online", T, |m| {
-        m.iter().any(|m| m.topic == agent_topic())
-    })
-    .await;
+    w.agent_online(T).await;
     // Upload windows of a minute, every minute: always uploading.
     let req = write_request(
         dir.path(),

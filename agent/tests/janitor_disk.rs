@@ -9,6 +9,8 @@ mod mkv;
 mod peer;
 #[path = "support/poll.rs"]
 mod poll;
+#[path = "support/runtime.rs"]
+mod runtime;
 #[path = "support/sample.rs"]
 mod sample;
 #[path = "support/tmpfs.rs"]
@@ -32,6 +34,7 @@ use kvs_edge_agent::recorder::{
 };
 use mkv::ffprobe;
 use peer::require;
+use runtime::runtime;
 use sample::sample_clip;
 use tmpfs::Tmpfs;
 use tokio::runtime::Runtime;
@@ -53,14 +56,6 @@ const CHILD_ENV: &str = "JANITOR_DISK_CHILD_DIR";
 /// Polls `cond` (which reads catalog or disk state, for which no event exists) until it holds.
 fn wait_until(what: &str, cond: impl FnMut() -> bool) {
     poll::wait_for(what, DEADLINE, cond);
-}
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn open_catalog(dir: &Path) -> Arc<Catalog> {

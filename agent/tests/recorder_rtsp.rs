@@ -10,6 +10,8 @@ mod peer;
 mod poll;
 #[path = "support/process.rs"]
 mod process;
+#[path = "support/recorder.rs"]
+mod recorder;
 #[path = "support/recording.rs"]
 mod recording;
 #[path = "support/rtsp.rs"]
@@ -28,56 +30,51 @@ use kvs_edge_agent::media::h264::AvcConfig;
 use kvs_edge_agent::media::mkv::VideoCodec;
 use kvs_edge_agent::recorder::fragmenter::FragmenterConfig;
 use kvs_edge_agent::recorder::rtsp::RtspOptions;
-use kvs_edge_agent::recorder::{self, Control, MemoryStatus, RecorderConfig, RecorderSummary};
+use kvs_edge_agent::recorder::{Control, MemoryStatus, RecorderConfig, RecorderSummary};
 use mkv::{ffprobe, mkvinfo_ok};
 use peer::require;
 use poll::wait_for;
 use process::signal;
+use recorder::Job;
 use recording::{catalog_totals, read_segments};
 use rtsp::{RtspServer, require_gstreamer};
-use tokio::sync::watch;
 
 /// One status report: LastRecorderStatus and its details.
 type Report = (JobStatus, Option<String>);
 
 /// A recorder job running on its own runtime thread.
 struct Running {
-    tx: watch::Sender<Control>,
-    handle: std::thread::JoinHandle<RecorderSummary>,
+    recorder: Job,
     catalog: Arc<Catalog>,
     status: Arc<MemoryStatus>,
 }
 
 impl Running {
     fn start(dir: &Path, uri: &str, segment_secs: i64, stall: Duration) -> Running {
+        let fragmenter = FragmenterConfig {
+            segment_duration_ms: segment_secs * 1000,
+            ..FragmenterConfig::default()
+        };
+        let rtsp = RtspOptions {
+            stall_timeout: stall,
+            ..RtspOptions::default()
+        };
+        Running::with(dir, uri, fragmenter, rtsp)
+    }
+
+    fn with(dir: &Path, uri: &str, fragmenter: FragmenterConfig, rtsp: RtspOptions) -> Running {
         let catalog = Arc::new(Catalog::open(&dir.join("kvs-edge-agent.db")).unwrap());
         let status = Arc::new(MemoryStatus::default());
         let cfg = RecorderConfig {
             stream: "cam".into(),
             uri: uri.into(),
             recording_dir: dir.to_owned(),
-            fragmenter: FragmenterConfig {
-                segment_duration_ms: segment_secs * 1000,
-                ..FragmenterConfig::default()
-            },
-            rtsp: RtspOptions {
-                stall_timeout: stall,
-                ..RtspOptions::default()
-            },
+            fragmenter,
+            rtsp,
         };
-        let (tx, rx) = watch::channel(Control::Record);
-        let (c, s) = (catalog.clone(), status.clone());
-        let handle = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(recorder::run(cfg, c, Arc::new(RealClock), s, rx))
-                .unwrap()
-        });
+        let recorder = Job::spawn(cfg, catalog.clone(), Arc::new(RealClock), status.clone());
         Running {
-            tx,
-            handle,
+            recorder,
             catalog,
             status,
         }
@@ -92,8 +89,7 @@ impl Running {
     }
 
     fn stop(self) -> (RecorderSummary, Arc<Catalog>, Vec<Report>) {
-        self.tx.send(Control::Stop).unwrap();
-        let summary = self.handle.join().unwrap();
+        let summary = self.recorder.stop();
         let statuses = self.status.0.lock().unwrap().clone();
         (summary, self.catalog, statuses)
     }
@@ -347,33 +343,15 @@ fn udp_transport_records() {
     }
     let server = RtspServer::start(&[]);
     let dir = tempfile::tempdir().unwrap();
-    let catalog = Arc::new(Catalog::open(&dir.path().join("kvs-edge-agent.db")).unwrap());
-    let status = Arc::new(MemoryStatus::default());
-    let cfg = RecorderConfig {
-        stream: "cam".into(),
-        uri: server.url.clone(),
-        recording_dir: dir.path().to_owned(),
-        fragmenter: FragmenterConfig::default(),
-        rtsp: RtspOptions {
-            transport: kvs_edge_agent::recorder::rtsp::RtspTransport::Udp,
-            ..RtspOptions::default()
-        },
+    let rtsp = RtspOptions {
+        transport: kvs_edge_agent::recorder::rtsp::RtspTransport::Udp,
+        ..RtspOptions::default()
     };
-    let (tx, rx) = watch::channel(Control::Record);
-    let (c, s) = (catalog.clone(), status.clone());
-    let handle = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(recorder::run(cfg, c, Arc::new(RealClock), s, rx))
-            .unwrap()
-    });
+    let job = Running::with(dir.path(), &server.url, FragmenterConfig::default(), rtsp);
     wait_for("a fragment over UDP", Duration::from_secs(30), || {
-        catalog_totals(&catalog, "cam").0 >= 1
+        job.totals().0 >= 1
     });
-    tx.send(Control::Stop).unwrap();
-    let summary = handle.join().unwrap();
+    let (summary, catalog, _) = job.stop();
     assert!(summary.fragments >= 1);
     for s in read_segments(&catalog, dir.path(), "cam") {
         assert_eq!(ffprobe(&s.path).0, "h264");
@@ -391,7 +369,7 @@ fn pause_closes_the_segment_and_record_resumes() {
     wait_for("a fragment", Duration::from_secs(30), || {
         job.totals().0 >= 1
     });
-    job.tx.send(Control::Pause).unwrap();
+    job.recorder.tx.send(Control::Pause).unwrap();
     wait_for("the segment closed", Duration::from_secs(10), || {
         job.catalog
             .segments(Some("cam"))
@@ -400,7 +378,7 @@ fn pause_closes_the_segment_and_record_resumes() {
             .all(|s| s.state == kvs_edge_agent::catalog::SegmentState::Closed)
     });
     let paused = job.totals();
-    job.tx.send(Control::Record).unwrap();
+    job.recorder.tx.send(Control::Record).unwrap();
     wait_for("recording again", Duration::from_secs(30), || {
         job.totals().0 > paused.0
     });

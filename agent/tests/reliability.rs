@@ -21,8 +21,8 @@ mod agent;
 mod bin;
 #[path = "support/check.rs"]
 mod check;
-#[path = "support/control.rs"]
-mod control;
+#[path = "support/ctl.rs"]
+mod ctl;
 #[path = "support/kvs.rs"]
 mod kvs;
 #[path = "support/mkv.rs"]
@@ -45,6 +45,8 @@ mod recording;
 mod rng;
 #[path = "support/rtsp.rs"]
 mod rtsp;
+#[path = "support/runtime.rs"]
+mod runtime;
 #[path = "support/sample.rs"]
 mod sample;
 #[path = "support/snapshot.rs"]
@@ -53,11 +55,12 @@ mod snapshot;
 mod table;
 #[path = "support/tmpfs.rs"]
 mod tmpfs;
+#[path = "support/watcher.rs"]
+mod watcher;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -70,6 +73,7 @@ use poll::wait_until;
 use proxy::Proxy;
 use rng::{Rng, long_mode, seed};
 use rtsp::{RtspServer, require_gstreamer};
+use runtime::runtime;
 use sample::sample_clip;
 use snapshot::*;
 use table::{Row, table};
@@ -93,14 +97,6 @@ macro_rules! ensure {
 
 fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
-}
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// SIGTERM: the agent must exit cleanly.
@@ -676,8 +672,9 @@ fn camera_flapping(rng: &mut Rng, base: &Path) -> Outcome {
 // --- 3. broker outages -----------------------------------------------------------------------------
 
 fn broker_outages(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
-    use control::{Msg, Watcher, ctl, stdout_json};
+    use ctl::{ctl, stdout_json};
     use mosquitto::Mosquitto;
+    use watcher::{Msg, Watcher};
     let outages = if long_mode() { 10 } else { 3 };
     let dir = base.join("broker");
     std::fs::create_dir_all(&dir).unwrap();
@@ -702,9 +699,7 @@ fn broker_outages(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
     };
     {
         let w = rt.block_on(Watcher::start(broker.port));
-        rt.block_on(w.wait("agent online", EVENT, |m| {
-            m.iter().any(|m| m.topic == agent_topic)
-        }));
+        rt.block_on(w.agent_online(EVENT));
     }
     let req_file = format!("file://{}", dir.join("cam.json").display());
     let mut answered = 0;

@@ -14,6 +14,8 @@ mod peer;
 mod poll;
 #[path = "support/process.rs"]
 mod process;
+#[path = "support/runtime.rs"]
+mod runtime;
 
 use aws::start_moto;
 use kvs_edge_agent::aws::secrets::SecretsManagerSource;
@@ -45,11 +47,7 @@ fn secrets_manager_media_uris() {
         std::env::remove_var("AWS_PROFILE");
         std::env::remove_var("AWS_SESSION_TOKEN");
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime::runtime();
     let sdk = rt.block_on(aws_config::defaults(aws_config::BehaviorVersion::latest()).load());
     let client = aws_sdk_secretsmanager::Client::new(&sdk);
     let create = |name: &str, value: &str| -> String {

@@ -1,23 +1,13 @@
 //! The agent as the control-plane tests drive it: settings naming a secrets file that maps each
-//! stream `cam-N` to the sample clip, `kvs-edge-agent ctl`, and an MQTT watcher that records
-//! every message under the prefix.
+//! stream `cam-N` to the sample clip, and the requests that configure those streams.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use serde_json::Value;
-use tokio::sync::Notify;
 
 use crate::agent::{Agent, THING};
 use crate::bin::BIN;
-use crate::net::free_port;
 use crate::poll::wait_until_async;
 use crate::sample::sample_clip;
-
-pub const PREFIX: &str = "kvs-edge";
 
 pub fn secret_arn(stream: &str) -> String {
     format!("arn:aws:secretsmanager:us-east-1:123456789012:secret:{stream}-uri")
@@ -26,6 +16,7 @@ pub fn secret_arn(stream: &str) -> String {
 impl Agent {
     /// Writes the settings (`yaml` is appended) and the secrets file (each stream `cam-N`
     /// maps to the sample clip; `extra_secrets` lines are appended), then starts the agent.
+    #[allow(dead_code, reason = "for some of the control-plane tests only")]
     pub fn launch(dir: &Path, yaml: &str, extra_secrets: &str) -> Agent {
         Self::launch_env(dir, yaml, extra_secrets, &[])
     }
@@ -85,6 +76,7 @@ impl Agent {
     }
 
     /// The stream's segment files on disk.
+    #[allow(dead_code, reason = "for some of the control-plane tests only")]
     pub fn segment_files(&self, stream: &str) -> Vec<PathBuf> {
         crate::recording::segment_files(&self.rec, stream)
     }
@@ -110,40 +102,6 @@ impl Agent {
     }
 }
 
-/// Runs `kvs-edge-agent ctl --broker URL ARGS...`.
-pub async fn ctl(broker: &str, args: &[&str]) -> Output {
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.arg("ctl").args(args).arg("--broker").arg(broker);
-    if !args.contains(&"--wait-seconds") {
-        cmd.arg("--wait-seconds").arg("30");
-    }
-    cmd.output().await.expect("run ctl")
-}
-
-/// `ctl start-edge-configuration-update --cli-input-json REQ` (a `file://` URL).
-pub async fn ctl_start(broker: &str, req: &str) -> Output {
-    ctl(
-        broker,
-        &["start-edge-configuration-update", "--cli-input-json", req],
-    )
-    .await
-}
-
-pub fn stdout_json(o: &Output) -> Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "ctl printed no JSON ({e}): status {:?}\nstdout: {}\nstderr: {}",
-            o.status,
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    })
-}
-
-pub fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 /// A StartEdgeConfigurationUpdate request for `stream` on THING with the sample clip.
 pub fn start_request(stream: &str, extra_edge: &str) -> String {
     format!(
@@ -156,145 +114,4 @@ pub fn write_request(dir: &Path, name: &str, body: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, body).unwrap();
     format!("file://{}", p.display())
-}
-
-#[derive(Clone, Debug)]
-pub struct Msg {
-    pub topic: String,
-    pub payload: Vec<u8>,
-    pub retain: bool,
-}
-
-impl Msg {
-    pub fn json(&self) -> Option<Value> {
-        serde_json::from_slice(&self.payload).ok()
-    }
-
-    pub fn sync_status(&self) -> Option<String> {
-        self.json()?.get("SyncStatus")?.as_str().map(str::to_owned)
-    }
-}
-
-/// Records every message under `{PREFIX}/#`; reconnects (and resubscribes) on its own.
-pub struct Watcher {
-    pub client: AsyncClient,
-    msgs: Arc<Mutex<Vec<Msg>>>,
-    notify: Arc<Notify>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Watcher {
-    pub async fn start(port: u16) -> Watcher {
-        let mut o = MqttOptions::new(format!("watcher-{}", free_port()), "127.0.0.1", port);
-        o.set_max_packet_size(1 << 20, 1 << 20);
-        let (client, mut ev) = AsyncClient::new(o, 100);
-        let msgs = Arc::new(Mutex::new(Vec::new()));
-        let notify = Arc::new(Notify::new());
-        let subscribed = Arc::new(Notify::new());
-        let (m, n, c, s) = (
-            msgs.clone(),
-            notify.clone(),
-            client.clone(),
-            subscribed.clone(),
-        );
-        let task = tokio::spawn(async move {
-            loop {
-                match ev.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        let _ = c.try_subscribe(format!("{PREFIX}/#"), QoS::AtLeastOnce);
-                    }
-                    Ok(Event::Incoming(Packet::SubAck(_))) => s.notify_one(),
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        m.lock().unwrap().push(Msg {
-                            topic: p.topic,
-                            payload: p.payload.to_vec(),
-                            retain: p.retain,
-                        });
-                        n.notify_waiters();
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        });
-        tokio::time::timeout(Duration::from_secs(10), subscribed.notified())
-            .await
-            .expect("watcher subscribed");
-        Watcher {
-            client,
-            msgs,
-            notify,
-            task,
-        }
-    }
-
-    pub fn all(&self) -> Vec<Msg> {
-        self.msgs.lock().unwrap().clone()
-    }
-
-    pub fn on(&self, topic: &str) -> Vec<Msg> {
-        self.all()
-            .into_iter()
-            .filter(|m| m.topic == topic)
-            .collect()
-    }
-
-    /// Waits until `pred` holds over the messages so far (bounded).
-    pub async fn wait(&self, what: &str, limit: Duration, pred: impl Fn(&[Msg]) -> bool) {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let notified = self.notify.notified();
-            if pred(&self.all()) {
-                return;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                if pred(&self.all()) {
-                    return;
-                }
-                let topics: Vec<String> = self
-                    .all()
-                    .iter()
-                    .map(|m| format!("{} {}", m.topic, String::from_utf8_lossy(&m.payload)))
-                    .collect();
-                panic!(
-                    "timed out waiting for {what}; messages:\n{}",
-                    topics.join("\n")
-                );
-            }
-        }
-    }
-
-    /// Publishes (retained, QoS 1).
-    pub async fn publish(&self, topic: &str, payload: &[u8]) {
-        self.client
-            .publish(topic, QoS::AtLeastOnce, true, payload.to_vec())
-            .await
-            .unwrap();
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-pub fn reported(stream: &str) -> String {
-    format!("{PREFIX}/{THING}/streams/{stream}/reported")
-}
-
-pub fn desired(stream: &str) -> String {
-    format!("{PREFIX}/{THING}/streams/{stream}/desired")
-}
-
-pub fn agent_topic() -> String {
-    format!("{PREFIX}/{THING}/agent")
-}
-
-/// The statuses seen on `topic`, in order.
-pub fn statuses(msgs: &[Msg], topic: &str) -> Vec<String> {
-    msgs.iter()
-        .filter(|m| m.topic == topic)
-        .filter_map(Msg::sync_status)
-        .collect()
 }

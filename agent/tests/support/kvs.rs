@@ -59,6 +59,7 @@ impl Emulator {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    #[allow(dead_code, reason = "for some of the tests with the emulator only")]
     pub async fn admin(&self, path: &str, body: Value) -> Value {
         let r = self
             .http
@@ -86,6 +87,7 @@ impl Emulator {
         serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
     }
 
+    #[allow(dead_code, reason = "for some of the tests with the emulator only")]
     pub async fn fault(&self, stream: &str, fault: Value) {
         self.admin(
             &format!("streams/{stream}/faults"),
@@ -96,6 +98,7 @@ impl Emulator {
 }
 
 /// The persisted fragments from an emulator index: (timecode, fragment number, sha256).
+#[allow(dead_code, reason = "for some of the tests with the emulator only")]
 pub fn persisted(index: &Value) -> Vec<(i64, String, String)> {
     index["fragments"]
         .as_array()
@@ -111,6 +114,7 @@ pub fn persisted(index: &Value) -> Vec<(i64, String, String)> {
         .collect()
 }
 
+#[allow(dead_code, reason = "for some of the tests with the emulator only")]
 pub fn sha256_hex(data: &[u8]) -> String {
     // sha256sum is part of coreutils; avoids a hashing crate for tests.
     use std::io::Write;

@@ -77,6 +77,7 @@ impl Mosquitto {
     }
 
     /// Stops the broker (SIGTERM: it saves its retained messages and sessions).
+    #[allow(dead_code, reason = "for the tests of broker outages")]
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             signal(c.id(), "-TERM");

@@ -5,22 +5,46 @@ use std::time::{Duration, Instant};
 
 const INTERVAL: Duration = Duration::from_millis(10);
 
+/// `what` to wait for, until `limit` from now.
+struct Deadline<'a> {
+    what: &'a str,
+    limit: Duration,
+    at: Instant,
+}
+
+impl<'a> Deadline<'a> {
+    fn new(what: &'a str, limit: Duration) -> Deadline<'a> {
+        Deadline {
+            what,
+            limit,
+            at: Instant::now() + limit,
+        }
+    }
+
+    /// `Err` once it has passed.
+    fn check(&self) -> Result<(), String> {
+        if Instant::now() < self.at {
+            return Ok(());
+        }
+        Err(format!(
+            "timed out after {:?} waiting for {}",
+            self.limit, self.what
+        ))
+    }
+}
+
 /// Polls `cond` until it holds; `Err` naming `what` after `limit`.
 pub fn wait_until(
     what: &str,
     limit: Duration,
     mut cond: impl FnMut() -> bool,
 ) -> Result<(), String> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if cond() {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(timed_out(what, limit));
-        }
+    let deadline = Deadline::new(what, limit);
+    while !cond() {
+        deadline.check()?;
         std::thread::sleep(INTERVAL);
     }
+    Ok(())
 }
 
 /// [`wait_until`], failing the test on timeout.
@@ -38,18 +62,10 @@ pub async fn wait_until_async(
     limit: Duration,
     mut cond: impl FnMut() -> bool,
 ) -> Result<(), String> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if cond() {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(timed_out(what, limit));
-        }
+    let deadline = Deadline::new(what, limit);
+    while !cond() {
+        deadline.check()?;
         tokio::time::sleep(INTERVAL).await;
     }
-}
-
-fn timed_out(what: &str, limit: Duration) -> String {
-    format!("timed out after {limit:?} waiting for {what}")
+    Ok(())
 }

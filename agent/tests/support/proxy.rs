@@ -19,8 +19,6 @@ pub struct ProxyState {
     pub putmedia_body_now: AtomicU64,
     /// Connections cut while a PutMedia body was under way.
     pub cut_mid_body: AtomicU64,
-    /// Stalls that held a PutMedia connection with its body under way.
-    pub stalled_mid_body: AtomicU64,
     /// GetDataEndpoint answers rewritten to point at the proxy.
     pub rewrites: AtomicU64,
     stalled: AtomicBool,

@@ -39,6 +39,7 @@ impl Snapshot {
         self.frags.len()
     }
 
+    #[allow(dead_code, reason = "for the tests that compare snapshots")]
     pub fn uploaded(&self) -> usize {
         self.frags
             .values()
@@ -46,6 +47,7 @@ impl Snapshot {
             .count()
     }
 
+    #[allow(dead_code, reason = "for the tests that compare snapshots")]
     pub fn newest_timecode(&self) -> Option<i64> {
         self.frags.values().map(|f| f.timecode_ms).max()
     }
@@ -141,6 +143,7 @@ pub fn job_status(db: &Path, stream: &str, job: &str) -> Option<(String, Option<
 
 /// Why a fragment committed in `before` may be absent from `after`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code, reason = "for the tests that compare snapshots")]
 pub enum Gone {
     /// Its segment was being deleted (a DELETING row) when `before` was taken.
     FinishedDeletion,
@@ -158,6 +161,7 @@ pub enum Gone {
 /// janitor deleted its whole segment by policy. Returns the reasons for the absences, or the
 /// list of losses. Each absence comes with the fragment's timecode, so that a caller can also
 /// require it to have reached the cloud.
+#[allow(dead_code, reason = "for the tests that compare snapshots")]
 pub fn compare(before: &Snapshot, after: &Snapshot) -> Result<Vec<(Gone, i64)>, Vec<String>> {
     let mut gone = Vec::new();
     let mut lost = Vec::new();

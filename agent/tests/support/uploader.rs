@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::kvs::{Emulator, credentials, sdk_config};
 
 /// Stores an edge configuration for `stream` (job status rows belong to one).
+#[allow(dead_code, reason = "for the tests of job status rows")]
 pub fn configure(catalog: &Catalog, stream: &str) {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
