@@ -226,15 +226,8 @@ async fn metrics_after_a_record_and_upload_cycle_and_no_secret_anywhere() {
         assert!(Instant::now() < deadline, "no upload of cam-rtsp: {index}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    w.wait("cam-bad USER_ERROR", T, |m| {
-        m.iter().any(|m| {
-            m.topic == reported("cam-bad")
-                && m.json().is_some_and(|j| {
-                    j["EdgeAgentStatus"]["LastRecorderStatus"]["RecorderStatus"] == "USER_ERROR"
-                })
-        })
-    })
-    .await;
+    w.recorder_status("cam-bad USER_ERROR", "cam-bad", "USER_ERROR", T)
+        .await;
     agent.wait_fragments("cam-1", 2, T).await;
 
     let cw = cloudwatch(&localstack.url()).await;

@@ -49,11 +49,7 @@ fn help_lists_every_verb() {
 fn check_config_prints_the_normalised_request() {
     for arg in [EXAMPLE.to_owned(), format!("file://{EXAMPLE}")] {
         let out = agent().args(["check-config", &arg]).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        process::assert_success(&out);
         let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let original: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(EXAMPLE).unwrap()).unwrap();
@@ -274,11 +270,7 @@ fn recordings_list_and_du_read_the_catalog() {
         .env("AWS_KVS_EDGE_RECORDING_DIRECTORY", dir.path())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    process::assert_success(&out);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("cam1/2026-01-01/1767225600000.mkv"), "{text}");
     assert!(text.contains("2026-01-01T00:00:00Z"), "{text}");

@@ -87,15 +87,8 @@ async fn start_describe_resend_update_delete() {
     // Recording appears on disk, and the recorder status reaches `reported`.
     agent.wait_fragments("cam-1", 2, T).await;
     assert!(!agent.segment_files("cam-1").is_empty());
-    w.wait("LastRecorderStatus SUCCESS", T, |m| {
-        m.iter().any(|m| {
-            m.topic == reported("cam-1")
-                && m.json().is_some_and(|j| {
-                    j["EdgeAgentStatus"]["LastRecorderStatus"]["RecorderStatus"] == "SUCCESS"
-                })
-        })
-    })
-    .await;
+    w.recorder_status("LastRecorderStatus SUCCESS", "cam-1", "SUCCESS", T)
+        .await;
     let out = ctl(
         &broker.url(),
         &["describe-edge-configuration", "--stream-name", "cam-1"],
@@ -396,16 +389,24 @@ async fn file_uris_that_are_not_regular_files_fail_at_once() {
     let mut agent = Agent::launch(dir.path(), &yaml_with(&broker.url(), ""), &extra);
     let w = Watcher::start(broker.port).await;
     w.agent_online(T).await;
-    let req = write_request(dir.path(), "cam-0.json", &start_request("cam-0", ""));
-    let out = ctl_start(&broker.url(), &req).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    apply(
+        &broker.url(),
+        dir.path(),
+        "cam-0.json",
+        &start_request("cam-0", ""),
+    )
+    .await;
     for round in 0..3 {
         for (stream, kind) in [("zero", "character device"), ("fifo", "FIFO (named pipe)")] {
             let topic = reported(stream);
             let seen = w.on(&topic).len();
-            let req = write_request(dir.path(), "x.json", &start_request(stream, ""));
-            let out = ctl_start(&broker.url(), &req).await;
-            assert!(out.status.success(), "{}", stderr(&out));
+            apply(
+                &broker.url(),
+                dir.path(),
+                "x.json",
+                &start_request(stream, ""),
+            )
+            .await;
             w.wait(&format!("{stream} USER_ERROR naming a {kind}"), T, |m| {
                 m.iter().filter(|m| m.topic == topic).skip(seen).any(|m| {
                     m.json().is_some_and(|j| {
@@ -690,22 +691,13 @@ async fn rtsp_camera_recorded_and_its_password_kept_secret() {
     w.agent_online(T).await;
     for stream in ["door", "yard"] {
         let body = start_request(stream, "").replace("FILE_URI", "RTSP_URI");
-        let req = write_request(dir.path(), &format!("{stream}.json"), &body);
-        let out = ctl_start(&broker.url(), &req).await;
-        assert!(out.status.success(), "{}", stderr(&out));
+        apply(&broker.url(), dir.path(), &format!("{stream}.json"), &body).await;
     }
     agent.wait_fragments("door", 2, T).await;
     assert!(!agent.segment_files("door").is_empty());
     // The wrong password: USER_ERROR in LastRecorderStatus, without the password.
-    w.wait("yard USER_ERROR", T, |m| {
-        m.iter().any(|m| {
-            m.topic == reported("yard")
-                && m.json().is_some_and(|j| {
-                    j["EdgeAgentStatus"]["LastRecorderStatus"]["RecorderStatus"] == "USER_ERROR"
-                })
-        })
-    })
-    .await;
+    w.recorder_status("yard USER_ERROR", "yard", "USER_ERROR", T)
+        .await;
     // A configuration error stops the job until the configuration is sent again (seed FAQ).
     agent
         .wait_log(
@@ -756,9 +748,13 @@ async fn requests_sent_while_the_agent_is_away_apply_when_it_returns() {
     let mut agent = Agent::launch(dir.path(), &yaml_with(&broker.url(), ""), "");
     let w = Watcher::start(broker.port).await;
     w.agent_online(T).await;
-    let req = write_request(dir.path(), "cam-1.json", &start_request("cam-1", ""));
-    let out = ctl_start(&broker.url(), &req).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    apply(
+        &broker.url(),
+        dir.path(),
+        "cam-1.json",
+        &start_request("cam-1", ""),
+    )
+    .await;
     agent.wait_fragments("cam-1", 1, T).await;
     assert_eq!(sessions_of(&agent, "cam-1"), 1);
 

@@ -331,11 +331,7 @@ fn fake_nucleus_self_test() {
         .arg(fake_dir().join("test_server.py"))
         .output()
         .expect("python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    process::assert_success(&out);
 }
 
 /// What goes on the wire: our CONNECT and request are the SDK's, header for header (names, types
@@ -360,11 +356,7 @@ async fn our_messages_are_the_sdks() {
         .args([TOKEN, &good])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    process::assert_success(&out);
     let sdk_said: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(sdk_said["MediaURI"], URI);
     // The SDK may end its stream or ping after the answer; compare the first two messages.

@@ -286,11 +286,7 @@ fn large_key_frames_are_recorded() {
         .env("RUST_LOG", "warn")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    process::assert_success(&out);
     let catalog =
         kvs_edge_agent::catalog::Catalog::open(&dir.path().join("kvs-edge-agent.db")).unwrap();
     let frames: Vec<_> = recording::read_segments(&catalog, dir.path(), "cam")

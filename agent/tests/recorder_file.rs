@@ -9,6 +9,8 @@ mod mkv;
 mod peer;
 #[path = "support/poll.rs"]
 mod poll;
+#[path = "support/process.rs"]
+mod process;
 #[path = "support/recorder.rs"]
 mod recorder;
 #[path = "support/recording.rs"]
@@ -92,11 +94,7 @@ fn record_file_uri_across_segments() {
     )
     .output()
     .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    process::assert_success(&out);
     let catalog = Catalog::open(&dir.path().join("kvs-edge-agent.db")).unwrap();
     let segs = read_segments(&catalog, dir.path(), "demo");
     assert!(segs.len() >= 2, "{} segments", segs.len());
@@ -224,11 +222,7 @@ fn kill_9_mid_segment_then_recover() {
     )
     .output()
     .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    process::assert_success(&out);
     let c = check(dir.path(), &[]);
     assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stdout));
     let catalog = Catalog::open_read_only(&db).unwrap();

@@ -698,11 +698,7 @@ fn emulator_self_test() {
         ))
         .output()
         .expect("python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    process::assert_success(&out);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -115,3 +115,12 @@ pub fn write_request(dir: &Path, name: &str, body: &str) -> String {
     std::fs::write(&p, body).unwrap();
     format!("file://{}", p.display())
 }
+
+/// Writes the request `body` to `dir/name` and sends it with `ctl start-edge-configuration-update`,
+/// which must succeed.
+#[allow(dead_code, reason = "for some of the control-plane tests only")]
+pub async fn apply(broker: &str, dir: &Path, name: &str, body: &str) {
+    let req = write_request(dir, name, body);
+    let out = crate::ctl::ctl_start(broker, &req).await;
+    assert!(out.status.success(), "{}", crate::ctl::stderr(&out));
+}

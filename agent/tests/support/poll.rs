@@ -21,10 +21,13 @@ impl<'a> Deadline<'a> {
         }
     }
 
-    /// `Err` once it has passed.
-    fn check(&self) -> Result<(), String> {
+    /// Whether to poll again: `cond` does not hold yet; `Err` once the deadline has passed.
+    fn pending(&self, cond: &mut impl FnMut() -> bool) -> Result<bool, String> {
+        if cond() {
+            return Ok(false);
+        }
         if Instant::now() < self.at {
-            return Ok(());
+            return Ok(true);
         }
         Err(format!(
             "timed out after {:?} waiting for {}",
@@ -40,8 +43,7 @@ pub fn wait_until(
     mut cond: impl FnMut() -> bool,
 ) -> Result<(), String> {
     let deadline = Deadline::new(what, limit);
-    while !cond() {
-        deadline.check()?;
+    while deadline.pending(&mut cond)? {
         std::thread::sleep(INTERVAL);
     }
     Ok(())
@@ -63,8 +65,7 @@ pub async fn wait_until_async(
     mut cond: impl FnMut() -> bool,
 ) -> Result<(), String> {
     let deadline = Deadline::new(what, limit);
-    while !cond() {
-        deadline.check()?;
+    while deadline.pending(&mut cond)? {
         tokio::time::sleep(INTERVAL).await;
     }
     Ok(())

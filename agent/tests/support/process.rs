@@ -2,9 +2,10 @@
 //! are ready.
 
 use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 /// A peer process, killed and reaped when dropped (so a failing test leaves none behind).
+#[allow(dead_code, reason = "for the tests that start a peer process")]
 pub struct Killed(pub Child);
 
 impl Drop for Killed {
@@ -34,6 +35,16 @@ pub fn signal_quiet(pid: u32, sig: &str) {
         .arg(pid.to_string())
         .stderr(Stdio::null())
         .status();
+}
+
+/// The command exited 0; its stderr says why not.
+#[allow(dead_code, reason = "for the tests that run a command to its end")]
+pub fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Reads lines until `ready` picks something out of one; panics naming `what` at the end of

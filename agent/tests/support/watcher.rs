@@ -132,6 +132,20 @@ impl Watcher {
         .await;
     }
 
+    /// Waits until `stream`'s reported state says its LastRecorderStatus is `status`.
+    #[allow(dead_code, reason = "for some of the tests that watch MQTT only")]
+    pub async fn recorder_status(&self, what: &str, stream: &str, status: &str, limit: Duration) {
+        self.wait(what, limit, |m| {
+            m.iter().any(|m| {
+                m.topic == reported(stream)
+                    && m.json().is_some_and(|j| {
+                        j["EdgeAgentStatus"]["LastRecorderStatus"]["RecorderStatus"] == status
+                    })
+            })
+        })
+        .await;
+    }
+
     /// Publishes (retained, QoS 1).
     #[allow(dead_code, reason = "for some of the tests that watch MQTT only")]
     pub async fn publish(&self, topic: &str, payload: &[u8]) {
