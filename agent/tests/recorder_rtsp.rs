@@ -84,6 +84,13 @@ impl Running {
         catalog_totals(&self.catalog, "cam")
     }
 
+    /// Waits (30 s at most) for the first fragment in the catalog.
+    fn wait_fragment(&self) {
+        wait_for("a fragment", Duration::from_secs(30), || {
+            self.totals().0 >= 1
+        });
+    }
+
     fn statuses(&self) -> Vec<Report> {
         self.status.0.lock().unwrap().clone()
     }
@@ -174,9 +181,7 @@ fn digest_auth_right_and_wrong_password() {
         60,
         Duration::from_secs(5),
     );
-    wait_for("a fragment", Duration::from_secs(30), || {
-        job.totals().0 >= 1
-    });
+    job.wait_fragment();
     let (_, _, statuses) = job.stop();
     assert_eq!(statuses[0], (JobStatus::Success, None));
 
@@ -214,9 +219,7 @@ fn camera_goes_away_and_returns() {
     let port = server.port.to_string();
     let dir = tempfile::tempdir().unwrap();
     let job = Running::start(dir.path(), &server.url, 60, Duration::from_secs(5));
-    wait_for("a fragment", Duration::from_secs(30), || {
-        job.totals().0 >= 1
-    });
+    job.wait_fragment();
 
     // Dropped clients: the server stays up, the recorder reconnects.
     server.drop_clients();
@@ -305,9 +308,7 @@ fn h265_camera_is_recorded_as_hevc() {
     let server = RtspServer::start(&["--codec", "h265"]);
     let dir = tempfile::tempdir().unwrap();
     let job = Running::start(dir.path(), &server.url, 60, Duration::from_secs(5));
-    wait_for("a fragment", Duration::from_secs(30), || {
-        job.totals().0 >= 1
-    });
+    job.wait_fragment();
     let (_, catalog, _) = job.stop();
     let segs = read_segments(&catalog, dir.path(), "cam");
     assert_eq!(segs[0].track.codec, VideoCodec::H265);
@@ -366,9 +367,7 @@ fn pause_closes_the_segment_and_record_resumes() {
     let server = RtspServer::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let job = Running::start(dir.path(), &server.url, 60, Duration::from_secs(5));
-    wait_for("a fragment", Duration::from_secs(30), || {
-        job.totals().0 >= 1
-    });
+    job.wait_fragment();
     job.recorder.tx.send(Control::Pause).unwrap();
     wait_for("the segment closed", Duration::from_secs(10), || {
         job.catalog
@@ -398,9 +397,7 @@ fn stalled_camera_times_out_and_recovers() {
     let server = RtspServer::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let job = Running::start(dir.path(), &server.url, 60, Duration::from_secs(2));
-    wait_for("a fragment", Duration::from_secs(30), || {
-        job.totals().0 >= 1
-    });
+    job.wait_fragment();
     // Frozen, but the connection stays open: only the stall timeout can notice.
     signal(server.pid(), "-STOP");
     wait_for("the stall to be reported", Duration::from_secs(30), || {

@@ -65,7 +65,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use agent::{Agent, THING};
-use kvs::{ACCESS_KEY, Emulator, REGION, SECRET_KEY};
+use kvs::{ACCESS_KEY, Emulator, REGION, SECRET_KEY, each};
 use mkv::{ffprobe_frames_ok, mkvmerge_ok};
 use net::free_port;
 use peer::require;
@@ -75,6 +75,7 @@ use rng::{Rng, long_mode, seed};
 use rtsp::{RtspServer, require_gstreamer};
 use runtime::runtime;
 use sample::sample_clip;
+use serde_json::Value;
 use snapshot::*;
 use table::{Row, table};
 use tmpfs::Tmpfs;
@@ -537,12 +538,7 @@ fn kill9(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
     }
     let index = rt.block_on(emulator.index(STREAM));
     let (copies, dups) = verify_emulator(&index, &acked)?;
-    let persisted: BTreeSet<i64> = index["fragments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["timecode"].as_i64().unwrap())
-        .collect();
+    let persisted: BTreeSet<i64> = each(&index, "fragments", "timecode", Value::as_i64);
     let unsent: Vec<&i64> = deleted.difference(&persisted).collect();
     ensure!(
         unsent.is_empty(),

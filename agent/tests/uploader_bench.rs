@@ -25,10 +25,10 @@ use std::time::Instant;
 
 use kvs::*;
 use kvs_edge_agent::catalog::Catalog;
-use kvs_edge_agent::uploader::{Options, RunMode, StreamTarget};
-use recording::{Recording, record_padded};
+use kvs_edge_agent::uploader::Options;
+use recording::{Recording, record};
 use serde_json::Value;
-use uploader::{an_hour_ago_ms, test_options, uploader};
+use uploader::{an_hour_ago_ms, test_options, until_empty, uploader};
 
 /// Total media per run, split evenly over the streams.
 const TOTAL_FRAGMENTS: usize = 192;
@@ -54,7 +54,7 @@ fn streams_setup(dir: &Path, n: usize) -> (Arc<Catalog>, Vec<(String, Recording)
     let recs = (0..n)
         .map(|i| {
             let name = format!("bench-{n}-{i}");
-            let r = record_padded(
+            let r = record(
                 &catalog,
                 &dir.join("rec"),
                 &name,
@@ -92,7 +92,7 @@ async fn agent_run(n: usize) -> Run {
     let start = Instant::now();
     let handles: Vec<_> = recs
         .iter()
-        .map(|(name, _)| up.start(StreamTarget::Name(name.clone()), RunMode::UntilEmpty, None))
+        .map(|(name, _)| until_empty(&up, name))
         .collect();
     for h in handles {
         let p = h.wait().await.unwrap();
@@ -184,7 +184,7 @@ fn summary(v: &mut [f64]) -> String {
 async fn paced_upload(stream: &str, segments: usize, per_segment: usize, pad: usize) -> Value {
     let tmp = tempfile::tempdir().unwrap();
     let catalog = Arc::new(Catalog::open(&tmp.path().join("catalog.db")).unwrap());
-    record_padded(
+    record(
         &catalog,
         &tmp.path().join("rec"),
         stream,
@@ -202,21 +202,13 @@ async fn paced_upload(stream: &str, segments: usize, per_segment: usize, pad: us
         test_options(),
     )
     .await;
-    up.start(StreamTarget::Name(stream.into()), RunMode::UntilEmpty, None)
-        .wait()
-        .await
-        .unwrap();
+    until_empty(&up, stream).wait().await.unwrap();
     emulator.index(stream).await
 }
 
 async fn paced_rate() -> (usize, f64) {
     let index = paced_upload("paced", 5, 6, 0).await;
-    let times: Vec<f64> = index["fragments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["server_monotonic"].as_f64().unwrap())
-        .collect();
+    let times: Vec<f64> = each(&index, "fragments", "server_monotonic", Value::as_f64);
     let span = times.last().unwrap() - times[0];
     (times.len(), (times.len() - 1) as f64 / span)
 }

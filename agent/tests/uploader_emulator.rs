@@ -25,12 +25,12 @@ use std::time::Duration;
 use kvs::*;
 use kvs_edge_agent::catalog::{Catalog, Job, UploadState};
 use kvs_edge_agent::edge_config::JobStatus;
-use kvs_edge_agent::uploader::{RunMode, StreamTarget, UploadError, UploadHandle, Uploader};
+use kvs_edge_agent::uploader::{RunMode, StreamTarget, UploadError, Uploader};
 use mkv::{Probe, probe};
 use peer::on_path;
 use poll::wait_until_async;
 use recording::{Recording, catalog_fragments, record};
-use serde_json::json;
+use serde_json::{Value, json};
 use uploader::*;
 
 struct Setup {
@@ -65,6 +65,7 @@ impl Setup {
             segments,
             per_segment,
             None,
+            0,
         )
     }
 
@@ -78,11 +79,6 @@ impl Setup {
         )
         .await
     }
-}
-
-/// Starts a run of `stream` until nothing is pending.
-fn until_empty(up: &Uploader, stream: &str) -> UploadHandle {
-    up.start(StreamTarget::Name(stream.into()), RunMode::UntilEmpty, None)
 }
 
 /// Runs the job until nothing is pending, with a hard bound.
@@ -221,6 +217,7 @@ async fn codec_private_change_opens_a_new_request() {
         3,
         2,
         Some(2),
+        0,
     );
     upload_all(&s, "cam-2", test_options()).await;
     let index = s.emulator.index("cam-2").await;
@@ -286,12 +283,7 @@ async fn error_5000_is_retried_from_the_first_unpersisted_fragment() {
     assert!(report.retries >= 1, "{report:?}");
     assert_eq!(report.fragments_failed, 0);
     let index = s.emulator.index("e5000").await;
-    let errors: Vec<i64> = index["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["error_id"].as_i64().unwrap())
-        .collect();
+    let errors: Vec<i64> = each(&index, "errors", "error_id", Value::as_i64);
     assert_eq!(errors, vec![5000]);
     let c = counts(&index);
     assert_eq!(c.len(), 6);
@@ -493,12 +485,7 @@ async fn streams_upload_in_parallel() {
     for n in names {
         assert_eq!(uploaded_count(&s.catalog, n), 6, "{n}");
         let index = s.emulator.index(n).await;
-        let times: Vec<f64> = index["fragments"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f["server_monotonic"].as_f64().unwrap())
-            .collect();
+        let times: Vec<f64> = each(&index, "fragments", "server_monotonic", Value::as_f64);
         spans.push((times[0], *times.last().unwrap()));
     }
     let latest_start = spans.iter().map(|s| s.0).fold(f64::MIN, f64::max);
@@ -678,6 +665,7 @@ async fn data_endpoint_is_cached_until_its_ttl() {
             1,
             2,
             None,
+            0,
         );
         expected += 2;
         until_empty(&up, "ep").wait().await.unwrap();

@@ -97,6 +97,22 @@ impl Emulator {
     }
 }
 
+/// `key` of every entry of an emulator index's `list` (`fragments`, `errors`), read with `get`.
+#[allow(dead_code, reason = "for some of the tests with the emulator only")]
+pub fn each<T, C: FromIterator<T>>(
+    index: &Value,
+    list: &str,
+    key: &str,
+    get: impl Fn(&Value) -> Option<T>,
+) -> C {
+    index[list]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| get(&e[key]).unwrap())
+        .collect()
+}
+
 /// The persisted fragments from an emulator index: (timecode, fragment number, sha256).
 #[allow(dead_code, reason = "for some of the tests with the emulator only")]
 pub fn persisted(index: &Value) -> Vec<(i64, String, String)> {

@@ -5,6 +5,9 @@ use std::time::{Duration, Instant};
 
 const INTERVAL: Duration = Duration::from_millis(10);
 
+/// `Err` says what was not seen in time.
+pub type Waited = Result<(), String>;
+
 /// `what` to wait for, until `limit` from now.
 struct Deadline<'a> {
     what: &'a str,
@@ -37,11 +40,7 @@ impl<'a> Deadline<'a> {
 }
 
 /// Polls `cond` until it holds; `Err` naming `what` after `limit`.
-pub fn wait_until(
-    what: &str,
-    limit: Duration,
-    mut cond: impl FnMut() -> bool,
-) -> Result<(), String> {
+pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Waited {
     let deadline = Deadline::new(what, limit);
     while deadline.pending(&mut cond)? {
         std::thread::sleep(INTERVAL);
@@ -63,7 +62,7 @@ pub async fn wait_until_async(
     what: &str,
     limit: Duration,
     mut cond: impl FnMut() -> bool,
-) -> Result<(), String> {
+) -> Waited {
     let deadline = Deadline::new(what, limit);
     while deadline.pending(&mut cond)? {
         tokio::time::sleep(INTERVAL).await;

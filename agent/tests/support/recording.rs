@@ -19,35 +19,13 @@ pub struct Recording {
 
 /// Records the sample clip, looped, into `segments` segment files of `per_segment` 1-second
 /// fragments (GOP 1 s) starting at `t0_ms`, as the recorder would: header, then each cluster
-/// written before its row. `codec_private_variant` changes the CodecPrivate from the given
-/// segment on (to test that a change opens a new request).
-#[allow(dead_code, reason = "for the uploader tests, which need a recording")]
-pub fn record(
-    catalog: &Catalog,
-    recording_dir: &Path,
-    stream: &str,
-    t0_ms: i64,
-    segments: usize,
-    per_segment: usize,
-    codec_change_at_segment: Option<usize>,
-) -> Recording {
-    record_padded(
-        catalog,
-        recording_dir,
-        stream,
-        t0_ms,
-        segments,
-        per_segment,
-        codec_change_at_segment,
-        0,
-    )
-}
-
-/// [`record`] with `pad` bytes of H.264 filler data (NAL type 12, which decoders skip) added to
-/// every frame, for large fragments in benchmarks.
+/// written before its row. `codec_change_at_segment` changes the CodecPrivate from the given
+/// segment on (to test that a change opens a new request). `pad` bytes of H.264 filler data
+/// (NAL type 12, which decoders skip) are added to every frame, for large fragments in
+/// benchmarks.
 #[allow(clippy::too_many_arguments)]
 #[allow(dead_code, reason = "for the uploader tests, which need a recording")]
-pub fn record_padded(
+pub fn record(
     catalog: &Catalog,
     recording_dir: &Path,
     stream: &str,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use kvs_edge_agent::catalog::Catalog;
 use kvs_edge_agent::clock::RealClock;
-use kvs_edge_agent::uploader::{Options, Uploader};
+use kvs_edge_agent::uploader::{Options, RunMode, StreamTarget, UploadHandle, Uploader};
 use serde_json::Value;
 
 use crate::kvs::{Emulator, credentials, sdk_config};
@@ -96,4 +96,9 @@ pub async fn uploader_with(
 ) -> Uploader {
     let sdk = sdk_config(&emulator.url(), creds).await;
     Uploader::new(&sdk, catalog, recording_dir.to_owned(), clock, options).unwrap()
+}
+
+/// Starts a run of `stream` until nothing is pending.
+pub fn until_empty(up: &Uploader, stream: &str) -> UploadHandle {
+    up.start(StreamTarget::Name(stream.into()), RunMode::UntilEmpty, None)
 }
