@@ -61,7 +61,11 @@ mod tests {
         for cap in caps {
             let d = r.next_delay();
             let cap = Duration::from_secs(cap);
-            assert!(d <= cap && d >= cap / 2, "{d:?} outside [{:?}, {cap:?}]", cap / 2);
+            assert!(
+                d <= cap && d >= cap / 2,
+                "{d:?} outside [{:?}, {cap:?}]",
+                cap / 2
+            );
         }
         r.reset();
         assert!(r.next_delay() <= Duration::from_secs(1));

@@ -132,7 +132,9 @@ impl Clock for PausedClock {
     fn now(&self) -> Timestamp {
         let s = self.0.lock().expect("clock lock");
         let elapsed = jiff::SignedDuration::try_from(s.origin.elapsed()).expect("in range");
-        s.wall_origin.checked_add(elapsed).expect("timestamp in range")
+        s.wall_origin
+            .checked_add(elapsed)
+            .expect("timestamp in range")
     }
 
     fn monotonic(&self) -> Duration {

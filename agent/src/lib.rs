@@ -2,6 +2,7 @@
 //! Agent. The architecture is in `DESIGN.md`; data flows one way:
 //! control -> supervisor -> recorder / uploader / janitor, all of which read and write the catalog.
 
+pub mod agent;
 pub mod aws;
 pub mod backoff;
 pub mod catalog;
@@ -16,6 +17,7 @@ pub mod media;
 pub mod path_error;
 pub mod recorder;
 pub mod schedule;
+pub mod secrets;
 pub mod service;
 pub mod settings;
 pub mod stop;

@@ -330,7 +330,7 @@ mod tests {
                 time_zone: jiff::tz::TimeZone::UTC,
                 disk_reserve: crate::janitor::policy::DiskReserve::of(&Default::default()),
             },
-            Arc::new(crate::supervisor::secrets::NoSecrets),
+            Arc::new(crate::secrets::NoSecrets),
             None,
             tx,
         );

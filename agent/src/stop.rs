@@ -109,9 +109,8 @@ mod tests {
         let (stopper, mut stop) = channel();
         let c = PausedClock::new("2026-03-29T00:30:00Z".parse().unwrap());
         let c2 = c.clone();
-        let waiter = tokio::spawn(async move {
-            stop.sleep_or_stop(&c2, Duration::from_secs(3600)).await
-        });
+        let waiter =
+            tokio::spawn(async move { stop.sleep_or_stop(&c2, Duration::from_secs(3600)).await });
         c.sleep(Duration::from_secs(10)).await;
         stopper.stop();
         assert!(waiter.await.unwrap());

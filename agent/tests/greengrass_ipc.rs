@@ -17,7 +17,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use kvs_edge_agent::aws::greengrass_ipc::{GreengrassSecretSource, IpcClient, IpcError};
-use kvs_edge_agent::supervisor::secrets::{SecretError, SecretSource};
+use kvs_edge_agent::edge_config::JobError;
+use kvs_edge_agent::secrets::{SecretError, SecretSource};
 use peer::python;
 use process::Killed;
 use serde_json::{Value, json};
@@ -100,7 +101,7 @@ impl Fake {
     }
 
     fn source(&self) -> GreengrassSecretSource {
-        GreengrassSecretSource::new(self.client()).unwrap()
+        GreengrassSecretSource::new(self.client())
     }
 
     fn set_store(&self, store: Value) {
@@ -118,6 +119,15 @@ impl Fake {
     }
 }
 
+/// Asks a source from a test without a runtime of its own.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
 fn store() -> Value {
     json!({
         "secrets": {
@@ -132,7 +142,7 @@ fn store() -> Value {
 }
 
 fn fatal_reason(e: SecretError, arn: &str) -> String {
-    assert!(e.is_fatal(), "{e}");
+    assert!(e.is_user_error(), "{e}");
     let text = e.to_string();
     assert!(text.contains(arn), "names the ARN: {text}");
     assert!(!text.contains("hunter2"), "never the value: {text}");
@@ -140,7 +150,7 @@ fn fatal_reason(e: SecretError, arn: &str) -> String {
 }
 
 fn transient_reason(e: SecretError, arn: &str) -> String {
-    assert!(!e.is_fatal(), "{e}");
+    assert!(!e.is_user_error(), "{e}");
     let text = e.to_string();
     assert!(text.contains(arn), "names the ARN: {text}");
     assert!(!text.contains("hunter2"), "never the value: {text}");
@@ -155,21 +165,21 @@ fn secret_fetched_then_cached() {
     let fake = Fake::start(store());
     let source = fake.source();
     let good = arn("front-door");
-    assert_eq!(source.media_uri(&good).unwrap(), URI);
+    assert_eq!(block_on(source.media_uri(&good)).unwrap(), URI);
     // Cached: a changed value is not fetched again within the cache time.
     let mut changed = store();
     changed["secrets"][good.as_str()] = json!({"MediaURI": "rtsp://admin:changed@10.0.0.2/live"})
         .to_string()
         .into();
     fake.set_store(changed);
-    assert_eq!(source.media_uri(&good).unwrap(), URI);
+    assert_eq!(block_on(source.media_uri(&good)).unwrap(), URI);
     // A fresh source sees the new value, so the first answer really came from the fake; asked
     // from inside a runtime, as the supervisor does.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let fresh = rt.block_on(async { fake.source().media_uri(&good) });
+    let fresh = rt.block_on(async { fake.source().media_uri(&good).await });
     assert_eq!(fresh.unwrap(), "rtsp://admin:changed@10.0.0.2/live");
 }
 
@@ -181,19 +191,25 @@ fn unusable_secrets_are_fatal_and_name_the_arn() {
     let fake = Fake::start(store());
     let source = fake.source();
     let missing = arn("no-such-secret");
-    let e = fatal_reason(source.media_uri(&missing).unwrap_err(), &missing);
+    let e = fatal_reason(block_on(source.media_uri(&missing)).unwrap_err(), &missing);
     assert!(e.contains("does not have it"), "{e}");
     let denied = arn("denied");
-    let e = fatal_reason(source.media_uri(&denied).unwrap_err(), &denied);
+    let e = fatal_reason(block_on(source.media_uri(&denied)).unwrap_err(), &denied);
     assert!(e.contains("access denied"), "{e}");
     let wrong_key = arn("wrong-key");
-    let e = fatal_reason(source.media_uri(&wrong_key).unwrap_err(), &wrong_key);
+    let e = fatal_reason(
+        block_on(source.media_uri(&wrong_key)).unwrap_err(),
+        &wrong_key,
+    );
     assert!(e.contains("no key MediaURI"), "{e}");
     let not_json = arn("not-json");
-    let e = fatal_reason(source.media_uri(&not_json).unwrap_err(), &not_json);
+    let e = fatal_reason(
+        block_on(source.media_uri(&not_json)).unwrap_err(),
+        &not_json,
+    );
     assert!(e.contains("not JSON"), "{e}");
     let binary = arn("binary");
-    let e = fatal_reason(source.media_uri(&binary).unwrap_err(), &binary);
+    let e = fatal_reason(block_on(source.media_uri(&binary)).unwrap_err(), &binary);
     assert!(e.contains("no secret string"), "{e}");
 }
 
@@ -216,12 +232,9 @@ async fn a_wrong_svcuid_is_rejected() {
     );
     fake.client().check().await.unwrap();
     // Through the source: an error that is retried (the nucleus issues the token).
-    let source = GreengrassSecretSource::new(client).unwrap();
+    let source = GreengrassSecretSource::new(client);
     let good = arn("front-door");
-    let e = tokio::task::spawn_blocking(move || source.media_uri(&good))
-        .await
-        .unwrap()
-        .unwrap_err();
+    let e = source.media_uri(&good).await.unwrap_err();
     let text = transient_reason(e, &arn("front-door"));
     assert!(text.contains("rejected"), "{text}");
 }
@@ -241,12 +254,9 @@ async fn an_absent_socket_is_not_fatal() {
         client.check().await,
         Err(IpcError::Connect { .. })
     ));
-    let source = GreengrassSecretSource::new(client).unwrap();
+    let source = GreengrassSecretSource::new(client);
     let good = arn("front-door");
-    let e = tokio::task::spawn_blocking(move || source.media_uri(&good))
-        .await
-        .unwrap()
-        .unwrap_err();
+    let e = source.media_uri(&good).await.unwrap_err();
     let text = transient_reason(e, &arn("front-door"));
     assert!(text.contains("cannot connect"), "{text}");
 }
@@ -285,11 +295,8 @@ async fn malformed_replies_are_clear_errors() {
         assert!(text.contains(expected), "{mode}: {text}");
     }
     // Through the source: retried, not fatal.
-    let source = GreengrassSecretSource::new(client).unwrap();
-    let e = tokio::task::spawn_blocking(move || source.media_uri(&arn("garbage")))
-        .await
-        .unwrap()
-        .unwrap_err();
+    let source = GreengrassSecretSource::new(client);
+    let e = source.media_uri(&arn("garbage")).await.unwrap_err();
     transient_reason(e, &arn("garbage"));
 }
 

@@ -127,7 +127,7 @@ impl Recording {
 struct JanitorLoop {
     wake: Arc<Notify>,
     state: watch::Receiver<State>,
-    stop: watch::Sender<bool>,
+    stop: kvs_edge_agent::stop::Stopper,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -136,7 +136,7 @@ impl JanitorLoop {
         let j = Janitor::new(STREAM, catalog.clone(), root, limits, NO_RESERVE);
         let wake = Arc::new(Notify::new());
         let (state_tx, state) = watch::channel(State::default());
-        let (stop, stop_rx) = watch::channel(false);
+        let (stop, stop_rx) = kvs_edge_agent::stop::channel();
         let task = rt.spawn(janitor::run(
             j,
             Arc::new(RealClock),
@@ -164,7 +164,7 @@ impl JanitorLoop {
     }
 
     fn stop(self, rt: &Runtime) {
-        self.stop.send_replace(true);
+        self.stop.stop();
         rt.block_on(self.task).unwrap();
     }
 }

@@ -19,10 +19,11 @@ mod runtime;
 
 use aws::start_moto;
 use kvs_edge_agent::aws::secrets::SecretsManagerSource;
-use kvs_edge_agent::supervisor::secrets::{SecretError, SecretSource};
+use kvs_edge_agent::edge_config::JobError;
+use kvs_edge_agent::secrets::{SecretError, SecretSource};
 
 fn fatal_reason(e: SecretError, arn: &str) -> String {
-    assert!(e.is_fatal(), "{e}");
+    assert!(e.is_user_error(), "{e}");
     let text = e.to_string();
     assert!(text.contains(arn), "names the ARN: {text}");
     assert!(!text.contains("hunter2"), "never the value: {text}");
@@ -74,16 +75,25 @@ fn secrets_manager_media_uris() {
     let not_json = create("not-json", "rtsp://admin:hunter2@10.0.0.2/live");
     let missing = good.replace("front-door", "no-such-secret");
 
-    let source = SecretsManagerSource::new(&sdk).unwrap();
+    let source = SecretsManagerSource::new(&sdk);
     assert_eq!(
-        source.media_uri(&good).unwrap(),
+        rt.block_on(source.media_uri(&good)).unwrap(),
         "rtsp://admin:hunter2@10.0.0.2/live"
     );
-    let e = fatal_reason(source.media_uri(&missing).unwrap_err(), &missing);
+    let e = fatal_reason(
+        rt.block_on(source.media_uri(&missing)).unwrap_err(),
+        &missing,
+    );
     assert!(e.contains("does not exist"), "{e}");
-    let e = fatal_reason(source.media_uri(&wrong_key).unwrap_err(), &wrong_key);
+    let e = fatal_reason(
+        rt.block_on(source.media_uri(&wrong_key)).unwrap_err(),
+        &wrong_key,
+    );
     assert!(e.contains("no key MediaURI"), "{e}");
-    let e = fatal_reason(source.media_uri(&not_json).unwrap_err(), &not_json);
+    let e = fatal_reason(
+        rt.block_on(source.media_uri(&not_json)).unwrap_err(),
+        &not_json,
+    );
     assert!(e.contains("not JSON"), "{e}");
 
     // Cached: a changed value is not fetched again within the cache time. Asked from inside the
@@ -96,13 +106,13 @@ fn secrets_manager_media_uris() {
             .send(),
     )
     .unwrap();
-    let again = rt.block_on(async { source.media_uri(&good) }).unwrap();
+    let again = rt.block_on(source.media_uri(&good)).unwrap();
     assert_eq!(again, "rtsp://admin:hunter2@10.0.0.2/live");
     // A fresh source sees the new value (so the first answer really came from moto); made and
     // asked inside the runtime, as `run` does.
     let fresh = rt.block_on(async {
-        let fresh = SecretsManagerSource::new(&sdk).unwrap();
-        fresh.media_uri(&good)
+        let fresh = SecretsManagerSource::new(&sdk);
+        fresh.media_uri(&good).await
     });
     assert_eq!(fresh.unwrap(), "rtsp://admin:changed@10.0.0.2/live");
 }

@@ -33,8 +33,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-use crate::aws::secrets::{Answer, CachedWorker, media_uri_of};
-use crate::supervisor::secrets::{SecretError, SecretSource};
+use crate::secrets::{Cache, Lookup, SecretError, SecretSource, media_uri_of};
 
 /// The nucleus' socket, set by the nucleus for every component.
 pub const SOCKET_ENV: &str = "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT";
@@ -503,25 +502,19 @@ fn secret_of_reply(m: &RpcMessage) -> Result<SecretValue, IpcError> {
     }
 }
 
-/// Media URIs from the Greengrass Secret Manager component, cached for
-/// [`crate::aws::secrets::CACHE_FOR`] like [`crate::aws::secrets::SecretsManagerSource`]'s.
+/// Media URIs from the Greengrass Secret Manager component, cached
+/// ([`crate::secrets::Cache`]) like [`crate::aws::secrets::SecretsManagerSource`]'s.
 pub struct GreengrassSecretSource {
-    socket: PathBuf,
-    worker: CachedWorker,
+    client: IpcClient,
+    cache: Cache,
 }
 
 impl GreengrassSecretSource {
-    pub fn new(client: IpcClient) -> std::io::Result<Self> {
-        let socket = client.socket.clone();
-        let worker = CachedWorker::spawn(
-            "greengrass-ipc",
-            "the Greengrass nucleus",
-            move |arn: String| {
-                let client = client.clone();
-                async move { fetch(&client, &arn).await }
-            },
-        )?;
-        Ok(GreengrassSecretSource { socket, worker })
+    pub fn new(client: IpcClient) -> Self {
+        GreengrassSecretSource {
+            client,
+            cache: Cache::new("the Greengrass nucleus"),
+        }
     }
 
     /// The source of a Greengrass component (socket and token from the environment) whose
@@ -547,21 +540,21 @@ impl GreengrassSecretSource {
             }
             Err(e) => return Err(e.to_string()),
         }
-        GreengrassSecretSource::new(client).map_err(|e| e.to_string())
+        Ok(GreengrassSecretSource::new(client))
     }
 
     pub fn socket(&self) -> &Path {
-        &self.socket
+        &self.client.socket
     }
 }
 
 impl SecretSource for GreengrassSecretSource {
-    fn media_uri(&self, arn: &str) -> Result<String, SecretError> {
-        self.worker.media_uri(arn)
+    fn media_uri<'a>(&'a self, arn: &'a str) -> Lookup<'a> {
+        Box::pin(self.cache.media_uri(arn, fetch(&self.client, arn)))
     }
 
-    fn refresh(&self, arn: &str) -> Result<String, SecretError> {
-        self.worker.refresh(arn)
+    fn refresh<'a>(&'a self, arn: &'a str) -> Lookup<'a> {
+        Box::pin(self.cache.refresh(arn, fetch(&self.client, arn)))
     }
 }
 
@@ -569,13 +562,13 @@ impl SecretSource for GreengrassSecretSource {
 /// read, is the user's to fix (fatal, USER_ERROR), like a bad value. Everything else, including a
 /// rejected token (the nucleus issues SVCUID; a restarted component gets a good one), is
 /// retried.
-async fn fetch(client: &IpcClient, arn: &str) -> Answer {
+async fn fetch(client: &IpcClient, arn: &str) -> Result<String, SecretError> {
     let invalid = |reason: String| SecretError::Invalid {
         arn: arn.to_owned(),
         reason,
     };
     match client.get_secret_value(arn).await {
-        Ok(SecretValue::String(text)) => media_uri_of(&text).map_err(invalid),
+        Ok(SecretValue::String(text)) => media_uri_of(&text).map_err(|e| invalid(e.to_string())),
         Ok(SecretValue::Binary) => {
             Err(invalid("it has no secret string (a binary secret?)".into()))
         }

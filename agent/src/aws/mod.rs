@@ -2,7 +2,7 @@
 //! for media URIs, the AWS IoT credentials provider, the Greengrass nucleus configuration and
 //! the CloudWatch metrics publisher.
 //!
-//! [`SecretSource`]: crate::supervisor::secrets::SecretSource
+//! [`SecretSource`]: crate::secrets::SecretSource
 
 pub mod greengrass;
 pub mod greengrass_ipc;

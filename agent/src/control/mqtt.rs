@@ -25,7 +25,7 @@ use super::desired::{Desired, parse_desired};
 use super::topics::{Kind, StreamTopic, Topics};
 use crate::edge_config::{ApiTimestamp, DescribeEdgeConfigurationResponse};
 use crate::input::quote;
-use crate::supervisor::{StreamEvent, Supervisor, thing_of};
+use crate::supervisor::{StreamEvent, Supervisor};
 
 /// Where and how to connect.
 #[derive(Clone, Debug, Default)]
@@ -370,7 +370,11 @@ impl Publisher<'_> {
     }
 
     fn stored(&mut self, stream: &str, d: DescribeEdgeConfigurationResponse) {
-        let thing = d.edge_config.as_ref().map(thing_of).unwrap_or_default();
+        let thing = d
+            .edge_config
+            .as_ref()
+            .map(|c| c.thing())
+            .unwrap_or_default();
         let payload = serde_json::to_vec(&d).expect("response serialises");
         self.publish(self.cfg.topics.reported(&thing, stream), payload);
         self.last_stored.insert(stream.to_owned(), d);
@@ -455,15 +459,66 @@ impl Publisher<'_> {
     }
 }
 
-/// Hands `desired` requests to the supervisor one at a time, in arrival order. Each is handled
-/// in a task of its own: a panic (the release profile unwinds) fails that request with
-/// SYNC_FAILED rather than leaving the agent deaf to every later one.
+/// Hands `desired` requests to the supervisor: one stream's one at a time, in arrival order;
+/// different streams' side by side, so one stream's slow apply (a secret store that does not
+/// answer) holds up no other stream. Each stream's requests go through a lane task
+/// ([`stream_lane`]) that ends when it has nothing queued.
 async fn apply_requests(
     supervisor: Supervisor,
     arrivals: SharedArrivals,
     mut rx: mpsc::UnboundedReceiver<Request>,
 ) {
+    type Lane = (mpsc::UnboundedSender<Request>, tokio::task::JoinHandle<()>);
+    let mut lanes: HashMap<(String, String), Lane> = HashMap::new();
     while let Some(request) = rx.recv().await {
+        let key = (request.0.thing.clone(), request.0.stream.clone());
+        let request = match lanes.get(&key) {
+            Some((tx, _)) => match tx.send(request) {
+                Ok(()) => continue,
+                // The lane closed itself (it had nothing queued): a new one takes over.
+                Err(mpsc::error::SendError(r)) => r,
+            },
+            None => request,
+        };
+        let before = lanes.remove(&key).map(|(_, task)| task);
+        let (tx, lane_rx) = mpsc::unbounded_channel();
+        let _ = tx.send(request);
+        let task = tokio::spawn(stream_lane(
+            supervisor.clone(),
+            arrivals.clone(),
+            before,
+            lane_rx,
+        ));
+        lanes.insert(key, (tx, task));
+        lanes.retain(|_, (_, task)| !task.is_finished());
+    }
+}
+
+/// One stream's requests, in order, after the lane it took over from (`before`) has finished
+/// what it had queued. Each is handled in a task of its own: a panic (the release profile
+/// unwinds) fails that request with SYNC_FAILED rather than leaving the stream deaf.
+async fn stream_lane(
+    supervisor: Supervisor,
+    arrivals: SharedArrivals,
+    before: Option<tokio::task::JoinHandle<()>>,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+) {
+    if let Some(before) = before {
+        let _ = before.await;
+    }
+    loop {
+        let request = match rx.try_recv() {
+            Ok(r) => r,
+            Err(_) => {
+                // Closed first, then drained: a request sent meanwhile is either received
+                // here or refused to the sender, never lost.
+                rx.close();
+                match rx.try_recv() {
+                    Ok(r) => r,
+                    Err(_) => return,
+                }
+            }
+        };
         let (thing, stream) = (request.0.thing.clone(), request.0.stream.clone());
         let handled = tokio::spawn(handle_request(
             supervisor.clone(),

@@ -10,6 +10,7 @@
 //! Optional fields stay `Option` so a configuration serialises back exactly as it was sent;
 //! [`EdgeConfig::normalized`] and the accessors apply the API's documented defaults.
 
+mod plans;
 mod timestamp;
 pub mod validate;
 
@@ -129,6 +130,13 @@ impl EdgeConfig {
     /// The uploader's schedule; `None` means an upload run every hour.
     pub fn uploader_schedule(&self) -> Option<&ScheduleConfig> {
         self.uploader_config.as_ref().map(|u| &u.schedule_config)
+    }
+
+    /// The thing named by `HubDeviceArn` (empty when it names none).
+    pub fn thing(&self) -> String {
+        thing_name_from_arn(&self.hub_device_arn)
+            .unwrap_or_default()
+            .to_owned()
     }
 }
 

@@ -152,7 +152,7 @@ pub async fn run(
     clock: Arc<dyn Clock>,
     wake: Arc<Notify>,
     state: watch::Sender<State>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: crate::stop::Stop,
 ) {
     loop {
         let now_ms = clock.now().as_millisecond();
@@ -171,8 +171,7 @@ pub async fn run(
         }
         tokio::select! {
             _ = wake.notified() => {}
-            _ = tokio::time::sleep(PASS_EVERY) => {}
-            _ = stop.wait_for(|s| *s) => return,
+            stopped = stop.sleep_or_stop(clock.as_ref(), PASS_EVERY) => if stopped { return },
         }
     }
 }

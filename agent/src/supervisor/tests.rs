@@ -2,19 +2,26 @@
 
 use std::collections::HashMap;
 
-use super::secrets::SecretError;
+use jiff::Timestamp;
+
 use super::*;
 use crate::catalog::NewSegment;
+use crate::clock::Clock;
 use crate::edge_config::parse_start_request;
+use crate::edge_config::{JobStatus, StartEdgeConfigurationUpdateRequest, SyncStatus};
+use crate::health::Occurrence;
+use crate::secrets::{Lookup, SecretError};
 
 struct MapSecrets(HashMap<String, String>);
 
 impl SecretSource for MapSecrets {
-    fn media_uri(&self, arn: &str) -> Result<String, SecretError> {
-        self.0
+    fn media_uri<'a>(&'a self, arn: &'a str) -> Lookup<'a> {
+        let answer = self
+            .0
             .get(arn)
             .cloned()
-            .ok_or_else(|| SecretError::NotFound(arn.to_owned()))
+            .ok_or_else(|| SecretError::NotFound(arn.to_owned()));
+        Box::pin(std::future::ready(answer))
     }
 }
 
@@ -420,24 +427,6 @@ async fn a_full_disk_pauses_recording_and_says_so() {
     f.sup.shutdown(Duration::from_secs(5)).await;
 }
 
-/// Wall time that moves with tokio's (paused, auto-advancing) clock, so schedules run in
-/// simulated time.
-struct TokioClock {
-    base: Timestamp,
-    start: tokio::time::Instant,
-}
-
-impl crate::clock::Clock for TokioClock {
-    fn now(&self) -> Timestamp {
-        let d = jiff::SignedDuration::try_from(self.start.elapsed()).unwrap();
-        self.base.checked_add(d).unwrap()
-    }
-
-    fn monotonic(&self) -> Duration {
-        self.start.elapsed()
-    }
-}
-
 /// A recording window that closes completes the record job once (the Completed metric); the
 /// job is then scheduled, not running, and counted healthy.
 #[tokio::test(start_paused = true)]
@@ -453,10 +442,7 @@ async fn a_closing_recording_window_completes_the_record_job_once() {
     let start: Timestamp = "2026-11-25T10:00:30Z".parse().unwrap();
     let sup = Supervisor::new(
         catalog,
-        Arc::new(TokioClock {
-            base: start,
-            start: tokio::time::Instant::now(),
-        }),
+        Arc::new(crate::clock::PausedClock::new(start)),
         config(dir.path()),
         Arc::new(secrets),
         None,
@@ -764,4 +750,104 @@ async fn deleting_a_stream_leaves_an_empty_directory_of_its_name() {
     assert_eq!(statuses(&drain(&mut f), "a").last().unwrap(), "REMOVED");
     assert!(!f.dir.path().join("streams/a").exists());
     assert!(namesake.is_dir());
+}
+
+/// The sample clip every simulated-time test records from.
+const CLIP: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../samples/sample-h264-640x360-gop1s.h264"
+);
+
+/// A configuration recording `stream` from its secret's clip all the time.
+fn always(stream: &str) -> StartEdgeConfigurationUpdateRequest {
+    parse_start_request(&format!(
+        r#"{{"StreamName":"{stream}","EdgeConfig":{{"HubDeviceArn":"arn:aws:iot:us-east-1:123456789012:thing/hub","RecorderConfig":{{"MediaSourceConfig":{{"MediaUriSecretArn":"{}","MediaUriType":"FILE_URI"}}}}}}}}"#,
+        secret(stream)
+    ))
+    .unwrap()
+}
+
+/// A secret store that answers every ARN with the clip at once, except `slow`'s, which it
+/// takes 30 s over (a Secrets Manager that does not answer); `asked` fires when that lookup
+/// begins.
+struct SlowSecrets {
+    slow: String,
+    asked: Arc<tokio::sync::Notify>,
+}
+
+impl SecretSource for SlowSecrets {
+    fn media_uri<'a>(&'a self, arn: &'a str) -> Lookup<'a> {
+        Box::pin(async move {
+            if arn == self.slow {
+                self.asked.notify_one();
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+            Ok(CLIP.to_owned())
+        })
+    }
+}
+
+/// Waits on simulated time until `cond` holds, at most `limit`; the time it took.
+async fn within(
+    clock: &dyn Clock,
+    limit: Duration,
+    what: &str,
+    cond: impl Fn() -> bool,
+) -> Duration {
+    let t0 = clock.monotonic();
+    while !cond() {
+        let waited = clock.monotonic() - t0;
+        assert!(waited < limit, "{what}: not within {limit:?}");
+        clock.sleep(Duration::from_millis(50)).await;
+    }
+    clock.monotonic() - t0
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_secret_lookup_holds_up_only_its_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Arc::new(Catalog::open(&dir.path().join("c.db")).unwrap());
+    let (tx, _events) = mpsc::unbounded_channel();
+    let clock = crate::clock::PausedClock::new("2026-11-25T10:00:00Z".parse().unwrap());
+    let asked = Arc::new(tokio::sync::Notify::new());
+    let secrets = SlowSecrets {
+        slow: secret("slow"),
+        asked: asked.clone(),
+    };
+    let sup = Supervisor::new(
+        catalog.clone(),
+        Arc::new(clock.clone()),
+        SupervisorConfig {
+            // One-second fragments, as the clip's GOP: the first is whole a second in.
+            fragmenter: FragmenterConfig {
+                min_fragment_ms: 1000,
+                ..FragmenterConfig::default()
+            },
+            ..config(dir.path())
+        },
+        Arc::new(secrets),
+        None,
+        tx,
+    );
+    let slow = tokio::spawn({
+        let sup = sup.clone();
+        async move { sup.apply("hub", always("slow"), true).await }
+    });
+    asked.notified().await;
+    let t0 = clock.monotonic();
+    assert_eq!(
+        sup.apply("hub", always("fast"), true).await,
+        Some(SyncStatus::InSync)
+    );
+    let took = within(&clock, Duration::from_secs(2), "a fragment of fast", || {
+        !catalog.pending_fragments("fast", 1).unwrap().is_empty()
+    })
+    .await;
+    assert!(!slow.is_finished(), "the slow lookup is still under way");
+    assert!(clock.monotonic() - t0 < Duration::from_secs(2), "{took:?}");
+    // The slow stream's configuration applies once its lookup answers.
+    assert_eq!(slow.await.unwrap(), Some(SyncStatus::InSync));
+    assert!(clock.monotonic() - t0 >= Duration::from_secs(29));
+    assert_eq!(sup.running_streams().await, ["fast", "slow"]);
+    sup.shutdown(Duration::from_secs(5)).await;
 }
