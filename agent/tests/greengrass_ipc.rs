@@ -10,6 +10,8 @@ mod bin;
 mod peer;
 #[path = "support/process.rs"]
 mod process;
+#[path = "support/secret.rs"]
+mod secret;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -17,7 +19,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use kvs_edge_agent::aws::greengrass_ipc::{GreengrassSecretSource, IpcClient, IpcError};
-use kvs_edge_agent::edge_config::JobError;
 use kvs_edge_agent::secrets::{SecretError, SecretSource};
 use peer::python;
 use process::Killed;
@@ -142,19 +143,11 @@ fn store() -> Value {
 }
 
 fn fatal_reason(e: SecretError, arn: &str) -> String {
-    assert!(e.is_user_error(), "{e}");
-    let text = e.to_string();
-    assert!(text.contains(arn), "names the ARN: {text}");
-    assert!(!text.contains("hunter2"), "never the value: {text}");
-    text
+    secret::reason(e, arn, true)
 }
 
 fn transient_reason(e: SecretError, arn: &str) -> String {
-    assert!(!e.is_user_error(), "{e}");
-    let text = e.to_string();
-    assert!(text.contains(arn), "names the ARN: {text}");
-    assert!(!text.contains("hunter2"), "never the value: {text}");
-    text
+    secret::reason(e, arn, false)
 }
 
 #[test]

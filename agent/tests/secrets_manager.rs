@@ -16,18 +16,15 @@ mod poll;
 mod process;
 #[path = "support/runtime.rs"]
 mod runtime;
+#[path = "support/secret.rs"]
+mod secret;
 
 use aws::start_moto;
 use kvs_edge_agent::aws::secrets::SecretsManagerSource;
-use kvs_edge_agent::edge_config::JobError;
 use kvs_edge_agent::secrets::{SecretError, SecretSource};
 
 fn fatal_reason(e: SecretError, arn: &str) -> String {
-    assert!(e.is_user_error(), "{e}");
-    let text = e.to_string();
-    assert!(text.contains(arn), "names the ARN: {text}");
-    assert!(!text.contains("hunter2"), "never the value: {text}");
-    text
+    secret::reason(e, arn, true)
 }
 
 #[test]
