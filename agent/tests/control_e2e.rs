@@ -1178,6 +1178,30 @@ fn mtls_broker(dir: &std::path::Path) -> Option<(Mosquitto, [std::path::PathBuf;
     Some((broker, [ca, client_crt, client_key]))
 }
 
+/// The agent on the TLS broker at `url` with `env`, once connected, and `cam-1` applied through
+/// ctl over TLS (`tls`: its CA, certificate and key arguments), in sync.
+async fn tls_agent_applies(
+    dir: &std::path::Path,
+    url: &str,
+    env: &[(&str, &str)],
+    tls: &[&str],
+) -> Agent {
+    let agent = Agent::launch_env(dir, &format!("mqtt:\n  broker_url: {url}\n"), "", env);
+    agent.wait_log("connected to the MQTT broker", 1, T).await;
+    let req = write_request(dir, "cam-1.json", &start_request("cam-1", ""));
+    let mut args = vec!["start-edge-configuration-update", "--cli-input-json", &req];
+    args.extend(tls);
+    let out = ctl(url, &args).await;
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        stderr(&out),
+        agent.log_text()
+    );
+    assert_eq!(stdout_json(&out)["SyncStatus"], "IN_SYNC");
+    agent
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn iot_mode_mutual_tls() {
     let dir = tempfile::tempdir().unwrap();
@@ -1204,25 +1228,8 @@ async fn iot_mode_mutual_tls() {
         ("AWS_SECRET_ACCESS_KEY", "secret"),
         ("AWS_ENDPOINT_URL_KINESIS_VIDEO", "http://127.0.0.1:9"),
     ];
-    let agent = Agent::launch_env(
-        dir.path(),
-        &format!("mqtt:\n  broker_url: {url}\n"),
-        "",
-        &env,
-    );
-    agent.wait_log("connected to the MQTT broker", 1, T).await;
-    let req = write_request(dir.path(), "cam-1.json", &start_request("cam-1", ""));
     let tls = ["--ca-file", &ca, "--cert-file", &crt, "--key-file", &key];
-    let mut args = vec!["start-edge-configuration-update", "--cli-input-json", &req];
-    args.extend(tls);
-    let out = ctl(&url, &args).await;
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        stderr(&out),
-        agent.log_text()
-    );
-    assert_eq!(stdout_json(&out)["SyncStatus"], "IN_SYNC");
+    let agent = tls_agent_applies(dir.path(), &url, &env, &tls).await;
     agent.wait_fragments("cam-1", 1, T).await;
     // Without a client certificate the broker refuses ctl.
     let out = ctl(
@@ -1336,29 +1343,13 @@ async fn greengrass_mode_connects_with_the_nucleus_identity() {
         ("AWS_ENDPOINT_URL_KINESIS_VIDEO", "http://127.0.0.1:9"),
     ];
     // No thing_name in the settings file: the nucleus' is used.
-    let agent = Agent::launch_env(
-        dir.path(),
-        &format!("mqtt:\n  broker_url: {url}\n"),
-        "",
-        &env,
-    );
-    agent.wait_log("connected to the MQTT broker", 1, T).await;
     let (ca, crt, key) = (
         ca.display().to_string(),
         client_crt.display().to_string(),
         client_key.display().to_string(),
     );
-    let req = write_request(dir.path(), "cam-1.json", &start_request("cam-1", ""));
-    let mut args = vec!["start-edge-configuration-update", "--cli-input-json", &req];
-    args.extend(["--ca-file", &ca, "--cert-file", &crt, "--key-file", &key]);
-    let out = ctl(&url, &args).await;
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        stderr(&out),
-        agent.log_text()
-    );
-    assert_eq!(stdout_json(&out)["SyncStatus"], "IN_SYNC");
+    let tls = ["--ca-file", &ca, "--cert-file", &crt, "--key-file", &key];
+    let agent = tls_agent_applies(dir.path(), &url, &env, &tls).await;
     let broker_log =
         std::fs::read_to_string(dir.path().join("mosquitto/mosquitto.log")).unwrap_or_default();
     assert!(
