@@ -51,6 +51,16 @@ fn yaml_with(broker: &str, extra: &str) -> String {
     format!("mqtt:\n  broker_url: {broker}\n  thing_name: {THING}\n{extra}")
 }
 
+/// A broker, the agent on it and a watcher that has seen the agent online; `None` (the test
+/// skipped) without Mosquitto.
+async fn online(dir: &std::path::Path) -> Option<(Mosquitto, Agent, Watcher)> {
+    let broker = Mosquitto::start(dir)?;
+    let agent = Agent::launch(dir, &yaml_with(&broker.url(), ""), "");
+    let w = Watcher::start(broker.port).await;
+    w.agent_online(T).await;
+    Some((broker, agent, w))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_describe_resend_update_delete() {
     let dir = tempfile::tempdir().unwrap();
@@ -219,12 +229,9 @@ async fn start_describe_resend_update_delete() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_requests_fail_naming_the_field() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(broker) = Mosquitto::start(dir.path()) else {
+    let Some((broker, mut agent, w)) = online(dir.path()).await else {
         return;
     };
-    let mut agent = Agent::launch(dir.path(), &yaml_with(&broker.url(), ""), "");
-    let w = Watcher::start(broker.port).await;
-    w.agent_online(T).await;
 
     let bad_duration = start_request(
         "cam-2",
@@ -742,12 +749,9 @@ fn sessions_of(agent: &Agent, stream: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_sent_while_the_agent_is_away_apply_when_it_returns() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(broker) = Mosquitto::start(dir.path()) else {
+    let Some((broker, mut agent, w)) = online(dir.path()).await else {
         return;
     };
-    let mut agent = Agent::launch(dir.path(), &yaml_with(&broker.url(), ""), "");
-    let w = Watcher::start(broker.port).await;
-    w.agent_online(T).await;
     apply(
         &broker.url(),
         dir.path(),
@@ -790,12 +794,9 @@ async fn requests_sent_while_the_agent_is_away_apply_when_it_returns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_then_an_apply_leaves_the_apply_desired() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(broker) = Mosquitto::start(dir.path()) else {
+    let Some((broker, mut agent, w)) = online(dir.path()).await else {
         return;
     };
-    let mut agent = Agent::launch(dir.path(), &yaml_with(&broker.url(), ""), "");
-    let w = Watcher::start(broker.port).await;
-    w.agent_online(T).await;
     w.publish(&desired("cam-1"), start_request("cam-1", "").as_bytes())
         .await;
     agent.wait_fragments("cam-1", 1, T).await;
