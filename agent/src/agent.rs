@@ -26,7 +26,6 @@ use crate::clock::{Clock, RealClock};
 use crate::control::mqtt::{BrokerOptions, ControlConfig};
 use crate::control::topics::{LOCAL_THING, Topics};
 use crate::edge_config::{ApiTimestamp, StartEdgeConfigurationUpdateRequest};
-use crate::janitor::policy::DiskReserve;
 use crate::recorder::fragmenter::FragmenterConfig;
 use crate::recorder::rtsp::RtspOptions;
 use crate::secrets::{LocalSecretsFile, NoSecrets, SecretSource};
@@ -212,7 +211,7 @@ impl Agent {
             },
             rtsp: RtspOptions::default(),
             time_zone: jiff::tz::TimeZone::system(),
-            disk_reserve: DiskReserve::of(&settings.file.disk_reserve),
+            disk_reserve: settings.file.disk_reserve.reserve(),
         }
     }
 
@@ -291,11 +290,12 @@ impl Agent {
         let topics = Topics::new(self.settings.file.mqtt.topic_prefix.clone(), thing);
         let (control_stop, mut control) = match start_broker(self.broker, &topics) {
             Some(broker) => {
-                let (tx, rx) = tokio::sync::watch::channel(false);
+                let (tx, rx) = crate::stop::channel();
                 let cfg = ControlConfig {
                     broker,
                     topics,
                     start_time,
+                    clock: clock.clone(),
                 };
                 let task = tokio::spawn(crate::control::mqtt::run(
                     cfg,
@@ -308,7 +308,7 @@ impl Agent {
             None => (None, None),
         };
         info!("ready");
-        let service = crate::service::Service::ready(&supervisor).await;
+        let service = crate::service::Service::ready(&supervisor, clock).await;
         // A control plane that crashes (a panic) stops the agent; one that cannot start (its
         // TLS files, say) says why and the stored configurations run on, as without one.
         let control_crashed = async {
@@ -338,9 +338,9 @@ impl Agent {
         service.stopping().await;
         supervisor.shutdown(JOBS_STOP_WITHIN).await;
         if let Some(tx) = control_stop {
-            let _ = tx.send(true);
+            tx.stop();
         }
-        let _ = metrics_stop.send(true);
+        metrics_stop.stop();
         // The control plane's `offline` and the metrics' last batch leave side by side.
         let control_stopped = async {
             if let Some(control) = control
@@ -364,11 +364,8 @@ impl Agent {
         supervisor: &Supervisor,
         sdk: Option<&aws_config::SdkConfig>,
         thing: &Option<String>,
-    ) -> (
-        tokio::sync::watch::Sender<bool>,
-        Option<tokio::task::JoinHandle<()>>,
-    ) {
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    ) -> (crate::stop::Stopper, Option<tokio::task::JoinHandle<()>>) {
+        let (stop, stop_rx) = crate::stop::channel();
         let settings = &self.settings;
         if !settings.cloudwatch_enabled {
             return (stop, None);
@@ -532,7 +529,10 @@ pub async fn secret_source(
                 );
                 return Arc::new(s);
             }
-            Err(why) => info!(why, "no Greengrass IPC, so AWS Secrets Manager"),
+            Err(why) => info!(
+                why = why.to_string(),
+                "no Greengrass IPC, so AWS Secrets Manager"
+            ),
         }
     }
     match (&settings.mode, sdk) {

@@ -236,7 +236,7 @@ impl JobBoard {
             .into_iter()
             .filter_map(|(stream, max)| {
                 let usage = usage_of(&stream)?;
-                Some((stream, crate::janitor::policy::space_used(usage, max)))
+                Some((stream, crate::edge_config::space_used(usage, max)))
             })
             .collect();
         HealthSnapshot { jobs, space_used }

@@ -23,4 +23,5 @@ pub mod settings;
 pub mod stop;
 pub mod store;
 pub mod supervisor;
+pub mod ticker;
 pub mod uploader;

@@ -11,12 +11,71 @@
 use std::path::{Path, PathBuf};
 
 use file_rotate::{ContentLimit, FileRotate, compression::Compression, suffix::AppendCount};
+use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::settings::LogFormat;
-use crate::settings::LogSettings;
+/// The levels `AWS_KVS_EDGE_LOG_LEVEL` accepts (log4j's names, matched case-insensitively).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    Off,
+    All,
+    Fatal,
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub(crate) const NAMES: &'static [(&'static str, LogLevel)] = &[
+        ("OFF", LogLevel::Off),
+        ("ALL", LogLevel::All),
+        ("FATAL", LogLevel::Fatal),
+        ("ERROR", LogLevel::Error),
+        ("WARN", LogLevel::Warn),
+        ("INFO", LogLevel::Info),
+        ("DEBUG", LogLevel::Debug),
+        ("TRACE", LogLevel::Trace),
+    ];
+
+    /// The `tracing` filter directive for this level; FATAL has no tracing level of its own and
+    /// maps to ERROR, ALL to TRACE.
+    pub fn filter_directive(self) -> &'static str {
+        match self {
+            LogLevel::Off => "off",
+            LogLevel::Fatal | LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::All | LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// Where and how the daemon logs: the `AWS_KVS_EDGE_LOG_*` variables and `log_format`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogSettings {
+    pub level: LogLevel,
+    /// Size at which the log file rolls over, in MB (`AWS_KVS_EDGE_LOG_MAX_FILE_SIZE`).
+    pub max_file_size_mb: u32,
+    /// Rolled-over files kept (`AWS_KVS_EDGE_LOG_ROLLOVER_COUNT`).
+    pub rollover_count: u32,
+    pub output_directory: PathBuf,
+    /// The files' format (stderr stays text for journald).
+    pub format: LogFormat,
+}
+
+/// The rolled log files' format (the settings file's `log_format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
 
 /// The current log file's name in the output directory.
 pub const FILE_NAME: &str = "kvs-edge-agent.log";

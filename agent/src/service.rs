@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::catalog::{Catalog, CatalogError};
+use crate::clock::Clock;
 use crate::supervisor::Supervisor;
 
 /// Why the agent is not healthy (the watchdog ping is withheld).
@@ -116,12 +117,13 @@ fn margin(period: Duration) -> Duration {
     (period / 10).min(Duration::from_secs(1))
 }
 
-/// Checks the agent's health every `period`, pinging the watchdog (when `ping`) while healthy and
+/// Checks the agent's health every `period` of `clock`, pinging the watchdog (when `ping`) while healthy and
 /// keeping the STATUS= line current (`streams` is the count the last line showed). A check may
 /// take up to `period` (less a margin): with `period` half of `WatchdogSec`, a slow but finishing
 /// check still pings before systemd's deadline, and only an agent unhealthy for about `period`
-/// is restarted. Runs until aborted.
+/// is restarted. Runs until aborted. The check's own deadline bounds its I/O on tokio's timer.
 pub async fn monitor(
+    clock: Arc<dyn Clock>,
     period: Duration,
     ping: bool,
     mut streams: usize,
@@ -129,11 +131,11 @@ pub async fn monitor(
     mut send: impl FnMut(&[NotifyState<'_>]) + Send,
 ) {
     let mut healthy = true;
-    let mut next = Instant::now();
+    let mut next = clock.monotonic();
     loop {
-        tokio::time::sleep_until(next).await;
-        let started = Instant::now();
-        match health.check(started + period - margin(period)).await {
+        clock.sleep(next.saturating_sub(clock.monotonic())).await;
+        let started = clock.monotonic();
+        match health.check(Instant::now() + period - margin(period)).await {
             Ok(now) => {
                 if !healthy {
                     info!("healthy again");
@@ -176,8 +178,8 @@ pub struct Service {
 impl Service {
     /// Sends READY=1 (call it once the stored configurations are resumed and the startup ones
     /// applied) and, under systemd, starts the health checks: watchdog pings when systemd asked
-    /// for them, STATUS= updates in any case.
-    pub async fn ready(supervisor: &Supervisor) -> Service {
+    /// for them, STATUS= updates in any case, every period of `clock`.
+    pub async fn ready(supervisor: &Supervisor, clock: Arc<dyn Clock>) -> Service {
         let streams = supervisor.running_streams().await.len();
         let line = format!("running: {streams} streams");
         send(&[NotifyState::Ready, NotifyState::Status(&line)]);
@@ -193,7 +195,7 @@ impl Service {
             None => (STATUS_PERIOD, false),
         };
         let health = AgentHealth::new(supervisor.clone());
-        let task = tokio::spawn(monitor(period, ping, streams, health, send));
+        let task = tokio::spawn(monitor(clock, period, ping, streams, health, send));
         Service {
             monitor: Some(task),
         }
@@ -247,6 +249,12 @@ mod tests {
         (log, send)
     }
 
+    fn paused() -> Arc<dyn Clock> {
+        Arc::new(crate::clock::PausedClock::new(
+            "2026-03-29T00:30:00Z".parse().unwrap(),
+        ))
+    }
+
     #[tokio::test(start_paused = true)]
     async fn pings_only_while_healthy() {
         let script = Scripted(VecDeque::from([
@@ -258,7 +266,7 @@ mod tests {
         ]));
         let (log, send) = recorded();
         let period = Duration::from_secs(10);
-        let task = tokio::spawn(monitor(period, true, 1, script, send));
+        let task = tokio::spawn(monitor(paused(), period, true, 1, script, send));
         tokio::time::sleep(Duration::from_secs(45)).await;
         task.abort();
         let log = log.lock().unwrap().clone();
@@ -297,7 +305,7 @@ mod tests {
             Some(Ok(2)),
         ]));
         let (log, send) = recorded();
-        let task = tokio::spawn(monitor(STATUS_PERIOD, false, 0, script, send));
+        let task = tokio::spawn(monitor(paused(), STATUS_PERIOD, false, 0, script, send));
         tokio::time::sleep(Duration::from_secs(125)).await;
         task.abort();
         let log = log.lock().unwrap().clone();
@@ -328,7 +336,7 @@ mod tests {
                 fragmenter: Default::default(),
                 rtsp: Default::default(),
                 time_zone: jiff::tz::TimeZone::UTC,
-                disk_reserve: crate::janitor::policy::DiskReserve::of(&Default::default()),
+                disk_reserve: crate::settings::DiskReserveFile::default().reserve(),
             },
             Arc::new(crate::secrets::NoSecrets),
             None,

@@ -305,19 +305,22 @@ async fn the_probe_says_when_to_fall_back_to_secrets_manager() {
     let why = GreengrassSecretSource::probe(IpcClient::new(&fake.socket, "not-our-svcuid"))
         .await
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
     assert!(why.contains("rejected"), "{why}");
     let without = Fake::start_with(store(), &["--no-secret-manager"]);
     let why = GreengrassSecretSource::probe(without.client())
         .await
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
     assert!(why.contains("aws.greengrass.SecretManager"), "{why}");
     let dir = tempfile::tempdir().unwrap();
     let why = GreengrassSecretSource::probe(IpcClient::new(dir.path().join("none"), TOKEN))
         .await
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
     assert!(why.contains("cannot connect"), "{why}");
 }
 

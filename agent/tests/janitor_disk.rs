@@ -28,10 +28,11 @@ use kvs_edge_agent::edge_config::{JobStatus, StrategyOnFullSize};
 use kvs_edge_agent::janitor::policy::{DiskReserve, Limits, Reason};
 use kvs_edge_agent::janitor::{self, Janitor, State};
 use kvs_edge_agent::recorder::fragmenter::FragmenterConfig;
-use kvs_edge_agent::recorder::recovery::{audit, recover};
 use kvs_edge_agent::recorder::{
     self, Control, MemoryStatus, RecorderConfig, RecorderError, RecorderSummary,
 };
+use kvs_edge_agent::store::audit::audit;
+use kvs_edge_agent::store::recovery::recover;
 use mkv::ffprobe;
 use peer::require;
 use runtime::runtime;
@@ -602,7 +603,7 @@ impl Drop for KillOnDrop {
 const VICTIMS: usize = 150;
 
 /// A real kill -9: a child process (this test binary) deletes segments with
-/// `janitor::delete::delete` one after another and is killed wherever it is; startup recovery
+/// `store::delete::delete` one after another and is killed wherever it is; startup recovery
 /// then leaves no DELETING row, no row without its file and no file without its row.
 #[test]
 fn kill_9_mid_deletion_is_repaired_at_startup() {
@@ -714,6 +715,6 @@ fn kill_9_child_deletes_segments() {
     };
     let catalog = Catalog::open(&dir.join("kvs-edge-agent.db")).unwrap();
     for s in catalog.segments(Some(STREAM)).unwrap() {
-        janitor::delete::delete(&catalog, &dir.join("media"), &s).unwrap();
+        kvs_edge_agent::store::delete::delete(&catalog, &dir.join("media"), &s).unwrap();
     }
 }

@@ -3,16 +3,14 @@
 //! simulated clock.
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use kvs_edge_agent::clock::{Clock, SimulatedClock};
+use kvs_edge_agent::clock::{Clock, SimulatedClock, Sleep};
 use kvs_edge_agent::schedule::{
-    CronSchedule, Plan, PlanState, ScheduleDriver, Sleeper, Transition, Window, Windows,
+    CronSchedule, Plan, PlanState, ScheduleDriver, Transition, Window, Windows,
 };
 
 fn ts(s: &str) -> Timestamp {
@@ -456,17 +454,17 @@ fn windows_across_dst() {
     );
 }
 
-/// A sleeper that lets simulated time pass, and steps the wall clock on chosen sleeps.
-struct SimSleeper {
+/// A simulated clock that records each sleep and steps the wall clock on chosen sleeps.
+struct JumpingClock {
     clock: SimulatedClock,
     /// (sleep number, wall time to jump to after it).
     jumps: Mutex<VecDeque<(usize, Timestamp)>>,
     sleeps: Mutex<Vec<Duration>>,
 }
 
-impl SimSleeper {
+impl JumpingClock {
     fn new(clock: &SimulatedClock, jumps: &[(usize, &str)]) -> Arc<Self> {
-        Arc::new(SimSleeper {
+        Arc::new(JumpingClock {
             clock: clock.clone(),
             jumps: Mutex::new(jumps.iter().map(|(n, t)| (*n, ts(t))).collect()),
             sleeps: Mutex::new(Vec::new()),
@@ -474,30 +472,38 @@ impl SimSleeper {
     }
 }
 
-impl Sleeper for SimSleeper {
-    fn sleep(&self, d: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+impl Clock for JumpingClock {
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    fn monotonic(&self) -> Duration {
+        self.clock.monotonic()
+    }
+
+    fn sleep(&self, d: Duration) -> Sleep {
         let mut sleeps = self.sleeps.lock().unwrap();
         sleeps.push(d);
-        self.clock.advance(d);
+        let slept = self.clock.sleep(d);
         let mut jumps = self.jumps.lock().unwrap();
         if jumps.front().is_some_and(|(n, _)| *n == sleeps.len()) {
             let (_, to) = jumps.pop_front().unwrap();
             self.clock.jump(to);
         }
-        Box::pin(std::future::ready(()))
+        slept
     }
 }
 
-fn driver(plan: Plan, clock: &SimulatedClock, sleeper: Arc<SimSleeper>) -> ScheduleDriver {
-    ScheduleDriver::new(plan, Arc::new(clock.clone())).with_sleeper(sleeper)
+fn driver(plan: Plan, sleeper: Arc<JumpingClock>) -> ScheduleDriver {
+    ScheduleDriver::new(plan, sleeper)
 }
 
 #[tokio::test]
 async fn driver_starts_at_once_inside_a_window_and_stops_at_its_end() {
     let clock = SimulatedClock::new(ts("2026-11-27T10:20:00Z"));
-    let sleeper = SimSleeper::new(&clock, &[]);
+    let sleeper = JumpingClock::new(&clock, &[]);
     let plan = Plan::Windows(windows("0 0 9-16 ? * MON-FRI *", 1800, "UTC"));
-    let mut d = driver(plan, &clock, sleeper.clone());
+    let mut d = driver(plan, sleeper.clone());
     assert_eq!(
         d.next_transition().await,
         Transition::Start {
@@ -537,12 +543,12 @@ async fn driver_starts_at_once_inside_a_window_and_stops_at_its_end() {
 async fn driver_handles_clock_jumps() {
     // Idle before a 09:00 window; the clock steps forward into the window, then back out of it.
     let clock = SimulatedClock::new(ts("2026-11-27T07:00:00Z"));
-    let sleeper = SimSleeper::new(
+    let sleeper = JumpingClock::new(
         &clock,
         &[(3, "2026-11-27T09:30:00Z"), (4, "2026-11-27T08:00:00Z")],
     );
     let plan = Plan::Windows(windows("0 0 9 * * ?", 3600, "UTC"));
-    let mut d = driver(plan, &clock, sleeper.clone());
+    let mut d = driver(plan, sleeper.clone());
     assert_eq!(
         d.next_transition().await,
         Transition::Start {
@@ -572,8 +578,8 @@ async fn driver_handles_clock_jumps() {
 async fn driver_runs_hourly_uploads_at_start_and_on_the_hour() {
     let tz = TimeZone::get("Australia/Lord_Howe").unwrap();
     let clock = SimulatedClock::new(ts("2026-11-27T10:20:00Z"));
-    let sleeper = SimSleeper::new(&clock, &[]);
-    let mut d = driver(Plan::Hourly(tz), &clock, sleeper);
+    let sleeper = JumpingClock::new(&clock, &[]);
+    let mut d = driver(Plan::Hourly(tz), sleeper);
     assert_eq!(d.next_transition().await, Transition::Start { until: None });
     assert_eq!(clock.now(), ts("2026-11-27T10:20:00Z"), "a run at start");
     assert_eq!(d.next_transition().await, Transition::Start { until: None });
@@ -586,7 +592,7 @@ async fn driver_runs_hourly_uploads_at_start_and_on_the_hour() {
 #[tokio::test]
 async fn driver_always_starts_once() {
     let clock = SimulatedClock::new(ts("2026-11-27T10:20:00Z"));
-    let mut d = driver(Plan::Always, &clock, SimSleeper::new(&clock, &[]));
+    let mut d = driver(Plan::Always, JumpingClock::new(&clock, &[]));
     assert_eq!(d.next_transition().await, Transition::Start { until: None });
     let more = tokio::time::timeout(Duration::from_millis(20), d.next_transition()).await;
     assert!(more.is_err(), "no further transition");

@@ -163,7 +163,7 @@ fn thirty_seconds_across_segments_every_frame_once() {
         assert_eq!(n, s.clusters.iter().map(Vec::len).sum::<usize>() as u64);
         mkvinfo_ok(&s.path);
     }
-    let audit = kvs_edge_agent::recorder::recovery::audit(&catalog, dir.path(), None).unwrap();
+    let audit = kvs_edge_agent::store::audit::audit(&catalog, dir.path(), None).unwrap();
     assert_eq!(audit.problems, Vec::<String>::new());
 }
 

@@ -502,6 +502,19 @@ fn secret_of_reply(m: &RpcMessage) -> Result<SecretValue, IpcError> {
     }
 }
 
+/// Why the Greengrass Secret Manager component is not the secret source.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("{} or {} is not set", SOCKET_ENV, TOKEN_ENV)]
+    NotAComponent,
+    #[error(
+        "the Greengrass nucleus does not serve GetSecretValue (is aws.greengrass.SecretManager deployed?)"
+    )]
+    NoSecretManager,
+    #[error(transparent)]
+    Ipc(IpcError),
+}
+
 /// Media URIs from the Greengrass Secret Manager component, cached
 /// ([`crate::secrets::Cache`]) like [`crate::aws::secrets::SecretsManagerSource`]'s.
 pub struct GreengrassSecretSource {
@@ -520,9 +533,8 @@ impl GreengrassSecretSource {
     /// The source of a Greengrass component (socket and token from the environment) whose
     /// nucleus serves GetSecretValue, see [`GreengrassSecretSource::probe`]; otherwise why not,
     /// for the log.
-    pub async fn from_env() -> Result<Self, String> {
-        let client = IpcClient::from_env()
-            .ok_or_else(|| format!("{SOCKET_ENV} or {TOKEN_ENV} is not set"))?;
+    pub async fn from_env() -> Result<Self, ProbeError> {
+        let client = IpcClient::from_env().ok_or(ProbeError::NotAComponent)?;
         GreengrassSecretSource::probe(client).await
     }
 
@@ -530,15 +542,13 @@ impl GreengrassSecretSource {
     /// only with the `aws.greengrass.SecretManager` component deployed: asked for the empty
     /// secret id, that component answers a modelled error, while a nucleus without it answers
     /// the RPC layer's "unsupported operation" (no `service-model-type`).
-    pub async fn probe(client: IpcClient) -> Result<Self, String> {
+    pub async fn probe(client: IpcClient) -> Result<Self, ProbeError> {
         match client.get_secret_value("").await {
             Ok(_) | Err(IpcError::Operation { model: Some(_), .. }) => {}
             Err(IpcError::Operation { model: None, .. }) => {
-                return Err("the Greengrass nucleus does not serve GetSecretValue \
-                            (is aws.greengrass.SecretManager deployed?)"
-                    .into());
+                return Err(ProbeError::NoSecretManager);
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(ProbeError::Ipc(e)),
         }
         Ok(GreengrassSecretSource::new(client))
     }

@@ -26,11 +26,12 @@ use aws_sdk_cloudwatch::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 use futures::future::BoxFuture;
 use jiff::{SignedDuration, Timestamp};
-use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::clock::Clock;
 use crate::health::{HealthSnapshot, JobEvent, JobKind};
+use crate::stop::Stop;
+use crate::ticker::Ticker;
 
 pub const NAMESPACE: &str = "EdgeRuntimeAgent";
 /// PutMetricData takes at most 1000 datums per request.
@@ -332,7 +333,7 @@ pub async fn run(
     sink: Arc<dyn MetricsSink>,
     clock: Arc<dyn Clock>,
     cfg: PublisherConfig,
-    mut stop: watch::Receiver<bool>,
+    mut stop: Stop,
 ) {
     info!(
         namespace = NAMESPACE,
@@ -341,13 +342,12 @@ pub async fn run(
         "CloudWatch metrics on"
     );
     let mut buffer = Buffer::new(cfg.buffer);
-    let mut ticks = tokio::time::interval(cfg.interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks = Ticker::new(clock.clone(), cfg.interval);
     let mut failing = false;
     loop {
         let stopping = tokio::select! {
-            _ = ticks.tick() => false,
-            r = stop.wait_for(|s| *s) => { drop(r); true }
+            () = ticks.tick() => false,
+            () = stop.stopped() => true,
         };
         let now = clock.now();
         buffer.push(events(&source.take_events()));

@@ -7,6 +7,7 @@ use super::{Catalog, CatalogError, Result};
 use crate::edge_config::{
     ApiTimestamp, DescribeEdgeConfigurationResponse, EdgeAgentStatus, JobStatus,
     LastRecorderStatus, LastUploaderStatus, StartEdgeConfigurationUpdateRequest, SyncStatus,
+    UnknownWireName,
 };
 
 /// A stream's configuration as the catalog holds it.
@@ -57,11 +58,12 @@ fn ts(ms: i64) -> Timestamp {
     Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
-fn parse_enum<E: std::str::FromStr<Err = String>>(stream: &str, s: &str) -> Result<E> {
-    s.parse().map_err(|message| CatalogError::Corrupt {
-        stream: stream.to_owned(),
-        message,
-    })
+fn parse_enum<E: std::str::FromStr<Err = UnknownWireName>>(stream: &str, s: &str) -> Result<E> {
+    s.parse()
+        .map_err(|e: UnknownWireName| CatalogError::Corrupt {
+            stream: stream.to_owned(),
+            message: e.to_string(),
+        })
 }
 
 const CONFIG_COLUMNS: &str = "stream_name, request_json, sync_status, failed_status_details, \

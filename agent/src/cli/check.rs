@@ -12,8 +12,8 @@
 use std::process::ExitCode;
 
 use kvs_edge_agent::catalog::Catalog;
-use kvs_edge_agent::recorder::recovery;
 use kvs_edge_agent::store::directory::{Bind, Bound};
+use kvs_edge_agent::store::{audit, recovery};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -72,7 +72,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             q.original_path, q.path, q.reason
         );
     }
-    let audit = recovery::audit(&catalog, &recording_dir, stream)?;
+    let audit = audit::audit(&catalog, &recording_dir, stream)?;
     for p in &audit.problems {
         println!("problem: {p}");
     }

@@ -23,7 +23,7 @@ use base64::Engine;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use kvs_edge_agent::control::client::{Message, Session};
+use kvs_edge_agent::control::client::{Message, Session, SessionError};
 use kvs_edge_agent::control::mqtt::BrokerOptions;
 use kvs_edge_agent::control::topics::{Kind, Topics, valid_prefix};
 use kvs_edge_agent::edge_config::validate::{validate_list_request, validate_stream_request};
@@ -120,6 +120,12 @@ enum Failure {
     },
     /// 255: anything else.
     Other(String),
+}
+
+impl From<SessionError> for Failure {
+    fn from(e: SessionError) -> Failure {
+        Failure::Other(e.to_string())
+    }
 }
 
 type VerbResult = Result<Option<Value>, Failure>;
@@ -222,7 +228,7 @@ impl Ctx {
             CONNECT_WITHIN.min(self.wait.max(Duration::from_secs(1))),
         )
         .await
-        .map_err(Failure::Other)
+        .map_err(Failure::from)
     }
 
     /// The retained `reported` of `stream` (of any thing unless one is given), newest first.
@@ -239,7 +245,7 @@ impl Ctx {
         let msgs = session
             .retained(&filter, QUIET, COLLECT_AT_MOST)
             .await
-            .map_err(Failure::Other)?;
+            .map_err(Failure::from)?;
         let mut found: Vec<(String, DescribeEdgeConfigurationResponse)> = msgs
             .into_iter()
             .filter_map(|m| {
@@ -288,7 +294,9 @@ async fn run_verb(args: Args) -> VerbResult {
         key_file: c.key_file.clone(),
         ..BrokerOptions::default()
     };
-    broker.mqtt_options().map_err(Failure::Params)?;
+    broker
+        .mqtt_options()
+        .map_err(|e| Failure::Params(e.to_string()))?;
     let ctx = Ctx {
         broker,
         topics: Topics::new(c.topic_prefix.clone(), c.thing_name.clone()),
@@ -388,7 +396,7 @@ async fn start(ctx: &Ctx, text: String) -> VerbResult {
     let mut seen = session
         .subscribe(&reported, ctx.wait)
         .await
-        .map_err(Failure::Other)?;
+        .map_err(Failure::from)?;
     session
         .publish_retained(
             &ctx.topics.desired(&thing, &stream),
@@ -397,7 +405,7 @@ async fn start(ctx: &Ctx, text: String) -> VerbResult {
             &mut seen,
         )
         .await
-        .map_err(Failure::Other)?;
+        .map_err(Failure::from)?;
     let deadline = Instant::now() + ctx.wait;
     let mut syncing = false;
     let mut pending = seen.into_iter();
@@ -453,7 +461,7 @@ async fn next_live(
             None => match session
                 .next_message(deadline)
                 .await
-                .map_err(Failure::Other)?
+                .map_err(Failure::from)?
             {
                 Some(m) => m,
                 None => return Ok(None),
@@ -483,7 +491,7 @@ async fn delete(ctx: &Ctx, stream: &str, text: String) -> VerbResult {
             &mut seen,
         )
         .await
-        .map_err(Failure::Other)?;
+        .map_err(Failure::from)?;
     let deadline = Instant::now() + ctx.wait;
     let mut pending = seen.into_iter();
     loop {
@@ -548,7 +556,7 @@ async fn list(
             COLLECT_AT_MOST,
         )
         .await
-        .map_err(Failure::Other)?;
+        .map_err(Failure::from)?;
     session.close().await;
     let mut entries: Vec<DescribeEdgeConfigurationResponse> = msgs
         .iter()

@@ -4,6 +4,7 @@
 //! `--duration` has passed or SIGINT/SIGTERM arrives, then writes the fragment in flight and
 //! closes the segment. Exits 1 when nothing was recorded.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,9 +15,12 @@ use tracing::info;
 use kvs_edge_agent::catalog::Catalog;
 use kvs_edge_agent::clock::RealClock;
 use kvs_edge_agent::edge_config::JobStatus;
+use kvs_edge_agent::input::redact_url;
 use kvs_edge_agent::recorder::fragmenter::FragmenterConfig;
 use kvs_edge_agent::recorder::rtsp::{RtspOptions, RtspTransport};
-use kvs_edge_agent::recorder::{self, Control, LogStatus, RecorderConfig, StatusSink, redact_url};
+use kvs_edge_agent::recorder::{self, Control, LogStatus, RecorderConfig, StatusSink};
+use kvs_edge_agent::settings::RecorderFile;
+use kvs_edge_agent::store::recovery;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -97,41 +101,72 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     super::init_logging("info");
     let (recording_dir, catalog_path) = args.store.resolve(&settings);
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&recording_dir)
-            .with_context(|| format!("cannot create {}", recording_dir.display()))?;
-    }
-    let catalog = Arc::new(Catalog::open(&catalog_path)?);
-    super::bind_store(
-        &catalog,
-        &catalog_path,
-        &recording_dir,
-        kvs_edge_agent::store::directory::Bind::Open,
-    )?;
-    let streams: Vec<String> = if args.copies == 1 {
-        vec![args.stream.clone()]
-    } else {
-        (1..=args.copies)
-            .map(|i| format!("{}-{i}", args.stream))
-            .collect()
-    };
+    let catalog = open_store(&recording_dir, &catalog_path)?;
+    let streams = stream_names(&args);
     for stream in &streams {
-        let report = recorder::recovery::recover(&catalog, &recording_dir, Some(stream))
+        let report = recovery::recover(&catalog, &recording_dir, Some(stream))
             .context("recovery before recording failed")?;
         for line in report.unresolved {
             eprintln!("kvs-edge-agent: unresolved: {line}");
         }
     }
+    let cfg = recorder_config(&args, &settings.file.recorder, recording_dir);
+    info!(
+        stream = %args.stream,
+        uri = %redact_url(&args.uri),
+        dir = %cfg.recording_dir.display(),
+        "recording"
+    );
+    let status = Arc::new(LastStatus::default());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let summary = rt.block_on(record(
+        &cfg,
+        &streams,
+        &catalog,
+        status.clone(),
+        args.duration,
+    ))?;
+    Ok(outcome(&summary, &status))
+}
 
-    let defaults = &settings.file.recorder;
-    let cfg = RecorderConfig {
+/// The recording directory (created) and its catalog, bound to each other.
+fn open_store(recording_dir: &Path, catalog_path: &Path) -> anyhow::Result<Arc<Catalog>> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(recording_dir)
+        .with_context(|| format!("cannot create {}", recording_dir.display()))?;
+    let catalog = Arc::new(Catalog::open(catalog_path)?);
+    super::bind_store(
+        &catalog,
+        catalog_path,
+        recording_dir,
+        kvs_edge_agent::store::directory::Bind::Open,
+    )?;
+    Ok(catalog)
+}
+
+/// `--stream`, or NAME-1 .. NAME-N with `--copies`.
+fn stream_names(args: &Args) -> Vec<String> {
+    if args.copies == 1 {
+        vec![args.stream.clone()]
+    } else {
+        (1..=args.copies)
+            .map(|i| format!("{}-{i}", args.stream))
+            .collect()
+    }
+}
+
+/// The recorder's configuration (its `stream` left empty): the flags, else the settings file.
+fn recorder_config(args: &Args, defaults: &RecorderFile, recording_dir: PathBuf) -> RecorderConfig {
+    RecorderConfig {
         stream: String::new(),
         uri: args.uri.clone(),
-        recording_dir: recording_dir.clone(),
+        recording_dir,
         fragmenter: FragmenterConfig {
             min_fragment_ms: i64::from(
                 args.min_fragment_ms
@@ -153,69 +188,79 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             stall_timeout: Duration::from_secs(args.stall_timeout_secs.max(1)),
             ..RtspOptions::default()
         },
-    };
-    info!(
-        stream = %args.stream,
-        uri = %redact_url(&args.uri),
-        dir = %recording_dir.display(),
-        "recording"
-    );
-    let status = Arc::new(LastStatus::default());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let summary = rt.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (tx, rx) = tokio::sync::watch::channel(Control::Record);
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let duration = args.duration;
-        tokio::spawn(async move {
-            let until = async {
-                match duration {
-                    Some(d) => tokio::time::sleep(d).await,
-                    None => std::future::pending().await,
-                }
+    }
+}
+
+/// Records every stream until `duration` has passed or SIGINT/SIGTERM arrives; their summaries
+/// added up.
+async fn record(
+    cfg: &RecorderConfig,
+    streams: &[String],
+    catalog: &Arc<Catalog>,
+    status: Arc<LastStatus>,
+    duration: Option<Duration>,
+) -> anyhow::Result<recorder::RecorderSummary> {
+    let (tx, rx) = tokio::sync::watch::channel(Control::Record);
+    stop_on_signal_or_after(duration, tx)?;
+    let jobs: Vec<_> = streams
+        .iter()
+        .map(|stream| {
+            let cfg = RecorderConfig {
+                stream: stream.clone(),
+                ..cfg.clone()
             };
-            tokio::select! {
-                _ = until => {}
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+            let status: Arc<dyn StatusSink> = status.clone();
+            tokio::spawn(recorder::run(
+                cfg,
+                catalog.clone(),
+                Arc::new(RealClock),
+                status,
+                rx.clone(),
+            ))
+        })
+        .collect();
+    let mut total = recorder::RecorderSummary::default();
+    for job in jobs {
+        let s = job.await??;
+        total.frames += s.frames;
+        total.fragments += s.fragments;
+        total.segments += s.segments;
+        total.sessions += s.sessions;
+        total.gaps.extend(s.gaps);
+        total.write_errors += s.write_errors;
+    }
+    Ok(total)
+}
+
+/// Sends `Stop` once `duration` has passed or SIGINT/SIGTERM arrives.
+fn stop_on_signal_or_after(
+    duration: Option<Duration>,
+    tx: tokio::sync::watch::Sender<Control>,
+) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        let until = async {
+            match duration {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
             }
-            let _ = tx.send(Control::Stop);
-            // Keep the sender alive: dropping it also means stop, but say it once.
-            std::future::pending::<()>().await;
-        });
-        let jobs: Vec<_> = streams
-            .iter()
-            .map(|stream| {
-                let cfg = RecorderConfig {
-                    stream: stream.clone(),
-                    ..cfg.clone()
-                };
-                let status: Arc<dyn StatusSink> = status.clone();
-                tokio::spawn(recorder::run(
-                    cfg,
-                    catalog.clone(),
-                    Arc::new(RealClock),
-                    status,
-                    rx.clone(),
-                ))
-            })
-            .collect();
-        let mut total = recorder::RecorderSummary::default();
-        for job in jobs {
-            let s = job.await??;
-            total.frames += s.frames;
-            total.fragments += s.fragments;
-            total.segments += s.segments;
-            total.sessions += s.sessions;
-            total.gaps.extend(s.gaps);
-            total.write_errors += s.write_errors;
+        };
+        tokio::select! {
+            _ = until => {}
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-        anyhow::Ok(total)
-    })?;
+        let _ = tx.send(Control::Stop);
+        // Keep the sender alive: dropping it also means stop, but say it once.
+        std::future::pending::<()>().await;
+    });
+    Ok(())
+}
+
+/// Prints the summary; failure when nothing was recorded, with the last status saying why.
+fn outcome(summary: &recorder::RecorderSummary, status: &LastStatus) -> ExitCode {
     println!(
         "recorded {} frames in {} fragments, {} segment files, {} sessions, {} gaps",
         summary.frames,
@@ -235,9 +280,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         } else {
             eprintln!("kvs-edge-agent: nothing recorded");
         }
-        return Ok(ExitCode::FAILURE);
+        return ExitCode::FAILURE;
     }
-    Ok(ExitCode::SUCCESS)
+    ExitCode::SUCCESS
 }
 
 #[cfg(test)]

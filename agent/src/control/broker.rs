@@ -11,16 +11,32 @@ use tracing::{error, info};
 
 const LISTEN_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Why the embedded broker did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerStartError {
+    #[error(
+        "cannot start the embedded MQTT broker on {listen}: {source} (is another broker running \
+         there? set mqtt.broker_url to use it)"
+    )]
+    Bind {
+        listen: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start the embedded MQTT broker: {0}")]
+    Thread(std::io::Error),
+    #[error(
+        "the embedded MQTT broker did not listen on {listen} within {} s",
+        LISTEN_WITHIN.as_secs()
+    )]
+    NotListening { listen: SocketAddr },
+}
+
 /// Starts the broker on `listen` on its own threads. Fails when the address is taken (another
 /// broker already listening: configure `mqtt.broker_url` to use it).
-pub fn start(listen: SocketAddr) -> Result<(), String> {
+pub fn start(listen: SocketAddr) -> Result<(), BrokerStartError> {
     // rumqttd only logs a bind failure from its server thread; find it out first.
-    std::net::TcpListener::bind(listen).map_err(|e| {
-        format!(
-            "cannot start the embedded MQTT broker on {listen}: {e} (is another broker running \
-             there? set mqtt.broker_url to use it)"
-        )
-    })?;
+    std::net::TcpListener::bind(listen)
+        .map_err(|source| BrokerStartError::Bind { listen, source })?;
     let server = ServerSettings {
         name: "v4-local".into(),
         listen,
@@ -57,16 +73,13 @@ pub fn start(listen: SocketAddr) -> Result<(), String> {
                 error!(error = %e, "embedded MQTT broker stopped");
             }
         })
-        .map_err(|e| format!("cannot start the embedded MQTT broker: {e}"))?;
+        .map_err(BrokerStartError::Thread)?;
     // rumqttd binds on its own thread and says nothing when it has: wait for the port (it takes
     // milliseconds), so the control plane's first connection does not fail and warn.
     let deadline = std::time::Instant::now() + LISTEN_WITHIN;
     while std::net::TcpStream::connect_timeout(&listen, LISTEN_WITHIN).is_err() {
         if std::time::Instant::now() > deadline {
-            return Err(format!(
-                "the embedded MQTT broker did not listen on {listen} within {} s",
-                LISTEN_WITHIN.as_secs()
-            ));
+            return Err(BrokerStartError::NotListening { listen });
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
     }

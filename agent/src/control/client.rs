@@ -8,7 +8,30 @@ use bytes::Bytes;
 use rumqttc::{AsyncClient, Event, EventLoop, Packet, QoS};
 use tokio::time::Instant;
 
-use super::mqtt::BrokerOptions;
+use super::mqtt::{BrokerError, BrokerOptions};
+
+/// Why a `ctl` exchange with the broker failed. URLs here are redacted already.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Options(#[from] BrokerError),
+    #[error("cannot connect to the MQTT broker {url}: {source}")]
+    Connect {
+        url: String,
+        source: rumqttc::ConnectionError,
+    },
+    #[error("no answer from the MQTT broker {url} within {timeout:?}")]
+    NoAnswer { url: String, timeout: Duration },
+    /// The client's request queue is closed.
+    #[error(transparent)]
+    Request(#[from] rumqttc::ClientError),
+    #[error("the broker did not confirm the subscription to {0}")]
+    NotSubscribed(String),
+    #[error("the broker did not acknowledge the publish")]
+    NotAcknowledged,
+    #[error("MQTT connection lost: {0}")]
+    Lost(rumqttc::ConnectionError),
+}
 
 /// One received message.
 #[derive(Clone, Debug)]
@@ -26,7 +49,10 @@ pub struct Session {
 
 impl Session {
     /// Connects (clean session, a random client id), bounded by `timeout`.
-    pub async fn connect(broker: &BrokerOptions, timeout: Duration) -> Result<Session, String> {
+    pub async fn connect(
+        broker: &BrokerOptions,
+        timeout: Duration,
+    ) -> Result<Session, SessionError> {
         let mut b = broker.clone();
         if b.client_id.is_empty() {
             let mut r = [0u8; 6];
@@ -44,21 +70,21 @@ impl Session {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
                     Ok(_) => {}
-                    Err(e) => return Err(e.to_string()),
+                    Err(e) => return Err(e),
                 }
             }
         })
         .await;
         match connected {
             Ok(Ok(())) => Ok(Session { client, eventloop }),
-            Ok(Err(e)) => Err(format!(
-                "cannot connect to the MQTT broker {}: {e}",
-                super::mqtt::redact(&broker.url)
-            )),
-            Err(_) => Err(format!(
-                "no answer from the MQTT broker {} within {timeout:?}",
-                super::mqtt::redact(&broker.url)
-            )),
+            Ok(Err(source)) => Err(SessionError::Connect {
+                url: super::mqtt::redact(&broker.url),
+                source,
+            }),
+            Err(_) => Err(SessionError::NoAnswer {
+                url: super::mqtt::redact(&broker.url),
+                timeout,
+            }),
         }
     }
 
@@ -67,11 +93,8 @@ impl Session {
         &mut self,
         filter: &str,
         timeout: Duration,
-    ) -> Result<Vec<Message>, String> {
-        self.client
-            .subscribe(filter, QoS::AtLeastOnce)
-            .await
-            .map_err(|e| e.to_string())?;
+    ) -> Result<Vec<Message>, SessionError> {
+        self.client.subscribe(filter, QoS::AtLeastOnce).await?;
         let deadline = Instant::now() + timeout;
         let mut early = Vec::new();
         loop {
@@ -79,17 +102,16 @@ impl Session {
                 Some(Step::SubAck) => return Ok(early),
                 Some(Step::Message(m)) => early.push(m),
                 Some(Step::Other) => {}
-                None => {
-                    return Err(format!(
-                        "the broker did not confirm the subscription to {filter}"
-                    ));
-                }
+                None => return Err(SessionError::NotSubscribed(filter.to_owned())),
             }
         }
     }
 
     /// The next message, or `None` at `deadline`.
-    pub async fn next_message(&mut self, deadline: Instant) -> Result<Option<Message>, String> {
+    pub async fn next_message(
+        &mut self,
+        deadline: Instant,
+    ) -> Result<Option<Message>, SessionError> {
         loop {
             match self.next_until(deadline).await? {
                 Some(Step::Message(m)) => return Ok(Some(m)),
@@ -99,10 +121,10 @@ impl Session {
         }
     }
 
-    async fn next_until(&mut self, deadline: Instant) -> Result<Option<Step>, String> {
+    async fn next_until(&mut self, deadline: Instant) -> Result<Option<Step>, SessionError> {
         match tokio::time::timeout_at(deadline, self.eventloop.poll()).await {
             Err(_) => Ok(None),
-            Ok(Err(e)) => Err(format!("MQTT connection lost: {e}")),
+            Ok(Err(e)) => Err(SessionError::Lost(e)),
             Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => Ok(Some(Step::SubAck)),
             Ok(Ok(Event::Incoming(Packet::Publish(p)))) => Ok(Some(Step::Message(Message {
                 topic: p.topic,
@@ -120,7 +142,7 @@ impl Session {
         filter: &str,
         quiet: Duration,
         max: Duration,
-    ) -> Result<Vec<Message>, String> {
+    ) -> Result<Vec<Message>, SessionError> {
         let end = Instant::now() + max;
         let mut out: Vec<Message> = self
             .subscribe(filter, max)
@@ -145,16 +167,15 @@ impl Session {
         payload: Vec<u8>,
         timeout: Duration,
         seen: &mut Vec<Message>,
-    ) -> Result<(), String> {
+    ) -> Result<(), SessionError> {
         self.client
             .publish(topic, QoS::AtLeastOnce, true, payload)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let deadline = Instant::now() + timeout;
         loop {
             match tokio::time::timeout_at(deadline, self.eventloop.poll()).await {
-                Err(_) => return Err("the broker did not acknowledge the publish".into()),
-                Ok(Err(e)) => return Err(format!("MQTT connection lost: {e}")),
+                Err(_) => return Err(SessionError::NotAcknowledged),
+                Ok(Err(e)) => return Err(SessionError::Lost(e)),
                 Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => return Ok(()),
                 Ok(Ok(Event::Incoming(Packet::Publish(p)))) => seen.push(Message {
                     topic: p.topic,

@@ -22,34 +22,62 @@ pub enum Desired {
     Cleared,
 }
 
-fn errors_text(e: &ConfigError) -> String {
-    e.field_errors()
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
+/// Why a `desired` payload is refused; its text becomes FailedStatusDetails.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DesiredError {
+    #[error(
+        "the request of {size} bytes exceeds the limit of {} bytes",
+        MAX_PAYLOAD_BYTES
+    )]
+    TooLarge { size: usize },
+    #[error("not valid JSON: the payload is not UTF-8 ({0})")]
+    NotUtf8(std::str::Utf8Error),
+    #[error("not valid JSON: {0}")]
+    Json(String),
+    /// Every field problem, `; `-separated.
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+    #[error(
+        "{field}: names the stream {}, but the request came on the topic of stream {}",
+        quote(named),
+        quote(topic)
+    )]
+    OtherStream {
+        field: &'static str,
+        named: String,
+        topic: String,
+    },
+    #[error(
+        "EdgeConfig.HubDeviceArn: {} names the thing {}, not this agent's thing {}",
+        quote(hub),
+        quote(named),
+        quote(thing)
+    )]
+    OtherThing {
+        hub: String,
+        named: String,
+        thing: String,
+    },
 }
 
 /// Reads a `desired` payload received on `topic`.
-pub fn parse_desired(topic: &StreamTopic, payload: &[u8]) -> Result<Desired, String> {
+pub fn parse_desired(topic: &StreamTopic, payload: &[u8]) -> Result<Desired, DesiredError> {
     if payload.is_empty() {
         return Ok(Desired::Cleared);
     }
     if payload.len() > MAX_PAYLOAD_BYTES {
-        return Err(format!(
-            "the request of {} bytes exceeds the limit of {MAX_PAYLOAD_BYTES} bytes",
-            payload.len()
-        ));
+        return Err(DesiredError::TooLarge {
+            size: payload.len(),
+        });
     }
-    let text = std::str::from_utf8(payload)
-        .map_err(|e| format!("not valid JSON: the payload is not UTF-8 ({e})"))?;
+    let text = std::str::from_utf8(payload).map_err(DesiredError::NotUtf8)?;
     let value: Value =
-        crate::input::json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+        crate::input::json::from_str(text).map_err(|e| DesiredError::Json(e.to_string()))?;
     let is_start = value
         .as_object()
         .is_some_and(|o| o.contains_key("EdgeConfig"));
     if !is_start {
-        let request = validate_stream_request(&value).map_err(|e| errors_text(&e))?;
+        let request = validate_stream_request(&value)?;
         check_stream(
             topic,
             request.stream_name.as_deref(),
@@ -58,7 +86,7 @@ pub fn parse_desired(topic: &StreamTopic, payload: &[u8]) -> Result<Desired, Str
         )?;
         return Ok(Desired::Delete);
     }
-    let request = validate_start_request(&value).map_err(|e| errors_text(&e))?;
+    let request = validate_start_request(&value)?;
     check_stream(
         topic,
         request.stream_name.as_deref(),
@@ -69,12 +97,11 @@ pub fn parse_desired(topic: &StreamTopic, payload: &[u8]) -> Result<Desired, Str
     match thing_name_from_arn(hub) {
         Some(thing) if thing == topic.thing => {}
         other => {
-            return Err(format!(
-                "EdgeConfig.HubDeviceArn: {} names the thing {}, not this agent's thing {}",
-                quote(hub),
-                quote(other.unwrap_or("")),
-                quote(&topic.thing)
-            ));
+            return Err(DesiredError::OtherThing {
+                hub: hub.clone(),
+                named: other.unwrap_or("").to_owned(),
+                thing: topic.thing.clone(),
+            });
         }
     }
     Ok(Desired::Start(Box::new(request)))
@@ -85,7 +112,7 @@ fn check_stream(
     name: Option<&str>,
     arn: Option<&str>,
     resolved: &str,
-) -> Result<(), String> {
+) -> Result<(), DesiredError> {
     if resolved == topic.stream {
         return Ok(());
     }
@@ -96,11 +123,11 @@ fn check_stream(
     } else {
         "StreamName"
     };
-    Err(format!(
-        "{field}: names the stream {}, but the request came on the topic of stream {}",
-        quote(resolved),
-        quote(&topic.stream)
-    ))
+    Err(DesiredError::OtherStream {
+        field,
+        named: resolved.to_owned(),
+        topic: topic.stream.clone(),
+    })
 }
 
 #[cfg(test)]
@@ -164,24 +191,31 @@ mod tests {
             ),
         ];
         for (payload, needle) in cases {
-            let e = parse_desired(&topic(), payload).unwrap_err();
+            let e = parse_desired(&topic(), payload).unwrap_err().to_string();
             assert!(e.contains(needle), "{e:?} lacks {needle:?}");
         }
     }
 
     #[test]
     fn topic_and_payload_must_agree() {
-        let e = parse_desired(&topic(), start("other", "hub-1").as_bytes()).unwrap_err();
+        let e = parse_desired(&topic(), start("other", "hub-1").as_bytes())
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("StreamName:"), "{e}");
-        let e = parse_desired(&topic(), start("cam", "hub-2").as_bytes()).unwrap_err();
+        let e = parse_desired(&topic(), start("cam", "hub-2").as_bytes())
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("EdgeConfig.HubDeviceArn:"), "{e}");
-        let e = parse_desired(&topic(), br#"{"StreamName":"other"}"#).unwrap_err();
+        let e = parse_desired(&topic(), br#"{"StreamName":"other"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("StreamName:"), "{e}");
         let e = parse_desired(
             &topic(),
             br#"{"StreamARN":"arn:aws:kinesisvideo:us-east-1:123456789012:stream/x/1"}"#,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("StreamARN:"), "{e}");
     }
 }

@@ -12,20 +12,25 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{
     AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS, Transport,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::AgentStatus;
 use super::desired::{Desired, parse_desired};
 use super::topics::{Kind, StreamTopic, Topics};
+use crate::backoff::Backoff;
+use crate::clock::Clock;
 use crate::edge_config::{ApiTimestamp, DescribeEdgeConfigurationResponse};
 use crate::input::quote;
+use crate::stop::{self, Stop};
 use crate::supervisor::{StreamEvent, Supervisor};
+use crate::ticker::Ticker;
 
 /// Where and how to connect.
 #[derive(Clone, Debug, Default)]
@@ -48,25 +53,54 @@ pub struct BrokerOptions {
 /// retained one would do so at every reconnect), so it is generous.
 pub const MAX_PACKET_BYTES: usize = 16 << 20;
 
+/// Why broker options cannot make a connection. URLs here are redacted already.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("broker URL {}: {source}", quote(url))]
+    Url {
+        url: String,
+        source: url::ParseError,
+    },
+    #[error(
+        "broker URL {}: scheme {} is not mqtt, tcp, mqtts or ssl",
+        quote(url),
+        quote(scheme)
+    )]
+    Scheme { url: String, scheme: String },
+    #[error("broker URL {} has no host", quote(url))]
+    NoHost { url: String },
+    #[error(transparent)]
+    TlsFile(#[from] crate::input::ReadError),
+    #[error("a client certificate needs its key, and a key its certificate")]
+    HalfClientAuth,
+    #[error("mutual TLS needs the CA certificate (--ca-file)")]
+    NoCaFile,
+    #[error("TLS files given for a plain mqtt:// broker URL; use mqtts://")]
+    TlsFilesWithoutTls,
+}
+
 impl BrokerOptions {
-    pub fn mqtt_options(&self) -> Result<MqttOptions, String> {
-        let url = url::Url::parse(&self.url)
-            .map_err(|e| format!("broker URL {}: {e}", quote(&redact(&self.url))))?;
+    pub fn mqtt_options(&self) -> Result<MqttOptions, BrokerError> {
+        let url = url::Url::parse(&self.url).map_err(|source| BrokerError::Url {
+            url: redact(&self.url),
+            source,
+        })?;
         let tls = match url.scheme() {
             "mqtt" | "tcp" => false,
             "mqtts" | "ssl" => true,
             other => {
-                return Err(format!(
-                    "broker URL {}: scheme {} is not mqtt, tcp, mqtts or ssl",
-                    quote(&redact(&self.url)),
-                    quote(other)
-                ));
+                return Err(BrokerError::Scheme {
+                    url: redact(&self.url),
+                    scheme: other.to_owned(),
+                });
             }
         };
         let host = url
             .host_str()
             .filter(|h| !h.is_empty())
-            .ok_or_else(|| format!("broker URL {} has no host", quote(&redact(&self.url))))?;
+            .ok_or_else(|| BrokerError::NoHost {
+                url: redact(&self.url),
+            })?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let port = url.port().unwrap_or(if tls { 8883 } else { 1883 });
         let mut o = MqttOptions::new(self.client_id.clone(), host, port);
@@ -88,16 +122,11 @@ impl BrokerOptions {
                     crate::aws::iot_credentials::MAX_PEM_BYTES,
                     "the TLS file",
                 )
-                .map_err(|e| e.to_string())
             };
             let client_auth = match (&self.cert_file, &self.key_file) {
                 (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
                 (None, None) => None,
-                _ => {
-                    return Err(
-                        "a client certificate needs its key, and a key its certificate".into(),
-                    );
-                }
+                _ => return Err(BrokerError::HalfClientAuth),
             };
             // AWS IoT Core serves MQTT on 443 only to clients that ask for it by ALPN.
             let alpn = (port == 443).then(|| vec![IOT_CORE_ALPN.as_bytes().to_vec()]);
@@ -106,10 +135,10 @@ impl BrokerOptions {
                 None if client_auth.is_none() => {
                     o.set_transport(Transport::tls_with_default_config())
                 }
-                None => return Err("mutual TLS needs the CA certificate (--ca-file)".into()),
+                None => return Err(BrokerError::NoCaFile),
             };
         } else if self.cert_file.is_some() || self.ca_file.is_some() {
-            return Err("TLS files given for a plain mqtt:// broker URL; use mqtts://".into());
+            return Err(BrokerError::TlsFilesWithoutTls);
         }
         Ok(o)
     }
@@ -120,7 +149,7 @@ pub const IOT_CORE_ALPN: &str = "x-amzn-mqtt-ca";
 
 /// The URL with any password hidden.
 pub fn redact(url: &str) -> String {
-    crate::recorder::redact_url(url)
+    crate::input::redact_url(url)
 }
 
 /// The agent's side of the protocol.
@@ -128,6 +157,8 @@ pub struct ControlConfig {
     pub broker: BrokerOptions,
     pub topics: Topics,
     pub start_time: ApiTimestamp,
+    /// What the reconnect waits and the status refresh are measured on.
+    pub clock: Arc<dyn Clock>,
 }
 
 enum Conn {
@@ -142,8 +173,13 @@ const REFRESH_EVERY: Duration = Duration::from_secs(5);
 /// ones is then only logged at debug level.
 const MAX_IGNORED_TOPICS: usize = 1000;
 
-const BACKOFF_MIN: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(15);
+/// Between reconnects: a broker back after a restart is found quickly, one that stays away is
+/// not hammered.
+const RECONNECT: Backoff = Backoff {
+    min: Duration::from_millis(500),
+    max: Duration::from_secs(15),
+    jitter: 0.0,
+};
 
 /// A stream's `desired` topic: (thing, stream).
 type StreamKey = (String, String);
@@ -217,8 +253,10 @@ impl Arrivals {
     }
 }
 
-/// Polls the event loop for ever (until `done`), with backoff after errors. Incoming `desired`
-/// publishes go to `desired_tx`, numbered in `arrivals`; connection changes to `conn_tx`.
+/// Polls the event loop for ever (until `done`), with [`RECONNECT`] waits on `clock` after
+/// errors. Incoming `desired` publishes go to `desired_tx`, numbered in `arrivals`; connection
+/// changes to `conn_tx`.
+#[allow(clippy::too_many_arguments)]
 async fn poll(
     mut eventloop: EventLoop,
     client: AsyncClient,
@@ -226,9 +264,10 @@ async fn poll(
     arrivals: SharedArrivals,
     desired_tx: mpsc::UnboundedSender<Request>,
     conn_tx: mpsc::UnboundedSender<Conn>,
-    mut done: watch::Receiver<bool>,
+    clock: Arc<dyn Clock>,
+    mut done: Stop,
 ) {
-    let mut delay = BACKOFF_MIN;
+    let mut retry = RECONNECT.start();
     let mut up = false;
     let mut warned = false;
     // After our own DISCONNECT the broker closes the socket: that is the end, not a loss.
@@ -237,7 +276,7 @@ async fn poll(
     loop {
         let ev = tokio::select! {
             ev = eventloop.poll() => ev,
-            _ = done.wait_for(|d| *d) => return,
+            () = done.stopped() => return,
         };
         match ev {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
@@ -245,7 +284,7 @@ async fn poll(
                     session_present = ack.session_present,
                     "connected to the MQTT broker"
                 );
-                delay = BACKOFF_MIN;
+                retry.reset();
                 up = true;
                 warned = false;
                 let _ = conn_tx.send(Conn::Up);
@@ -295,11 +334,9 @@ async fn poll(
                 } else {
                     debug!(error = %e, "MQTT connection failed");
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = done.wait_for(|d| *d) => return,
+                if done.sleep_or_stop(clock.as_ref(), retry.next_delay()).await {
+                    return;
                 }
-                delay = (delay * 2).min(BACKOFF_MAX);
             }
         }
     }
@@ -558,7 +595,7 @@ async fn handle_request(supervisor: Supervisor, arrivals: SharedArrivals, reques
         Ok(Desired::Cleared) => {}
         Err(details) => {
             supervisor
-                .reject(&topic.thing, &topic.stream, &details)
+                .reject(&topic.thing, &topic.stream, &details.to_string())
                 .await;
         }
     }
@@ -570,8 +607,8 @@ pub async fn run(
     cfg: ControlConfig,
     supervisor: Supervisor,
     mut events: mpsc::UnboundedReceiver<StreamEvent>,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<(), String> {
+    mut shutdown: Stop,
+) -> Result<(), BrokerError> {
     crate::supervisor::fault::job_started("control", "agent");
     let mut options = cfg.broker.mqtt_options()?;
     options.set_last_will(LastWill::new(
@@ -588,7 +625,7 @@ pub async fn run(
     let (client, eventloop) = AsyncClient::new(options, 4096);
     let (desired_tx, desired_rx) = mpsc::unbounded_channel();
     let (conn_tx, mut conn_rx) = mpsc::unbounded_channel();
-    let (done_tx, done_rx) = watch::channel(false);
+    let (done_tx, done_rx) = stop::channel();
     let arrivals = SharedArrivals::default();
     let poller = tokio::spawn(poll(
         eventloop,
@@ -597,6 +634,7 @@ pub async fn run(
         arrivals.clone(),
         desired_tx,
         conn_tx,
+        cfg.clock.clone(),
         done_rx,
     ));
     let applier = tokio::spawn(apply_requests(
@@ -614,11 +652,10 @@ pub async fn run(
         arrivals,
     };
     let mut connected = false;
-    let mut refresh = tokio::time::interval(REFRESH_EVERY);
-    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut refresh = Ticker::new(cfg.clock.clone(), REFRESH_EVERY);
     loop {
         tokio::select! {
-            _ = refresh.tick() => p.refresh(),
+            () = refresh.tick() => p.refresh(),
             c = conn_rx.recv() => match c {
                 Some(Conn::Up) => { connected = true; p.on_connect(); }
                 Some(Conn::Down) => connected = false,
@@ -628,7 +665,7 @@ pub async fn run(
                 Some(e) => p.on_event(e),
                 None => break,
             },
-            _ = shutdown.wait_for(|s| *s) => break,
+            () = shutdown.stopped() => break,
         }
     }
     applier.abort();
@@ -647,7 +684,7 @@ pub async fn run(
         // The poll task sends both; give it a moment, bounded.
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             while !poller.is_finished() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                cfg.clock.sleep(Duration::from_millis(20)).await;
                 // The poll loop ends on the error that follows the disconnect.
                 if conn_rx.try_recv().is_ok() {
                     break;
@@ -656,7 +693,7 @@ pub async fn run(
         })
         .await;
     }
-    let _ = done_tx.send(true);
+    done_tx.stop();
     let _ = tokio::time::timeout(Duration::from_secs(1), poller).await;
     Ok(())
 }
@@ -746,11 +783,14 @@ mod tests {
         let o = opts("mqtt://user:pw@h").mqtt_options().unwrap();
         assert_eq!(o.credentials().map(|l| l.username), Some("user".to_owned()));
         for bad in ["http://h", "mqtt://", "nonsense", "mqtt://:1883", ""] {
-            let e = opts(bad).mqtt_options().unwrap_err();
+            let e = opts(bad).mqtt_options().unwrap_err().to_string();
             assert!(!e.is_empty(), "{bad}");
         }
         // A password never appears in an error.
-        let e = opts("ftp://u:hunter2@h").mqtt_options().unwrap_err();
+        let e = opts("ftp://u:hunter2@h")
+            .mqtt_options()
+            .unwrap_err()
+            .to_string();
         assert!(!e.contains("hunter2"), "{e}");
         // No client id: a clean session (rumqttc refuses a persistent one).
         let anon = BrokerOptions {
@@ -771,15 +811,26 @@ mod tests {
             ("h".to_owned(), 8883)
         );
         o.cert_file = Some(pem.clone());
-        assert!(o.mqtt_options().unwrap_err().contains("key"));
+        assert!(o.mqtt_options().unwrap_err().to_string().contains("key"));
         o.key_file = Some(pem.clone());
-        assert!(o.mqtt_options().unwrap_err().contains("CA"));
+        assert!(o.mqtt_options().unwrap_err().to_string().contains("CA"));
         o.ca_file = Some(dir.path().join("missing.pem"));
-        assert!(o.mqtt_options().unwrap_err().contains("missing.pem"));
+        assert!(
+            o.mqtt_options()
+                .unwrap_err()
+                .to_string()
+                .contains("missing.pem")
+        );
         o.ca_file = Some(pem.clone());
         assert!(o.mqtt_options().is_ok());
         let mut plain = opts("mqtt://h");
         plain.ca_file = Some(pem);
-        assert!(plain.mqtt_options().unwrap_err().contains("mqtts"));
+        assert!(
+            plain
+                .mqtt_options()
+                .unwrap_err()
+                .to_string()
+                .contains("mqtts")
+        );
     }
 }

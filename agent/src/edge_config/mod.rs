@@ -191,6 +191,20 @@ pub struct LocalSizeConfig {
     pub strategy_on_full_size: Option<StrategyOnFullSize>,
 }
 
+/// PercentageSpaceUsed: `usage` out of `max` bytes (a stream's MaxLocalMediaSizeInMB), 0-1.
+/// Here, below both, because the janitor decides with it and the health board reports it.
+pub fn space_used(usage: u64, max: u64) -> f64 {
+    (usage as f64 / max.max(1) as f64).clamp(0.0, 1.0)
+}
+
+/// A string that is none of an API enum's wire names.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{} is not one of {}", crate::input::quote(value), names.join(", "))]
+pub struct UnknownWireName {
+    pub value: String,
+    pub names: &'static [&'static str],
+}
+
 /// Declares a string enum of the API with its exact wire names, `as_str` and `FromStr`
 /// (the catalog stores the wire names).
 macro_rules! api_enum {
@@ -217,15 +231,14 @@ macro_rules! api_enum {
         }
 
         impl std::str::FromStr for $name {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
+            type Err = UnknownWireName;
+            fn from_str(s: &str) -> Result<Self, UnknownWireName> {
                 match s {
                     $($wire => Ok($name::$variant),)+
-                    _ => Err(format!(
-                        "{} is not one of {}",
-                        $crate::input::quote(s),
-                        $name::WIRE_NAMES.join(", ")
-                    )),
+                    _ => Err(UnknownWireName {
+                        value: s.to_owned(),
+                        names: $name::WIRE_NAMES,
+                    }),
                 }
             }
         }

@@ -287,7 +287,7 @@ impl Walk {
         }
     }
 
-    fn enumeration<E: std::str::FromStr<Err = String>>(
+    fn enumeration<E: std::str::FromStr<Err = super::UnknownWireName>>(
         &mut self,
         path: &str,
         v: &Value,
@@ -296,7 +296,9 @@ impl Walk {
             self.error(path, format!("expected a string, found {}", describe(v)));
             return None;
         };
-        s.parse::<E>().map_err(|e| self.error(path, e)).ok()
+        s.parse::<E>()
+            .map_err(|e| self.error(path, e.to_string()))
+            .ok()
     }
 }
 

@@ -6,6 +6,8 @@ pub mod json;
 
 use std::borrow::Cow;
 
+use url::Url;
+
 pub use file::{ReadError, read_regular_file, read_regular_text};
 
 /// Most characters of a value a message echoes: a pasted blob must not flood a log line, a
@@ -28,9 +30,35 @@ pub fn quote(s: &str) -> String {
     }
 }
 
+/// The URL with any password replaced by `***`, for logs and status details. Text that is not a
+/// URL is returned with anything between `://` and `@` masked.
+pub fn redact_url(s: &str) -> String {
+    if let Ok(mut u) = Url::parse(s)
+        && u.password().is_some()
+    {
+        let _ = u.set_password(Some("***"));
+        return u.to_string();
+    }
+    match (s.find("://"), s.rfind('@')) {
+        (Some(i), Some(j)) if j > i + 3 => format!("{}***{}", &s[..i + 3], &s[j..]),
+        _ => s.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redaction_hides_passwords() {
+        assert_eq!(
+            redact_url("rtsp://admin:s3cret@10.0.0.2:554/stream1"),
+            "rtsp://admin:***@10.0.0.2:554/stream1"
+        );
+        assert_eq!(redact_url("rtsp://10.0.0.2/s"), "rtsp://10.0.0.2/s");
+        assert!(!redact_url("rtsp://a:p@ss@w/rd@host").contains("ss@w"));
+        assert_eq!(redact_url("nonsense://u:pw@"), "nonsense://***@");
+    }
 
     #[test]
     fn echoed_values_are_cut() {

@@ -5,7 +5,6 @@
 //! module measures the disk and runs the per-stream loop: a pass after every closed segment
 //! (the recorder's notification) and at least once a minute.
 
-pub mod delete;
 pub mod policy;
 
 use std::path::{Path, PathBuf};
@@ -13,10 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
+use tokio::task::JoinError;
 use tracing::{info, warn};
 
 use crate::catalog::{Catalog, CatalogError, SegmentId};
 use crate::clock::Clock;
+use crate::stop::Stop;
+use crate::store::delete;
 use policy::{DiskReserve, Limits, Reason, SegmentFacts};
 
 /// The longest the janitor waits between passes.
@@ -27,7 +29,7 @@ pub enum JanitorError {
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error(transparent)]
-    Delete(#[from] delete::DeleteError),
+    Delete(#[from] crate::store::StoreError),
     #[error("cannot measure free space of {path}: {source}")]
     Statvfs {
         path: PathBuf,
@@ -144,36 +146,51 @@ impl Janitor {
     }
 }
 
-/// Runs passes until `stop` turns true: after each `wake` (a closed segment, an upload) and at
-/// least every [`PASS_EVERY`]. The state after each pass is published on `state`. A failed pass
-/// is logged and retried at the next one; it never stops the loop.
+/// Runs passes until `stop`: after each `wake` (a closed segment, an upload) and at least every
+/// [`PASS_EVERY`] of `clock`. The state after each pass is published on `state`. A failed pass
+/// is logged and retried at the next one; it never stops the loop. A pass that panics is logged
+/// and its panic passed on, so the job's owner restarts the job (as it restarts a recorder).
 pub async fn run(
     mut janitor: Janitor,
     clock: Arc<dyn Clock>,
     wake: Arc<Notify>,
     state: watch::Sender<State>,
-    mut stop: crate::stop::Stop,
+    mut stop: Stop,
 ) {
+    let stream = janitor.stream.clone();
     loop {
         let now_ms = clock.now().as_millisecond();
-        let (back, result) = tokio::task::spawn_blocking(move || {
+        let pass = tokio::task::spawn_blocking(move || {
             let r = janitor.pass(now_ms);
             (janitor, r)
         })
-        .await
-        .expect("janitor pass does not panic");
-        janitor = back;
+        .await;
+        let result;
+        (janitor, result) = match pass {
+            Ok(done) => done,
+            Err(e) => return end_on_lost_pass(&stream, e),
+        };
         match result {
             Ok((s, _)) => {
                 state.send_replace(s);
             }
-            Err(e) => warn!(stream = %janitor.stream, error = %e, "janitor pass failed"),
+            Err(e) => warn!(stream, error = %e, "janitor pass failed"),
         }
         tokio::select! {
             _ = wake.notified() => {}
             stopped = stop.sleep_or_stop(clock.as_ref(), PASS_EVERY) => if stopped { return },
         }
     }
+}
+
+/// A pass that panicked (its panic goes on to the job's owner) or was cancelled (the runtime is
+/// shutting down: the job just ends).
+fn end_on_lost_pass(stream: &str, e: JoinError) {
+    if e.is_panic() {
+        warn!(stream, "janitor pass panicked; the janitor restarts");
+        std::panic::resume_unwind(e.into_panic());
+    }
+    warn!(stream, error = %e, "janitor pass cancelled");
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@
 //! The segment being written (OPEN) is never deleted here; the recorder closes it first.
 
 use crate::catalog::{SegmentId, SegmentState};
-use crate::edge_config::{EdgeConfig, StrategyOnFullSize};
+use crate::edge_config::{EdgeConfig, StrategyOnFullSize, space_used};
 
 /// With DENY_NEW_MEDIA, recording resumes when usage falls below this fraction of the limit.
 pub const RESUME_FRACTION: f64 = 0.9;
@@ -80,11 +80,6 @@ pub struct Decision {
     /// `usage_after / MaxLocalMediaSizeInMB`, 0-1 (the PercentageSpaceUsed metric); `None`
     /// without a limit.
     pub percentage_space_used: Option<f64>,
-}
-
-/// PercentageSpaceUsed: `usage` out of `max` bytes, 0-1.
-pub fn space_used(usage: u64, max: u64) -> f64 {
-    (usage as f64 / max.max(1) as f64).clamp(0.0, 1.0)
 }
 
 /// Decides for one stream. `segments` must be ordered oldest first; `was_denying` is the
@@ -166,14 +161,6 @@ impl Default for DiskReserve {
 }
 
 impl DiskReserve {
-    /// The reserve the settings file asks for (`disk_reserve:`).
-    pub fn of(file: &crate::settings::DiskReserveFile) -> DiskReserve {
-        DiskReserve {
-            min_free_bytes: u64::from(file.min_free_mb) << 20,
-            min_free_percent: file.min_free_percent.min(100) as u8,
-        }
-    }
-
     /// Free bytes the file system must keep: the larger of the two floors.
     pub fn floor(&self, total_bytes: u64) -> u64 {
         let pct = total_bytes / 100 * u64::from(self.min_free_percent.min(100));
@@ -353,11 +340,6 @@ mod tests {
         assert_eq!(r.floor(100 * gib), 5 * gib, "5 % of 100 GiB beats 1 GiB");
         assert!(r.must_pause(gib - 1, 10 * gib));
         assert!(!r.must_pause(gib, 10 * gib));
-        assert_eq!(
-            DiskReserve::of(&crate::settings::DiskReserveFile::default()),
-            r,
-            "the settings file's defaults are the reserve's"
-        );
         let none = DiskReserve {
             min_free_bytes: 0,
             min_free_percent: 0,

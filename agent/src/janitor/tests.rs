@@ -1,5 +1,6 @@
 use super::*;
 use crate::catalog::{NewFragment, NewSegment, SegmentState};
+use crate::clock::{Clock, PausedClock};
 use crate::edge_config::StrategyOnFullSize;
 
 const H: i64 = 3_600_000;
@@ -125,27 +126,33 @@ fn the_disk_reserve_pauses_recording() {
     assert!(total > 0 && free <= total);
 }
 
+/// A janitor of one closed segment ending an hour before `now`, on a paused clock at `now`.
+fn paused_janitor(root: &Path, now: i64) -> (Arc<Catalog>, Arc<PausedClock>, Janitor) {
+    let c = stream(root, &[now - H], MB);
+    let clock = Arc::new(PausedClock::new(
+        jiff::Timestamp::from_millisecond(now).unwrap(),
+    ));
+    let j = Janitor::new(
+        "cam1",
+        c.clone(),
+        root,
+        limits(None, StrategyOnFullSize::DeleteOldestMedia),
+        NO_RESERVE,
+    );
+    (c, clock, j)
+}
+
 /// On tokio's paused timer: the loop's minute between passes never elapses by itself here, so
 /// the second pass is the wake-up's.
 #[tokio::test(start_paused = true)]
 async fn the_loop_passes_on_wake_and_stops_on_request() {
     let dir = tempfile::tempdir().unwrap();
     let now = 1000 * H;
-    let c = stream(dir.path(), &[now - H], MB);
-    let clock = Arc::new(crate::clock::PausedClock::new(
-        jiff::Timestamp::from_millisecond(now).unwrap(),
-    ));
-    let j = Janitor::new(
-        "cam1",
-        c.clone(),
-        dir.path(),
-        limits(None, StrategyOnFullSize::DeleteOldestMedia),
-        NO_RESERVE,
-    );
+    let (c, clock, j) = paused_janitor(dir.path(), now);
     let wake = Arc::new(Notify::new());
     let (state_tx, mut state_rx) = watch::channel(State::default());
-    let (stop_tx, stop_rx) = crate::stop::channel();
-    let task = tokio::spawn(run(j, clock.clone(), wake.clone(), state_tx, stop_rx));
+    let (stopper, stop) = crate::stop::channel();
+    let task = tokio::spawn(run(j, clock.clone(), wake.clone(), state_tx, stop));
 
     state_rx.changed().await.unwrap();
     assert_eq!(
@@ -162,6 +169,37 @@ async fn the_loop_passes_on_wake_and_stops_on_request() {
     assert_eq!(state_rx.borrow_and_update().usage_bytes, 0);
     assert!(c.segments(Some("cam1")).unwrap().is_empty());
 
-    stop_tx.stop();
+    stopper.stop();
     task.await.unwrap();
+}
+
+/// Without a wake-up, a pass runs every [`PASS_EVERY`] of the clock; a dropped stopper ends
+/// the loop in the middle of a wait.
+#[tokio::test(start_paused = true)]
+async fn the_loop_passes_every_minute_until_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, clock, j) = paused_janitor(dir.path(), 1000 * H);
+    let (state_tx, mut state_rx) = watch::channel(State::default());
+    let (stopper, stop) = crate::stop::channel();
+    let task = tokio::spawn(run(
+        j,
+        clock.clone(),
+        Arc::new(Notify::new()),
+        state_tx,
+        stop,
+    ));
+    for pass in 0..4 {
+        state_rx.changed().await.unwrap();
+        state_rx.borrow_and_update();
+        assert_eq!(clock.monotonic().as_secs(), pass * PASS_EVERY.as_secs());
+    }
+    clock.sleep(PASS_EVERY / 2).await;
+    drop(stopper);
+    task.await.unwrap();
+    assert_eq!(
+        clock.monotonic().as_secs(),
+        3 * PASS_EVERY.as_secs() + PASS_EVERY.as_secs() / 2,
+        "stopped within the wait"
+    );
+    assert!(state_rx.changed().await.is_err(), "no pass after the stop");
 }

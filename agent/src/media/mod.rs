@@ -4,6 +4,7 @@
 //! - [`ebml`]: variable-length integers, element headers, typed element writers and readers.
 //! - [`mkv`]: segment header and one-Cluster-per-fragment writer, and a reader that walks
 //!   clusters and tells crash recovery where the good data ends (`valid_len`).
+//! - [`fragment`]: one Cluster's frames and track, as the recorder hands them to the store.
 //! - [`h264`]: Annex B / AVCC framing, AVCDecoderConfigurationRecord, SPS size parsing,
 //!   access-unit assembly and the parameter-set policy for frame payloads.
 //!
@@ -11,5 +12,6 @@
 //! feed it whatever a power cut left on disk.
 
 pub mod ebml;
+pub mod fragment;
 pub mod h264;
 pub mod mkv;

@@ -14,8 +14,8 @@ use tokio::time::Instant;
 
 use super::SourceError;
 use super::source::SourceFrame;
-use crate::media::h264::{self, AvcConfig};
-use crate::media::mkv::{SegmentReader, TrackInfo};
+use crate::media::h264::{self, AvcConfig, H264Error};
+use crate::media::mkv::{MkvError, SegmentReader, TrackInfo};
 
 /// Largest file the source loads.
 pub const MAX_FILE_BYTES: u64 = 512 << 20;
@@ -45,10 +45,11 @@ impl FileSource {
         let bytes = crate::input::read_regular_file(path, MAX_FILE_BYTES, "the FILE_URI clip")
             .map_err(|e| SourceError::BadUri(e.to_string()))?;
         let frames = if bytes.starts_with(&[0x1A, 0x45, 0xDF, 0xA3]) {
-            mkv_frames(&bytes).map_err(bad)?
+            mkv_frames(&bytes)
         } else {
-            annex_b_frames(&bytes, fps).map_err(bad)?
-        };
+            annex_b_frames(&bytes, fps)
+        }
+        .map_err(|e| bad(e.to_string()))?;
         let (Some(first), Some(last)) = (frames.first(), frames.last()) else {
             return Err(bad("no video frames".into()));
         };
@@ -93,7 +94,18 @@ impl FileSource {
     }
 }
 
-fn annex_b_frames(bytes: &[u8], fps: u32) -> Result<Vec<ClipFrame>, String> {
+/// Why a clip's bytes hold no playable video.
+#[derive(Debug, thiserror::Error)]
+enum ClipError {
+    #[error(transparent)]
+    H264(#[from] H264Error),
+    #[error(transparent)]
+    Mkv(#[from] MkvError),
+    #[error("no H.264 access unit after an SPS and PPS (not an Annex B H.264 stream?)")]
+    NoParameterSets,
+}
+
+fn annex_b_frames(bytes: &[u8], fps: u32) -> Result<Vec<ClipFrame>, ClipError> {
     let fps = i64::from(fps.clamp(1, 1000));
     let mut config: Option<(AvcConfig, Arc<TrackInfo>)> = None;
     let mut out = Vec::new();
@@ -101,8 +113,8 @@ fn annex_b_frames(bytes: &[u8], fps: u32) -> Result<Vec<ClipFrame>, String> {
         if let (Some(sps), Some(pps)) = au.parameter_sets() {
             let same = config.as_ref().is_some_and(|(c, _)| c.matches(&au));
             if !same {
-                let c = AvcConfig::from_parameter_sets(sps, pps).map_err(|e| e.to_string())?;
-                let track = Arc::new(c.track_info().map_err(|e| e.to_string())?);
+                let c = AvcConfig::from_parameter_sets(sps, pps)?;
+                let track = Arc::new(c.track_info()?);
                 config = Some((c, track));
             }
         }
@@ -119,19 +131,17 @@ fn annex_b_frames(bytes: &[u8], fps: u32) -> Result<Vec<ClipFrame>, String> {
         });
     }
     if out.is_empty() {
-        return Err(
-            "no H.264 access unit after an SPS and PPS (not an Annex B H.264 stream?)".into(),
-        );
+        return Err(ClipError::NoParameterSets);
     }
     Ok(out)
 }
 
-fn mkv_frames(bytes: &[u8]) -> Result<Vec<ClipFrame>, String> {
-    let mut reader = SegmentReader::new(std::io::Cursor::new(bytes)).map_err(|e| e.to_string())?;
+fn mkv_frames(bytes: &[u8]) -> Result<Vec<ClipFrame>, ClipError> {
+    let mut reader = SegmentReader::new(std::io::Cursor::new(bytes))?;
     let track = Arc::new(reader.header().track.clone());
     let mut out = Vec::new();
     let mut first_ms = None;
-    while let Some(cluster) = reader.next_cluster().map_err(|e| e.to_string())? {
+    while let Some(cluster) = reader.next_cluster()? {
         for f in cluster.frames {
             let first = *first_ms.get_or_insert(f.timestamp_ms);
             out.push(ClipFrame {

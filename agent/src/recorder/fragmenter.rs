@@ -18,6 +18,7 @@ use std::sync::Arc;
 use tracing::warn;
 
 use super::source::TimedFrame;
+use crate::media::fragment::Fragment;
 use crate::media::mkv::{self, Frame, TrackInfo};
 
 /// KVS rejects fragments longer than this (and the Cluster's 16-bit relative timecodes allow
@@ -42,26 +43,6 @@ impl Default for FragmenterConfig {
             max_fragment_bytes: MAX_FRAGMENT_BYTES,
             segment_duration_ms: 60_000,
         }
-    }
-}
-
-/// A complete fragment: one Matroska Cluster.
-#[derive(Debug, Clone)]
-pub struct Fragment {
-    pub frames: Vec<Frame>,
-    pub track: Arc<TrackInfo>,
-    pub duration_ms: i64,
-    /// This fragment begins a new segment file.
-    pub new_segment: bool,
-}
-
-impl Fragment {
-    pub fn timecode_ms(&self) -> i64 {
-        self.frames[0].timestamp_ms
-    }
-
-    pub fn key_frame_count(&self) -> usize {
-        self.frames.iter().filter(|f| f.key).count()
     }
 }
 

@@ -9,15 +9,15 @@
 //! - [`source`]: the frame type every source yields, and the wall-clock [`source::Timeline`].
 //! - [`rtsp`] / [`file`]: the two sources.
 //! - [`fragmenter`]: where fragments and segments begin and end (pure, unit-tested).
-//! - [`segment`]: files, fsync order and catalog rows.
-//! - [`recovery`]: startup repair and the audit behind `kvs-edge-agent check`.
+//! - [`crate::store::segment`]: files, fsync order and catalog rows (the store owns them).
 //!
 //! [`run`] is the per-stream job: connect, record, and on any source failure flush the fragment
-//! in flight (so no fragment spans a gap), log the gap, and reconnect with exponential backoff
-//! (1 s doubling to 30 s, equal jitter). While backing off after the camera was unreachable, a
-//! TCP connect probe every 0.5 s cuts the wait short as soon as the camera listens again, so
-//! recording resumes within about 2 s of its return even after a long outage; failures from a
-//! camera that answers (auth, codec, protocol) wait out the full backoff.
+//! in flight (so no fragment spans a gap), log the gap, and reconnect after
+//! [`Backoff::RESTART`] (1 s doubling to 30 s, half random), waited on the job's [`Clock`].
+//! While backing off after the camera was unreachable, a TCP connect probe every 0.5 s cuts the
+//! wait short as soon as the camera listens again, so recording resumes within about 2 s of its
+//! return even after a long outage; failures from a camera that answers (auth, codec, protocol)
+//! wait out the full backoff.
 //!
 //! Fragments are written on a blocking thread while the next one is received (one write in
 //! flight), so a slow fsync does not stop the camera being read; memory per stream is bounded
@@ -32,9 +32,7 @@
 
 pub mod file;
 pub mod fragmenter;
-pub mod recovery;
 pub mod rtsp;
-pub mod segment;
 pub mod source;
 
 use std::path::{Path, PathBuf};
@@ -43,17 +41,19 @@ use std::time::Duration;
 
 use thiserror::Error;
 use tokio::sync::watch;
-use tokio::time::Instant;
 use tracing::{info, warn};
 use url::Url;
 
+use crate::backoff::{Backoff, Retry};
 use crate::catalog::{Catalog, CatalogError, Job};
 use crate::clock::Clock;
-use crate::edge_config::JobStatus;
-use crate::input::{cut, quote};
-use fragmenter::{Fragment, Fragmenter, FragmenterConfig};
+use crate::edge_config::{JobError, JobStatus};
+use crate::input::{cut, quote, redact_url};
+use crate::media::fragment::Fragment;
+use crate::store::recovery;
+use crate::store::segment::{SegmentError, SegmentWriter, Written};
+use fragmenter::{Fragmenter, FragmenterConfig};
 use rtsp::{RtspOptions, RtspSource};
-use segment::{SegmentError, SegmentWriter, Written};
 use source::{SourceFrame, TimedFrame, Timeline};
 
 /// Why a source could not deliver frames.
@@ -75,9 +75,9 @@ pub enum SourceError {
     Protocol(String),
 }
 
-impl SourceError {
+impl JobError for SourceError {
     /// USER_ERROR: the configuration (URI, credentials, camera settings) must change.
-    pub fn status(&self) -> JobStatus {
+    fn job_status(&self) -> JobStatus {
         match self {
             SourceError::BadUri(_) | SourceError::Auth(_) | SourceError::UnsupportedCodec(_) => {
                 JobStatus::UserError
@@ -96,18 +96,13 @@ pub enum RecorderError {
     Segment(#[from] SegmentError),
 }
 
-/// The URL with any password replaced by `***`, for logs and status details. Text that is not a
-/// URL is returned with anything between `://` and `@` masked.
-pub fn redact_url(s: &str) -> String {
-    if let Ok(mut u) = Url::parse(s)
-        && u.password().is_some()
-    {
-        let _ = u.set_password(Some("***"));
-        return u.to_string();
-    }
-    match (s.find("://"), s.rfind('@')) {
-        (Some(i), Some(j)) if j > i + 3 => format!("{}***{}", &s[..i + 3], &s[j..]),
-        _ => s.to_owned(),
+impl JobError for RecorderError {
+    /// A segment error ends the job only when the stream's name cannot name a directory.
+    fn job_status(&self) -> JobStatus {
+        match self {
+            RecorderError::Source(e) => e.job_status(),
+            RecorderError::Segment(_) => JobStatus::UserError,
+        }
     }
 }
 
@@ -297,61 +292,61 @@ pub struct RecorderSummary {
     pub write_errors: u64,
 }
 
-const BACKOFF_MIN: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How often a waiting job probes an unreachable camera.
 const PROBE_EVERY: Duration = Duration::from_millis(500);
 /// A SUCCESS status is refreshed this often while recording (LastCollectedTime).
 const STATUS_REFRESH: Duration = Duration::from_secs(60);
 
-/// Exponential backoff with equal jitter: the n-th wait is in [d/2, d], d = min(1 s * 2^n, 30 s).
-#[derive(Debug, Default)]
-struct Backoff {
-    attempt: u32,
-}
-
-impl Backoff {
-    fn next_delay(&mut self) -> Duration {
-        let d = BACKOFF_MIN
-            .saturating_mul(1 << self.attempt.min(6))
-            .min(BACKOFF_MAX);
-        self.attempt += 1;
-        let mut r = [0u8; 4];
-        let frac = match getrandom::fill(&mut r) {
-            Ok(()) => f64::from(u32::from_le_bytes(r)) / f64::from(u32::MAX),
-            Err(_) => 1.0,
-        };
-        d / 2 + d.mul_f64(frac / 2.0)
-    }
-
-    fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
-
-/// Reports status changes, and SUCCESS again every [`STATUS_REFRESH`].
+/// Reports status changes, and SUCCESS again every [`STATUS_REFRESH`] of the job's clock.
 struct Reporter {
     sink: Arc<dyn StatusSink>,
+    clock: Arc<dyn Clock>,
     last: Option<(JobStatus, Option<String>)>,
-    last_at: Option<Instant>,
+    /// Monotonic time of the last report.
+    last_at: Option<Duration>,
 }
 
 impl Reporter {
     fn report(&mut self, status: JobStatus, details: Option<String>) {
+        let now = self.clock.monotonic();
         let same = self.last.as_ref() == Some(&(status, details.clone()));
-        let fresh = self.last_at.is_some_and(|t| t.elapsed() < STATUS_REFRESH);
+        let fresh = self
+            .last_at
+            .is_some_and(|t| now.saturating_sub(t) < STATUS_REFRESH);
         if same && (fresh || status != JobStatus::Success) {
             return;
         }
         self.sink.report(status, details.as_deref());
         self.last = Some((status, details));
-        self.last_at = Some(Instant::now());
+        self.last_at = Some(now);
+    }
+}
+
+/// What the next turn of [`run`]'s loop does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Back to the loop head (which waits while paused).
+    Again,
+    Stop,
+}
+
+impl From<Control> for Next {
+    fn from(c: Control) -> Next {
+        match c {
+            Control::Stop => Next::Stop,
+            Control::Record | Control::Pause => Next::Again,
+        }
     }
 }
 
 struct JobState {
     cfg: RecorderConfig,
     clock: Arc<dyn Clock>,
+    uri: MediaUri,
+    /// The URI as logged.
+    safe_uri: String,
+    /// Reconnect delays; reset at a session's first frame.
+    retry: Retry,
     reporter: Reporter,
     fragmenter: Fragmenter,
     timeline: Timeline,
@@ -506,26 +501,34 @@ async fn wait_while_paused(control: &mut watch::Receiver<Control>) -> Control {
     }
 }
 
-/// Sleeps `delay`, cut short by a control change or, when `probe` is set, by the camera's port
-/// accepting a TCP connection. Returns the control value to act on.
+/// Waits `delay` on `clock`, cut short by a control change or, when `probe` is set, by the
+/// camera's port accepting a TCP connection. Returns the control value to act on.
 async fn back_off(
+    clock: &dyn Clock,
     delay: Duration,
     probe: Option<&str>,
     control: &mut watch::Receiver<Control>,
 ) -> Control {
-    let deadline = Instant::now() + delay;
+    let deadline = clock.monotonic() + delay;
     loop {
-        let step = deadline.min(Instant::now() + PROBE_EVERY);
+        let left = deadline.saturating_sub(clock.monotonic());
+        let step = if probe.is_some() {
+            left.min(PROBE_EVERY)
+        } else {
+            left
+        };
+        // A control change first: on a simulated clock the sleep is ready at once too.
         tokio::select! {
-            _ = tokio::time::sleep_until(step) => {}
+            biased;
             changed = control.changed() => {
                 let c = if changed.is_err() { Control::Stop } else { *control.borrow_and_update() };
                 if c != Control::Record {
                     return c;
                 }
             }
+            () = clock.sleep(step) => {}
         }
-        if Instant::now() >= deadline {
+        if clock.monotonic() >= deadline {
             return Control::Record;
         }
         if let Some(addr) = probe {
@@ -534,6 +537,162 @@ async fn back_off(
                 return Control::Record;
             }
         }
+    }
+}
+
+impl JobState {
+    /// The job before its first session; a malformed URI or a stream name unusable as a
+    /// directory is reported and ends it.
+    fn start(
+        cfg: RecorderConfig,
+        catalog: Arc<Catalog>,
+        clock: Arc<dyn Clock>,
+        status: Arc<dyn StatusSink>,
+    ) -> Result<JobState, RecorderError> {
+        let mut reporter = Reporter {
+            sink: status,
+            clock: clock.clone(),
+            last: None,
+            last_at: None,
+        };
+        let started = MediaUri::parse(&cfg.uri)
+            .map_err(RecorderError::from)
+            .and_then(|uri| {
+                let writer = SegmentWriter::new(&cfg.recording_dir, &cfg.stream, catalog)?;
+                Ok((uri, writer))
+            });
+        let (uri, writer) = started.inspect_err(|e| {
+            reporter.report(e.job_status(), Some(e.to_string()));
+        })?;
+        Ok(JobState {
+            fragmenter: Fragmenter::new(cfg.fragmenter),
+            safe_uri: redact_url(&cfg.uri),
+            cfg,
+            clock,
+            uri,
+            retry: Backoff::RESTART.start(),
+            reporter,
+            timeline: Timeline::new(),
+            writer: Some(writer),
+            pending: None,
+            summary: RecorderSummary::default(),
+        })
+    }
+
+    /// One turn: check the directory, open the source, record until it fails or the control
+    /// changes, and back off after a failure.
+    async fn session(
+        &mut self,
+        control: &mut watch::Receiver<Control>,
+    ) -> Result<Next, RecorderError> {
+        if let Err(why) = writable(&self.cfg.recording_dir).await {
+            warn!(stream = %self.cfg.stream, "{why}; retrying");
+            self.reporter
+                .report(JobStatus::SystemError, Some(why.to_string()));
+            return Ok(self.back_off(false, control).await);
+        }
+        let opened = tokio::select! {
+            r = Source::open(&self.uri, &self.cfg.rtsp) => r,
+            changed = control.changed() => {
+                return Ok(if changed.is_err() { Next::Stop } else { Next::Again });
+            }
+        };
+        let src = match opened {
+            Ok(s) => s,
+            Err(e) => return self.open_failed(e, control).await,
+        };
+        match self.record(src, control).await {
+            // Pause or stop: close the file; the loop head decides what next.
+            None => {
+                self.close_segment().await;
+                Ok(Next::Again)
+            }
+            Some(e) => Ok(self.source_lost(e, control).await),
+        }
+    }
+
+    async fn open_failed(
+        &mut self,
+        e: SourceError,
+        control: &mut watch::Receiver<Control>,
+    ) -> Result<Next, RecorderError> {
+        warn!(stream = %self.cfg.stream, uri = %self.safe_uri, error = %e, "cannot open the source");
+        self.reporter.report(e.job_status(), Some(e.to_string()));
+        if matches!(self.uri, MediaUri::File { .. }) {
+            // A clip that cannot be read will not get better by retrying.
+            return Err(e.into());
+        }
+        let probe = matches!(e, SourceError::Unreachable(_));
+        Ok(self.back_off(probe, control).await)
+    }
+
+    /// Reads frames until the source fails (its error) or the control leaves `Record` (`None`).
+    /// The source is closed on return.
+    async fn record(
+        &mut self,
+        mut src: Source,
+        control: &mut watch::Receiver<Control>,
+    ) -> Option<SourceError> {
+        self.summary.sessions += 1;
+        info!(stream = %self.cfg.stream, uri = %self.safe_uri, "source connected");
+        self.timeline.new_session();
+        let mut session_first = true;
+        loop {
+            tokio::select! {
+                r = src.next() => match r {
+                    Ok(f) => {
+                        if session_first {
+                            self.retry.reset();
+                        }
+                        self.on_frame(f, &mut session_first).await;
+                    }
+                    Err(e) => return Some(e),
+                },
+                changed = control.changed() => {
+                    let c = if changed.is_err() { Control::Stop } else { *control.borrow() };
+                    if c != Control::Record {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn source_lost(
+        &mut self,
+        e: SourceError,
+        control: &mut watch::Receiver<Control>,
+    ) -> Next {
+        warn!(stream = %self.cfg.stream, error = %e, "source lost; reconnecting");
+        self.flush().await;
+        self.reporter.report(e.job_status(), Some(e.to_string()));
+        let probe = matches!(
+            e,
+            SourceError::Unreachable(_) | SourceError::Ended | SourceError::Stalled(_)
+        );
+        self.back_off(probe, control).await
+    }
+
+    /// Waits the next reconnect delay; `probe`: cut short once the camera's port answers.
+    async fn back_off(&mut self, probe: bool, control: &mut watch::Receiver<Control>) -> Next {
+        let delay = self.retry.next_delay();
+        let addr = probe.then(|| self.uri.probe_addr()).flatten();
+        back_off(self.clock.as_ref(), delay, addr.as_deref(), control)
+            .await
+            .into()
+    }
+
+    /// Closes the segment and logs what the job did.
+    async fn finish(mut self) -> RecorderSummary {
+        self.close_segment().await;
+        info!(
+            stream = %self.cfg.stream,
+            frames = self.summary.frames,
+            fragments = self.summary.fragments,
+            dropped = self.fragmenter.dropped_frames(),
+            "recorder stopped"
+        );
+        self.summary
     }
 }
 
@@ -549,133 +708,13 @@ pub async fn run(
     status: Arc<dyn StatusSink>,
     mut control: watch::Receiver<Control>,
 ) -> Result<RecorderSummary, RecorderError> {
-    let mut reporter = Reporter {
-        sink: status,
-        last: None,
-        last_at: None,
-    };
-    let uri = match MediaUri::parse(&cfg.uri) {
-        Ok(u) => u,
-        Err(e) => {
-            reporter.report(e.status(), Some(e.to_string()));
-            return Err(e.into());
-        }
-    };
-    let writer = match SegmentWriter::new(&cfg.recording_dir, &cfg.stream, catalog) {
-        Ok(w) => w,
-        Err(e) => {
-            reporter.report(JobStatus::UserError, Some(e.to_string()));
-            return Err(e.into());
-        }
-    };
-    let probe_addr = uri.probe_addr();
-    let mut job = JobState {
-        fragmenter: Fragmenter::new(cfg.fragmenter),
-        cfg,
-        clock,
-        reporter,
-        timeline: Timeline::new(),
-        writer: Some(writer),
-        pending: None,
-        summary: RecorderSummary::default(),
-    };
-    let mut backoff = Backoff::default();
-    let safe_uri = redact_url(&job.cfg.uri);
-    loop {
-        match wait_while_paused(&mut control).await {
-            Control::Stop => break,
-            Control::Pause | Control::Record => {}
-        }
-        if let Err(why) = writable(&job.cfg.recording_dir).await {
-            warn!(stream = %job.cfg.stream, "{why}; retrying");
-            job.reporter.report(JobStatus::SystemError, Some(why));
-            match back_off(backoff.next_delay(), None, &mut control).await {
-                Control::Stop => break,
-                _ => continue,
-            }
-        }
-        let opened = tokio::select! {
-            r = Source::open(&uri, &job.cfg.rtsp) => Some(r),
-            changed = control.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-                None
-            }
-        };
-        let mut src = match opened {
-            None => continue,
-            Some(Ok(s)) => s,
-            Some(Err(e)) => {
-                warn!(stream = %job.cfg.stream, uri = %safe_uri, error = %e, "cannot open the source");
-                job.reporter.report(e.status(), Some(e.to_string()));
-                if matches!(uri, MediaUri::File { .. }) {
-                    // A clip that cannot be read will not get better by retrying.
-                    return Err(e.into());
-                }
-                let probe = matches!(e, SourceError::Unreachable(_))
-                    .then_some(probe_addr.as_deref())
-                    .flatten();
-                match back_off(backoff.next_delay(), probe, &mut control).await {
-                    Control::Stop => break,
-                    _ => continue,
-                }
-            }
-        };
-        job.summary.sessions += 1;
-        info!(stream = %job.cfg.stream, uri = %safe_uri, "source connected");
-        job.timeline.new_session();
-        let mut session_first = true;
-        let ended = loop {
-            tokio::select! {
-                r = src.next() => match r {
-                    Ok(f) => {
-                        if session_first {
-                            backoff.reset();
-                        }
-                        job.on_frame(f, &mut session_first).await;
-                    }
-                    Err(e) => break Some(e),
-                },
-                changed = control.changed() => {
-                    let c = if changed.is_err() { Control::Stop } else { *control.borrow() };
-                    if c != Control::Record {
-                        break None;
-                    }
-                }
-            }
-        };
-        drop(src);
-        match ended {
-            None => {
-                // Pause or stop: close the file; the loop head decides what next.
-                job.close_segment().await;
-            }
-            Some(e) => {
-                warn!(stream = %job.cfg.stream, error = %e, "source lost; reconnecting");
-                job.flush().await;
-                job.reporter.report(e.status(), Some(e.to_string()));
-                let probe = matches!(
-                    e,
-                    SourceError::Unreachable(_) | SourceError::Ended | SourceError::Stalled(_)
-                )
-                .then_some(probe_addr.as_deref())
-                .flatten();
-                if back_off(backoff.next_delay(), probe, &mut control).await == Control::Stop {
-                    break;
-                }
-            }
+    let mut job = JobState::start(cfg, catalog, clock, status)?;
+    while wait_while_paused(&mut control).await != Control::Stop {
+        if job.session(&mut control).await? == Next::Stop {
+            break;
         }
     }
-    job.close_segment().await;
-    info!(
-        stream = %job.cfg.stream,
-        frames = job.summary.frames,
-        fragments = job.summary.fragments,
-        dropped = job.fragmenter.dropped_frames(),
-        "recorder stopped"
-    );
-    Ok(job.summary)
+    Ok(job.finish().await)
 }
 
 /// Whether media can be written under the recording directory. Checked before each session: a
@@ -683,7 +722,7 @@ pub async fn run(
 /// first fragment, after the camera was read for nothing, and the last SUCCESS would stand
 /// until then. A directory not there yet is created with the first segment: then its nearest
 /// existing parent must be writable.
-async fn writable(dir: &Path) -> Result<(), String> {
+async fn writable(dir: &Path) -> Result<(), NotWritable> {
     let d = dir.to_owned();
     tokio::task::spawn_blocking(move || {
         let mut at = d.as_path();
@@ -700,13 +739,18 @@ async fn writable(dir: &Path) -> Result<(), String> {
     })
     .await
     .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
-    .map_err(|e| {
-        format!(
-            "the recording directory {} is not writable: {}",
-            dir.display(),
-            std::io::Error::from(e)
-        )
+    .map_err(|errno| NotWritable {
+        dir: dir.to_owned(),
+        errno,
     })
+}
+
+/// The recording directory refuses writes (a read-only mount, the wrong owner).
+#[derive(Debug, PartialEq, Eq, Error)]
+#[error("the recording directory {} is not writable: {errno}", dir.display())]
+struct NotWritable {
+    dir: PathBuf,
+    errno: rustix::io::Errno,
 }
 
 /// Recovery for one stream on a blocking thread, as the supervisor runs it before [`run`].
@@ -714,7 +758,7 @@ pub async fn recover_stream(
     catalog: Arc<Catalog>,
     recording_dir: &Path,
     stream: &str,
-) -> Result<recovery::RecoveryReport, recovery::RecoveryError> {
+) -> Result<recovery::RecoveryReport, crate::store::StoreError> {
     let (dir, stream) = (recording_dir.to_owned(), stream.to_owned());
     tokio::task::spawn_blocking(move || recovery::recover(&catalog, &dir, Some(&stream)))
         .await
@@ -724,17 +768,7 @@ pub async fn recover_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redaction_hides_passwords() {
-        assert_eq!(
-            redact_url("rtsp://admin:s3cret@10.0.0.2:554/stream1"),
-            "rtsp://admin:***@10.0.0.2:554/stream1"
-        );
-        assert_eq!(redact_url("rtsp://10.0.0.2/s"), "rtsp://10.0.0.2/s");
-        assert!(!redact_url("rtsp://a:p@ss@w/rd@host").contains("ss@w"));
-        assert_eq!(redact_url("nonsense://u:pw@"), "nonsense://***@");
-    }
+    use crate::clock::SimulatedClock;
 
     #[test]
     fn uris() {
@@ -754,7 +788,7 @@ mod tests {
             Ok(MediaUri::File { fps: 25, .. })
         ));
         let e = MediaUri::parse("http://u:secret@h/x").unwrap_err();
-        assert_eq!(e.status(), JobStatus::UserError);
+        assert_eq!(e.job_status(), JobStatus::UserError);
         assert!(!e.to_string().contains("secret"));
         assert!(MediaUri::parse("rtsp:///x").is_err());
     }
@@ -768,7 +802,8 @@ mod tests {
         drop(tx);
         assert_eq!(wait_while_paused(&mut rx).await, Control::Stop);
         let d = Duration::from_secs(3600);
-        assert_eq!(back_off(d, None, &mut rx).await, Control::Stop);
+        let clock = SimulatedClock::new("2026-03-29T00:30:00Z".parse().unwrap());
+        assert_eq!(back_off(&clock, d, None, &mut rx).await, Control::Stop);
     }
 
     /// A recording directory not created yet is writable when its parent is (the first segment
@@ -780,16 +815,70 @@ mod tests {
         assert_eq!(writable(Path::new("relative/not/yet")).await, Ok(()));
     }
 
-    #[test]
-    fn backoff_doubles_to_thirty_seconds() {
-        let mut b = Backoff::default();
-        let waits: Vec<Duration> = (0..8).map(|_| b.next_delay()).collect();
+    /// Simulated time that keeps every wait and says Stop after the `stop_after`-th.
+    struct WaitLog {
+        clock: SimulatedClock,
+        waits: Mutex<Vec<Duration>>,
+        stop_after: usize,
+        control: watch::Sender<Control>,
+    }
+
+    impl Clock for WaitLog {
+        fn now(&self) -> jiff::Timestamp {
+            self.clock.now()
+        }
+
+        fn monotonic(&self) -> Duration {
+            self.clock.monotonic()
+        }
+
+        fn sleep(&self, d: Duration) -> crate::clock::Sleep {
+            let mut waits = self.waits.lock().unwrap();
+            waits.push(d);
+            if waits.len() == self.stop_after {
+                self.control.send_replace(Control::Stop);
+            }
+            self.clock.sleep(d)
+        }
+    }
+
+    /// A recording directory that cannot be written is checked again after each wait, and the
+    /// waits double to thirty seconds on the job's clock.
+    #[tokio::test]
+    async fn retries_back_off_on_the_clock_doubling_to_thirty_seconds() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("a-file");
+        std::fs::write(&blocker, b"").unwrap();
+        let (tx, rx) = watch::channel(Control::Record);
+        let clock = Arc::new(WaitLog {
+            clock: SimulatedClock::new("2026-03-29T00:30:00Z".parse().unwrap()),
+            waits: Mutex::new(Vec::new()),
+            stop_after: 8,
+            control: tx,
+        });
+        let status = Arc::new(MemoryStatus::default());
+        let cfg = RecorderConfig {
+            stream: "cam1".into(),
+            uri: "rtsp://127.0.0.1:9/x".into(),
+            recording_dir: blocker.join("media"),
+            fragmenter: FragmenterConfig::default(),
+            rtsp: RtspOptions::default(),
+        };
+        let catalog = Arc::new(Catalog::open_in_memory().unwrap());
+        let summary = run(cfg, catalog, clock.clone(), status.clone(), rx)
+            .await
+            .unwrap();
+        assert_eq!(summary.sessions, 0, "the camera is not opened");
+        let waits = clock.waits.lock().unwrap().clone();
         let caps = [1, 2, 4, 8, 16, 30, 30, 30];
+        assert_eq!(waits.len(), caps.len());
         for (w, cap) in waits.iter().zip(caps) {
             let cap = Duration::from_secs(cap);
             assert!(*w >= cap / 2 && *w <= cap, "{w:?} vs {cap:?}");
         }
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_secs(1));
+        let reports = status.0.lock().unwrap();
+        assert_eq!(reports.len(), 1, "the same status is reported once");
+        assert_eq!(reports[0].0, JobStatus::SystemError);
+        assert!(reports[0].1.as_deref().unwrap().contains("not writable"));
     }
 }

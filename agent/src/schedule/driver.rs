@@ -13,8 +13,6 @@
 //! with a duration, no "start at once when configured inside a window"), and its timers do not
 //! re-check the wall clock after a step.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,21 +23,6 @@ use crate::clock::Clock;
 
 /// Default cap on one sleep, which bounds how late a wall-clock step is noticed.
 pub const DEFAULT_MAX_SLEEP: Duration = Duration::from_secs(60);
-
-/// How the driver waits; tests substitute one that moves a simulated clock.
-pub trait Sleeper: Send + Sync + 'static {
-    fn sleep(&self, d: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
-}
-
-/// Sleeps on tokio's (monotonic) timer.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TokioSleeper;
-
-impl Sleeper for TokioSleeper {
-    fn sleep(&self, d: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        Box::pin(tokio::time::sleep(d))
-    }
-}
 
 /// What the job should do now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,8 +36,8 @@ pub enum Transition {
 /// Turns a [`Plan`] into start/stop transitions as wall-clock time passes.
 pub struct ScheduleDriver {
     plan: Plan,
+    /// Read for the wall clock, slept on for the waits (monotonic).
     clock: Arc<dyn Clock>,
-    sleeper: Arc<dyn Sleeper>,
     max_sleep: Duration,
     active: bool,
     /// Hourly plan: the hour boundary of the next run; `None` before the run at start.
@@ -66,16 +49,10 @@ impl ScheduleDriver {
         ScheduleDriver {
             plan,
             clock,
-            sleeper: Arc::new(TokioSleeper),
             max_sleep: DEFAULT_MAX_SLEEP,
             active: false,
             next_run: None,
         }
-    }
-
-    pub fn with_sleeper(mut self, sleeper: Arc<dyn Sleeper>) -> Self {
-        self.sleeper = sleeper;
-        self
     }
 
     /// Caps one sleep; a wall-clock step is noticed within this time.
@@ -118,7 +95,7 @@ impl ScheduleDriver {
             } else {
                 idle_spins = 0;
             }
-            self.sleeper.sleep(d).await;
+            self.clock.sleep(d).await;
         }
     }
 

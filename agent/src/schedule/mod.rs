@@ -25,6 +25,6 @@ mod jcal;
 mod quartz;
 mod window;
 
-pub use driver::{DEFAULT_MAX_SLEEP, ScheduleDriver, Sleeper, TokioSleeper, Transition};
+pub use driver::{DEFAULT_MAX_SLEEP, ScheduleDriver, Transition};
 pub use quartz::{CronSchedule, ParseError, default_max_year};
 pub use window::{Plan, PlanState, Window, Windows, last_hour, next_hour};

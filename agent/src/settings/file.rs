@@ -8,6 +8,8 @@ use serde::Deserialize;
 
 use super::{SettingError, SettingsError};
 use crate::input::quote;
+use crate::janitor::policy::DiskReserve;
+use crate::logging::LogFormat;
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -26,14 +28,6 @@ pub struct AgentFile {
     /// The rolled log files' format: `text` (as stderr) or `json` (one object per line, for
     /// log shippers).
     pub log_format: LogFormat,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
 }
 
 impl Default for AgentFile {
@@ -110,6 +104,16 @@ pub struct DiskReserveFile {
     pub min_free_mb: u32,
     #[serde(deserialize_with = "whole_number")]
     pub min_free_percent: u32,
+}
+
+impl DiskReserveFile {
+    /// The janitor's reserve these keys ask for.
+    pub fn reserve(&self) -> DiskReserve {
+        DiskReserve {
+            min_free_bytes: u64::from(self.min_free_mb) << 20,
+            min_free_percent: self.min_free_percent.min(100) as u8,
+        }
+    }
 }
 
 impl Default for DiskReserveFile {
@@ -207,123 +211,141 @@ pub(super) fn parse(text: &str) -> Result<AgentFile, ParseError> {
     }
     let file: AgentFile =
         serde_saphyr::from_str(text).map_err(|e| ParseError::Yaml(e.to_string()))?;
-    let mut errors = Vec::new();
-    let mut range = |name: &str, v: u32, min: u32, max: u32| {
-        if v < min || v > max {
-            errors.push(SettingError {
-                name: name.to_owned(),
-                message: format!("{v} is outside {min}..={max}"),
-            });
-        }
-    };
-    range("max_streams", file.max_streams, 1, 256);
-    range(
-        "recorder.min_fragment_duration_ms",
-        file.recorder.min_fragment_duration_ms,
-        1000,
-        10_000,
-    );
-    range(
-        "recorder.segment_duration_secs",
-        file.recorder.segment_duration_secs,
-        10,
-        3600,
-    );
-    range(
-        "disk_reserve.min_free_mb",
-        file.disk_reserve.min_free_mb,
-        0,
-        10_000_000,
-    );
-    range(
-        "cloudwatch.interval_secs",
-        file.cloudwatch.interval_secs,
-        1,
-        3600,
-    );
-    range(
-        "cloudwatch.buffer_datums",
-        file.cloudwatch.buffer_datums,
-        1000,
-        10_000_000,
-    );
-    range(
-        "disk_reserve.min_free_percent",
-        file.disk_reserve.min_free_percent,
-        0,
-        50,
-    );
-    let topic_ok = !file.mqtt.topic_prefix.is_empty()
-        && !file.mqtt.topic_prefix.contains(['+', '#', '\0'])
-        && !file.mqtt.topic_prefix.starts_with('/')
-        && !file.mqtt.topic_prefix.ends_with('/');
-    if !topic_ok {
-        errors.push(SettingError {
-            name: "mqtt.topic_prefix".into(),
-            message: format!(
-                "{} must be a non-empty topic without wildcards or a leading or trailing '/'",
-                quote(&file.mqtt.topic_prefix)
-            ),
-        });
-    }
-    if let Some(thing) = &file.mqtt.thing_name
-        && let Err(message) = super::check_thing_name(thing)
-    {
-        errors.push(SettingError {
-            name: "mqtt.thing_name".into(),
-            message,
-        });
-    }
-    let empty_path = |p: &Option<PathBuf>| p.as_ref().is_some_and(|p| p.as_os_str().is_empty());
-    for (name, path) in [
-        ("state_directory", &file.state_directory),
-        ("secrets_file", &file.secrets_file),
-    ] {
-        if empty_path(path) {
-            errors.push(SettingError {
-                name: name.into(),
-                message: "is empty; leave the key out for the default".into(),
-            });
-        }
-    }
-    if let Some(url) = &file.mqtt.broker_url {
-        let ok = url::Url::parse(url).ok().is_some_and(|u| {
-            ["mqtt", "mqtts", "tcp", "ssl"].contains(&u.scheme())
-                && u.host_str().is_some_and(|h| !h.is_empty())
-        });
-        if !ok {
-            errors.push(SettingError {
-                name: "mqtt.broker_url".into(),
-                message: format!(
-                    "{} is not a broker URL like mqtt://host:1883 or mqtts://host:8883",
-                    quote(&crate::recorder::redact_url(url))
-                ),
-            });
-        }
-    }
-    if file
-        .mqtt
-        .embedded_broker_listen
-        .parse::<std::net::SocketAddr>()
-        .is_err()
-    {
-        errors.push(SettingError {
-            name: "mqtt.embedded_broker_listen".into(),
-            message: format!(
-                "{} is not an address like 127.0.0.1:1883",
-                quote(&file.mqtt.embedded_broker_listen)
-            ),
-        });
-    }
-    if !matches!(file.mqtt.iot_port, 8883 | 443) {
-        errors.push(SettingError {
-            name: "mqtt.iot_port".into(),
-            message: format!("{} is not 8883 or 443", file.mqtt.iot_port),
-        });
-    }
+    let mut errors = out_of_range(&file);
+    errors.extend(bad_topic_naming(&file.mqtt));
+    errors.extend(empty_paths(&file));
+    errors.extend(bad_broker_addresses(&file.mqtt));
     if errors.is_empty() {
         Ok(file)
     } else {
         Err(ParseError::Invalid(errors))
     }
+}
+
+fn setting_error(name: &str, message: String) -> SettingError {
+    SettingError {
+        name: name.to_owned(),
+        message,
+    }
+}
+
+fn out_of_range(file: &AgentFile) -> Vec<SettingError> {
+    [
+        ("max_streams", file.max_streams, 1, 256),
+        (
+            "recorder.min_fragment_duration_ms",
+            file.recorder.min_fragment_duration_ms,
+            1000,
+            10_000,
+        ),
+        (
+            "recorder.segment_duration_secs",
+            file.recorder.segment_duration_secs,
+            10,
+            3600,
+        ),
+        (
+            "disk_reserve.min_free_mb",
+            file.disk_reserve.min_free_mb,
+            0,
+            10_000_000,
+        ),
+        (
+            "cloudwatch.interval_secs",
+            file.cloudwatch.interval_secs,
+            1,
+            3600,
+        ),
+        (
+            "cloudwatch.buffer_datums",
+            file.cloudwatch.buffer_datums,
+            1000,
+            10_000_000,
+        ),
+        (
+            "disk_reserve.min_free_percent",
+            file.disk_reserve.min_free_percent,
+            0,
+            50,
+        ),
+    ]
+    .into_iter()
+    .filter(|&(_, v, min, max)| v < min || v > max)
+    .map(|(name, v, min, max)| setting_error(name, format!("{v} is outside {min}..={max}")))
+    .collect()
+}
+
+/// The topic prefix and thing name, which every control topic is made of.
+fn bad_topic_naming(mqtt: &MqttFile) -> Vec<SettingError> {
+    let mut errors = Vec::new();
+    let topic_ok = !mqtt.topic_prefix.is_empty()
+        && !mqtt.topic_prefix.contains(['+', '#', '\0'])
+        && !mqtt.topic_prefix.starts_with('/')
+        && !mqtt.topic_prefix.ends_with('/');
+    if !topic_ok {
+        errors.push(setting_error(
+            "mqtt.topic_prefix",
+            format!(
+                "{} must be a non-empty topic without wildcards or a leading or trailing '/'",
+                quote(&mqtt.topic_prefix)
+            ),
+        ));
+    }
+    if let Some(thing) = &mqtt.thing_name
+        && let Err(e) = super::check_thing_name(thing)
+    {
+        errors.push(setting_error("mqtt.thing_name", e.to_string()));
+    }
+    errors
+}
+
+fn empty_paths(file: &AgentFile) -> Vec<SettingError> {
+    let empty_path = |p: &Option<PathBuf>| p.as_ref().is_some_and(|p| p.as_os_str().is_empty());
+    [
+        ("state_directory", &file.state_directory),
+        ("secrets_file", &file.secrets_file),
+    ]
+    .into_iter()
+    .filter(|(_, path)| empty_path(path))
+    .map(|(name, _)| setting_error(name, "is empty; leave the key out for the default".into()))
+    .collect()
+}
+
+fn bad_broker_addresses(mqtt: &MqttFile) -> Vec<SettingError> {
+    let mut errors = Vec::new();
+    if let Some(url) = &mqtt.broker_url {
+        let ok = url::Url::parse(url).ok().is_some_and(|u| {
+            ["mqtt", "mqtts", "tcp", "ssl"].contains(&u.scheme())
+                && u.host_str().is_some_and(|h| !h.is_empty())
+        });
+        if !ok {
+            errors.push(setting_error(
+                "mqtt.broker_url",
+                format!(
+                    "{} is not a broker URL like mqtt://host:1883 or mqtts://host:8883",
+                    quote(&crate::input::redact_url(url))
+                ),
+            ));
+        }
+    }
+    if mqtt
+        .embedded_broker_listen
+        .parse::<std::net::SocketAddr>()
+        .is_err()
+    {
+        errors.push(setting_error(
+            "mqtt.embedded_broker_listen",
+            format!(
+                "{} is not an address like 127.0.0.1:1883",
+                quote(&mqtt.embedded_broker_listen)
+            ),
+        ));
+    }
+    if !matches!(mqtt.iot_port, 8883 | 443) {
+        errors.push(setting_error(
+            "mqtt.iot_port",
+            format!("{} is not 8883 or 443", mqtt.iot_port),
+        ));
+    }
+    errors
 }

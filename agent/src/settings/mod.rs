@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
 use crate::input::{cut, quote};
+use crate::logging::{LogFormat, LogLevel, LogSettings};
 
-pub use file::{AgentFile, CloudWatchFile, DiskReserveFile, LogFormat, MqttFile, RecorderFile};
+pub use file::{AgentFile, CloudWatchFile, DiskReserveFile, MqttFile, RecorderFile};
 
 /// The process environment, as a map so tests can supply their own.
 #[derive(Clone, Debug, Default)]
@@ -69,45 +70,6 @@ pub enum SettingsError {
     Yaml { path: PathBuf, message: String },
 }
 
-/// The levels `AWS_KVS_EDGE_LOG_LEVEL` accepts (log4j's names, matched case-insensitively).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogLevel {
-    Off,
-    All,
-    Fatal,
-    Error,
-    Warn,
-    Info,
-    Debug,
-    Trace,
-}
-
-impl LogLevel {
-    const NAMES: &'static [(&'static str, LogLevel)] = &[
-        ("OFF", LogLevel::Off),
-        ("ALL", LogLevel::All),
-        ("FATAL", LogLevel::Fatal),
-        ("ERROR", LogLevel::Error),
-        ("WARN", LogLevel::Warn),
-        ("INFO", LogLevel::Info),
-        ("DEBUG", LogLevel::Debug),
-        ("TRACE", LogLevel::Trace),
-    ];
-
-    /// The `tracing` filter directive for this level; FATAL has no tracing level of its own and
-    /// maps to ERROR, ALL to TRACE.
-    pub fn filter_directive(self) -> &'static str {
-        match self {
-            LogLevel::Off => "off",
-            LogLevel::Fatal | LogLevel::Error => "error",
-            LogLevel::Warn => "warn",
-            LogLevel::Info => "info",
-            LogLevel::Debug => "debug",
-            LogLevel::All | LogLevel::Trace => "trace",
-        }
-    }
-}
-
 /// How the agent reaches the cloud, decided from the environment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -129,18 +91,6 @@ pub struct IotSettings {
     pub data_ats_endpoint: String,
     pub role_alias: String,
     pub thing_name: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LogSettings {
-    pub level: LogLevel,
-    /// Size at which the log file rolls over, in MB (`AWS_KVS_EDGE_LOG_MAX_FILE_SIZE`).
-    pub max_file_size_mb: u32,
-    /// Rolled-over files kept (`AWS_KVS_EDGE_LOG_ROLLOVER_COUNT`).
-    pub rollover_count: u32,
-    pub output_directory: PathBuf,
-    /// The files' format (stderr stays text for journald).
-    pub format: LogFormat,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -221,16 +171,20 @@ static REGION_RE: LazyLock<regex::Regex> = LazyLock::new(|| {
     regex::Regex::new(r"^[a-z]{2,4}(-[a-z]{1,16}){1,3}-[0-9]{1,2}$").expect("valid pattern")
 });
 
+/// A thing name no HubDeviceArn can name.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{} is not 1 to 128 of a-z, A-Z, 0-9, _ and - (an AWS IoT thing name a HubDeviceArn can name)",
+    quote(.0)
+)]
+struct BadThingName(String);
+
 /// Why `thing` cannot be this agent's thing name, if it cannot.
-fn check_thing_name(thing: &str) -> Result<(), String> {
+fn check_thing_name(thing: &str) -> Result<(), BadThingName> {
     if crate::edge_config::validate::is_thing_name(thing) {
         Ok(())
     } else {
-        Err(format!(
-            "{} is not 1 to 128 of a-z, A-Z, 0-9, _ and - (an AWS IoT thing name a \
-             HubDeviceArn can name)",
-            quote(thing)
-        ))
+        Err(BadThingName(thing.to_owned()))
     }
 }
 
@@ -248,7 +202,43 @@ pub fn load(env: &Env, config_file: Option<&Path>) -> Result<Settings, SettingsE
         })
     };
 
-    let cloudwatch_enabled = match env.get("AWS_KVS_EDGE_CLOUDWATCH_ENABLED") {
+    let cloudwatch_enabled = cloudwatch_enabled(env, &mut bad);
+    let log = log_settings(env, file.log_format, &mut bad);
+    let recording_directory =
+        PathBuf::from(env.get("AWS_KVS_EDGE_RECORDING_DIRECTORY").unwrap_or("."));
+    let region = region(env, &mut bad);
+
+    let mode = decide_mode(env, &file, &mut bad);
+    if matches!(mode, Mode::Iot(_)) && region.is_none() {
+        bad(
+            "AWS_REGION",
+            "is required when the AWS_IOT_* variables are set".into(),
+        );
+    }
+    if cloudwatch_enabled && mode == Mode::Local && region.is_none() {
+        bad(
+            "AWS_KVS_EDGE_CLOUDWATCH_ENABLED",
+            "TRUE needs AWS: set AWS_REGION (with credentials the AWS SDK finds), the \
+             AWS_IOT_* variables, or run under Greengrass"
+                .into(),
+        );
+    }
+
+    if !errors.is_empty() {
+        return Err(SettingsError::Invalid(errors));
+    }
+    Ok(Settings {
+        region,
+        mode,
+        cloudwatch_enabled,
+        log,
+        recording_directory,
+        file,
+    })
+}
+
+fn cloudwatch_enabled(env: &Env, bad: &mut impl FnMut(&str, String)) -> bool {
+    match env.get("AWS_KVS_EDGE_CLOUDWATCH_ENABLED") {
         None => false,
         Some(v) if v.eq_ignore_ascii_case("true") => true,
         Some(v) if v.eq_ignore_ascii_case("false") => false,
@@ -259,8 +249,11 @@ pub fn load(env: &Env, config_file: Option<&Path>) -> Result<Settings, SettingsE
             );
             false
         }
-    };
+    }
+}
 
+/// The `AWS_KVS_EDGE_LOG_*` variables, with the files' `format` from the YAML file.
+fn log_settings(env: &Env, format: LogFormat, bad: &mut impl FnMut(&str, String)) -> LogSettings {
     let level = match env.get("AWS_KVS_EDGE_LOG_LEVEL") {
         None => LogLevel::Info,
         Some(v) => LogLevel::NAMES
@@ -300,8 +293,16 @@ pub fn load(env: &Env, config_file: Option<&Path>) -> Result<Settings, SettingsE
         env.get("AWS_KVS_EDGE_LOG_OUTPUT_DIRECTORY")
             .unwrap_or("./log"),
     );
-    let recording_directory =
-        PathBuf::from(env.get("AWS_KVS_EDGE_RECORDING_DIRECTORY").unwrap_or("."));
+    LogSettings {
+        level,
+        max_file_size_mb,
+        rollover_count,
+        output_directory,
+        format,
+    }
+}
+
+fn region(env: &Env, bad: &mut impl FnMut(&str, String)) -> Option<String> {
     let region = env.get("AWS_REGION").map(str::to_owned);
     if let Some(r) = &region
         && !REGION_RE.is_match(r)
@@ -314,40 +315,7 @@ pub fn load(env: &Env, config_file: Option<&Path>) -> Result<Settings, SettingsE
             ),
         );
     }
-
-    let mode = decide_mode(env, &file, &mut bad);
-    if matches!(mode, Mode::Iot(_)) && region.is_none() {
-        bad(
-            "AWS_REGION",
-            "is required when the AWS_IOT_* variables are set".into(),
-        );
-    }
-    if cloudwatch_enabled && mode == Mode::Local && region.is_none() {
-        bad(
-            "AWS_KVS_EDGE_CLOUDWATCH_ENABLED",
-            "TRUE needs AWS: set AWS_REGION (with credentials the AWS SDK finds), the \
-             AWS_IOT_* variables, or run under Greengrass"
-                .into(),
-        );
-    }
-
-    if !errors.is_empty() {
-        return Err(SettingsError::Invalid(errors));
-    }
-    Ok(Settings {
-        region,
-        mode,
-        cloudwatch_enabled,
-        log: LogSettings {
-            level,
-            max_file_size_mb,
-            rollover_count,
-            output_directory,
-            format: file.log_format,
-        },
-        recording_directory,
-        file,
-    })
+    region
 }
 
 fn decide_mode(env: &Env, file: &AgentFile, bad: &mut impl FnMut(&str, String)) -> Mode {
@@ -393,9 +361,9 @@ fn decide_mode(env: &Env, file: &AgentFile, bad: &mut impl FnMut(&str, String)) 
         thing_name: var("AWS_IOT_CORE_THING_NAME"),
     };
     if given.contains(&"AWS_IOT_CORE_THING_NAME")
-        && let Err(message) = check_thing_name(&iot.thing_name)
+        && let Err(e) = check_thing_name(&iot.thing_name)
     {
-        bad("AWS_IOT_CORE_THING_NAME", message);
+        bad("AWS_IOT_CORE_THING_NAME", e.to_string());
     }
     if let Some(thing) = &file.mqtt.thing_name
         && *thing != iot.thing_name

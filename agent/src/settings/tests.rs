@@ -324,6 +324,15 @@ fn disk_reserve_is_configurable_within_range() {
 }
 
 #[test]
+fn the_files_default_reserve_is_the_janitors() {
+    assert_eq!(
+        DiskReserveFile::default().reserve(),
+        crate::janitor::policy::DiskReserve::default(),
+        "the settings file's defaults are the reserve's"
+    );
+}
+
+#[test]
 fn iot_variables_are_the_seven_aws_iot_ones_of_the_list() {
     assert_eq!(IOT_VARIABLES.len(), 7);
     assert!(IOT_VARIABLES.iter().all(|v| v.starts_with("AWS_IOT_")));

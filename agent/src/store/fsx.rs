@@ -2,26 +2,48 @@
 //! never follow a symbolic link in the last component (a link planted where a segment was must
 //! not make the agent read, truncate or write another file).
 
-use std::fs::{File, OpenOptions};
+use std::fs::{DirBuilder, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
 use crate::path_error::{PathError, io_err};
 
-/// Makes the entries of `dir` (created, renamed or removed files) durable.
+/// Makes the entries of `dir` (created, renamed or removed files) durable. The one directory
+/// fsync of the agent: every crash-ordering rule of the store ends its step with it.
 pub fn fsync_dir(dir: &Path) -> Result<(), PathError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("fsync directory", dir))
+    sync_dir(dir).map_err(io_err("fsync directory", dir))
 }
 
 /// Like [`fsync_dir`], but a directory that is gone is nothing to sync.
 pub fn fsync_dir_if_exists(dir: &Path) -> Result<(), PathError> {
-    match File::open(dir) {
-        Ok(d) => d.sync_all().map_err(io_err("fsync directory", dir)),
+    match sync_dir(dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io_err("fsync directory", dir)(e)),
+        r => r.map_err(io_err("fsync directory", dir)),
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Creates `dir` and any missing parents with mode 0700, fsyncing each new entry into its
+/// parent so the file's path survives a power cut.
+pub fn ensure_dir(dir: &Path) -> Result<(), PathError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        ensure_dir(parent)?;
+    }
+    match DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(io_err("create directory", dir)(e)),
+    }
+    match dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) => fsync_dir(parent),
+        None => Ok(()),
     }
 }
 

@@ -12,20 +12,12 @@ use std::path::{Path, PathBuf};
 
 use tracing::warn;
 
-use super::fsx;
-use crate::catalog::{Catalog, CatalogError, SegmentId};
-use crate::path_error::{PathError, io_err};
+use super::{StoreError, fsx};
+use crate::catalog::{Catalog, SegmentId};
+use crate::path_error::io_err;
 
 /// The folder under the recording directory holding quarantined media.
 pub const QUARANTINE: &str = "quarantine";
-
-#[derive(Debug, thiserror::Error)]
-pub enum QuarantineError {
-    #[error(transparent)]
-    Io(#[from] PathError),
-    #[error(transparent)]
-    Catalog(#[from] CatalogError),
-}
 
 /// Moves `rel` (relative to `root`) to quarantine, removes segment `segment`'s rows if given,
 /// and records why. Returns the quarantined path, relative to `root`.
@@ -36,7 +28,7 @@ pub fn move_aside(
     rel: &str,
     segment: Option<SegmentId>,
     reason: &str,
-) -> Result<String, QuarantineError> {
+) -> Result<String, StoreError> {
     let from = root.join(rel);
     let (to_rel, to) = free_target(root, rel);
     let to_dir = to.parent().expect("a quarantine path has a parent");
@@ -61,7 +53,7 @@ pub fn finish_interrupted(
     stream: &str,
     rel: &str,
     segment: SegmentId,
-) -> Result<bool, QuarantineError> {
+) -> Result<bool, StoreError> {
     let q = format!("{QUARANTINE}/{rel}");
     if fsx::entry(&root.join(rel))? != fsx::Entry::Missing
         || fsx::entry(&root.join(&q))? == fsx::Entry::Missing

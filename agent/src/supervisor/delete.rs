@@ -5,7 +5,6 @@ use std::sync::atomic::Ordering;
 use tracing::{info, warn};
 
 use super::{StreamEvent, Supervisor};
-use crate::catalog::Catalog;
 use crate::edge_config::SyncStatus;
 
 impl Supervisor {
@@ -50,9 +49,11 @@ impl Supervisor {
         let catalog = self.0.catalog.clone();
         let dir = self.0.cfg.recording_dir.clone();
         let name = stream.to_owned();
-        let result = tokio::task::spawn_blocking(move || remove_stream_data(&catalog, &dir, &name))
-            .await
-            .unwrap_or_else(|e| Err(format!("deletion crashed: {e}")));
+        let result = tokio::task::spawn_blocking(move || {
+            crate::store::delete::delete_stream(&catalog, &dir, &name)
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.into()));
         match result {
             Ok(()) => {
                 info!(stream, "edge configuration and media deleted");
@@ -63,45 +64,8 @@ impl Supervisor {
             }
             Err(e) => {
                 warn!(stream, error = %e, "deletion failed");
-                self.set_status(stream, SyncStatus::DeleteFailed, Some(&e));
+                self.set_status(stream, SyncStatus::DeleteFailed, Some(&e.to_string()));
             }
         }
     }
-}
-
-/// Removes a stream's media (each segment in the janitor's crash-safe order), its directory,
-/// then its configuration and job status. Only the stream's own directory is removed whole; a
-/// directory from before `streams/` only once empty.
-fn remove_stream_data(
-    catalog: &Catalog,
-    recording_dir: &std::path::Path,
-    stream: &str,
-) -> Result<(), String> {
-    let segments = catalog
-        .segments(Some(stream))
-        .map_err(|e| format!("cannot list the media: {e}"))?;
-    let stream_dir = crate::store::layout::stream_dir(stream);
-    // Segments recorded before `streams/` lived in `{recording_dir}/{stream}/`.
-    let legacy = segments.iter().any(|s| !s.path.starts_with(&stream_dir));
-    for s in segments {
-        crate::janitor::delete::delete(catalog, recording_dir, &s)
-            .map_err(|e| format!("cannot delete {}: {e}", s.path))?;
-    }
-    let dir = recording_dir.join(&stream_dir);
-    match std::fs::remove_dir_all(&dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("cannot delete the directory of {stream}: {e}")),
-    }
-    if legacy {
-        // Never a directory this stream's rows did not use (`log` may be the agent's own).
-        let _ = std::fs::remove_dir(recording_dir.join(stream));
-    }
-    if let Some(parent) = dir.parent() {
-        crate::store::fsx::fsync_dir_if_exists(parent).map_err(|e| e.to_string())?;
-    }
-    catalog
-        .delete_config(stream)
-        .map_err(|e| format!("cannot remove the configuration: {e}"))?;
-    Ok(())
 }

@@ -562,9 +562,8 @@ fn walk(p: &std::path::Path) -> Vec<String> {
 fn record_one_fragment(f: &Fixture, stream: &str) {
     use crate::media::mkv::{Frame, TrackInfo, VideoCodec};
     let mut w =
-        crate::recorder::segment::SegmentWriter::new(f.dir.path(), stream, f.catalog.clone())
-            .unwrap();
-    w.write(&crate::recorder::fragmenter::Fragment {
+        crate::store::segment::SegmentWriter::new(f.dir.path(), stream, f.catalog.clone()).unwrap();
+    w.write(&crate::media::fragment::Fragment {
         frames: vec![Frame {
             timestamp_ms: 1_767_225_600_000,
             key: true,
@@ -792,7 +791,7 @@ async fn within(
     clock: &dyn Clock,
     limit: Duration,
     what: &str,
-    cond: impl Fn() -> bool,
+    mut cond: impl FnMut() -> bool,
 ) -> Duration {
     let t0 = clock.monotonic();
     while !cond() {
@@ -849,5 +848,114 @@ async fn a_hanging_secret_lookup_holds_up_only_its_stream() {
     assert_eq!(slow.await.unwrap(), Some(SyncStatus::InSync));
     assert!(clock.monotonic() - t0 >= Duration::from_secs(29));
     assert_eq!(sup.running_streams().await, ["fast", "slow"]);
+    sup.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Whether `stream`'s job of `kind` is running (in its window, healthy).
+fn job_running(sup: &Supervisor, stream: &str, kind: JobKind) -> bool {
+    sup.health()
+        .jobs
+        .iter()
+        .any(|j| j.stream == stream && j.kind == kind && j.running())
+}
+
+/// All three jobs on simulated time: the recorder records all along, the uploader runs only in
+/// its 60 s window (10:05:00-10:06:00) and sends what was recorded before and during it, the
+/// janitor deletes uploaded segments (DeleteAfterUpload), and the upload job completes when
+/// the window closes.
+#[tokio::test(start_paused = true)]
+async fn recorder_uploader_and_janitor_through_an_upload_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Arc::new(Catalog::open(&dir.path().join("c.db")).unwrap());
+    let (tx, _events) = mpsc::unbounded_channel();
+    let clock = crate::clock::PausedClock::new("2026-11-25T10:04:00Z".parse().unwrap());
+    let sink = Arc::new(crate::uploader::sink::MemorySink::new());
+    let uploader = crate::uploader::Uploader::with_sink(
+        sink.clone(),
+        catalog.clone(),
+        dir.path().to_owned(),
+        Arc::new(clock.clone()),
+        crate::uploader::Options::default(),
+    );
+    let secrets = MapSecrets([(secret("u"), CLIP.to_owned())].into_iter().collect());
+    let sup = Supervisor::new(
+        catalog.clone(),
+        Arc::new(clock.clone()),
+        SupervisorConfig {
+            // 10 s segments, so some close (and can be deleted) before the window.
+            fragmenter: FragmenterConfig {
+                segment_duration_ms: 10_000,
+                ..FragmenterConfig::default()
+            },
+            ..config(dir.path())
+        },
+        Arc::new(secrets),
+        Some(uploader),
+        tx,
+    );
+    let request = parse_start_request(&format!(
+        r#"{{"StreamName":"u","EdgeConfig":{{"HubDeviceArn":"arn:aws:iot:us-east-1:123456789012:thing/hub","RecorderConfig":{{"MediaSourceConfig":{{"MediaUriSecretArn":"{}","MediaUriType":"FILE_URI"}}}},"UploaderConfig":{{"ScheduleConfig":{{"ScheduleExpression":"0 */5 * * * ?","DurationInSeconds":60}}}}}}}}"#,
+        secret("u")
+    ))
+    .unwrap();
+    assert_eq!(
+        sup.apply("hub", request, true).await,
+        Some(SyncStatus::InSync)
+    );
+    let at = |t: &str| -> Timestamp { t.parse().unwrap() };
+    // Before the window: recording, nothing sent.
+    within(&clock, Duration::from_secs(5), "recording", || {
+        job_running(&sup, "u", JobKind::Record)
+    })
+    .await;
+    clock.sleep(Duration::from_secs(55)).await;
+    assert!(clock.now() < at("2026-11-25T10:05:00Z"));
+    assert!(sink.received().is_empty());
+    assert!(!job_running(&sup, "u", JobKind::Upload));
+    let first = catalog.segments(Some("u")).unwrap()[0].clone();
+    // The window opens: the backlog goes out.
+    within(&clock, Duration::from_secs(10), "the upload run", || {
+        job_running(&sup, "u", JobKind::Upload)
+    })
+    .await;
+    assert!(clock.now() >= at("2026-11-25T10:05:00Z"));
+    within(
+        &clock,
+        Duration::from_secs(30),
+        "the first segment deleted",
+        || catalog.segment(first.id).unwrap().is_none(),
+    )
+    .await;
+    assert!(!dir.path().join(&first.path).exists());
+    assert!(!sink.received().is_empty());
+    // The window closes: the run completes, the recorder records on, nothing more is sent.
+    let mut completed = Vec::new();
+    within(
+        &clock,
+        Duration::from_secs(70),
+        "the upload job completed",
+        || {
+            completed.extend(
+                sup.take_events()
+                    .into_iter()
+                    .filter(|e| e.kind == JobKind::Upload),
+            );
+            !completed.is_empty()
+        },
+    )
+    .await;
+    assert_eq!(completed[0].what, Occurrence::Completed);
+    assert!(completed[0].at >= at("2026-11-25T10:06:00Z"));
+    assert!(!job_running(&sup, "u", JobKind::Upload));
+    let sent = sink.received().len();
+    let pending = catalog.pending_fragments("u", 1000).unwrap().len();
+    clock.sleep(Duration::from_secs(30)).await;
+    assert_eq!(
+        sink.received().len(),
+        sent,
+        "nothing sent outside the window"
+    );
+    assert!(catalog.pending_fragments("u", 1000).unwrap().len() > pending);
+    assert!(job_running(&sup, "u", JobKind::Record));
     sup.shutdown(Duration::from_secs(5)).await;
 }

@@ -8,7 +8,7 @@ use tracing::warn;
 
 use super::Inner;
 use super::jobs::Link;
-use crate::edge_config::EdgeConfig;
+use crate::edge_config::{EdgeConfig, JobError};
 use crate::health::{JobKind, Occurrence, Phase};
 use crate::schedule::{Plan, ScheduleDriver, Transition};
 use crate::stop::Stop;

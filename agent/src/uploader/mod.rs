@@ -3,13 +3,14 @@
 //! - [`ack`]: the acknowledgement-stream parser and the error table (pure);
 //! - [`pacer`]: 5 fragments/s and 12.5 MB/s per stream (pure);
 //! - [`endpoint`]: GetDataEndpoint through the AWS SDK, cached 40 minutes;
-//! - [`putmedia`]: one signed, streaming PutMedia request and its acks.
+//! - [`putmedia`]: one signed, streaming PutMedia request and its acks;
+//! - [`sink`]: the seam between the job and PutMedia ([`MediaSink`]), and a sink for tests.
 //!
 //! This module is the per-stream job: [`Uploader::start`] spawns it, [`UploadHandle::stop`]
 //! ends it after the fragment in flight (the schedule's window end). Each round takes the
 //! oldest pending fragments that share one CodecPrivate (a change opens a new request), sends
-//! them on one request, and reacts to how it ended: transient failures back off (1 s doubling to
-//! 30 s, jittered) and resend from the first unpersisted fragment, rejected fragments are marked
+//! them on one request, and reacts to how it ended: transient failures back off ([`BACKOFF`])
+//! and resend from the first unpersisted fragment, rejected fragments are marked
 //! failed and skipped, a deleted stream ends the job with USER_ERROR. A fragment is marked
 //! uploaded only by its PERSISTED ack. Streams upload in parallel, one task each.
 
@@ -17,6 +18,7 @@ pub mod ack;
 pub mod endpoint;
 pub mod pacer;
 pub mod putmedia;
+pub mod sink;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,18 +28,24 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use tokio::io::AsyncReadExt;
-use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::backoff::{Backoff, Retry};
 use crate::catalog::{Catalog, CatalogError, Job, SegmentId, SegmentRow};
 use crate::clock::Clock;
-use crate::edge_config::JobStatus;
-use endpoint::EndpointCache;
+use crate::edge_config::{JobError, JobStatus};
+use crate::stop::{self, Stop, Stopper};
 use pacer::Pacer;
-use putmedia::{Batch, BatchFragment, SessionEnd, Signer};
+use putmedia::PutMedia;
+pub use sink::MediaSink;
+use sink::{Batch, BatchFragment, Ledger, Session, SessionEnd};
 
-/// Becomes `true` when the job must stop (after the fragment in flight).
-pub type StopSignal = watch::Receiver<bool>;
+/// Retries of a failed upload: 1 s doubling to 30 s, each wait drawn from `[d/2, d]`.
+pub const BACKOFF: Backoff = Backoff {
+    min: Duration::from_secs(1),
+    max: Duration::from_secs(30),
+    jitter: 0.5,
+};
 
 /// Largest segment header accepted from disk (CodecPrivate is at most 1 MiB).
 const MAX_HEADER: u64 = 4 << 20;
@@ -64,20 +72,39 @@ pub enum UploadError {
     },
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    #[error("catalog task failed: {0}")]
+    CatalogTask(tokio::task::JoinError),
     #[error("configuration: {0}")]
     Config(String),
 }
 
-impl UploadError {
+impl JobError for UploadError {
     /// Only the user can fix it (the stream, its state or the permissions): USER_ERROR.
-    pub fn is_user_error(&self) -> bool {
-        matches!(
-            self,
+    fn job_status(&self) -> JobStatus {
+        match self {
             UploadError::StreamNotFound { .. }
-                | UploadError::StreamNotActive { .. }
-                | UploadError::NotAuthorized(_)
-        )
+            | UploadError::StreamNotActive { .. }
+            | UploadError::NotAuthorized(_)
+            | UploadError::Http {
+                status: 401 | 403, ..
+            } => JobStatus::UserError,
+            _ => JobStatus::SystemError,
+        }
     }
+}
+
+/// Runs a catalog call on the blocking pool, the one way async code reaches SQLite: a durable
+/// commit (fsync) must not stall the runtime's workers, which every stream's job shares.
+async fn blocking<T, F>(catalog: &Arc<Catalog>, f: F) -> Result<T, UploadError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Catalog) -> Result<T, CatalogError> + Send + 'static,
+{
+    let catalog = Arc::clone(catalog);
+    tokio::task::spawn_blocking(move || f(&catalog))
+        .await
+        .map_err(UploadError::CatalogTask)?
+        .map_err(UploadError::from)
 }
 
 /// The stream a job uploads to: by name, or by ARN (as the edge configuration gives it).
@@ -117,6 +144,7 @@ pub struct Options {
     pub batch_fragments: usize,
     /// How often an idle job looks for new fragments.
     pub poll_interval: Duration,
+    /// The retry delays' range ([`BACKOFF`]'s jitter).
     pub backoff_min: Duration,
     pub backoff_max: Duration,
     /// How long a GetDataEndpoint answer is reused.
@@ -132,9 +160,19 @@ impl Default for Options {
             pacing: true,
             batch_fragments: 300,
             poll_interval: Duration::from_secs(2),
-            backoff_min: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(30),
+            backoff_min: BACKOFF.min,
+            backoff_max: BACKOFF.max,
             endpoint_ttl: endpoint::ENDPOINT_TTL,
+        }
+    }
+}
+
+impl Options {
+    fn backoff(&self) -> Backoff {
+        Backoff {
+            min: self.backoff_min,
+            max: self.backoff_max,
+            ..BACKOFF
         }
     }
 }
@@ -218,12 +256,10 @@ pub enum RunMode {
     UntilEmpty,
 }
 
-pub(crate) struct Shared {
+struct Shared {
     catalog: Arc<Catalog>,
     clock: Arc<dyn Clock>,
-    http: reqwest::Client,
-    signer: Signer,
-    endpoints: EndpointCache,
+    sink: Arc<dyn MediaSink>,
     recording_dir: PathBuf,
     options: Options,
 }
@@ -232,6 +268,28 @@ pub(crate) struct Shared {
 #[derive(Clone)]
 pub struct Uploader {
     shared: Arc<Shared>,
+}
+
+/// A job's state across its rounds.
+struct RunState {
+    pacer: Arc<Mutex<Pacer>>,
+    retry: Retry,
+    /// Segment rows of the current batch (see [`Uploader::next_batch`]).
+    segments: HashMap<SegmentId, SegmentRow>,
+    /// Transient failures in a row.
+    failures: u32,
+    /// The progress last reported as the job status.
+    reported: ProgressSnapshot,
+}
+
+/// What a job does after a round.
+enum Next {
+    /// Another round at once.
+    Now,
+    /// Another round after this wait (unless stopped meanwhile).
+    After(Duration),
+    /// The job ends.
+    End(Result<(), UploadError>),
 }
 
 impl Uploader {
@@ -249,6 +307,7 @@ impl Uploader {
         Self::new(&sdk, catalog, recording_dir, clock, options)
     }
 
+    /// Uploads with PutMedia, as `sdk` configures it.
     pub fn new(
         sdk: &aws_config::SdkConfig,
         catalog: Arc<Catalog>,
@@ -256,31 +315,33 @@ impl Uploader {
         clock: Arc<dyn Clock>,
         options: Options,
     ) -> Result<Uploader, UploadError> {
-        let region = sdk
-            .region()
-            .ok_or_else(|| UploadError::Config("no AWS region (set AWS_REGION)".into()))?
-            .to_string();
-        let provider = sdk
-            .credentials_provider()
-            .ok_or_else(|| UploadError::Credentials("no credentials provider".into()))?;
-        let http = reqwest::Client::builder()
-            .http1_only()
-            .connect_timeout(Duration::from_secs(10))
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| UploadError::Config(format!("HTTP client: {e}")))?;
-        let client = aws_sdk_kinesisvideo::Client::new(sdk);
-        Ok(Uploader {
+        let sink = PutMedia::new(sdk, Arc::clone(&clock), &options)?;
+        Ok(Self::with_sink(
+            Arc::new(sink),
+            catalog,
+            recording_dir,
+            clock,
+            options,
+        ))
+    }
+
+    /// Uploads into `sink` (a [`sink::MemorySink`] in tests: no AWS settings needed).
+    pub fn with_sink(
+        sink: Arc<dyn MediaSink>,
+        catalog: Arc<Catalog>,
+        recording_dir: PathBuf,
+        clock: Arc<dyn Clock>,
+        options: Options,
+    ) -> Uploader {
+        Uploader {
             shared: Arc::new(Shared {
                 catalog,
-                endpoints: EndpointCache::new(client, Arc::clone(&clock), options.endpoint_ttl),
                 clock,
-                http,
-                signer: Signer::new(provider, region),
+                sink,
                 recording_dir,
                 options,
             }),
-        })
+        }
     }
 
     /// Spawns a stream's upload job; it runs until [`UploadHandle::stop`], until `until` (the
@@ -291,29 +352,34 @@ impl Uploader {
         mode: RunMode,
         until: Option<Timestamp>,
     ) -> UploadHandle {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let stop_tx = Arc::new(stop_tx);
+        let (stopper, stop) = stop::channel();
+        let stopper = Arc::new(stopper);
         let progress = Arc::new(Progress::default());
         if let Some(until) = until {
-            let tx = Arc::clone(&stop_tx);
-            let left = until.duration_since(self.shared.clock.now());
-            let left = Duration::try_from(left).unwrap_or(Duration::ZERO);
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = tokio::time::sleep(left) => { let _ = tx.send(true); }
-                    _ = tx.closed() => {}
-                }
-            });
+            self.stop_at(until, Arc::clone(&stopper));
         }
         let me = self.clone();
         let p = Arc::clone(&progress);
-        let task = tokio::spawn(async move { me.run(&stream, mode, stop_rx, &p).await });
+        let task = tokio::spawn(async move { me.run(&stream, mode, stop, &p).await });
         UploadHandle {
-            stop: stop_tx,
+            stop: stopper,
             task,
             progress,
             result: None,
         }
+    }
+
+    /// Stops the job at `until` on the uploader's clock (unless it has ended by then).
+    fn stop_at(&self, until: Timestamp, stopper: Arc<Stopper>) {
+        let clock = Arc::clone(&self.shared.clock);
+        let left = until.duration_since(clock.now());
+        let left = Duration::try_from(left).unwrap_or(Duration::ZERO);
+        tokio::spawn(async move {
+            tokio::select! {
+                () = clock.sleep(left) => stopper.stop(),
+                () = stopper.closed() => {}
+            }
+        });
     }
 
     /// The job loop (see the module doc). Returns when stopped, when nothing is pending in
@@ -322,125 +388,151 @@ impl Uploader {
         &self,
         stream: &StreamTarget,
         mode: RunMode,
-        mut stop: StopSignal,
+        mut stop: Stop,
         progress: &Progress,
     ) -> Result<ProgressSnapshot, UploadError> {
         let s = &self.shared;
-        let key = stream.key();
-        let pacer = Arc::new(Mutex::new(if s.options.pacing {
-            Pacer::new(s.clock.monotonic())
-        } else {
-            Pacer::unlimited()
-        }));
-        let mut backoff = Backoff::new(s.options.backoff_min, s.options.backoff_max);
-        let mut segments: HashMap<SegmentId, SegmentRow> = HashMap::new();
-        let mut failures = 0u32;
-        let mut reported = progress.snapshot();
-        info!(stream = key, "upload job started");
+        let mut st = RunState {
+            pacer: Arc::new(Mutex::new(if s.options.pacing {
+                Pacer::new(s.clock.monotonic())
+            } else {
+                Pacer::unlimited()
+            })),
+            retry: s.options.backoff().start(),
+            segments: HashMap::new(),
+            failures: 0,
+            reported: progress.snapshot(),
+        };
+        info!(stream = stream.key(), "upload job started");
         let result = loop {
-            if *stop.borrow() {
+            if stop.is_stopped() {
                 break Ok(());
             }
-            let batch = match self.next_batch(key, &mut segments).await {
-                Ok(b) => b,
-                Err(e) => break Err(e),
-            };
-            let Some(batch) = batch else {
-                if mode == RunMode::UntilEmpty {
-                    break Ok(());
-                }
-                if wait_or_stop(&mut stop, s.options.poll_interval).await {
-                    break Ok(());
-                }
-                continue;
-            };
-            let endpoint = match s.endpoints.get(stream).await {
-                Ok(e) => e,
-                Err(e @ UploadError::StreamNotFound { .. }) => break Err(e),
-                Err(e) => {
-                    self.failed(key, &e.to_string(), &mut failures, progress, &e);
-                    if wait_or_stop(&mut stop, backoff.next()).await {
-                        break Ok(());
-                    }
-                    continue;
-                }
-            };
-            progress.sessions.fetch_add(1, Ordering::Relaxed);
-            let end = putmedia::put_media(
-                s,
-                &endpoint,
-                stream,
-                batch,
-                Arc::clone(&pacer),
-                &stop,
-                progress,
-            )
-            .await;
-            let now = progress.snapshot();
-            if now.fragments_uploaded != reported.fragments_uploaded {
-                self.status(key, JobStatus::Success, None, now.last_persisted);
-                reported = now;
-                // A session that persisted fragments was no failure: a cut after it backs off
-                // from the minimum again (the failures in a row start again from zero).
-                failures = 0;
-                backoff.reset();
-            }
-            match end {
-                SessionEnd::Done | SessionEnd::Rotated | SessionEnd::FragmentFailed => {
-                    failures = 0;
-                    backoff.reset();
-                }
-                SessionEnd::Stopped => break Ok(()),
-                SessionEnd::StreamNotActive => {
-                    break Err(UploadError::StreamNotActive {
-                        stream: key.to_owned(),
-                    });
-                }
-                SessionEnd::Retry { reason, connection } => {
-                    warn!(
-                        stream = key,
-                        reason,
-                        "upload interrupted; will resend from the first unpersisted fragment"
-                    );
-                    progress.retries.fetch_add(1, Ordering::Relaxed);
-                    if connection {
-                        // The endpoint may have moved; an error ack came from a live one.
-                        s.endpoints.invalidate(stream);
-                    }
-                    let e = UploadError::Endpoint(reason.clone());
-                    self.failed(key, &reason, &mut failures, progress, &e);
-                    if wait_or_stop(&mut stop, backoff.next()).await {
+            match self.round(stream, mode, &stop, progress, &mut st).await {
+                Next::Now => {}
+                Next::After(d) => {
+                    if stop.sleep_or_stop(&*s.clock, d).await {
                         break Ok(());
                     }
                 }
-                SessionEnd::Refused(e) => {
-                    if let UploadError::Http { status: 404, .. } = e {
-                        break Err(UploadError::StreamNotFound {
-                            stream: key.to_owned(),
-                        });
-                    }
-                    warn!(stream = key, error = %e, "PutMedia refused");
-                    progress.retries.fetch_add(1, Ordering::Relaxed);
-                    s.endpoints.invalidate(stream);
-                    if let UploadError::Http {
-                        status: 401 | 403, ..
-                    } = e
-                    {
-                        // Refused credentials are fetched again from the provider chain.
-                        s.signer.invalidate().await;
-                    }
-                    self.failed(key, &e.to_string(), &mut failures, progress, &e);
-                    if wait_or_stop(&mut stop, backoff.next()).await {
-                        break Ok(());
-                    }
-                }
+                Next::End(r) => break r,
             }
         };
+        self.finish(stream.key(), result, st.failures, progress)
+            .await
+    }
+
+    /// One batch on one request, and what the job does next.
+    async fn round(
+        &self,
+        stream: &StreamTarget,
+        mode: RunMode,
+        stop: &Stop,
+        progress: &Progress,
+        st: &mut RunState,
+    ) -> Next {
+        let s = &self.shared;
+        let key = stream.key();
+        let batch = match self.next_batch(key, &mut st.segments).await {
+            Ok(Some(b)) => b,
+            Ok(None) if mode == RunMode::UntilEmpty => return Next::End(Ok(())),
+            Ok(None) => return Next::After(s.options.poll_interval),
+            Err(e) => return Next::End(Err(e)),
+        };
+        let ledger = Ledger {
+            catalog: Arc::clone(&s.catalog),
+            clock: Arc::clone(&s.clock),
+            progress,
+        };
+        let session = Session {
+            stream,
+            batch,
+            pacer: Arc::clone(&st.pacer),
+            stop,
+            ledger: &ledger,
+        };
+        match s.sink.send(session).await {
+            Ok(end) => {
+                self.report_persisted(key, progress, st).await;
+                self.after(key, end, progress, st).await
+            }
+            Err(e @ UploadError::StreamNotFound { .. }) => Next::End(Err(e)),
+            Err(e) => {
+                self.failed(key, &e.to_string(), st, progress, &e).await;
+                Next::After(st.retry.next_delay())
+            }
+        }
+    }
+
+    /// A session that persisted fragments shows in the job status, and was no failure: a cut
+    /// after it backs off from the minimum again (the failures in a row start again from zero).
+    async fn report_persisted(&self, key: &str, progress: &Progress, st: &mut RunState) {
+        let now = progress.snapshot();
+        if now.fragments_uploaded != st.reported.fragments_uploaded {
+            self.status(key, JobStatus::Success, None, now.last_persisted)
+                .await;
+            st.reported = now;
+            st.failures = 0;
+            st.retry.reset();
+        }
+    }
+
+    /// What the job does after a request that ended so.
+    async fn after(
+        &self,
+        key: &str,
+        end: SessionEnd,
+        progress: &Progress,
+        st: &mut RunState,
+    ) -> Next {
+        match end {
+            SessionEnd::Done | SessionEnd::Rotated | SessionEnd::FragmentFailed => {
+                st.failures = 0;
+                st.retry.reset();
+                Next::Now
+            }
+            SessionEnd::Stopped => Next::End(Ok(())),
+            SessionEnd::StreamNotActive => Next::End(Err(UploadError::StreamNotActive {
+                stream: key.to_owned(),
+            })),
+            SessionEnd::Retry { reason, .. } => {
+                warn!(
+                    stream = key,
+                    reason, "upload interrupted; will resend from the first unpersisted fragment"
+                );
+                progress.retries.fetch_add(1, Ordering::Relaxed);
+                let e = UploadError::Endpoint(reason.clone());
+                self.failed(key, &reason, st, progress, &e).await;
+                Next::After(st.retry.next_delay())
+            }
+            SessionEnd::Refused(UploadError::Http { status: 404, .. }) => {
+                Next::End(Err(UploadError::StreamNotFound {
+                    stream: key.to_owned(),
+                }))
+            }
+            SessionEnd::Refused(e) => {
+                warn!(stream = key, error = %e, "PutMedia refused");
+                progress.retries.fetch_add(1, Ordering::Relaxed);
+                self.failed(key, &e.to_string(), st, progress, &e).await;
+                Next::After(st.retry.next_delay())
+            }
+        }
+    }
+
+    /// The job's last status and log line; its progress, or the error it ended with.
+    async fn finish(
+        &self,
+        key: &str,
+        result: Result<(), UploadError>,
+        failures: u32,
+        progress: &Progress,
+    ) -> Result<ProgressSnapshot, UploadError> {
         let snap = progress.snapshot();
         match &result {
             Ok(()) => {
                 if failures == 0 {
-                    self.status(key, JobStatus::Success, None, snap.last_persisted);
+                    self.status(key, JobStatus::Success, None, snap.last_persisted)
+                        .await;
                 }
                 info!(
                     stream = key,
@@ -451,43 +543,44 @@ impl Uploader {
                 );
             }
             Err(e) => {
-                let status = if e.is_user_error() {
-                    JobStatus::UserError
-                } else {
-                    JobStatus::SystemError
-                };
-                self.status(key, status, Some(&e.to_string()), snap.last_persisted);
+                self.status(
+                    key,
+                    e.job_status(),
+                    Some(&e.to_string()),
+                    snap.last_persisted,
+                )
+                .await;
                 warn!(stream = key, error = %e, "upload job ended");
             }
         }
         result.map(|()| snap)
     }
 
-    /// Records a transient failure; after three in a row the job status shows it.
-    fn failed(
+    /// Records a transient failure; the job status shows it at once when only the user can fix
+    /// it, otherwise after three in a row.
+    async fn failed(
         &self,
         key: &str,
         reason: &str,
-        failures: &mut u32,
+        st: &mut RunState,
         progress: &Progress,
         e: &UploadError,
     ) {
         progress.set_error(reason);
-        *failures += 1;
-        let status = match e {
-            UploadError::NotAuthorized(_)
-            | UploadError::Http {
-                status: 401 | 403, ..
-            } => JobStatus::UserError,
-            _ if *failures >= 3 => JobStatus::SystemError,
-            _ => return,
+        st.failures += 1;
+        let status = if e.is_user_error() {
+            JobStatus::UserError
+        } else if st.failures >= 3 {
+            JobStatus::SystemError
+        } else {
+            return;
         };
-        self.status(key, status, Some(reason), None);
+        self.status(key, status, Some(reason), None).await;
     }
 
     /// LastUploaderStatus in the catalog. A stream without an edge configuration (an operator's
     /// `upload` of leftover media) has no status row to write, which is not an upload failure.
-    fn status(
+    async fn status(
         &self,
         key: &str,
         status: JobStatus,
@@ -495,18 +588,26 @@ impl Uploader {
         collected: Option<Timestamp>,
     ) {
         let s = &self.shared;
-        let result = match s.catalog.config(key) {
-            Ok(Some(_)) => s.catalog.set_job_status(
-                key,
+        let (stream, details, clock) = (
+            key.to_owned(),
+            details.map(str::to_owned),
+            Arc::clone(&s.clock),
+        );
+        let result = blocking(&s.catalog, move |c| {
+            if c.config(&stream)?.is_none() {
+                return Ok(());
+            }
+            let now = clock.now();
+            c.set_job_status(
+                &stream,
                 Job::Uploader,
                 status,
-                details,
+                details.as_deref(),
                 collected,
-                s.clock.now(),
-            ),
-            Ok(None) => return,
-            Err(e) => Err(e),
-        };
+                now,
+            )
+        })
+        .await;
         if let Err(e) = result {
             warn!(stream = key, error = %e, "cannot record the uploader status");
         }
@@ -525,29 +626,29 @@ impl Uploader {
         // last one before a pause, once uploaded), and a row cached across batches would then
         // name the deleted file, failing the new segment's fragments as unreadable.
         segments.clear();
+        let limit = s.options.batch_fragments;
         // Bounded: each pass either returns or marks one fragment failed.
-        for _ in 0..s.options.batch_fragments.max(1) {
-            let rows = s
-                .catalog
-                .pending_fragments(stream, s.options.batch_fragments)?;
+        for _ in 0..limit.max(1) {
+            let key = stream.to_owned();
+            let rows = blocking(&s.catalog, move |c| c.pending_fragments(&key, limit)).await?;
             let Some(first) = rows.first() else {
                 return Ok(None);
             };
-            let first_seg = self.segment(first.segment_id, segments)?;
+            let first_seg = self.segment(first.segment_id, segments).await?;
             let path = s.recording_dir.join(&first_seg.path);
             let header = match read_header(&path, first_seg.header_size).await {
                 Ok(h) => h,
                 Err(e) => {
                     let what = format!("segment file {} unreadable: {e}", first_seg.path);
                     warn!(stream, error = what, "skipping fragment");
-                    s.catalog
-                        .mark_fragment_failed(first.id, &what, s.clock.now())?;
+                    let (id, now) = (first.id, s.clock.now());
+                    blocking(&s.catalog, move |c| c.mark_fragment_failed(id, &what, now)).await?;
                     continue;
                 }
             };
             let mut fragments = Vec::with_capacity(rows.len());
             for row in rows {
-                let seg = self.segment(row.segment_id, segments)?;
+                let seg = self.segment(row.segment_id, segments).await?;
                 let same = seg.codec_id == first_seg.codec_id
                     && seg.codec_private == first_seg.codec_private
                     && (seg.width, seg.height) == (first_seg.width, first_seg.height);
@@ -562,7 +663,7 @@ impl Uploader {
         Ok(None)
     }
 
-    fn segment(
+    async fn segment(
         &self,
         id: SegmentId,
         cache: &mut HashMap<SegmentId, SegmentRow>,
@@ -570,12 +671,14 @@ impl Uploader {
         if let Some(s) = cache.get(&id) {
             return Ok(s.clone());
         }
-        let row = self.shared.catalog.segment(id)?.ok_or_else(|| {
-            UploadError::Catalog(CatalogError::NotFound {
-                what: "segment",
-                key: id.to_string(),
-            })
-        })?;
+        let row = blocking(&self.shared.catalog, move |c| c.segment(id))
+            .await?
+            .ok_or_else(|| {
+                UploadError::Catalog(CatalogError::NotFound {
+                    what: "segment",
+                    key: id.to_string(),
+                })
+            })?;
         cache.insert(id, row.clone());
         Ok(row)
     }
@@ -591,45 +694,9 @@ async fn read_header(path: &Path, len: u64) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Waits `d` unless a stop comes first; true when stopped (or the stop sender is gone).
-async fn wait_or_stop(stop: &mut StopSignal, d: Duration) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(d) => false,
-        r = stop.wait_for(|s| *s) => { let _ = r; true }
-    }
-}
-
-/// Exponential backoff with jitter: each delay is drawn from [d/2, d], d doubling to the cap.
-struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    fn new(min: Duration, max: Duration) -> Self {
-        Backoff {
-            min,
-            max,
-            next: min,
-        }
-    }
-
-    fn next(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(self.max);
-        let r = getrandom::u64().unwrap_or(0) % 1000;
-        d / 2 + d.mul_f64(r as f64 / 2000.0)
-    }
-
-    fn reset(&mut self) {
-        self.next = self.min;
-    }
-}
-
 /// A running job.
 pub struct UploadHandle {
-    stop: Arc<watch::Sender<bool>>,
+    stop: Arc<Stopper>,
     task: tokio::task::JoinHandle<Result<ProgressSnapshot, UploadError>>,
     progress: Arc<Progress>,
     /// The job's result once [`UploadHandle::ended`] saw it.
@@ -645,7 +712,7 @@ fn joined(
 impl UploadHandle {
     /// Asks the job to stop after the fragment in flight (and its acks, within the grace).
     pub fn stop(&self) {
-        let _ = self.stop.send(true);
+        self.stop.stop();
     }
 
     pub fn progress(&self) -> ProgressSnapshot {
@@ -681,18 +748,143 @@ impl UploadHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::UploadState;
+    use crate::clock::PausedClock;
+    use sink::MemorySink;
+
+    /// Writes `n` one-second fragments of `stream` through the segment writer, as recording does.
+    fn record(dir: &Path, catalog: &Arc<Catalog>, stream: &str, n: i64) {
+        use crate::media::mkv::{Frame, TrackInfo, VideoCodec};
+        let track = Arc::new(TrackInfo {
+            codec: VideoCodec::H264,
+            codec_private: vec![1, 77, 0, 30, 0xFF, 0xE0, 0],
+            width: 64,
+            height: 64,
+        });
+        let mut w =
+            crate::store::segment::SegmentWriter::new(dir, stream, Arc::clone(catalog)).unwrap();
+        for i in 0..n {
+            w.write(&crate::media::fragment::Fragment {
+                frames: vec![Frame {
+                    timestamp_ms: 1_767_225_600_000 + i * 1000,
+                    key: true,
+                    data: vec![0, 0, 0, 2, 0x65, 1],
+                }],
+                track: Arc::clone(&track),
+                duration_ms: 1000,
+                new_segment: false,
+            })
+            .unwrap();
+        }
+    }
+
+    fn memory_uploader(
+        dir: &Path,
+        catalog: &Arc<Catalog>,
+        clock: Arc<dyn Clock>,
+    ) -> (Uploader, Arc<MemorySink>) {
+        let sink = Arc::new(MemorySink::new());
+        let up = Uploader::with_sink(
+            Arc::clone(&sink) as Arc<dyn MediaSink>,
+            Arc::clone(catalog),
+            dir.to_owned(),
+            clock,
+            Options::default(),
+        );
+        (up, sink)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_job_uploads_into_its_sink_until_the_window_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Arc::new(Catalog::open(&dir.path().join("c.db")).unwrap());
+        record(dir.path(), &catalog, "cam", 3);
+        let clock = PausedClock::new("2026-01-01T00:00:00Z".parse().unwrap());
+        let (up, sink) = memory_uploader(dir.path(), &catalog, Arc::new(clock.clone()));
+        let window = Duration::from_secs(60);
+        let until = clock.now() + window;
+        let h = up.start(
+            StreamTarget::Name("cam".into()),
+            RunMode::UntilStopped,
+            Some(until),
+        );
+
+        let snap = tokio::time::timeout(Duration::from_secs(3600), h.wait())
+            .await
+            .expect("the window end stops the job")
+            .unwrap();
+        assert_eq!(snap.fragments_uploaded, 3);
+        assert_eq!(snap.sessions, 1);
+        assert!(
+            clock.monotonic() >= window,
+            "an idle job runs until its window ends: {:?}",
+            clock.monotonic()
+        );
+        let seg = &catalog.segments(Some("cam")).unwrap()[0];
+        let rows = catalog.fragments(seg.id).unwrap();
+        assert_eq!(rows.len(), 3);
+        for r in &rows {
+            assert_eq!(r.upload_state, UploadState::Uploaded, "{r:?}");
+            assert!(r.fragment_number.is_some(), "{r:?}");
+        }
+        let got = sink.received();
+        assert_eq!(got.len(), 1, "one request for one codec");
+        assert_eq!(got[0].stream.key(), "cam");
+        assert_eq!(got[0].header.len() as u64, seg.header_size);
+        let sent: Vec<i64> = got[0].fragments.iter().map(|f| f.id).collect();
+        assert_eq!(sent, rows.iter().map(|r| r.id).collect::<Vec<_>>());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stopped_job_sends_nothing_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Arc::new(Catalog::open(&dir.path().join("c.db")).unwrap());
+        let clock = PausedClock::new("2026-01-01T00:00:00Z".parse().unwrap());
+        let (up, sink) = memory_uploader(dir.path(), &catalog, Arc::new(clock.clone()));
+        let h = up.start(
+            StreamTarget::Name("cam".into()),
+            RunMode::UntilStopped,
+            None,
+        );
+        clock.sleep(Duration::from_secs(10)).await;
+        h.stop();
+        record(dir.path(), &catalog, "cam", 2);
+        let snap = tokio::time::timeout(Duration::from_secs(60), h.wait())
+            .await
+            .expect("a stop ends an idle job")
+            .unwrap();
+        assert_eq!(snap.fragments_uploaded, 0);
+        assert!(sink.received().is_empty());
+        assert_eq!(catalog.pending_fragments("cam", 10).unwrap().len(), 2);
+    }
 
     #[test]
-    fn backoff_doubles_to_the_cap_with_jitter() {
-        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
-        let expect = [1u64, 2, 4, 8, 16, 30, 30];
-        for e in expect {
-            let d = b.next();
-            let e = Duration::from_secs(e);
-            assert!(d >= e / 2 && d <= e, "{d:?} not in [{:?}, {e:?}]", e / 2);
+    fn user_errors_are_the_ones_only_the_user_can_fix() {
+        let user = [
+            UploadError::StreamNotFound { stream: "s".into() },
+            UploadError::StreamNotActive { stream: "s".into() },
+            UploadError::NotAuthorized("no".into()),
+            UploadError::Http {
+                status: 403,
+                error_type: String::new(),
+                message: String::new(),
+            },
+        ];
+        for e in &user {
+            assert_eq!(e.job_status(), JobStatus::UserError, "{e}");
         }
-        b.reset();
-        assert!(b.next() <= Duration::from_secs(1));
+        let system = [
+            UploadError::Endpoint("cut".into()),
+            UploadError::Http {
+                status: 500,
+                error_type: String::new(),
+                message: String::new(),
+            },
+            UploadError::Credentials("expired".into()),
+        ];
+        for e in &system {
+            assert_eq!(e.job_status(), JobStatus::SystemError, "{e}");
+        }
     }
 
     #[test]

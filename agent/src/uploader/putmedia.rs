@@ -1,4 +1,5 @@
 //! One PutMedia request: a signed, chunked, streaming POST and its acknowledgement stream.
+//! [`PutMedia`] is the production [`MediaSink`]: GetDataEndpoint, then one request per batch.
 //!
 //! The body is produced by a task that reads the batch's clusters from the segment files in
 //! 256 KiB pieces (never a whole file in memory), paced by the stream's [`Pacer`], and handed to
@@ -8,8 +9,11 @@
 //!
 //! Acks are matched to fragments by FragmentTimecode (our clusters use a 1 ms timecode scale,
 //! so it is the catalog's `timecode_ms`). Only PERSISTED marks a fragment uploaded, at once and
-//! in the catalog, so a crash right after loses no acknowledged work. The sender stops only
+//! in the catalog (through the session's [`Ledger`]), so a crash right after loses no acknowledged work. The sender stops only
 //! between fragments: on a stop request, at the rotation deadline, or after an ERROR ack.
+//!
+//! Pacing waits go through the job's clock; the response and ack timeouts bound real network
+//! I/O, so they stay on tokio's timer (a simulated clock would fire them at once).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -26,14 +30,19 @@ use aws_sigv4::sign::v4;
 use bytes::Bytes;
 use futures::SinkExt;
 use futures::channel::mpsc;
+use futures::future::BoxFuture;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tracing::{debug, warn};
 
-use super::ack::{AckEventType, AckParser, ErrorClass, classify, error_name};
+use super::ack::{Ack, AckError, AckEventType, AckParser, ErrorClass, classify, error_name};
+use super::endpoint::EndpointCache;
 use super::pacer::Pacer;
-use super::{Progress, Shared, StopSignal, StreamTarget, UploadError};
+use super::sink::{Batch, BatchFragment, Ledger, MediaSink, Session, SessionEnd};
+use super::{Options, StreamTarget, UploadError};
 use crate::catalog::FragmentRow;
+use crate::clock::Clock;
+use crate::stop::Stop;
 
 /// Size of one body piece read from disk and written to the connection.
 const CHUNK: usize = 256 << 10;
@@ -43,40 +52,6 @@ const CHANNEL_DEPTH: usize = 4;
 const SERVICE: &str = "kinesisvideo";
 /// Credentials are refreshed this long before they expire.
 const CREDENTIAL_MARGIN: Duration = Duration::from_secs(5 * 60);
-
-/// A fragment to send and the segment file its cluster lives in.
-#[derive(Clone, Debug)]
-pub struct BatchFragment {
-    pub row: FragmentRow,
-    pub path: PathBuf,
-}
-
-/// A request's media: the segment header, then consecutive clusters sharing its CodecPrivate.
-#[derive(Clone, Debug)]
-pub struct Batch {
-    pub header: Vec<u8>,
-    pub fragments: Vec<BatchFragment>,
-}
-
-/// Why a request ended.
-#[derive(Debug)]
-pub enum SessionEnd {
-    /// Every fragment of the batch is persisted or marked failed.
-    Done,
-    /// A stop request ended sending; acked fragments are marked, the rest stay pending.
-    Stopped,
-    /// The connection reached its age limit; continue on a new one at once.
-    Rotated,
-    /// A fragment was rejected for good (marked failed); continue at once.
-    FragmentFailed,
-    /// Transient failure: resend from the first unpersisted fragment after a backoff.
-    /// `connection` when the connection itself failed (the endpoint is looked up again).
-    Retry { reason: String, connection: bool },
-    /// 4008: the stream was deleted.
-    StreamNotActive,
-    /// The request itself was refused (HTTP status other than 200).
-    Refused(UploadError),
-}
 
 /// Credentials from the SDK's provider chain, reused until shortly before they expire.
 pub struct Signer {
@@ -186,27 +161,182 @@ struct SendState {
     read_error: Mutex<Option<(usize, String)>>,
 }
 
-/// Sends one batch on one PutMedia request and processes its acks.
-pub(crate) async fn put_media(
-    shared: &Shared,
-    endpoint: &str,
-    stream: &StreamTarget,
-    batch: Batch,
-    pacer: Arc<Mutex<Pacer>>,
-    stop: &StopSignal,
-    progress: &Progress,
-) -> SessionEnd {
-    let Some(first) = batch.fragments.first() else {
-        return SessionEnd::Done;
-    };
-    let url = format!("{endpoint}/putMedia");
+/// The production sink: GetDataEndpoint (cached), then one signed PutMedia request per batch.
+pub struct PutMedia {
+    http: reqwest::Client,
+    signer: Signer,
+    endpoints: EndpointCache,
+    clock: Arc<dyn Clock>,
+    options: Options,
+}
+
+impl PutMedia {
+    /// Region and credentials provider from `sdk`; `options` gives the timeouts and the
+    /// endpoint cache's lifetime.
+    pub fn new(
+        sdk: &aws_config::SdkConfig,
+        clock: Arc<dyn Clock>,
+        options: &Options,
+    ) -> Result<PutMedia, UploadError> {
+        let region = sdk
+            .region()
+            .ok_or_else(|| UploadError::Config("no AWS region (set AWS_REGION)".into()))?
+            .to_string();
+        let provider = sdk
+            .credentials_provider()
+            .ok_or_else(|| UploadError::Credentials("no credentials provider".into()))?;
+        let http = reqwest::Client::builder()
+            .http1_only()
+            .connect_timeout(Duration::from_secs(10))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| UploadError::Config(format!("HTTP client: {e}")))?;
+        let client = aws_sdk_kinesisvideo::Client::new(sdk);
+        Ok(PutMedia {
+            http,
+            signer: Signer::new(provider, region),
+            endpoints: EndpointCache::new(client, Arc::clone(&clock), options.endpoint_ttl),
+            clock,
+            options: options.clone(),
+        })
+    }
+
+    async fn session(&self, session: Session<'_>) -> Result<SessionEnd, UploadError> {
+        let stream = session.stream;
+        let endpoint = self.endpoints.get(stream).await?;
+        session.ledger.session_opened();
+        let end = self.put_media(&endpoint, session).await;
+        self.forget_after(stream, &end).await;
+        Ok(end)
+    }
+
+    /// Drops what a failed request casts doubt on: the cached endpoint, refused credentials.
+    async fn forget_after(&self, stream: &StreamTarget, end: &SessionEnd) {
+        match end {
+            // The endpoint may have moved; an error ack came from a live one.
+            SessionEnd::Retry {
+                connection: true, ..
+            } => self.endpoints.invalidate(stream),
+            // The stream is gone: the job ends.
+            SessionEnd::Refused(UploadError::Http { status: 404, .. }) => {}
+            SessionEnd::Refused(e) => {
+                self.endpoints.invalidate(stream);
+                if let UploadError::Http {
+                    status: 401 | 403, ..
+                } = e
+                {
+                    // Refused credentials are fetched again from the provider chain.
+                    self.signer.invalidate().await;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends one batch on one PutMedia request and processes its acks.
+    async fn put_media(&self, endpoint: &str, session: Session<'_>) -> SessionEnd {
+        let Session {
+            stream,
+            batch,
+            pacer,
+            stop,
+            ledger,
+        } = session;
+        let Some(first) = batch.fragments.first() else {
+            return SessionEnd::Done;
+        };
+        let url = format!("{endpoint}/putMedia");
+        let headers = match self
+            .signed_headers(&url, stream, first.row.timecode_ms)
+            .await
+        {
+            Ok(h) => h,
+            Err(e) => return SessionEnd::Refused(e),
+        };
+        let state = Arc::new(SendState::default());
+        let mut acks = Acks::new(stream, ledger, &state, &batch);
+        let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(CHANNEL_DEPTH);
+        let deadline = self.clock.monotonic() + self.options.rotate_after;
+        let sender = tokio::spawn(send_body(
+            batch,
+            tx,
+            Arc::clone(&state),
+            pacer,
+            Arc::clone(&self.clock),
+            stop.clone(),
+            deadline,
+        ));
+        let _abort_sender = AbortOnDrop(sender);
+        let response = match self.request(&url, headers, rx).await {
+            Ok(r) => r,
+            Err(end) => return end,
+        };
+        acks.read(response, stop, &self.options).await;
+        acks.end().await
+    }
+
+    async fn signed_headers(
+        &self,
+        url: &str,
+        stream: &StreamTarget,
+        start_ms: i64,
+    ) -> Result<HeaderMap, UploadError> {
+        let mut headers = headers(stream, start_ms)?;
+        let now = SystemTime::UNIX_EPOCH
+            + Duration::from_millis(self.clock.now().as_millisecond().max(0) as u64);
+        self.signer.sign(url, &mut headers, now).await?;
+        Ok(headers)
+    }
+
+    /// Starts the streaming POST; `Err` says how the request ended when no 200 came.
+    async fn request(
+        &self,
+        url: &str,
+        headers: HeaderMap,
+        body: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    ) -> Result<reqwest::Response, SessionEnd> {
+        let request = self
+            .http
+            .post(url)
+            .headers(headers)
+            .body(reqwest::Body::wrap_stream(body));
+        let response = match tokio::time::timeout(self.options.ack_timeout, request.send()).await {
+            Err(_) => {
+                return Err(SessionEnd::Retry {
+                    reason: "no response to PutMedia".into(),
+                    connection: true,
+                });
+            }
+            Ok(Err(e)) => {
+                return Err(SessionEnd::Retry {
+                    reason: format!("PutMedia request failed: {e}"),
+                    connection: true,
+                });
+            }
+            Ok(Ok(r)) => r,
+        };
+        if response.status() != reqwest::StatusCode::OK {
+            return Err(SessionEnd::Refused(refusal(response).await));
+        }
+        Ok(response)
+    }
+}
+
+impl MediaSink for PutMedia {
+    fn send<'a>(&'a self, session: Session<'a>) -> BoxFuture<'a, Result<SessionEnd, UploadError>> {
+        Box::pin(self.session(session))
+    }
+}
+
+/// PutMedia's headers, before signing, for media of `stream` starting at `start_ms`.
+fn headers(stream: &StreamTarget, start_ms: i64) -> Result<HeaderMap, UploadError> {
     let mut headers = HeaderMap::new();
     let (name, value) = match stream {
         StreamTarget::Name(n) => ("x-amzn-stream-name", n.as_str()),
         StreamTarget::Arn { arn, .. } => ("x-amzn-stream-arn", arn.as_str()),
     };
     let Ok(value) = HeaderValue::from_str(value) else {
-        return SessionEnd::Refused(UploadError::Config(format!(
+        return Err(UploadError::Config(format!(
             "stream {value:?} is not a valid header value"
         )));
     };
@@ -216,7 +346,6 @@ pub(crate) async fn put_media(
         HeaderValue::from_static("ABSOLUTE"),
     );
     // The producer started recording this media when its first fragment began.
-    let start_ms = first.row.timecode_ms;
     let start = format!(
         "{}.{:03}",
         start_ms.div_euclid(1000),
@@ -230,255 +359,241 @@ pub(crate) async fn put_media(
         "x-amzn-fragment-acknowledgment-required",
         HeaderValue::from_static("1"),
     );
-    let now = SystemTime::UNIX_EPOCH
-        + Duration::from_millis(shared.clock.now().as_millisecond().max(0) as u64);
-    if let Err(e) = shared.signer.sign(&url, &mut headers, now).await {
-        return SessionEnd::Refused(e);
+    Ok(headers)
+}
+
+/// The ack reader's account of one request.
+struct Acks<'a> {
+    stream: &'a StreamTarget,
+    ledger: &'a Ledger<'a>,
+    state: &'a SendState,
+    rows: Vec<FragmentRow>,
+    by_timecode: HashMap<i64, usize>,
+    /// Per fragment: resolved (persisted or failed) yet?
+    resolved: Vec<bool>,
+    resolved_count: usize,
+    retry: Option<String>,
+    connection_failed: bool,
+    not_active: bool,
+    failed_fragment: bool,
+}
+
+impl<'a> Acks<'a> {
+    fn new(
+        stream: &'a StreamTarget,
+        ledger: &'a Ledger<'a>,
+        state: &'a SendState,
+        batch: &Batch,
+    ) -> Self {
+        let rows: Vec<FragmentRow> = batch.fragments.iter().map(|f| f.row.clone()).collect();
+        Acks {
+            stream,
+            ledger,
+            state,
+            by_timecode: rows
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.timecode_ms, i))
+                .collect(),
+            resolved: vec![false; rows.len()],
+            rows,
+            resolved_count: 0,
+            retry: None,
+            connection_failed: false,
+            not_active: false,
+            failed_fragment: false,
+        }
     }
 
-    let by_timecode: HashMap<i64, usize> = batch
-        .fragments
-        .iter()
-        .enumerate()
-        .map(|(i, f)| (f.row.timecode_ms, i))
-        .collect();
-    let total = batch.fragments.len();
-    let sizes: Vec<u64> = batch.fragments.iter().map(|f| f.row.size).collect();
-    let ids: Vec<i64> = batch.fragments.iter().map(|f| f.row.id).collect();
-
-    let state = Arc::new(SendState::default());
-    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(CHANNEL_DEPTH);
-    let deadline = shared.clock.monotonic() + shared.options.rotate_after;
-    let sender = tokio::spawn(send_body(
-        batch,
-        tx,
-        Arc::clone(&state),
-        pacer,
-        Arc::clone(&shared.clock),
-        stop.clone(),
-        deadline,
-    ));
-    let _abort_sender = AbortOnDrop(sender);
-
-    let request = shared
-        .http
-        .post(&url)
-        .headers(headers)
-        .body(reqwest::Body::wrap_stream(rx));
-    let response = match tokio::time::timeout(shared.options.ack_timeout, request.send()).await {
-        Err(_) => {
-            return SessionEnd::Retry {
-                reason: "no response to PutMedia".into(),
-                connection: true,
-            };
-        }
-        Ok(Err(e)) => {
-            return SessionEnd::Retry {
-                reason: format!("PutMedia request failed: {e}"),
-                connection: true,
-            };
-        }
-        Ok(Ok(r)) => r,
-    };
-    if response.status() != reqwest::StatusCode::OK {
-        return SessionEnd::Refused(refusal(response).await);
+    /// Every fragment is resolved, or sending is over and every sent one is, with no retry due.
+    fn settled(&self, finished: bool, sent: usize) -> bool {
+        self.resolved_count == self.rows.len()
+            || (finished && (0..sent).all(|i| self.resolved[i]) && sent > 0 && self.retry.is_none())
     }
 
-    let mut response = response;
-    let mut parser = AckParser::new();
-    // Per fragment: resolved (persisted or failed) yet?
-    let mut resolved = vec![false; total];
-    let mut resolved_count = 0usize;
-    let mut retry: Option<String> = None;
-    let mut connection_failed = false;
-    let mut not_active = false;
-    let mut failed_fragment = false;
-    let mut stop = stop.clone();
-    let mut stop_live = true;
-    let mut grace_until: Option<tokio::time::Instant> = None;
-    let mut stream_ended = false;
-
-    loop {
-        let finished = state.finished.load(Ordering::Acquire);
-        let sent = state.sent.load(Ordering::Acquire);
-        if resolved_count == total
-            || (finished && (0..sent).all(|i| resolved[i]) && sent > 0 && retry.is_none())
-        {
-            break;
-        }
-        if finished && grace_until.is_none() && sent < total {
-            // Sending ended early (stop, rotation, error): wait a bounded time for the acks of
-            // what was sent.
-            grace_until = Some(tokio::time::Instant::now() + shared.options.ack_grace);
-        }
-        let grace = async {
-            match grace_until {
-                Some(t) => tokio::time::sleep_until(t).await,
-                None => std::future::pending().await,
-            }
-        };
-        let chunk = tokio::select! {
-            c = tokio::time::timeout(shared.options.ack_timeout, response.chunk()) => c,
-            _ = grace => break,
-            _ = state.finished_notify.notified(), if !finished => continue,
-            r = stop.changed(), if stop_live => {
-                // A dropped sender can never signal again; stop watching it.
-                stop_live = r.is_ok() && !*stop.borrow();
-                continue;
-            }
-        };
-        let acks = match chunk {
-            Err(_) => {
-                connection_failed = true;
-                retry.get_or_insert_with(|| {
-                    format!("no acknowledgement for {:?}", shared.options.ack_timeout)
-                });
+    /// Reads acks until they settle, the response ends, the connection fails, or the grace
+    /// after an early end of sending runs out.
+    async fn read(&mut self, mut response: reqwest::Response, stop: &Stop, options: &Options) {
+        let state = self.state;
+        let mut parser = AckParser::new();
+        let mut stop = stop.clone();
+        let mut stop_live = true;
+        let mut grace_until: Option<tokio::time::Instant> = None;
+        loop {
+            let finished = state.finished.load(Ordering::Acquire);
+            let sent = state.sent.load(Ordering::Acquire);
+            if self.settled(finished, sent) {
                 break;
             }
-            Ok(Err(e)) => {
-                if state.read_error.lock().expect("lock").is_none() {
-                    connection_failed = true;
-                    retry.get_or_insert_with(|| format!("connection lost: {e}"));
+            if finished && grace_until.is_none() && sent < self.rows.len() {
+                // Sending ended early (stop, rotation, error): wait a bounded time for the acks
+                // of what was sent.
+                grace_until = Some(tokio::time::Instant::now() + options.ack_grace);
+            }
+            let grace = async {
+                match grace_until {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
                 }
-                break;
-            }
-            Ok(Ok(None)) => {
-                stream_ended = true;
-                parser.finish().into_iter().collect::<Vec<_>>()
-            }
-            Ok(Ok(Some(bytes))) => parser.push(&bytes),
-        };
-        for ack in acks {
-            let ack = match ack {
-                Ok(a) => a,
-                Err(e) => {
-                    warn!(stream = stream.key(), error = %e, "ignoring an acknowledgement line");
+            };
+            let chunk = tokio::select! {
+                c = tokio::time::timeout(options.ack_timeout, response.chunk()) => c,
+                _ = grace => break,
+                _ = state.finished_notify.notified(), if !finished => continue,
+                () = stop.stopped(), if stop_live => {
+                    // A wake-up only (the sender ends sending), and a stop fires once.
+                    stop_live = false;
                     continue;
                 }
             };
-            debug!(stream = stream.key(), ?ack, "ack");
-            let index = ack
-                .fragment_timecode
-                .and_then(|t| by_timecode.get(&t).copied());
-            match ack.event {
-                AckEventType::Persisted => {
-                    let (Some(i), Some(number)) = (index, ack.fragment_number.as_deref()) else {
-                        warn!(
-                            stream = stream.key(),
-                            ?ack,
-                            "PERSISTED for no fragment of this request"
-                        );
-                        continue;
-                    };
-                    if resolved[i] {
-                        continue;
-                    }
-                    // A durable SQLite commit (fsync) must not stall the runtime's workers,
-                    // which other streams' senders share.
-                    let (catalog, id, number, now) = (
-                        Arc::clone(&shared.catalog),
-                        ids[i],
-                        number.to_owned(),
-                        shared.clock.now(),
-                    );
-                    let marked = tokio::task::spawn_blocking(move || {
-                        catalog
-                            .mark_fragment_uploaded(id, &number, now)
-                            .map_err(|e| e.to_string())
-                    })
-                    .await
-                    .unwrap_or_else(|e| Err(format!("catalog task failed: {e}")));
-                    if let Err(e) = marked {
-                        warn!(stream = stream.key(), error = %e, "cannot record an upload");
-                        retry.get_or_insert_with(|| format!("catalog: {e}"));
-                        state.halt.store(true, Ordering::Release);
-                        continue;
-                    }
-                    resolved[i] = true;
-                    resolved_count += 1;
-                    progress.add_uploaded(sizes[i], shared.clock.now());
-                }
-                AckEventType::Error => {
-                    let id = ack.error_id.unwrap_or(0);
-                    state.halt.store(true, Ordering::Release);
-                    // An error without a known timecode is about the fragment in flight.
-                    let i = index.or_else(|| {
-                        let started = state.started.load(Ordering::Acquire);
-                        (0..started.max(1).min(total)).find(|&i| !resolved[i])
+            let (acks, ended) = match chunk {
+                Err(_) => {
+                    self.connection_failed = true;
+                    self.retry.get_or_insert_with(|| {
+                        format!("no acknowledgement for {:?}", options.ack_timeout)
                     });
-                    let what = format!("{id} {}", error_name(id));
-                    match classify(id) {
-                        ErrorClass::Retry => {
-                            retry.get_or_insert_with(|| format!("error ack {what}"));
-                        }
-                        ErrorClass::StreamNotActive => not_active = true,
-                        ErrorClass::FailFragment => {
-                            let Some(i) = i else { continue };
-                            if resolved[i] {
-                                continue;
-                            }
-                            warn!(stream = stream.key(), fragment = ids[i], error = %what, "fragment rejected");
-                            if let Err(e) = shared.catalog.mark_fragment_failed(
-                                ids[i],
-                                &what,
-                                shared.clock.now(),
-                            ) {
-                                warn!(stream = stream.key(), error = %e, "cannot record a failure");
-                            }
-                            resolved[i] = true;
-                            resolved_count += 1;
-                            failed_fragment = true;
-                            progress.add_failed(&what);
-                        }
-                    }
+                    break;
                 }
-                _ => {}
+                Ok(Err(e)) => {
+                    if state.read_error.lock().expect("lock").is_none() {
+                        self.connection_failed = true;
+                        self.retry
+                            .get_or_insert_with(|| format!("connection lost: {e}"));
+                    }
+                    break;
+                }
+                Ok(Ok(None)) => (parser.finish().into_iter().collect(), true),
+                Ok(Ok(Some(bytes))) => (parser.push(&bytes), false),
+            };
+            for ack in acks {
+                self.ack(ack).await;
             }
-        }
-        if stream_ended {
-            break;
+            if ended {
+                break;
+            }
         }
     }
 
-    if let Some((i, e)) = state.read_error.lock().expect("lock").take() {
-        let what = format!("local read error: {e}");
-        if i < total && !resolved[i] {
-            let _ = shared
-                .catalog
-                .mark_fragment_failed(ids[i], &what, shared.clock.now());
-            progress.add_failed(&what);
-        }
-        return SessionEnd::FragmentFailed;
-    }
-    if not_active {
-        return SessionEnd::StreamNotActive;
-    }
-    if let Some(reason) = retry {
-        return SessionEnd::Retry {
-            reason,
-            connection: connection_failed,
+    async fn ack(&mut self, ack: Result<Ack, AckError>) {
+        let key = self.stream.key();
+        let ack = match ack {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(stream = key, error = %e, "ignoring an acknowledgement line");
+                return;
+            }
         };
+        debug!(stream = key, ?ack, "ack");
+        let index = ack
+            .fragment_timecode
+            .and_then(|t| self.by_timecode.get(&t).copied());
+        match ack.event {
+            AckEventType::Persisted => match (index, ack.fragment_number.as_deref()) {
+                (Some(i), Some(number)) => self.persisted(i, number).await,
+                _ => warn!(
+                    stream = key,
+                    ?ack,
+                    "PERSISTED for no fragment of this request"
+                ),
+            },
+            AckEventType::Error => self.error(index, ack.error_id.unwrap_or(0)).await,
+            _ => {}
+        }
     }
-    if resolved_count == total {
-        return SessionEnd::Done;
+
+    async fn persisted(&mut self, i: usize, number: &str) {
+        if self.resolved[i] {
+            return;
+        }
+        if let Err(e) = self.ledger.persisted(&self.rows[i], number).await {
+            warn!(stream = self.stream.key(), error = %e, "cannot record an upload");
+            self.retry.get_or_insert_with(|| format!("catalog: {e}"));
+            self.state.halt.store(true, Ordering::Release);
+            return;
+        }
+        self.resolved[i] = true;
+        self.resolved_count += 1;
     }
-    // Unacknowledged fragments stay pending in every case below, and are sent again.
-    if state.stopped_by_request.load(Ordering::Acquire) {
-        return SessionEnd::Stopped;
+
+    /// An ERROR ack: sending halts after the fragment in flight.
+    async fn error(&mut self, index: Option<usize>, id: u32) {
+        self.state.halt.store(true, Ordering::Release);
+        // An error without a known timecode is about the fragment in flight.
+        let i = index.or_else(|| {
+            let started = self.state.started.load(Ordering::Acquire);
+            (0..started.max(1).min(self.rows.len())).find(|&i| !self.resolved[i])
+        });
+        let what = format!("{id} {}", error_name(id));
+        match classify(id) {
+            ErrorClass::Retry => {
+                self.retry
+                    .get_or_insert_with(|| format!("error ack {what}"));
+            }
+            ErrorClass::StreamNotActive => self.not_active = true,
+            ErrorClass::FailFragment => {
+                if let Some(i) = i {
+                    self.reject(i, &what).await;
+                }
+            }
+        }
     }
-    if failed_fragment {
-        return SessionEnd::FragmentFailed;
+
+    async fn reject(&mut self, i: usize, what: &str) {
+        if self.resolved[i] {
+            return;
+        }
+        let key = self.stream.key();
+        warn!(stream = key, fragment = self.rows[i].id, error = %what, "fragment rejected");
+        if let Err(e) = self.ledger.rejected(&self.rows[i], what).await {
+            warn!(stream = key, error = %e, "cannot record a failure");
+        }
+        self.resolved[i] = true;
+        self.resolved_count += 1;
+        self.failed_fragment = true;
     }
-    if state.rotated.load(Ordering::Acquire) {
-        return SessionEnd::Rotated;
-    }
-    let sent = state.sent.load(Ordering::Acquire);
-    SessionEnd::Retry {
-        reason: format!(
-            "the response ended with {} of {sent} sent fragments unacknowledged",
-            (0..sent).filter(|&i| !resolved[i]).count()
-        ),
-        connection: true,
+
+    /// How the request ended, once its acks are read.
+    async fn end(self) -> SessionEnd {
+        let state = self.state;
+        let total = self.rows.len();
+        let read_error = state.read_error.lock().expect("lock").take();
+        if let Some((i, e)) = read_error {
+            let what = format!("local read error: {e}");
+            if i < total && !self.resolved[i] {
+                let _ = self.ledger.rejected(&self.rows[i], &what).await;
+            }
+            return SessionEnd::FragmentFailed;
+        }
+        if self.not_active {
+            return SessionEnd::StreamNotActive;
+        }
+        if let Some(reason) = self.retry {
+            return SessionEnd::Retry {
+                reason,
+                connection: self.connection_failed,
+            };
+        }
+        if self.resolved_count == total {
+            return SessionEnd::Done;
+        }
+        // Unacknowledged fragments stay pending in every case below, and are sent again.
+        if state.stopped_by_request.load(Ordering::Acquire) {
+            return SessionEnd::Stopped;
+        }
+        if self.failed_fragment {
+            return SessionEnd::FragmentFailed;
+        }
+        if state.rotated.load(Ordering::Acquire) {
+            return SessionEnd::Rotated;
+        }
+        let sent = state.sent.load(Ordering::Acquire);
+        SessionEnd::Retry {
+            reason: format!(
+                "the response ended with {} of {sent} sent fragments unacknowledged",
+                (0..sent).filter(|&i| !self.resolved[i]).count()
+            ),
+            connection: true,
+        }
     }
 }
 
@@ -528,8 +643,8 @@ async fn send_body(
     mut tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
     state: Arc<SendState>,
     pacer: Arc<Mutex<Pacer>>,
-    clock: Arc<dyn crate::clock::Clock>,
-    mut stop: StopSignal,
+    clock: Arc<dyn Clock>,
+    mut stop: Stop,
     deadline: Duration,
 ) {
     let done = |state: &SendState| {
@@ -541,7 +656,7 @@ async fn send_body(
     }
     let mut file: Option<(PathBuf, tokio::fs::File)> = None;
     for (i, f) in batch.fragments.iter().enumerate() {
-        if *stop.borrow() {
+        if stop.is_stopped() {
             state.stopped_by_request.store(true, Ordering::Release);
             break;
         }
@@ -552,14 +667,9 @@ async fn send_body(
             .lock()
             .expect("pacer lock")
             .fragment(clock.monotonic());
-        if !wait.is_zero() {
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = stop.wait_for(|s| *s) => {
-                    state.stopped_by_request.store(true, Ordering::Release);
-                    break;
-                }
-            }
+        if !wait.is_zero() && stop.sleep_or_stop(&*clock, wait).await {
+            state.stopped_by_request.store(true, Ordering::Release);
+            break;
         }
         // Checked after the pacing wait, so no fragment starts past the connection's age limit.
         if clock.monotonic() >= deadline {
@@ -594,7 +704,7 @@ async fn send_fragment(
     file: &mut Option<(PathBuf, tokio::fs::File)>,
     tx: &mut mpsc::Sender<Result<Bytes, std::io::Error>>,
     pacer: &Mutex<Pacer>,
-    clock: &Arc<dyn crate::clock::Clock>,
+    clock: &Arc<dyn Clock>,
 ) -> Result<(), SendError> {
     if file.as_ref().is_none_or(|(p, _)| *p != f.path) {
         let opened = crate::store::fsx::open_media_async(&f.path)
@@ -617,7 +727,7 @@ async fn send_fragment(
             .expect("pacer lock")
             .bytes(clock.monotonic(), n as u64);
         if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
+            clock.sleep(wait).await;
         }
         tx.send(Ok(Bytes::from(buf)))
             .await

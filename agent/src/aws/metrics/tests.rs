@@ -1,7 +1,7 @@
 use std::sync::Mutex;
 
 use super::*;
-use crate::clock::SimulatedClock;
+use crate::clock::PausedClock;
 use crate::edge_config::JobStatus;
 use crate::health::{JobBoard, Occurrence, Phase};
 
@@ -204,9 +204,9 @@ async fn publisher_buffers_while_offline_and_sends_in_order_when_back() {
     use std::sync::atomic::Ordering::SeqCst;
     let source = Arc::new(Source(board()));
     let sink = Arc::new(Recorder::default());
-    let clock = SimulatedClock::new(at(0));
+    let clock = PausedClock::new(at(0));
     sink.down.store(true, SeqCst);
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stopper, stop) = crate::stop::channel();
     let task = tokio::spawn(run(
         source.clone(),
         sink.clone(),
@@ -216,12 +216,11 @@ async fn publisher_buffers_while_offline_and_sends_in_order_when_back() {
             interval: Duration::from_secs(60),
             buffer: 10_000,
         },
-        stop_rx,
+        stop,
     ));
     // Three samples while CloudWatch is unreachable.
     for _ in 0..3 {
         settle().await;
-        clock.advance(Duration::from_secs(60));
         tokio::time::advance(Duration::from_secs(60)).await;
     }
     settle().await;
@@ -230,7 +229,6 @@ async fn publisher_buffers_while_offline_and_sends_in_order_when_back() {
         .0
         .occurred("cam1", JobKind::Upload, Occurrence::Completed, at(170));
     sink.down.store(false, SeqCst);
-    clock.advance(Duration::from_secs(60));
     tokio::time::advance(Duration::from_secs(60)).await;
     settle().await;
     let sent: Vec<Datum> = sink.batches.lock().unwrap().concat();
@@ -256,7 +254,7 @@ async fn publisher_buffers_while_offline_and_sends_in_order_when_back() {
     source
         .0
         .occurred("cam1", JobKind::Record, Occurrence::FatalError, at(250));
-    stop_tx.send(true).unwrap();
+    stopper.stop();
     task.await.unwrap();
     let sent: Vec<Datum> = sink.batches.lock().unwrap().concat();
     assert!(

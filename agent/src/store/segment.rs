@@ -20,19 +20,19 @@
 //!    dropped the dirty pages, so the data cannot be trusted (the "fsyncgate" lesson).
 
 use crate::path_error::io_err;
-use std::fs::{DirBuilder, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use thiserror::Error;
 use tracing::{info, warn};
 
-use super::fragmenter::Fragment;
+use super::{fsx, layout};
 use crate::catalog::{Catalog, CatalogError, NewFragment, NewSegment, SegmentId};
+use crate::media::fragment::Fragment;
 use crate::media::mkv::{self, MkvError, TrackInfo};
-use crate::store::{fsx, layout};
 
 #[derive(Debug, Error)]
 pub enum SegmentError {
@@ -188,13 +188,13 @@ impl SegmentWriter {
         if !dir.is_dir() && !layout::is_plain(&self.stream) {
             // A mapped directory keeps the stream's name, for a rebuild from the files.
             let named = self.root.join(&stream_dir);
-            ensure_dir(&named)?;
+            fsx::ensure_dir(&named)?;
             let name_file = named.join(layout::NAME_FILE);
             if !name_file.exists() {
                 fsx::write_small_file(&name_file, self.stream.as_bytes())?;
             }
         }
-        ensure_dir(&dir)?;
+        fsx::ensure_dir(&dir)?;
 
         let mut uid = [0u8; 16];
         getrandom::fill(&mut uid).map_err(|e| SegmentError::Random(e.to_string()))?;
@@ -205,7 +205,7 @@ impl SegmentWriter {
             file.write_all_at(&header, 0)
                 .map_err(io_err("write", &path))?;
             file.sync_all().map_err(io_err("fsync", &path))?;
-            fsync_dir(&dir)
+            Ok(fsx::fsync_dir(&dir)?)
         })();
         if let Err(e) = setup {
             // Never indexed: remove it now rather than leave it to recovery.
@@ -270,49 +270,17 @@ fn create_unique(
     Err(io_err("create", dir)(io::Error::other("too many files with the same start time")).into())
 }
 
-/// Creates `dir` and any missing parents with mode 0700, fsyncing each new entry into its
-/// parent so the file's path survives a power cut.
-pub(crate) fn ensure_dir(dir: &Path) -> Result<(), SegmentError> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        ensure_dir(parent)?;
-    }
-    match DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
-        Err(e) => return Err(io_err("create directory", dir)(e).into()),
-    }
-    match dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        Some(parent) => fsync_dir(parent),
-        None => Ok(()),
-    }
-}
-
-fn fsync_dir(dir: &Path) -> Result<(), SegmentError> {
-    Ok(fsx::fsync_dir(dir)?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::catalog::SegmentState;
-    use crate::media::mkv::{Frame, VideoCodec, scan_segment};
+    use crate::media::mkv::{VideoCodec, scan_segment};
     use std::os::unix::fs::PermissionsExt;
 
     fn frag(ts: i64, new_segment: bool, track: &Arc<TrackInfo>) -> Fragment {
         Fragment {
-            frames: (0..5)
-                .map(|i| Frame {
-                    timestamp_ms: ts + i * 40,
-                    key: i == 0,
-                    data: vec![0, 0, 0, 2, 0x65, i as u8],
-                })
-                .collect(),
-            track: track.clone(),
-            duration_ms: 200,
             new_segment,
+            ..Fragment::sample(ts, 5, track)
         }
     }
 

@@ -1,14 +1,13 @@
-//! Startup repair of segment files against the catalog, and the read-only audit behind
-//! `kvs-edge-agent check`.
+//! Startup repair of segment files against the catalog.
 //!
 //! [`recover`] runs before a stream's recorder starts (never while one writes), after the
-//! recording directory was found to belong to the catalog (`store::directory`), and brings the
+//! recording directory was found to belong to the catalog ([`super::directory`]), and brings the
 //! catalog and the disk into agreement without ever deleting media:
-//! - DELETING rows: the deletion a crash interrupted is finished ([`crate::janitor::delete::finish`]);
+//! - DELETING rows: the deletion a crash interrupted is finished ([`super::delete::finish`]);
 //! - rows whose file is gone: removed (logged: media was lost outside the agent), unless a
 //!   quarantine a crash interrupted moved it, which is completed;
 //! - rows where a directory, link or special file stands, or whose file's header is
-//!   unreadable: the object is moved to quarantine (`store::quarantine`), never followed;
+//!   unreadable: the object is moved to quarantine ([`super::quarantine`]), never followed;
 //! - OPEN rows (a crash mid-segment): complete, key-first clusters past the indexed size were
 //!   fsynced before the crash could have stopped the commit, so they are fsynced again and
 //!   registered; the file is then cut at its last complete cluster and the row closed;
@@ -21,34 +20,23 @@
 //!   header, which is removed; a file holding media (restored by an operator, or indexed by a
 //!   catalog since lost) is indexed again, its fragments pending upload; one that cannot be
 //!   read is quarantined. Files not named like ours are left alone.
+//!
+//! The read-only comparison behind `kvs-edge-agent check` is [`super::audit`].
 
 use std::fs::File;
 use std::io;
 use std::path::Path;
 
-use thiserror::Error;
 use tracing::{info, warn};
 
+use super::StoreError;
+use super::delete;
+use super::fsx::{self, Entry};
+use super::layout::{self, MediaFile};
+use super::quarantine;
 use crate::catalog::{Catalog, CatalogError, NewFragment, NewSegment, SegmentRow, SegmentState};
 use crate::media::mkv::{MkvError, SegmentReader, scan_segment};
-use crate::path_error::io_err;
-use crate::store::fsx::{self, Entry};
-use crate::store::layout::{self, MediaFile};
-use crate::store::quarantine::{self, QuarantineError};
-
-#[derive(Debug, Error)]
-pub enum RecoveryError {
-    #[error(transparent)]
-    Io(#[from] crate::path_error::PathError),
-    #[error(transparent)]
-    Catalog(#[from] CatalogError),
-    #[error(transparent)]
-    Segment(#[from] super::segment::SegmentError),
-    #[error(transparent)]
-    Delete(#[from] crate::janitor::delete::DeleteError),
-    #[error(transparent)]
-    Quarantine(#[from] QuarantineError),
-}
+use crate::path_error::{PathError, io_err};
 
 /// What recovery did, one line per action (also logged).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -76,13 +64,13 @@ pub fn recover(
     catalog: &Catalog,
     root: &Path,
     stream: Option<&str>,
-) -> Result<RecoveryReport, RecoveryError> {
+) -> Result<RecoveryReport, StoreError> {
     let mut report = RecoveryReport::default();
     let rows = catalog.segments(stream)?;
     for row in &rows {
         match row.state {
             SegmentState::Deleting => {
-                crate::janitor::delete::finish(catalog, root, row)?;
+                delete::finish(catalog, root, row)?;
                 report.act(format!("{}: finished deleting", row.path));
             }
             SegmentState::Open | SegmentState::Closed => {
@@ -103,27 +91,63 @@ pub fn recover(
     Ok(report)
 }
 
+/// Brings one OPEN or CLOSED row and its file into agreement.
 fn repair_segment(
     catalog: &Catalog,
     root: &Path,
     row: &SegmentRow,
     report: &mut RecoveryReport,
-) -> Result<(), RecoveryError> {
+) -> Result<(), StoreError> {
+    let Some((file, len)) = open_indexed(catalog, root, row, report)? else {
+        return Ok(());
+    };
+    let mut indexed = row.size;
+    if len < row.size {
+        match keep_whole_fragments(catalog, row, &file, len, report)? {
+            Some(whole) => indexed = whole,
+            None => {
+                // No fragment is whole, but media bytes remain: a tool may still salvage frames.
+                drop(file);
+                let reason = format!(
+                    "cut short by the disk to {len} of {} indexed bytes, no fragment whole",
+                    row.size
+                );
+                let msg = quarantine_row(catalog, root, row, reason)?;
+                report.unresolved(msg);
+                return Ok(());
+            }
+        }
+    }
+    let path = root.join(&row.path);
+    if row.state == SegmentState::Open && len > indexed {
+        register_written_tail(catalog, row, &file, &path, &mut indexed, report)?;
+    }
+    if len > indexed {
+        truncate(&file, &path, indexed)?;
+        report.act(format!(
+            "{}: truncated {} bytes past the last complete fragment",
+            row.path,
+            len - indexed
+        ));
+    }
+    drop(file);
+    close_or_remove(catalog, root, row, report)
+}
+
+/// The file of `row` opened for repair, with its length. `None` when there is no segment file
+/// to repair: a missing one is forgotten, anything else standing there quarantined.
+fn open_indexed(
+    catalog: &Catalog,
+    root: &Path,
+    row: &SegmentRow,
+    report: &mut RecoveryReport,
+) -> Result<Option<(File, u64)>, StoreError> {
     let path = root.join(&row.path);
     let len = match fsx::entry(&path)? {
         Entry::File(len) => len,
         Entry::Missing => {
-            if quarantine::finish_interrupted(catalog, root, &row.stream_name, &row.path, row.id)? {
-                report.act(format!("{}: finished moving it to quarantine", row.path));
-                return Ok(());
-            }
-            let fragments = count_fragments(catalog, row)?;
-            catalog.remove_segment(row.id)?;
-            report.act(format!(
-                "{}: file missing, removed its row and {fragments} fragment rows",
-                row.path
-            ));
-            return Ok(());
+            forget_missing(catalog, root, row, report)?;
+            return Ok(None);
         }
         Entry::Other(what) => {
             let msg = quarantine_row(
@@ -133,7 +157,7 @@ fn repair_segment(
                 format!("{what} stands where the segment file was"),
             )?;
             report.act(msg);
-            return Ok(());
+            return Ok(None);
         }
     };
     let file = fsx::open_media_rw(&path).map_err(io_err("open", &path))?;
@@ -146,58 +170,91 @@ fn repair_segment(
             format!("unreadable segment header ({e})"),
         )?;
         report.act(msg);
+        return Ok(None);
+    }
+    Ok(Some((file, len)))
+}
+
+/// A row whose file is gone: either a quarantine a crash interrupted, completed now, or media
+/// lost outside the agent, whose rows are removed.
+fn forget_missing(
+    catalog: &Catalog,
+    root: &Path,
+    row: &SegmentRow,
+    report: &mut RecoveryReport,
+) -> Result<(), StoreError> {
+    if quarantine::finish_interrupted(catalog, root, &row.stream_name, &row.path, row.id)? {
+        report.act(format!("{}: finished moving it to quarantine", row.path));
         return Ok(());
     }
-    let mut indexed = row.size;
-    if len < row.size {
-        indexed = whole_prefix(catalog, row, &file, len)?;
-        if indexed <= row.header_size && len > row.header_size {
-            // No fragment is whole, but media bytes remain: a tool may still salvage frames.
-            drop(file);
-            let reason = format!(
-                "cut short by the disk to {len} of {} indexed bytes, no fragment whole",
-                row.size
-            );
-            let msg = quarantine_row(catalog, root, row, reason)?;
-            report.unresolved(msg);
-            return Ok(());
-        }
-        let dropped = catalog.cut_segment(row.id, indexed)?;
-        report.unresolved(format!(
-            "{}: file is {len} bytes but {} were indexed (the disk lost its end); kept the \
-             {indexed} bytes still whole, dropped {dropped} fragment row(s)",
-            row.path, row.size
-        ));
+    let fragments = count_fragments(catalog, row)?;
+    catalog.remove_segment(row.id)?;
+    report.act(format!(
+        "{}: file missing, removed its row and {fragments} fragment rows",
+        row.path
+    ));
+    Ok(())
+}
+
+/// A file the disk cut to `len`, shorter than its indexed size: the rows are cut back to the
+/// fragments still whole, and the new indexed size returned. `None` (rows untouched) when no
+/// fragment is whole but media bytes remain past the header.
+fn keep_whole_fragments(
+    catalog: &Catalog,
+    row: &SegmentRow,
+    file: &File,
+    len: u64,
+    report: &mut RecoveryReport,
+) -> Result<Option<u64>, StoreError> {
+    let indexed = whole_prefix(catalog, row, file, len)?;
+    if indexed <= row.header_size && len > row.header_size {
+        return Ok(None);
     }
-    if row.state == SegmentState::Open && len > indexed {
-        // Make what is there durable before trusting it enough to index.
-        file.sync_all().map_err(io_err("fsync", &path))?;
-        let registered = register_tail(catalog, row, &file, &mut indexed).unwrap_or_else(|e| {
-            warn!(path = %row.path, error = %e, "recovery: cannot read the unindexed tail");
-            0
-        });
-        if registered > 0 {
-            report.act(format!(
-                "{}: registered {registered} complete fragment(s) written before the crash",
-                row.path
-            ));
-        }
-    }
-    if len > indexed {
-        file.set_len(indexed)
-            .and_then(|()| file.sync_all())
-            .map_err(io_err("truncate", &path))?;
+    let dropped = catalog.cut_segment(row.id, indexed)?;
+    report.unresolved(format!(
+        "{}: file is {len} bytes but {} were indexed (the disk lost its end); kept the \
+         {indexed} bytes still whole, dropped {dropped} fragment row(s)",
+        row.path, row.size
+    ));
+    Ok(Some(indexed))
+}
+
+/// An OPEN row's complete clusters past `*indexed` were fsynced before a crash could stop
+/// their commit: they are fsynced again and indexed, advancing `*indexed`.
+fn register_written_tail(
+    catalog: &Catalog,
+    row: &SegmentRow,
+    file: &File,
+    path: &Path,
+    indexed: &mut u64,
+    report: &mut RecoveryReport,
+) -> Result<(), StoreError> {
+    // Make what is there durable before trusting it enough to index.
+    file.sync_all().map_err(io_err("fsync", path))?;
+    let registered = register_tail(catalog, row, file, indexed).unwrap_or_else(|e| {
+        warn!(path = %row.path, error = %e, "recovery: cannot read the unindexed tail");
+        0
+    });
+    if registered > 0 {
         report.act(format!(
-            "{}: truncated {} bytes past the last complete fragment",
-            row.path,
-            len - indexed
+            "{}: registered {registered} complete fragment(s) written before the crash",
+            row.path
         ));
     }
-    drop(file);
+    Ok(())
+}
+
+/// The end of a repaired row: one left with no fragment is deleted, an OPEN one closed.
+fn close_or_remove(
+    catalog: &Catalog,
+    root: &Path,
+    row: &SegmentRow,
+    report: &mut RecoveryReport,
+) -> Result<(), StoreError> {
     if catalog.fragments(row.id)?.is_empty() {
         // A header with no fragment: left open by a crash, or closed when its first write
         // failed (ENOSPC). Nothing to keep, and players refuse such a file.
-        crate::janitor::delete::delete(catalog, root, row)?;
+        delete::delete(catalog, root, row)?;
         report.act(format!("{}: removed segment with no fragment", row.path));
     } else if row.state == SegmentState::Open {
         catalog.close_segment(row.id)?;
@@ -206,13 +263,20 @@ fn repair_segment(
     Ok(())
 }
 
+/// Cuts a file to `len` bytes, durably.
+fn truncate(file: &File, path: &Path, len: u64) -> Result<(), PathError> {
+    file.set_len(len)
+        .and_then(|()| file.sync_all())
+        .map_err(io_err("truncate", path))
+}
+
 /// Moves a segment to quarantine with its rows; says what was done.
 fn quarantine_row(
     catalog: &Catalog,
     root: &Path,
     row: &SegmentRow,
     reason: String,
-) -> Result<String, RecoveryError> {
+) -> Result<String, StoreError> {
     let to = quarantine::move_aside(
         catalog,
         root,
@@ -231,7 +295,7 @@ fn whole_prefix(
     row: &SegmentRow,
     file: &File,
     len: u64,
-) -> Result<u64, RecoveryError> {
+) -> Result<u64, StoreError> {
     let rows = catalog.fragments(row.id)?;
     let scan = scan_segment(file).map_err(|e| mkv_err(&row.path, e))?;
     let mut end = row.header_size.min(len);
@@ -255,11 +319,11 @@ fn adopt_file(
     root: &Path,
     file: &MediaFile,
     report: &mut RecoveryReport,
-) -> Result<(), RecoveryError> {
+) -> Result<(), StoreError> {
     let quarantine = |report: &mut RecoveryReport, reason: String| {
         let to = quarantine::move_aside(catalog, root, &file.stream, &file.rel, None, &reason)?;
         report.act(format!("{}: {reason}; moved to {to}", file.rel));
-        Ok::<(), RecoveryError>(())
+        Ok::<(), StoreError>(())
     };
     let len = match fsx::entry(&file.path)? {
         Entry::Missing => return Ok(()),
@@ -290,9 +354,7 @@ fn adopt_file(
     }
     f.sync_all().map_err(io_err("fsync", &file.path))?;
     if len > indexed {
-        f.set_len(indexed)
-            .and_then(|()| f.sync_all())
-            .map_err(io_err("truncate", &file.path))?;
+        truncate(&f, &file.path, indexed)?;
     }
     let id = catalog.insert_segment(&NewSegment {
         stream_name: file.stream.clone(),
@@ -320,11 +382,8 @@ fn remove_unindexed(
     file: &MediaFile,
     report: &mut RecoveryReport,
     why: &str,
-) -> Result<(), RecoveryError> {
-    std::fs::remove_file(&file.path).map_err(io_err("remove", &file.path))?;
-    if let Some(dir) = file.path.parent() {
-        fsx::fsync_dir(dir)?;
-    }
+) -> Result<(), StoreError> {
+    delete::delete_unindexed(&file.path)?;
     report.act(format!("{}: removed {why}", file.rel));
     Ok(())
 }
@@ -368,7 +427,7 @@ fn register_tail(
     row: &SegmentRow,
     file: &File,
     indexed: &mut u64,
-) -> Result<usize, RecoveryError> {
+) -> Result<usize, StoreError> {
     let mut reader = SegmentReader::new(file).map_err(|e| mkv_err(&row.path, e))?;
     let fragments = complete_clusters(&mut reader, indexed);
     for f in &fragments {
@@ -377,161 +436,29 @@ fn register_tail(
     Ok(fragments.len())
 }
 
-fn mkv_err(path: &str, e: MkvError) -> RecoveryError {
+fn mkv_err(path: &str, e: MkvError) -> StoreError {
     crate::path_error::PathError::new("read segment", path, io::Error::other(e)).into()
-}
-
-/// What [`audit`] found.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct AuditReport {
-    pub segments: usize,
-    pub fragments: usize,
-    pub files: usize,
-    /// Disagreements between catalog and disk; empty when they agree.
-    pub problems: Vec<String>,
-}
-
-/// Compares the catalog with the files, reading only. Every indexed fragment must be a complete
-/// key-first cluster at its indexed offset with its indexed size, timecode and frame count;
-/// every file must have a row and no bytes past its indexed size.
-pub fn audit(
-    catalog: &Catalog,
-    root: &Path,
-    stream: Option<&str>,
-) -> Result<AuditReport, RecoveryError> {
-    let mut report = AuditReport::default();
-    let rows = catalog.segments(stream)?;
-    let mut known = std::collections::HashSet::new();
-    for row in &rows {
-        known.insert(row.path.clone());
-        if row.state == SegmentState::Deleting {
-            continue;
-        }
-        report.segments += 1;
-        let frags = catalog.fragments(row.id)?;
-        report.fragments += frags.len();
-        let path = root.join(&row.path);
-        match fsx::entry(&path)? {
-            Entry::File(_) => {}
-            Entry::Missing => {
-                report
-                    .problems
-                    .push(format!("{}: indexed but the file is missing", row.path));
-                continue;
-            }
-            Entry::Other(what) => {
-                report.problems.push(format!(
-                    "{}: {what} stands where the segment file was",
-                    row.path
-                ));
-                continue;
-            }
-        }
-        let file = fsx::open_media(&path).map_err(io_err("open", &path))?;
-        let scan = match scan_segment(file) {
-            Ok(s) => s,
-            Err(e) => {
-                report
-                    .problems
-                    .push(format!("{}: unreadable header: {e}", row.path));
-                continue;
-            }
-        };
-        if scan.file_len > row.size {
-            report.problems.push(format!(
-                "{}: {} bytes past the indexed size {} (a crash left them; recovery cuts them)",
-                row.path,
-                scan.file_len - row.size,
-                row.size
-            ));
-        } else if scan.file_len < row.size {
-            report.problems.push(format!(
-                "{}: file is {} bytes, shorter than the indexed {}",
-                row.path, scan.file_len, row.size
-            ));
-        }
-        if scan.header.header_len != row.header_size {
-            report.problems.push(format!(
-                "{}: header is {} bytes, indexed as {}",
-                row.path, scan.header.header_len, row.header_size
-            ));
-        }
-        if scan.header.track.codec.codec_id() != row.codec_id
-            || scan.header.track.codec_private != row.codec_private
-        {
-            report
-                .problems
-                .push(format!("{}: codec differs from the catalog's", row.path));
-        }
-        let clusters: Vec<_> = scan
-            .clusters
-            .iter()
-            .filter(|c| c.offset < row.size)
-            .collect();
-        if clusters.len() != frags.len() {
-            report.problems.push(format!(
-                "{}: {} clusters in the indexed range, {} fragment rows",
-                row.path,
-                clusters.len(),
-                frags.len()
-            ));
-        }
-        for (c, f) in clusters.iter().zip(&frags) {
-            let same = (c.offset, c.size, c.timecode_ms, c.frame_count as u32)
-                == (f.offset, f.size, f.timecode_ms, f.frame_count);
-            if !same {
-                report.problems.push(format!(
-                    "{}: cluster at {} ({} bytes, {} ms, {} frames) differs from fragment row at {} ({} bytes, {} ms, {} frames)",
-                    row.path, c.offset, c.size, c.timecode_ms, c.frame_count, f.offset, f.size, f.timecode_ms, f.frame_count
-                ));
-            }
-            if !c.key_first {
-                report.problems.push(format!(
-                    "{}: cluster at {} does not start with a key frame",
-                    row.path, c.offset
-                ));
-            }
-        }
-    }
-    for file in layout::media_files(root, stream)? {
-        report.files += 1;
-        if !known.contains(&file.rel) {
-            report
-                .problems
-                .push(format!("{}: file with no catalog row", file.rel));
-        }
-    }
-    Ok(report)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::mkv::{Frame, TrackInfo, VideoCodec};
-    use crate::recorder::fragmenter::Fragment;
-    use crate::recorder::segment::SegmentWriter;
+    use crate::media::fragment::Fragment;
+    use crate::media::mkv::{TrackInfo, VideoCodec};
+    use crate::store::audit::audit;
+    use crate::store::segment::SegmentWriter;
     use std::fs::OpenOptions;
     use std::io::Write;
     use std::sync::Arc;
 
     fn frag(ts: i64) -> Fragment {
-        Fragment {
-            frames: (0..3)
-                .map(|i| Frame {
-                    timestamp_ms: ts + i * 40,
-                    key: i == 0,
-                    data: vec![0, 0, 0, 2, 0x65, i as u8],
-                })
-                .collect(),
-            track: Arc::new(TrackInfo {
-                codec: VideoCodec::H264,
-                codec_private: vec![1, 77, 0, 30, 0xFF, 0xE0, 0],
-                width: 64,
-                height: 64,
-            }),
-            duration_ms: 120,
-            new_segment: false,
-        }
+        let track = Arc::new(TrackInfo {
+            codec: VideoCodec::H264,
+            codec_private: vec![1, 77, 0, 30, 0xFF, 0xE0, 0],
+            width: 64,
+            height: 64,
+        });
+        Fragment::sample(ts, 3, &track)
     }
 
     #[test]

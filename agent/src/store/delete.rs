@@ -1,4 +1,6 @@
-//! Deleting a segment without ever leaving the catalog and the disk in disagreement.
+//! Deleting media without ever leaving the catalog and the disk in disagreement: one segment
+//! ([`delete`], the janitor's path), a whole stream ([`delete_stream`], built on the same
+//! path), and a file no row describes ([`delete_unindexed`], recovery's).
 //!
 //! Order: the row is marked DELETING (from then on nothing reads or uploads it) -> the file is
 //! unlinked -> its directory is fsynced (the unlink is durable) -> the rows are removed. A crash
@@ -9,30 +11,39 @@
 use std::io;
 use std::path::Path;
 
+use super::fsx::{self, Entry};
+use super::layout;
+use super::{StoreError, quarantine};
 use crate::catalog::{Catalog, CatalogError, SegmentRow};
-use crate::path_error::io_err;
-use crate::store::fsx::{self, Entry};
-use crate::store::quarantine::{self, QuarantineError};
+use crate::path_error::{PathError, io_err};
 
+/// Why a stream's deletion stopped; the stream's status details carry it.
 #[derive(Debug, thiserror::Error)]
-pub enum DeleteError {
+pub enum DeleteStreamError {
+    #[error("cannot list the media: {0}")]
+    List(#[source] CatalogError),
+    #[error("cannot delete {path}: {source}")]
+    Segment { path: String, source: StoreError },
+    #[error("cannot delete the directory of {stream}: {source}")]
+    Directory { stream: String, source: io::Error },
     #[error(transparent)]
-    Io(#[from] crate::path_error::PathError),
-    #[error(transparent)]
-    Catalog(#[from] CatalogError),
-    #[error(transparent)]
-    Quarantine(#[from] QuarantineError),
+    Fsync(#[from] PathError),
+    #[error("cannot remove the configuration: {0}")]
+    Config(#[source] CatalogError),
+    /// The blocking task a caller ran [`delete_stream`] on panicked or was cancelled.
+    #[error("deletion crashed: {0}")]
+    Crashed(#[from] tokio::task::JoinError),
 }
 
 /// Deletes a segment file and its rows, in the crash-safe order.
-pub fn delete(catalog: &Catalog, root: &Path, segment: &SegmentRow) -> Result<(), DeleteError> {
+pub fn delete(catalog: &Catalog, root: &Path, segment: &SegmentRow) -> Result<(), StoreError> {
     catalog.mark_segment_deleting(segment.id)?;
     finish(catalog, root, segment)
 }
 
 /// Completes the deletion of a segment already marked DELETING (the last steps of [`delete`],
 /// also run by startup recovery for a deletion a crash interrupted).
-pub fn finish(catalog: &Catalog, root: &Path, segment: &SegmentRow) -> Result<(), DeleteError> {
+pub fn finish(catalog: &Catalog, root: &Path, segment: &SegmentRow) -> Result<(), StoreError> {
     let path = root.join(&segment.path);
     if let Entry::Other(what) = fsx::entry(&path)? {
         // Not our file (a directory or device put in its place): moved aside, never emptied,
@@ -59,6 +70,60 @@ pub fn finish(catalog: &Catalog, root: &Path, segment: &SegmentRow) -> Result<()
         fsx::remove_empty_day_dir(root, dir)?;
     }
     catalog.remove_segment(segment.id)?;
+    Ok(())
+}
+
+/// Removes a segment file that no row describes (a crash between creating and indexing it):
+/// unlink, then fsync its directory.
+pub fn delete_unindexed(path: &Path) -> Result<(), StoreError> {
+    std::fs::remove_file(path).map_err(io_err("remove", path))?;
+    if let Some(dir) = path.parent() {
+        fsx::fsync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Removes a stream's media (each segment through [`delete`]), its directory, then its
+/// configuration and job status. Only the stream's own directory is removed whole; a directory
+/// from before `streams/` only once empty.
+pub fn delete_stream(
+    catalog: &Catalog,
+    root: &Path,
+    stream: &str,
+) -> Result<(), DeleteStreamError> {
+    let segments = catalog
+        .segments(Some(stream))
+        .map_err(DeleteStreamError::List)?;
+    let stream_dir = layout::stream_dir(stream);
+    // Segments recorded before `streams/` lived in `{root}/{stream}/`.
+    let legacy = segments.iter().any(|s| !s.path.starts_with(&stream_dir));
+    for s in segments {
+        delete(catalog, root, &s).map_err(|source| DeleteStreamError::Segment {
+            path: s.path.clone(),
+            source,
+        })?;
+    }
+    let dir = root.join(&stream_dir);
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(DeleteStreamError::Directory {
+                stream: stream.to_owned(),
+                source,
+            });
+        }
+    }
+    if legacy {
+        // Never a directory this stream's rows did not use (`log` may be the agent's own).
+        let _ = std::fs::remove_dir(root.join(stream));
+    }
+    if let Some(parent) = dir.parent() {
+        fsx::fsync_dir_if_exists(parent)?;
+    }
+    catalog
+        .delete_config(stream)
+        .map_err(DeleteStreamError::Config)?;
     Ok(())
 }
 
@@ -172,5 +237,22 @@ mod tests {
         delete(&c, dir.path(), &row).unwrap();
         assert!(std::fs::symlink_metadata(&seg).is_err());
         assert_eq!(std::fs::read(&victim).unwrap(), b"data");
+    }
+
+    #[test]
+    fn a_stream_deletion_removes_its_segments_and_its_directories_only() {
+        let dir = tempfile::tempdir().unwrap();
+        // A segment of the layout from before `streams/`, under `{root}/cam1/`.
+        let (c, row) = setup(dir.path());
+        std::fs::create_dir_all(dir.path().join("streams/cam1/2026-01-02")).unwrap();
+        std::fs::create_dir_all(dir.path().join("streams/cam2")).unwrap();
+        std::fs::create_dir_all(dir.path().join("log")).unwrap();
+        delete_stream(&c, dir.path(), "cam1").unwrap();
+        assert!(c.segments(Some("cam1")).unwrap().is_empty());
+        assert!(c.segment(row.id).unwrap().is_none());
+        assert!(!dir.path().join("cam1").exists());
+        assert!(!dir.path().join("streams/cam1").exists());
+        assert!(dir.path().join("streams/cam2").is_dir());
+        assert!(dir.path().join("log").is_dir());
     }
 }
