@@ -9,19 +9,50 @@
 //!   secret updated, the camera restarted with it), the agent's cached URI is refused, it asks
 //!   again and records on without the configuration being resent.
 
-mod aws_support;
-mod control_support;
-mod recorder_support;
-mod uploader_support;
+#[path = "support/agent.rs"]
+mod agent;
+#[path = "support/aws.rs"]
+mod aws;
+#[path = "support/bin.rs"]
+mod bin;
+#[path = "support/control.rs"]
+mod control;
+#[path = "support/ctl.rs"]
+mod ctl;
+#[path = "support/kvs.rs"]
+mod kvs;
+#[path = "support/mosquitto.rs"]
+mod mosquitto;
+#[path = "support/net.rs"]
+mod net;
+#[path = "support/peer.rs"]
+mod peer;
+#[path = "support/poll.rs"]
+mod poll;
+#[path = "support/process.rs"]
+mod process;
+#[path = "support/recording.rs"]
+mod recording;
+#[path = "support/rtsp.rs"]
+mod rtsp;
+#[path = "support/sample.rs"]
+mod sample;
+#[path = "support/watcher.rs"]
+mod watcher;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use agent::{Agent, THING};
+use aws::{LocalStack, start_moto};
 use aws_sdk_cloudwatch::types::{Dimension, Statistic};
-use aws_support::{LocalStack, start_moto};
-use control_support::*;
-use recorder_support::{RtspServer, require_gstreamer};
-use uploader_support::{ACCESS_KEY, Emulator, REGION, SECRET_KEY};
+use control::*;
+use ctl::*;
+use kvs::{ACCESS_KEY, Emulator, REGION, SECRET_KEY};
+use mosquitto::Mosquitto;
+use net::free_port;
+use rtsp::{RtspServer, require_gstreamer};
+use watcher::*;
 
 const T: Duration = Duration::from_secs(60);
 const CAMERA_PASSWORD: &str = "Cam-Pa55word-9f3e";
@@ -141,7 +172,7 @@ async fn metrics_after_a_record_and_upload_cycle_and_no_secret_anywhere() {
         secret_arn("cam-rtsp"),
         secret_arn("cam-bad")
     );
-    let mut agent = Agent::start_env(
+    let mut agent = Agent::launch_env(
         dir.path(),
         &yaml,
         &secrets,
@@ -195,15 +226,8 @@ async fn metrics_after_a_record_and_upload_cycle_and_no_secret_anywhere() {
         assert!(Instant::now() < deadline, "no upload of cam-rtsp: {index}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    w.wait("cam-bad USER_ERROR", T, |m| {
-        m.iter().any(|m| {
-            m.topic == reported("cam-bad")
-                && m.json().is_some_and(|j| {
-                    j["EdgeAgentStatus"]["LastRecorderStatus"]["RecorderStatus"] == "USER_ERROR"
-                })
-        })
-    })
-    .await;
+    w.recorder_status("cam-bad USER_ERROR", "cam-bad", "USER_ERROR", T)
+        .await;
     agent.wait_fragments("cam-1", 2, T).await;
 
     let cw = cloudwatch(&localstack.url()).await;
@@ -228,7 +252,7 @@ async fn metrics_after_a_record_and_upload_cycle_and_no_secret_anywhere() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     // A clean stop: the last events are flushed.
-    let (status, _) = agent.stop();
+    let (status, _) = agent.stop().unwrap();
     assert!(status.success());
 
     let thing_dims = thing.to_vec();
@@ -402,7 +426,7 @@ async fn camera_uri_from_secrets_manager_and_a_rotated_password() {
         "# secrets_file: none, AWS Secrets Manager\nmqtt:\n  broker_url: {}\n  thing_name: {THING}\n",
         broker.url()
     );
-    let agent = Agent::start_env(
+    let agent = Agent::launch_env(
         dir.path(),
         &yaml,
         "",

@@ -1,23 +1,21 @@
 //! The binary's verbs as an operator runs them.
 
+#[path = "support/bin.rs"]
+mod bin;
+#[path = "support/process.rs"]
+mod process;
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_kvs-edge-agent");
 const EXAMPLE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../config/example-edge-configuration.json"
 );
 
 fn agent() -> Command {
-    let mut c = Command::new(BIN);
     // Start each run from a clean environment of the agent's own variables.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("AWS_") || k.starts_with("GREENGRASS") || k == "SVCUID" || k == "RUST_LOG"
-        {
-            c.env_remove(k);
-        }
-    }
+    let mut c = bin::command();
     // `run` logs to files too: never into the source tree (the default is ./log).
     let log_dir =
         std::env::temp_dir().join(format!("kvs-edge-agent-cli-log-{}", std::process::id()));
@@ -51,11 +49,7 @@ fn help_lists_every_verb() {
 fn check_config_prints_the_normalised_request() {
     for arg in [EXAMPLE.to_owned(), format!("file://{EXAMPLE}")] {
         let out = agent().args(["check-config", &arg]).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        process::assert_success(&out);
         let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let original: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(EXAMPLE).unwrap()).unwrap();
@@ -221,14 +215,7 @@ fn run_opens_the_catalog_and_stops_cleanly_on_sigterm() {
         0,
         "SigIgn {ignored:x}"
     );
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    process::signal(child.id(), "-TERM");
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "SIGTERM is a clean stop");
     // The log file has every line, the last one ("stopped", logged just before exit) included.
@@ -283,11 +270,7 @@ fn recordings_list_and_du_read_the_catalog() {
         .env("AWS_KVS_EDGE_RECORDING_DIRECTORY", dir.path())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    process::assert_success(&out);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("cam1/2026-01-01/1767225600000.mkv"), "{text}");
     assert!(text.contains("2026-01-01T00:00:00Z"), "{text}");
@@ -385,14 +368,7 @@ fn run_applies_edge_config_files_at_start() {
         .map_while(Result::ok)
         .any(|l| l.contains("segment opened") && l.contains("demo-cam"));
     assert!(opened, "the configuration from the file records");
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    process::signal(child.id(), "-TERM");
     assert_eq!(child.wait().unwrap().code(), Some(0));
 
     let c = kvs_edge_agent::catalog::Catalog::open(&dir.path().join("kvs-edge-agent.db")).unwrap();
@@ -439,9 +415,7 @@ fn output_capped(mut cmd: Command) -> std::process::Output {
     match rx.recv_timeout(std::time::Duration::from_secs(20)) {
         Ok(out) => out.unwrap(),
         Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
+            process::signal_quiet(pid, "-KILL");
             panic!("{cmd:?} did not end within 20 s");
         }
     }
@@ -517,16 +491,9 @@ fn every_named_file_must_be_a_regular_file_of_bounded_size() {
 
 #[test]
 fn a_secrets_file_that_is_a_device_is_reported_and_the_daemon_runs_on() {
-    /// Killed with the test, should it fail.
-    struct Daemon(std::process::Child);
-    impl Drop for Daemon {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let dir = tempfile::tempdir().unwrap();
-    let mut daemon = Daemon(
+    // Killed with the test, should it fail.
+    let mut daemon = process::Killed(
         agent()
             .args(["run", "--secrets-file", "/dev/zero"])
             .env("AWS_KVS_EDGE_RECORDING_DIRECTORY", dir.path())
@@ -555,13 +522,7 @@ fn a_secrets_file_that_is_a_device_is_reported_and_the_daemon_runs_on() {
         }
     }
     assert!(refused, "the device is named, before the agent is ready");
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &daemon.0.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    process::signal(daemon.0.id(), "-TERM");
     assert_eq!(daemon.0.wait().unwrap().code(), Some(0));
 }
 

@@ -4,14 +4,24 @@
 //! self-test runs here, and the messages our client sends are compared with the SDK's. Without
 //! python3 (or `awsiotsdk` for the tests that use it) the tests are skipped, except under CI.
 
+#[path = "support/bin.rs"]
+mod bin;
+#[path = "support/peer.rs"]
+mod peer;
+#[path = "support/process.rs"]
+mod process;
+#[path = "support/secret.rs"]
+mod secret;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use kvs_edge_agent::aws::greengrass_ipc::{GreengrassSecretSource, IpcClient, IpcError};
-use kvs_edge_agent::edge_config::JobError;
 use kvs_edge_agent::secrets::{SecretError, SecretSource};
+use peer::python;
+use process::Killed;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "svcuid-of-the-agent";
@@ -36,41 +46,18 @@ fn fake_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/greengrass_ipc")
 }
 
-/// Whether `python3` can import `module`; a missing one fails the test under CI.
-fn have_python(module: &str, install: &str) -> bool {
-    let have = Command::new("python3")
-        .args(["-c", &format!("import {module}")])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !have {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "python3 with {module} is required when CI is set: {install}"
-        );
-        eprintln!("skipped: python3 cannot import {module} ({install})");
-    }
-    have
-}
-
 fn have_fake() -> bool {
-    have_python("json", "apt-get install python3")
+    python("json", "apt-get install python3")
 }
 
 fn have_sdk() -> bool {
-    have_python("awsiot", "python3 -m pip install awsiotsdk")
+    python("awsiot", "python3 -m pip install awsiotsdk")
 }
 
 struct Fake {
-    child: Child,
+    _child: Killed,
     dir: tempfile::TempDir,
     socket: PathBuf,
-}
-
-impl Drop for Fake {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Fake {
@@ -103,7 +90,11 @@ impl Fake {
             .read_line(&mut line)
             .unwrap();
         assert!(line.starts_with("listening"), "the fake nucleus: {line:?}");
-        Fake { child, dir, socket }
+        Fake {
+            _child: Killed(child),
+            dir,
+            socket,
+        }
     }
 
     fn client(&self) -> IpcClient {
@@ -152,19 +143,11 @@ fn store() -> Value {
 }
 
 fn fatal_reason(e: SecretError, arn: &str) -> String {
-    assert!(e.is_user_error(), "{e}");
-    let text = e.to_string();
-    assert!(text.contains(arn), "names the ARN: {text}");
-    assert!(!text.contains("hunter2"), "never the value: {text}");
-    text
+    secret::reason(e, arn, true)
 }
 
 fn transient_reason(e: SecretError, arn: &str) -> String {
-    assert!(!e.is_user_error(), "{e}");
-    let text = e.to_string();
-    assert!(text.contains(arn), "names the ARN: {text}");
-    assert!(!text.contains("hunter2"), "never the value: {text}");
-    text
+    secret::reason(e, arn, false)
 }
 
 #[test]
@@ -351,11 +334,7 @@ fn fake_nucleus_self_test() {
         .arg(fake_dir().join("test_server.py"))
         .output()
         .expect("python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    process::assert_success(&out);
 }
 
 /// What goes on the wire: our CONNECT and request are the SDK's, header for header (names, types
@@ -380,11 +359,7 @@ async fn our_messages_are_the_sdks() {
         .args([TOKEN, &good])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    process::assert_success(&out);
     let sdk_said: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(sdk_said["MediaURI"], URI);
     // The SDK may end its stream or ping after the answer; compare the first two messages.
@@ -420,17 +395,7 @@ fn run_in_greengrass_mode_takes_secrets_from_the_nucleus() {
     }});
     let run = |fake: &Fake| -> (Vec<String>, String) {
         let dir = tempfile::tempdir().unwrap();
-        let mut c = Command::new(env!("CARGO_BIN_EXE_kvs-edge-agent"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("AWS_")
-                || k.starts_with("GREENGRASS")
-                || k == "SVCUID"
-                || k == "RUST_LOG"
-            {
-                c.env_remove(k);
-            }
-        }
-        let mut child = c
+        let mut child = bin::command()
             .arg("run")
             .arg("--edge-config")
             .arg(
@@ -464,11 +429,7 @@ fn run_in_greengrass_mode_takes_secrets_from_the_nucleus() {
                 break;
             }
         }
-        let term = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(term.success());
+        process::signal(child.id(), "-TERM");
         assert_eq!(child.wait().unwrap().code(), Some(0), "{lines:#?}");
         let file = std::fs::read_to_string(dir.path().join("log/kvs-edge-agent.log")).unwrap();
         (lines, file)

@@ -5,8 +5,26 @@
 //! recording and the daemon's peak RSS stays under 100 MB. A camera's large key frames, which
 //! the bounds must let through, are recorded whole.
 
-mod recorder_support;
-mod reliability_support;
+#[path = "support/agent.rs"]
+mod agent;
+#[path = "support/bin.rs"]
+mod bin;
+#[path = "support/net.rs"]
+mod net;
+#[path = "support/peer.rs"]
+mod peer;
+#[path = "support/poll.rs"]
+mod poll;
+#[path = "support/process.rs"]
+mod process;
+#[path = "support/recording.rs"]
+mod recording;
+#[path = "support/rtsp.rs"]
+mod rtsp;
+#[path = "support/sample.rs"]
+mod sample;
+#[path = "support/snapshot.rs"]
+mod snapshot;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
@@ -15,8 +33,13 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use recorder_support::{RtspServer, require, require_gstreamer};
-use reliability_support::{BIN, Daemon, THING, free_port, job_status, poll_until, snapshot};
+use agent::{Agent, THING};
+use bin::BIN;
+use net::free_port;
+use peer::require;
+use poll::wait_until;
+use rtsp::{RtspServer, require_gstreamer};
+use snapshot::{job_status, snapshot};
 
 /// Peak RSS allowed to `record` against one hostile camera: ~17 MB at rest, plus the bounds it
 /// must hold (a 64 KiB message head, a 1 MiB message, a 16 MiB read buffer and the bookkeeping
@@ -120,7 +143,7 @@ fn record_against(shape: &str, server_args: &[&str]) -> (String, u64) {
         }
     }
     peak = peak.max(peak_rss_kb(pid).unwrap_or(0));
-    recorder_support::signal(pid, "-TERM");
+    process::signal(pid, "-TERM");
     let status = child.wait().unwrap();
     reader.join().unwrap();
     log.extend(rx.try_iter());
@@ -263,14 +286,10 @@ fn large_key_frames_are_recorded() {
         .env("RUST_LOG", "warn")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    process::assert_success(&out);
     let catalog =
         kvs_edge_agent::catalog::Catalog::open(&dir.path().join("kvs-edge-agent.db")).unwrap();
-    let frames: Vec<_> = recorder_support::read_segments(&catalog, dir.path(), "cam")
+    let frames: Vec<_> = recording::read_segments(&catalog, dir.path(), "cam")
         .into_iter()
         .flat_map(|s| s.clusters.into_iter().flatten())
         .collect();
@@ -350,13 +369,13 @@ fn hostile_cameras_beside_a_good_one_in_one_daemon() {
         secrets_file.display(),
         free_port()
     );
-    let mut agent = Daemon::new(dir, &yaml, &args, &[]);
+    let mut agent = Agent::new(dir, &yaml, &args, &[]);
     agent.start();
     let db = agent.catalog();
     let pid = agent.pid();
     let mut peak = 0;
     // Fails as soon as the bound is crossed, before an unbounded agent takes the machine's memory.
-    let mut sample = |agent: &mut Daemon| -> bool {
+    let mut sample = |agent: &mut Agent| -> bool {
         assert!(
             agent.is_running(),
             "the agent exited:\n{}",
@@ -372,7 +391,7 @@ fn hostile_cameras_beside_a_good_one_in_one_daemon() {
 
     // The good camera records, and every hostile stream reports its own error (silence and
     // floods after the 10 s request timeout).
-    poll_until("every hostile camera's error", REPORT_WITHIN, || {
+    wait_until("every hostile camera's error", REPORT_WITHIN, || {
         sample(&mut agent)
             && snapshot(&db, "good").committed() > 0
             && hostile.iter().all(|(shape, _)| {
@@ -391,7 +410,7 @@ fn hostile_cameras_beside_a_good_one_in_one_daemon() {
     // good one must keep committing 1 s fragments.
     let before = snapshot(&db, "good").committed();
     let until = Instant::now() + Duration::from_secs(20);
-    poll_until("20 s of recording", Duration::from_secs(25), || {
+    wait_until("20 s of recording", Duration::from_secs(25), || {
         sample(&mut agent) && Instant::now() >= until
     })
     .unwrap();
@@ -406,7 +425,7 @@ fn hostile_cameras_beside_a_good_one_in_one_daemon() {
         .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
         .collect::<Vec<_>>()
         .join(", ");
-    let status = agent.stop().unwrap();
+    let (status, _) = agent.stop().unwrap();
     let mut timecodes: Vec<i64> = snap.frags.values().map(|f| f.timecode_ms).collect();
     timecodes.sort();
     let widest = timecodes.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);

@@ -2,52 +2,25 @@
 //! client certificate (tests/iot_credentials/server.py), with a test CA made by `openssl` here.
 //! Without python3 or openssl the test is skipped, except under CI.
 
+#[path = "support/certs.rs"]
+mod certs;
+#[path = "support/peer.rs"]
+mod peer;
+#[path = "support/process.rs"]
+mod process;
+
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::provider::ProvideCredentials;
 use kvs_edge_agent::aws::iot_credentials::{IotCredentialsError, IotCredentialsProvider};
 use kvs_edge_agent::settings::IotSettings;
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn have(tool: &str, arg: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg(arg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{tool} is required when CI is set"
-        );
-        eprintln!("skipped: {tool} is not installed");
-    }
-    ok
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use certs::openssl;
+use peer::require;
+use process::{Killed, ready_line};
 
 const EC: [&str; 4] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
 
@@ -99,7 +72,7 @@ fn make_leaf(dir: &Path, ca: &str, name: &str, ext: &str) {
     );
 }
 
-fn start_server(dir: &Path) -> (Server, u16) {
+fn start_server(dir: &Path) -> (Killed, u16) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/iot_credentials/server.py");
     let mut child = Command::new("python3")
         .arg(script)
@@ -115,14 +88,12 @@ fn start_server(dir: &Path) -> (Server, u16) {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let port = line.trim().parse().expect("the server prints its port");
-    (Server(child), port)
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let child = Killed(child);
+    let port = ready_line(&mut stdout, "the credentials server", |line| {
+        line.parse().ok()
+    });
+    (child, port)
 }
 
 fn settings(dir: &Path, port: u16, alias: &str, device: &str) -> IotSettings {
@@ -143,7 +114,7 @@ fn provider(dir: &Path, port: u16, alias: &str) -> IotCredentialsProvider {
 
 #[tokio::test]
 async fn iot_credentials_provider() {
-    if !have("openssl", "version") || !have("python3", "--version") {
+    if !require("openssl", &["version"]) || !require("python3", &["--version"]) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -3,7 +3,18 @@
 //! (ENOSPC) corrupts nothing and recording resumes once space returns, and a deletion cut short
 //! by kill -9 is finished at the next start.
 
-mod recorder_support;
+#[path = "support/mkv.rs"]
+mod mkv;
+#[path = "support/peer.rs"]
+mod peer;
+#[path = "support/poll.rs"]
+mod poll;
+#[path = "support/runtime.rs"]
+mod runtime;
+#[path = "support/sample.rs"]
+mod sample;
+#[path = "support/tmpfs.rs"]
+mod tmpfs;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,7 +33,11 @@ use kvs_edge_agent::recorder::{
 };
 use kvs_edge_agent::store::audit::audit;
 use kvs_edge_agent::store::recovery::recover;
-use recorder_support::{ffprobe, require, sample_clip};
+use mkv::ffprobe;
+use peer::require;
+use runtime::runtime;
+use sample::sample_clip;
+use tmpfs::Tmpfs;
 use tokio::runtime::Runtime;
 use tokio::sync::{Notify, watch};
 
@@ -40,23 +55,8 @@ const NO_RESERVE: DiskReserve = DiskReserve {
 const CHILD_ENV: &str = "JANITOR_DISK_CHILD_DIR";
 
 /// Polls `cond` (which reads catalog or disk state, for which no event exists) until it holds.
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {DEADLINE:?} waiting for {what}"
-        );
-        std::thread::sleep(POLL);
-    }
-}
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    poll::wait_for(what, DEADLINE, cond);
 }
 
 fn open_catalog(dir: &Path) -> Arc<Catalog> {
@@ -441,49 +441,6 @@ fn deny_new_media_pauses_then_resumes_after_upload() {
     assert_consistent(&catalog, &root);
 }
 
-/// A tmpfs mounted for one test, unmounted on drop (also when the test fails).
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    /// `None` (with a notice) when mounting is not permitted here, unless under CI.
-    fn mount(path: &Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(path).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .output()
-            .unwrap();
-        if out.status.success() {
-            return Some(Tmpfs(path.to_owned()));
-        }
-        let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
-        let denied = ["permission denied", "not permitted", "superuser"]
-            .iter()
-            .any(|m| err.contains(m));
-        if denied && std::env::var_os("CI").is_none() {
-            eprintln!(
-                "NOTICE: cannot mount a tmpfs here ({}); skipping",
-                err.trim()
-            );
-            return None;
-        }
-        panic!("mount -t tmpfs {}: {err}", path.display());
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.0)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            // Still busy (a failed test left a file open): detach it now, freed when closed.
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-}
-
 /// The index of the first report after `from` that is a SYSTEM_ERROR for a full disk.
 fn enospc_after(rec: &Recording, from: usize) -> Option<usize> {
     rec.reports()
@@ -503,7 +460,7 @@ fn enospc_after(rec: &Recording, from: usize) -> Option<usize> {
 fn a_full_disk_corrupts_nothing_and_recording_resumes_when_space_returns() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("media");
-    let Some(_tmpfs) = Tmpfs::mount(&root, "1m") else {
+    let Some(_tmpfs) = Tmpfs::mount(&root, "1m").unwrap_or_else(|e| panic!("{e}")) else {
         return;
     };
     // The catalog lives outside the tmpfs, as it would on its own partition.

@@ -2,35 +2,26 @@
 //! Matroska segment with 2 s fragments, checked by our reader and by ffprobe, ffmpeg, mkvinfo
 //! and mkvmerge. A missing tool skips its check with a notice, or fails when `CI` is set.
 
+// Named apart from the library's `mkv`, which this test exercises.
+#[path = "support/mkv.rs"]
+mod mkv_tools;
+#[path = "support/peer.rs"]
+mod peer;
+#[path = "support/sample.rs"]
+mod sample;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use kvs_edge_agent::media::h264::{self, AvcConfig};
 use kvs_edge_agent::media::mkv::{self, Frame, SegmentReader, TrackInfo};
-use serde_json::Value;
+use mkv_tools::{ffmpeg_decodes, mkvinfo, mkvmerge_json};
+use peer::on_path as have_tool;
+use sample::{FRAME_MS, SAMPLE};
 
-const SAMPLE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../samples/sample-h264-640x360-gop1s.h264"
-);
 const SAMPLE_FRAMES: usize = 150;
 const T0_MS: i64 = 1_700_000_000_000;
-const FRAME_MS: i64 = 40;
 const MIN_FRAGMENT_MS: i64 = 2000;
-
-/// Whether `name` is on PATH; without it, fail under CI and skip (with a notice) elsewhere.
-fn have_tool(name: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(name).is_file()));
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{name} is required when CI is set: apt-get install -y ffmpeg mkvtoolnix"
-        );
-        eprintln!("notice: {name} not found, skipping its check");
-    }
-    found
-}
 
 fn run(cmd: &mut Command) -> std::process::Output {
     let out = cmd.output().expect("spawn tool");
@@ -53,28 +44,11 @@ struct Written {
 
 /// Sample clip -> frames stamped 40 ms apart from `T0_MS`.
 fn sample_frames() -> (TrackInfo, Vec<Frame>) {
-    let data = std::fs::read(SAMPLE).expect("read sample clip");
-    let aus = h264::access_units(&data);
-    assert_eq!(aus.len(), SAMPLE_FRAMES);
-    let (sps, pps) = aus[0].parameter_sets();
-    let config = AvcConfig::from_parameter_sets(
-        sps.expect("SPS in first AU"),
-        pps.expect("PPS in first AU"),
-    )
-    .unwrap();
-    let track = config.track_info().unwrap();
-    assert_eq!((track.width, track.height), (640, 360));
-    assert!(aus.iter().all(|au| config.matches(au)));
-    let frames = aus
-        .iter()
-        .enumerate()
-        .map(|(i, au)| Frame {
-            timestamp_ms: T0_MS + FRAME_MS * i as i64,
-            key: au.is_key(),
-            data: h264::frame_payload(au.nals.iter().map(Vec::as_slice), &config),
-        })
-        .collect();
-    (track, frames)
+    let clip = sample::clip(T0_MS);
+    assert_eq!(clip.access_units.len(), SAMPLE_FRAMES);
+    assert_eq!((clip.track.width, clip.track.height), (640, 360));
+    assert!(clip.access_units.iter().all(|au| clip.config.matches(au)));
+    (clip.track, clip.frames)
 }
 
 /// Write a segment whose fragments close at the first key frame at least 2 s after their start.
@@ -105,18 +79,10 @@ fn write_segment(dir: &Path) -> Written {
     }
 }
 
-fn ffprobe_json(path: &Path) -> Value {
-    let out = run(Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_streams",
-            "-show_packets",
-            "-of",
-            "json",
-        ])
-        .arg(path));
-    serde_json::from_slice(&out.stdout).expect("ffprobe JSON")
+fn ffprobe_json(path: &Path) -> serde_json::Value {
+    mkv_tools::ffprobe_json(path, &["-show_streams", "-show_packets"])
+        .unwrap_or_else(|e| panic!("{e}"))
+        .0
 }
 
 #[test]
@@ -175,18 +141,7 @@ fn ffmpeg_decodes_without_errors() {
     }
     let dir = tempfile::tempdir().unwrap();
     let w = write_segment(dir.path());
-    run(Command::new("ffmpeg")
-        .args([
-            "-nostdin",
-            "-v",
-            "error",
-            "-xerror",
-            "-err_detect",
-            "explode",
-            "-i",
-        ])
-        .arg(&w.path)
-        .args(["-f", "null", "-"]));
+    ffmpeg_decodes(&w.path);
 }
 
 #[test]
@@ -194,21 +149,12 @@ fn mkvtoolnix_accepts_segment() {
     let dir = tempfile::tempdir().unwrap();
     let w = write_segment(dir.path());
     if have_tool("mkvinfo") {
-        run(Command::new("mkvinfo").arg(&w.path));
+        mkvinfo(&w.path);
     }
     if have_tool("mkvmerge") {
-        let out = Command::new("mkvmerge")
-            .arg("-J")
-            .arg(&w.path)
-            .output()
-            .unwrap();
+        let (json, status) = mkvmerge_json(&w.path).unwrap();
         // mkvmerge exits 1 for warnings, which would hide a muxing problem too.
-        assert!(
-            out.status.success(),
-            "mkvmerge -J: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(status.success(), "mkvmerge -J: {json}");
         let track = &json["tracks"][0];
         assert_eq!(track["type"], "video");
         assert!(track["codec"].as_str().unwrap().contains("AVC"), "{track}");
@@ -252,18 +198,7 @@ fn truncated_segment_recovers_to_last_complete_cluster() {
         assert_eq!(json["packets"].as_array().unwrap().len(), 100);
     }
     if have_tool("ffmpeg") {
-        run(Command::new("ffmpeg")
-            .args([
-                "-nostdin",
-                "-v",
-                "error",
-                "-xerror",
-                "-err_detect",
-                "explode",
-                "-i",
-            ])
-            .arg(&torn_path)
-            .args(["-f", "null", "-"]));
+        ffmpeg_decodes(&torn_path);
     }
 }
 

@@ -1,17 +1,37 @@
 //! The `record` and `check` commands on the FILE_URI source: segments ffprobe and mkvinfo
 //! accept, and a kill -9 mid-segment that restart and `check --repair` recover from.
 
-mod recorder_support;
+#[path = "support/bin.rs"]
+mod bin;
+#[path = "support/mkv.rs"]
+mod mkv;
+#[path = "support/peer.rs"]
+mod peer;
+#[path = "support/poll.rs"]
+mod poll;
+#[path = "support/process.rs"]
+mod process;
+#[path = "support/recorder.rs"]
+mod recorder;
+#[path = "support/recording.rs"]
+mod recording;
+#[path = "support/sample.rs"]
+mod sample;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use bin::BIN;
 use kvs_edge_agent::catalog::{Catalog, SegmentState};
 use kvs_edge_agent::media::h264::AvcConfig;
-use recorder_support::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_kvs-edge-agent");
+use kvs_edge_agent::recorder::RecorderConfig;
+use kvs_edge_agent::recorder::fragmenter::FragmenterConfig;
+use mkv::{ffmpeg_decodes, ffprobe, mkvinfo_ok};
+use peer::require;
+use poll::wait_for;
+use recording::{catalog_totals, read_segments};
+use sample::sample_clip;
 
 fn record(dir: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new(BIN);
@@ -35,6 +55,29 @@ fn check(dir: &Path, extra: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// The `demo` stream recording `uri` into `recording_dir` in 1 s fragments, in segments of
+/// `segment_duration_ms` when given.
+fn demo_config(
+    uri: String,
+    recording_dir: PathBuf,
+    segment_duration_ms: Option<i64>,
+) -> RecorderConfig {
+    let mut fragmenter = FragmenterConfig {
+        min_fragment_ms: 1000,
+        ..Default::default()
+    };
+    if let Some(ms) = segment_duration_ms {
+        fragmenter.segment_duration_ms = ms;
+    }
+    RecorderConfig {
+        stream: "demo".into(),
+        uri,
+        recording_dir,
+        fragmenter,
+        rtsp: Default::default(),
+    }
+}
+
 #[test]
 fn record_file_uri_across_segments() {
     let dir = tempfile::tempdir().unwrap();
@@ -51,11 +94,7 @@ fn record_file_uri_across_segments() {
     )
     .output()
     .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    process::assert_success(&out);
     let catalog = Catalog::open(&dir.path().join("kvs-edge-agent.db")).unwrap();
     let segs = read_segments(&catalog, dir.path(), "demo");
     assert!(segs.len() >= 2, "{} segments", segs.len());
@@ -183,11 +222,7 @@ fn kill_9_mid_segment_then_recover() {
     )
     .output()
     .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    process::assert_success(&out);
     let c = check(dir.path(), &[]);
     assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stdout));
     let catalog = Catalog::open_read_only(&db).unwrap();
@@ -203,7 +238,7 @@ fn kill_9_mid_segment_then_recover() {
 fn disk_fault_is_a_system_error() {
     use kvs_edge_agent::clock::RealClock;
     use kvs_edge_agent::edge_config::JobStatus;
-    use kvs_edge_agent::recorder::{self, Control, MemoryStatus, RecorderConfig};
+    use kvs_edge_agent::recorder::MemoryStatus;
     use std::sync::Arc;
 
     let dir = tempfile::tempdir().unwrap();
@@ -212,32 +247,12 @@ fn disk_fault_is_a_system_error() {
     std::fs::write(&not_a_dir, b"").unwrap();
     let catalog = Arc::new(Catalog::open(&dir.path().join("kvs-edge-agent.db")).unwrap());
     let status = Arc::new(MemoryStatus::default());
-    let cfg = RecorderConfig {
-        stream: "demo".into(),
-        uri: sample_clip().display().to_string(),
-        recording_dir: not_a_dir,
-        fragmenter: kvs_edge_agent::recorder::fragmenter::FragmenterConfig {
-            min_fragment_ms: 1000,
-            ..Default::default()
-        },
-        rtsp: Default::default(),
-    };
-    let (tx, rx) = tokio::sync::watch::channel(Control::Record);
-    let s = status.clone();
-    let c = catalog.clone();
-    let handle = std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(recorder::run(cfg, c, Arc::new(RealClock), s, rx))
-            .unwrap()
-    });
+    let cfg = demo_config(sample_clip().display().to_string(), not_a_dir, None);
+    let job = recorder::Job::spawn(cfg, catalog.clone(), Arc::new(RealClock), status.clone());
     wait_for("a SYSTEM_ERROR", Duration::from_secs(20), || {
         !status.0.lock().unwrap().is_empty()
     });
-    tx.send(Control::Stop).unwrap();
-    let summary = handle.join().unwrap();
+    let summary = job.stop();
     assert_eq!(summary.fragments, 0);
     assert!(summary.write_errors >= 1);
     let (s, details) = status.0.lock().unwrap()[0].clone();
@@ -251,7 +266,7 @@ fn status_lands_in_the_catalog_and_timestamps_follow_the_clock() {
     use kvs_edge_agent::catalog::Job;
     use kvs_edge_agent::clock::SimulatedClock;
     use kvs_edge_agent::edge_config::{JobStatus, SyncStatus, parse_start_request};
-    use kvs_edge_agent::recorder::{self, CatalogStatus, Control, RecorderConfig};
+    use kvs_edge_agent::recorder::CatalogStatus;
     use std::sync::Arc;
 
     let dir = tempfile::tempdir().unwrap();
@@ -270,31 +285,16 @@ fn status_lands_in_the_catalog_and_timestamps_follow_the_clock() {
         stream: "demo".into(),
         clock: clock.clone(),
     });
-    let cfg = RecorderConfig {
-        stream: "demo".into(),
-        uri: format!("file://{}?fps=25", sample_clip().display()),
-        recording_dir: dir.path().to_owned(),
-        fragmenter: kvs_edge_agent::recorder::fragmenter::FragmenterConfig {
-            min_fragment_ms: 1000,
-            ..Default::default()
-        },
-        rtsp: Default::default(),
-    };
-    let (tx, rx) = tokio::sync::watch::channel(Control::Record);
-    let c = catalog.clone();
-    let handle = std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(recorder::run(cfg, c, clock, status, rx))
-            .unwrap()
-    });
+    let cfg = demo_config(
+        format!("file://{}?fps=25", sample_clip().display()),
+        dir.path().to_owned(),
+        None,
+    );
+    let job = recorder::Job::spawn(cfg, catalog.clone(), clock, status);
     wait_for("2 fragments", Duration::from_secs(20), || {
         catalog_totals(&catalog, "demo").0 >= 2
     });
-    tx.send(Control::Stop).unwrap();
-    handle.join().unwrap();
+    job.stop();
 
     let row = catalog.job_status("demo", Job::Recorder).unwrap().unwrap();
     assert_eq!(row.status, JobStatus::Success);
@@ -317,7 +317,7 @@ fn status_lands_in_the_catalog_and_timestamps_follow_the_clock() {
 #[test]
 fn each_closed_segment_is_announced() {
     use kvs_edge_agent::edge_config::JobStatus;
-    use kvs_edge_agent::recorder::{self, Control, RecorderConfig, StatusSink};
+    use kvs_edge_agent::recorder::StatusSink;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -333,33 +333,17 @@ fn each_closed_segment_is_announced() {
     let dir = tempfile::tempdir().unwrap();
     let catalog = Arc::new(Catalog::open(&dir.path().join("kvs-edge-agent.db")).unwrap());
     let closed = Arc::new(Closed::default());
-    let cfg = RecorderConfig {
-        stream: "demo".into(),
-        uri: format!("file://{}?fps=250", sample_clip().display()),
-        recording_dir: dir.path().to_owned(),
-        fragmenter: kvs_edge_agent::recorder::fragmenter::FragmenterConfig {
-            min_fragment_ms: 1000,
-            segment_duration_ms: 1000,
-            ..Default::default()
-        },
-        rtsp: Default::default(),
-    };
-    let (tx, rx) = tokio::sync::watch::channel(Control::Record);
-    let (c, sink) = (catalog.clone(), closed.clone());
+    let cfg = demo_config(
+        format!("file://{}?fps=250", sample_clip().display()),
+        dir.path().to_owned(),
+        Some(1000),
+    );
     let clock = Arc::new(kvs_edge_agent::clock::RealClock);
-    let handle = std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(recorder::run(cfg, c, clock, sink, rx))
-            .unwrap()
-    });
+    let job = recorder::Job::spawn(cfg, catalog.clone(), clock, closed.clone());
     wait_for("3 segments", Duration::from_secs(20), || {
         catalog.segments(Some("demo")).unwrap().len() >= 3
     });
-    tx.send(Control::Stop).unwrap();
-    let summary = handle.join().unwrap();
+    let summary = job.stop();
     let segments = catalog.segments(Some("demo")).unwrap();
     assert_eq!(summary.segments as usize, segments.len());
     assert_eq!(

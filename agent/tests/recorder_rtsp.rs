@@ -2,7 +2,22 @@
 //! across segment boundaries with every frame accounted for, digest authentication, a camera
 //! that goes away and returns, and cameras that send something other than H.264.
 
-mod recorder_support;
+#[path = "support/mkv.rs"]
+mod mkv;
+#[path = "support/peer.rs"]
+mod peer;
+#[path = "support/poll.rs"]
+mod poll;
+#[path = "support/process.rs"]
+mod process;
+#[path = "support/recorder.rs"]
+mod recorder;
+#[path = "support/recording.rs"]
+mod recording;
+#[path = "support/rtsp.rs"]
+mod rtsp;
+#[path = "support/sample.rs"]
+mod sample;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,51 +30,51 @@ use kvs_edge_agent::media::h264::AvcConfig;
 use kvs_edge_agent::media::mkv::VideoCodec;
 use kvs_edge_agent::recorder::fragmenter::FragmenterConfig;
 use kvs_edge_agent::recorder::rtsp::RtspOptions;
-use kvs_edge_agent::recorder::{self, Control, MemoryStatus, RecorderConfig, RecorderSummary};
-use recorder_support::*;
-use tokio::sync::watch;
+use kvs_edge_agent::recorder::{Control, MemoryStatus, RecorderConfig, RecorderSummary};
+use mkv::{ffprobe, mkvinfo_ok};
+use peer::require;
+use poll::wait_for;
+use process::signal;
+use recorder::Job;
+use recording::{catalog_totals, read_segments};
+use rtsp::{RtspServer, require_gstreamer};
 
 /// One status report: LastRecorderStatus and its details.
 type Report = (JobStatus, Option<String>);
 
 /// A recorder job running on its own runtime thread.
 struct Running {
-    tx: watch::Sender<Control>,
-    handle: std::thread::JoinHandle<RecorderSummary>,
+    recorder: Job,
     catalog: Arc<Catalog>,
     status: Arc<MemoryStatus>,
 }
 
 impl Running {
     fn start(dir: &Path, uri: &str, segment_secs: i64, stall: Duration) -> Running {
+        let fragmenter = FragmenterConfig {
+            segment_duration_ms: segment_secs * 1000,
+            ..FragmenterConfig::default()
+        };
+        let rtsp = RtspOptions {
+            stall_timeout: stall,
+            ..RtspOptions::default()
+        };
+        Running::with(dir, uri, fragmenter, rtsp)
+    }
+
+    fn with(dir: &Path, uri: &str, fragmenter: FragmenterConfig, rtsp: RtspOptions) -> Running {
         let catalog = Arc::new(Catalog::open(&dir.join("kvs-edge-agent.db")).unwrap());
         let status = Arc::new(MemoryStatus::default());
         let cfg = RecorderConfig {
             stream: "cam".into(),
             uri: uri.into(),
             recording_dir: dir.to_owned(),
-            fragmenter: FragmenterConfig {
-                segment_duration_ms: segment_secs * 1000,
-                ..FragmenterConfig::default()
-            },
-            rtsp: RtspOptions {
-                stall_timeout: stall,
-                ..RtspOptions::default()
-            },
+            fragmenter,
+            rtsp,
         };
-        let (tx, rx) = watch::channel(Control::Record);
-        let (c, s) = (catalog.clone(), status.clone());
-        let handle = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(recorder::run(cfg, c, Arc::new(RealClock), s, rx))
-                .unwrap()
-        });
+        let recorder = Job::spawn(cfg, catalog.clone(), Arc::new(RealClock), status.clone());
         Running {
-            tx,
-            handle,
+            recorder,
             catalog,
             status,
         }
@@ -69,13 +84,19 @@ impl Running {
         catalog_totals(&self.catalog, "cam")
     }
 
+    /// Waits (30 s at most) for the first fragment in the catalog.
+    fn wait_fragment(&self) {
+        wait_for("a fragment", Duration::from_secs(30), || {
+            self.totals().0 >= 1
+        });
+    }
+
     fn statuses(&self) -> Vec<Report> {
         self.status.0.lock().unwrap().clone()
     }
 
     fn stop(self) -> (RecorderSummary, Arc<Catalog>, Vec<Report>) {
-        self.tx.send(Control::Stop).unwrap();
-        let summary = self.handle.join().unwrap();
+        let summary = self.recorder.stop();
         let statuses = self.status.0.lock().unwrap().clone();
         (summary, self.catalog, statuses)
     }
@@ -160,9 +181,7 @@ fn digest_auth_right_and_wrong_password() {
         60,
         Duration::from_secs(5),
     );
-    wait_for("a fragment", Duration::from_secs(30), || {
-        job.totals().0 >= 1
-    });
+    job.wait_fragment();
     let (_, _, statuses) = job.stop();
     assert_eq!(statuses[0], (JobStatus::Success, None));
 
@@ -200,9 +219,7 @@ fn camera_goes_away_and_returns() {
     let port = server.port.to_string();
     let dir = tempfile::tempdir().unwrap();
     let job = Running::start(dir.path(), &server.url, 60, Duration::from_secs(5));
-    wait_for("a fragment", Duration::from_secs(30), || {
-        job.totals().0 >= 1
-    });
+    job.wait_fragment();
 
     // Dropped clients: the server stays up, the recorder reconnects.
     server.drop_clients();
@@ -291,9 +308,7 @@ fn h265_camera_is_recorded_as_hevc() {
     let server = RtspServer::start(&["--codec", "h265"]);
     let dir = tempfile::tempdir().unwrap();
     let job = Running::start(dir.path(), &server.url, 60, Duration::from_secs(5));
-    wait_for("a fragment", Duration::from_secs(30), || {
-        job.totals().0 >= 1
-    });
+    job.wait_fragment();
     let (_, catalog, _) = job.stop();
     let segs = read_segments(&catalog, dir.path(), "cam");
     assert_eq!(segs[0].track.codec, VideoCodec::H265);
@@ -329,33 +344,15 @@ fn udp_transport_records() {
     }
     let server = RtspServer::start(&[]);
     let dir = tempfile::tempdir().unwrap();
-    let catalog = Arc::new(Catalog::open(&dir.path().join("kvs-edge-agent.db")).unwrap());
-    let status = Arc::new(MemoryStatus::default());
-    let cfg = RecorderConfig {
-        stream: "cam".into(),
-        uri: server.url.clone(),
-        recording_dir: dir.path().to_owned(),
-        fragmenter: FragmenterConfig::default(),
-        rtsp: RtspOptions {
-            transport: kvs_edge_agent::recorder::rtsp::RtspTransport::Udp,
-            ..RtspOptions::default()
-        },
+    let rtsp = RtspOptions {
+        transport: kvs_edge_agent::recorder::rtsp::RtspTransport::Udp,
+        ..RtspOptions::default()
     };
-    let (tx, rx) = watch::channel(Control::Record);
-    let (c, s) = (catalog.clone(), status.clone());
-    let handle = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(recorder::run(cfg, c, Arc::new(RealClock), s, rx))
-            .unwrap()
-    });
+    let job = Running::with(dir.path(), &server.url, FragmenterConfig::default(), rtsp);
     wait_for("a fragment over UDP", Duration::from_secs(30), || {
-        catalog_totals(&catalog, "cam").0 >= 1
+        job.totals().0 >= 1
     });
-    tx.send(Control::Stop).unwrap();
-    let summary = handle.join().unwrap();
+    let (summary, catalog, _) = job.stop();
     assert!(summary.fragments >= 1);
     for s in read_segments(&catalog, dir.path(), "cam") {
         assert_eq!(ffprobe(&s.path).0, "h264");
@@ -370,10 +367,8 @@ fn pause_closes_the_segment_and_record_resumes() {
     let server = RtspServer::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let job = Running::start(dir.path(), &server.url, 60, Duration::from_secs(5));
-    wait_for("a fragment", Duration::from_secs(30), || {
-        job.totals().0 >= 1
-    });
-    job.tx.send(Control::Pause).unwrap();
+    job.wait_fragment();
+    job.recorder.tx.send(Control::Pause).unwrap();
     wait_for("the segment closed", Duration::from_secs(10), || {
         job.catalog
             .segments(Some("cam"))
@@ -382,7 +377,7 @@ fn pause_closes_the_segment_and_record_resumes() {
             .all(|s| s.state == kvs_edge_agent::catalog::SegmentState::Closed)
     });
     let paused = job.totals();
-    job.tx.send(Control::Record).unwrap();
+    job.recorder.tx.send(Control::Record).unwrap();
     wait_for("recording again", Duration::from_secs(30), || {
         job.totals().0 > paused.0
     });
@@ -402,18 +397,16 @@ fn stalled_camera_times_out_and_recovers() {
     let server = RtspServer::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let job = Running::start(dir.path(), &server.url, 60, Duration::from_secs(2));
-    wait_for("a fragment", Duration::from_secs(30), || {
-        job.totals().0 >= 1
-    });
+    job.wait_fragment();
     // Frozen, but the connection stays open: only the stall timeout can notice.
-    signal(server.child.id(), "-STOP");
+    signal(server.pid(), "-STOP");
     wait_for("the stall to be reported", Duration::from_secs(30), || {
         job.statuses().iter().any(|(s, d)| {
             *s == JobStatus::SystemError
                 && d.as_deref().is_some_and(|d| d.contains("no video frame"))
         })
     });
-    signal(server.child.id(), "-CONT");
+    signal(server.pid(), "-CONT");
     let before = job.totals().0;
     wait_for("recording after the stall", Duration::from_secs(60), || {
         job.totals().0 > before + 1

@@ -15,23 +15,71 @@
 //! RELIABILITY_SEED=N replays a run, RELIABILITY_LONG=1 runs the long mode. Under CI a missing
 //! peer fails the test instead of skipping it.
 
-#[allow(unused_imports)]
-mod control_support;
-mod recorder_support;
-mod reliability_support;
-mod uploader_support;
+#[path = "support/agent.rs"]
+mod agent;
+#[path = "support/bin.rs"]
+mod bin;
+#[path = "support/check.rs"]
+mod check;
+#[path = "support/ctl.rs"]
+mod ctl;
+#[path = "support/kvs.rs"]
+mod kvs;
+#[path = "support/mkv.rs"]
+mod mkv;
+#[path = "support/mosquitto.rs"]
+mod mosquitto;
+#[path = "support/net.rs"]
+mod net;
+#[path = "support/peer.rs"]
+mod peer;
+#[path = "support/poll.rs"]
+mod poll;
+#[path = "support/process.rs"]
+mod process;
+#[path = "support/proxy.rs"]
+mod proxy;
+#[path = "support/recording.rs"]
+mod recording;
+#[path = "support/rng.rs"]
+mod rng;
+#[path = "support/rtsp.rs"]
+mod rtsp;
+#[path = "support/runtime.rs"]
+mod runtime;
+#[path = "support/sample.rs"]
+mod sample;
+#[path = "support/snapshot.rs"]
+mod snapshot;
+#[path = "support/table.rs"]
+mod table;
+#[path = "support/tmpfs.rs"]
+mod tmpfs;
+#[path = "support/watcher.rs"]
+mod watcher;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use recorder_support::{RtspServer, require, require_gstreamer, sample_clip};
-use reliability_support::*;
+use agent::{Agent, THING};
+use kvs::{ACCESS_KEY, Emulator, REGION, SECRET_KEY, each};
+use mkv::{ffprobe_frames_ok, mkvmerge_ok};
+use net::free_port;
+use peer::require;
+use poll::wait_until;
+use proxy::Proxy;
+use rng::{Rng, long_mode, seed};
+use rtsp::{RtspServer, require_gstreamer};
+use runtime::runtime;
+use sample::sample_clip;
+use serde_json::Value;
+use snapshot::*;
+use table::{Row, table};
+use tmpfs::Tmpfs;
 use tokio::runtime::Runtime;
-use uploader_support::{ACCESS_KEY, Emulator, REGION, SECRET_KEY};
 
 const STREAM: &str = "cam";
 const SECRET_ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:cam-uri";
@@ -52,12 +100,31 @@ fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
 
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+/// SIGTERM: the agent must exit cleanly.
+fn stop_cleanly(agent: &mut Agent) -> Result<(), String> {
+    let (status, _) = agent.stop()?;
+    ensure!(status.success(), "agent exit after SIGTERM: {status:?}");
+    Ok(())
+}
+
+/// `check` finds catalog and disk in agreement, without a problem.
+fn check_clean(agent: &Agent, when: &str) -> Result<(), String> {
+    let check = agent.check(false);
+    ensure!(
+        check.ok && check.agree && check.problems.is_empty(),
+        "check {when}: {}",
+        check.output
+    );
+    Ok(())
+}
+
+/// Every fragment committed in `before` is in `after` (no policy deletes media here).
+fn nothing_lost(before: &Snapshot, after: &Snapshot) -> Result<(), String> {
+    match compare(before, after) {
+        Ok(g) => ensure!(g.is_empty(), "media deleted without a policy: {g:?}"),
+        Err(lost) => return Err(format!("fragments lost: {lost:#?}")),
+    }
+    Ok(())
 }
 
 /// The settings file: 1 s fragments, 10 s segments, no disk reserve (scenario 5 wants the real
@@ -110,9 +177,9 @@ fn upload_env(endpoint: &str) -> Vec<(String, String)> {
 }
 
 /// Waits for the restarted agent's recorder to connect: it runs the stream's recovery first.
-fn wait_recovered(agent: &mut Daemon) -> Result<(), String> {
+fn wait_recovered(agent: &mut Agent) -> Result<(), String> {
     let mut exited = false;
-    poll_until("the recorder to start after recovery", EVENT, || {
+    wait_until("the recorder to start after recovery", EVENT, || {
         if !agent.is_running() {
             exited = true;
             return true;
@@ -131,7 +198,7 @@ fn wait_recovered(agent: &mut Daemon) -> Result<(), String> {
 /// Audits catalog and disk with the agent frozen (a consistent instant): only what a crash at
 /// that instant could leave on the newest segment is tolerated, and nothing at all on the
 /// segments of `repaired` (which recovery must have brought into agreement).
-fn audit_frozen(agent: &Daemon, repaired: &Snapshot) -> Result<Snapshot, String> {
+fn audit_frozen(agent: &Agent, repaired: &Snapshot) -> Result<Snapshot, String> {
     agent.freeze();
     let snap = snapshot(&agent.catalog(), STREAM);
     let check = agent.check(false);
@@ -268,7 +335,7 @@ fn kill9(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
         ),
     );
     let (secrets, args) = setup(&dir, &camera.url, &req);
-    let mut agent = Daemon::new(
+    let mut agent = Agent::new(
         &dir,
         &settings(&secrets, None, ""),
         &args,
@@ -318,7 +385,7 @@ fn kill9(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
         };
         let what = format!("kill {k}: the agent {phase:?}");
         let mut exited = false;
-        poll_until(&what, EVENT, || {
+        wait_until(&what, EVENT, || {
             if !agent.is_running() {
                 exited = true;
                 return true;
@@ -432,7 +499,7 @@ fn kill9(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
         .filter(|(_, f)| f.upload_state != "UPLOADED")
         .map(|(k, _)| k.clone())
         .collect();
-    poll_until(
+    wait_until(
         "the backlog to be uploaded",
         Duration::from_secs(90),
         || {
@@ -455,8 +522,7 @@ fn kill9(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
         "fragments marked failed: {failed:#?}\n{}",
         agent.log_tail()
     );
-    let status = agent.stop()?;
-    ensure!(status.success(), "agent exit after SIGTERM: {status:?}");
+    stop_cleanly(&mut agent)?;
     let end = snapshot(&agent.catalog(), STREAM);
     note_acked(&mut acked, &end)?;
     tally(
@@ -464,12 +530,7 @@ fn kill9(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
         &mut deleted,
         compare(&last, &end).map_err(|lost| format!("after the last run: {lost:#?}"))?,
     );
-    let check = agent.check(false);
-    ensure!(
-        check.ok && check.agree && check.problems.is_empty(),
-        "check after a clean stop: {}",
-        check.output
-    );
+    check_clean(&agent, "after a clean stop")?;
     for _ in 0..3 {
         if sample_segment(rng, &agent.rec, &end)? {
             sampled += 1;
@@ -477,12 +538,7 @@ fn kill9(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
     }
     let index = rt.block_on(emulator.index(STREAM));
     let (copies, dups) = verify_emulator(&index, &acked)?;
-    let persisted: BTreeSet<i64> = index["fragments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["timecode"].as_i64().unwrap())
-        .collect();
+    let persisted: BTreeSet<i64> = each(&index, "fragments", "timecode", Value::as_i64);
     let unsent: Vec<&i64> = deleted.difference(&persisted).collect();
     ensure!(
         unsent.is_empty(),
@@ -549,10 +605,10 @@ fn camera_flapping(rng: &mut Rng, base: &Path) -> Outcome {
     let mut camera = Some(RtspServer::start(&["--source", "live", "--port", &port]));
     let url = camera.as_ref().unwrap().url.clone();
     let (secrets, args) = setup(&dir, &url, &request("RTSP_URI", ""));
-    let mut agent = Daemon::new(&dir, &settings(&secrets, None, ""), &args, &[]);
+    let mut agent = Agent::new(&dir, &settings(&secrets, None, ""), &args, &[]);
     agent.start();
     let db = agent.catalog();
-    poll_until("recording", EVENT, || {
+    wait_until("recording", EVENT, || {
         snapshot(&db, STREAM).committed() >= 2
     })
     .map_err(|e| format!("{e}\n{}", agent.log_tail()))?;
@@ -561,12 +617,11 @@ fn camera_flapping(rng: &mut Rng, base: &Path) -> Outcome {
     for i in 0..flaps {
         let connected = agent.log().matches("source connected").count();
         // Alternately a power cut (SIGKILL) and an orderly stop (SIGTERM).
-        let mut cam = camera.take().unwrap();
+        let cam = camera.take().unwrap();
         if i % 2 == 0 {
             drop(cam);
         } else {
-            signal(cam.child.id(), "-TERM");
-            let _ = cam.child.wait();
+            cam.terminate();
         }
         let down = rng.millis(300, 3000);
         std::thread::sleep(down);
@@ -578,7 +633,7 @@ fn camera_flapping(rng: &mut Rng, base: &Path) -> Outcome {
         let back = now_ms();
         camera = Some(RtspServer::start(&["--source", "live", "--port", &port]));
         let t0 = Instant::now();
-        poll_until(&format!("flap {i}: recording again"), EVENT, || {
+        wait_until(&format!("flap {i}: recording again"), EVENT, || {
             agent.log().matches("source connected").count() > connected
                 && snapshot(&db, STREAM)
                     .newest_timecode()
@@ -592,19 +647,10 @@ fn camera_flapping(rng: &mut Rng, base: &Path) -> Outcome {
             agent.log_tail()
         );
     }
-    let status = agent.stop()?;
-    ensure!(status.success(), "agent exit after SIGTERM: {status:?}");
+    stop_cleanly(&mut agent)?;
     let end = snapshot(&db, STREAM);
-    match compare(&first, &end) {
-        Ok(g) => ensure!(g.is_empty(), "media deleted without a policy: {g:?}"),
-        Err(lost) => return Err(format!("fragments lost: {lost:#?}")),
-    }
-    let check = agent.check(false);
-    ensure!(
-        check.ok && check.agree && check.problems.is_empty(),
-        "check after the flaps: {}",
-        check.output
-    );
+    nothing_lost(&first, &end)?;
+    check_clean(&agent, "after the flaps")?;
     let worst = recovery.iter().max().copied().unwrap_or_default();
     Ok(Row {
         scenario: "camera flapping".into(),
@@ -622,7 +668,9 @@ fn camera_flapping(rng: &mut Rng, base: &Path) -> Outcome {
 // --- 3. broker outages -----------------------------------------------------------------------------
 
 fn broker_outages(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
-    use control_support::{Mosquitto, Watcher, ctl, stdout_json};
+    use ctl::{ctl, stdout_json};
+    use mosquitto::Mosquitto;
+    use watcher::{Msg, Watcher};
     let outages = if long_mode() { 10 } else { 3 };
     let dir = base.join("broker");
     std::fs::create_dir_all(&dir).unwrap();
@@ -634,22 +682,20 @@ fn broker_outages(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
     let (secrets, args) = setup(&dir, &sample_clip().display().to_string(), &req);
     let mut args = args;
     args.extend(["--broker".to_owned(), url.clone()]);
-    let mut agent = Daemon::new(&dir, &settings(&secrets, Some(&url), ""), &args, &[]);
+    let mut agent = Agent::new(&dir, &settings(&secrets, Some(&url), ""), &args, &[]);
     agent.start();
     let db = agent.catalog();
-    poll_until("recording", EVENT, || {
+    wait_until("recording", EVENT, || {
         snapshot(&db, STREAM).committed() >= 1
     })
     .map_err(|e| format!("{e}\n{}", agent.log_tail()))?;
     let agent_topic = format!("kvs-edge/{THING}/agent");
-    let online = |m: &control_support::Msg| {
+    let online = |m: &Msg| {
         m.topic == agent_topic && !m.retain && m.payload.starts_with(br#"{"Status":"online""#)
     };
     {
         let w = rt.block_on(Watcher::start(broker.port));
-        rt.block_on(w.wait("agent online", EVENT, |m| {
-            m.iter().any(|m| m.topic == agent_topic)
-        }));
+        rt.block_on(w.agent_online(EVENT));
     }
     let req_file = format!("file://{}", dir.join("cam.json").display());
     let mut answered = 0;
@@ -658,7 +704,7 @@ fn broker_outages(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
         broker.stop();
         let n = snapshot(&db, STREAM).committed();
         // Recording goes on without the broker.
-        poll_until(
+        wait_until(
             &format!("outage {i}: recording without the broker"),
             EVENT,
             || snapshot(&db, STREAM).committed() > n,
@@ -710,7 +756,7 @@ fn broker_outages(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
                 "outage {i}: start-edge-configuration-update: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            poll_until(
+            wait_until(
                 "the resent configuration to restart the recorder",
                 EVENT,
                 || agent.log().matches("source connected").count() > sessions,
@@ -723,14 +769,8 @@ fn broker_outages(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
             t.elapsed().as_secs_f64()
         );
     }
-    let status = agent.stop()?;
-    ensure!(status.success(), "agent exit after SIGTERM: {status:?}");
-    let check = agent.check(false);
-    ensure!(
-        check.ok && check.agree && check.problems.is_empty(),
-        "check after the outages: {}",
-        check.output
-    );
+    stop_cleanly(&mut agent)?;
+    check_clean(&agent, "after the outages")?;
     Ok(Row {
         scenario: "broker outages".into(),
         faults: format!("{outages} Mosquitto stops (0-2.5 s after recording continues)"),
@@ -765,7 +805,7 @@ fn proxy_faults(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
         &format!(r#"{ALWAYS_UPLOAD},"DeletionConfig":{{"DeleteAfterUpload":false}}"#),
     );
     let (secrets, args) = setup(&dir, &sample_clip().display().to_string(), &req);
-    let mut agent = Daemon::new(
+    let mut agent = Agent::new(
         &dir,
         &settings(&secrets, None, ""),
         &args,
@@ -794,7 +834,7 @@ fn proxy_faults(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
     for (i, kind) in plan.iter().enumerate() {
         // Mid-body: a PutMedia request open with a random part of its body forwarded.
         let threshold = rng.range(1, 40_000);
-        poll_until(
+        wait_until(
             &format!("fault {i}: a PutMedia body under way"),
             EVENT,
             || {
@@ -829,7 +869,7 @@ fn proxy_faults(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
             // A connection that made progress is no failure in a row: the agent comes back
             // after its minimum backoff (1 s), not after a delay grown by earlier cuts.
             let t = Instant::now();
-            poll_until(
+            wait_until(
                 &format!("fault {i}: a new PutMedia connection"),
                 EVENT,
                 || st.putmedia_conns.load(Ordering::SeqCst) >= need_conns,
@@ -867,7 +907,7 @@ fn proxy_faults(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
     // Everything recorded up to the end of the faults is acknowledged in the end.
     let cutoff = now_ms();
     let t = Instant::now();
-    poll_until(
+    wait_until(
         "every fragment acknowledged",
         Duration::from_secs(90),
         || {
@@ -881,14 +921,10 @@ fn proxy_faults(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
     )
     .map_err(|e| format!("{e}\n{}", agent.log_tail()))?;
     let drained = t.elapsed();
-    let status = agent.stop()?;
-    ensure!(status.success(), "agent exit after SIGTERM: {status:?}");
+    stop_cleanly(&mut agent)?;
     let end = snapshot(&db, STREAM);
     for s in &snaps {
-        match compare(s, &end) {
-            Ok(g) => ensure!(g.is_empty(), "media deleted without a policy: {g:?}"),
-            Err(lost) => return Err(format!("fragments lost: {lost:#?}")),
-        }
+        nothing_lost(s, &end)?;
     }
     let mut acked = BTreeMap::new();
     note_acked(&mut acked, &end)?;
@@ -919,7 +955,7 @@ fn proxy_faults(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
         file.read_exact(&mut bytes).unwrap();
         let n = f.fragment_number.as_ref().unwrap();
         ensure!(
-            by_number.get(n) == Some(&uploader_support::sha256_hex(&bytes)),
+            by_number.get(n) == Some(&kvs::sha256_hex(&bytes)),
             "fragment {} ({n}): the emulator stored other bytes",
             f.timecode_ms
         );
@@ -964,44 +1000,6 @@ fn proxy_faults(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
 
 // --- 5. ENOSPC ------------------------------------------------------------------------------------
 
-/// A tmpfs mounted for the scenario, unmounted on drop.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(path: &Path, size: &str) -> Result<Option<Tmpfs>, String> {
-        std::fs::create_dir_all(path).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .output()
-            .map_err(|e| format!("mount: {e}"))?;
-        if out.status.success() {
-            return Ok(Some(Tmpfs(path.to_owned())));
-        }
-        let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
-        if std::env::var_os("CI").is_none() {
-            eprintln!(
-                "NOTICE: cannot mount a tmpfs here ({}); skipping",
-                err.trim()
-            );
-            return Ok(None);
-        }
-        Err(format!("mount -t tmpfs {}: {err}", path.display()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.0)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-}
-
 /// `same_fs`: the catalog on the full file system too (the default layout, where the state
 /// directory is the recording directory), else on a file system of its own.
 fn enospc(rng: &mut Rng, base: &Path, same_fs: bool) -> Outcome {
@@ -1024,7 +1022,7 @@ fn enospc(rng: &mut Rng, base: &Path, same_fs: bool) -> Outcome {
     } else {
         yaml
     };
-    let mut agent = Daemon::new(&dir, &yaml, &args, &[]);
+    let mut agent = Agent::new(&dir, &yaml, &args, &[]);
     if !same_fs {
         agent.db = Some(state.join(kvs_edge_agent::catalog::FILE_NAME));
     }
@@ -1034,12 +1032,12 @@ fn enospc(rng: &mut Rng, base: &Path, same_fs: bool) -> Outcome {
     std::fs::write(&ballast, vec![0u8; (free - (3 << 20)) as usize]).unwrap();
     agent.start();
     let db = agent.catalog();
-    let full = |agent: &Daemon| {
+    let full = |agent: &Agent| {
         job_status(&agent.catalog(), STREAM, "RECORDER").is_some_and(|(s, d)| {
             s == "SYSTEM_ERROR" && d.is_some_and(|d| d.contains("os error 28"))
         })
     };
-    poll_until("a write failing with ENOSPC", EVENT, || full(&agent))
+    wait_until("a write failing with ENOSPC", EVENT, || full(&agent))
         .map_err(|e| format!("{e}\n{}", agent.log_tail()))?;
     ensure!(
         agent.is_running(),
@@ -1074,7 +1072,7 @@ fn enospc(rng: &mut Rng, base: &Path, same_fs: bool) -> Outcome {
     std::fs::remove_file(&ballast).unwrap();
     let back = now_ms();
     let t = Instant::now();
-    poll_until(
+    wait_until(
         "a fragment recorded after the space returned",
         EVENT,
         || {
@@ -1086,23 +1084,14 @@ fn enospc(rng: &mut Rng, base: &Path, same_fs: bool) -> Outcome {
     )
     .map_err(|e| format!("{e}\n{}", agent.log_tail()))?;
     let resumed = t.elapsed();
-    poll_until("recorder status SUCCESS again", EVENT, || {
+    wait_until("recorder status SUCCESS again", EVENT, || {
         job_status(&db, STREAM, "RECORDER").is_some_and(|(s, _)| s == "SUCCESS")
     })
     .map_err(|e| format!("{e}\n{}", agent.log_tail()))?;
-    let status = agent.stop()?;
-    ensure!(status.success(), "agent exit after SIGTERM: {status:?}");
+    stop_cleanly(&mut agent)?;
     let end = snapshot(&db, STREAM);
-    match compare(&at_full, &end) {
-        Ok(g) => ensure!(g.is_empty(), "media deleted without a policy: {g:?}"),
-        Err(lost) => return Err(format!("fragments lost: {lost:#?}")),
-    }
-    let check = agent.check(false);
-    ensure!(
-        check.ok && check.agree && check.problems.is_empty(),
-        "check after ENOSPC: {}",
-        check.output
-    );
+    nothing_lost(&at_full, &end)?;
+    check_clean(&agent, "after ENOSPC")?;
     let mut probed = 0;
     for _ in 0..2 {
         if sample_segment(rng, &rec, &end)? {
@@ -1133,7 +1122,7 @@ fn reliability_suite() {
     if !require_gstreamer(&["x264enc", "rtph264pay"])
         || !require("mkvmerge", &["--version"])
         || !require("ffprobe", &["-version"])
-        || !uploader_support::have_tool("python3")
+        || !peer::on_path("python3")
     {
         return;
     }

@@ -4,19 +4,27 @@
 //!
 //! One test in this binary: it sets process environment variables.
 
-mod aws_support;
+#[path = "support/aws.rs"]
+mod aws;
+#[path = "support/net.rs"]
+mod net;
+#[path = "support/peer.rs"]
+mod peer;
+#[path = "support/poll.rs"]
+mod poll;
+#[path = "support/process.rs"]
+mod process;
+#[path = "support/runtime.rs"]
+mod runtime;
+#[path = "support/secret.rs"]
+mod secret;
 
-use aws_support::start_moto;
+use aws::start_moto;
 use kvs_edge_agent::aws::secrets::SecretsManagerSource;
-use kvs_edge_agent::edge_config::JobError;
 use kvs_edge_agent::secrets::{SecretError, SecretSource};
 
 fn fatal_reason(e: SecretError, arn: &str) -> String {
-    assert!(e.is_user_error(), "{e}");
-    let text = e.to_string();
-    assert!(text.contains(arn), "names the ARN: {text}");
-    assert!(!text.contains("hunter2"), "never the value: {text}");
-    text
+    secret::reason(e, arn, true)
 }
 
 #[test]
@@ -37,11 +45,7 @@ fn secrets_manager_media_uris() {
         std::env::remove_var("AWS_PROFILE");
         std::env::remove_var("AWS_SESSION_TOKEN");
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime::runtime();
     let sdk = rt.block_on(aws_config::defaults(aws_config::BehaviorVersion::latest()).load());
     let client = aws_sdk_secretsmanager::Client::new(&sdk);
     let create = |name: &str, value: &str| -> String {

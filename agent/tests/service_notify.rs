@@ -1,21 +1,22 @@
 //! `run` under a stand-in for systemd: the agent's notifications on `NOTIFY_SOCKET` arrive in
 //! order (READY=1, watchdog pings while healthy, STOPPING=1 after SIGTERM, nothing after it).
 
+#[path = "support/bin.rs"]
+mod bin;
+#[path = "support/net.rs"]
+mod net;
+#[path = "support/poll.rs"]
+mod poll;
+#[path = "support/process.rs"]
+mod process;
+
 use std::os::unix::net::UnixDatagram;
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_kvs-edge-agent");
-
-/// Kills the agent if the test fails before it stops it.
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use net::free_port;
+use process::Killed;
 
 /// The notify socket systemd would listen on.
 struct Manager {
@@ -56,29 +57,25 @@ impl Manager {
     }
 }
 
-/// The agent with none of the caller's agent or systemd variables.
-fn agent_command() -> Command {
-    let mut cmd = Command::new(BIN);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("AWS_")
-            || k.starts_with("GREENGRASS")
-            || k.starts_with("WATCHDOG_")
-            || k == "SVCUID"
-            || k == "RUST_LOG"
-            || k == "NOTIFY_SOCKET"
-        {
-            cmd.env_remove(k);
-        }
-    }
-    cmd
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `run` with an embedded broker on a port of its own (so that it runs beside other agents
+/// under test), recording and logging in `dir`; `setup` adds to the command.
+fn start(dir: &Path, setup: impl FnOnce(&mut Command)) -> Killed {
+    let config = dir.join("agent.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "mqtt:\n  embedded_broker_listen: 127.0.0.1:{}\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let mut cmd = bin::command();
+    cmd.args(["run", "--config", config.to_str().unwrap()])
+        .env("AWS_KVS_EDGE_RECORDING_DIRECTORY", dir.join("rec"))
+        .env("AWS_KVS_EDGE_LOG_OUTPUT_DIRECTORY", dir.join("log"))
+        .stdin(Stdio::null());
+    setup(&mut cmd);
+    Killed(cmd.spawn().unwrap())
 }
 
 #[test]
@@ -89,29 +86,12 @@ fn ready_then_watchdog_pings_then_stopping() {
         socket: UnixDatagram::bind(&socket_path).unwrap(),
         log: dir.path().join("log/kvs-edge-agent.log"),
     };
-    // Its own embedded broker port, so that it runs beside other agents under test.
-    let config = dir.path().join("agent.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "mqtt:\n  embedded_broker_listen: 127.0.0.1:{}\n",
-            free_port()
-        ),
-    )
-    .unwrap();
-
-    let child = agent_command()
-        .args(["run", "--config", config.to_str().unwrap()])
-        .env("AWS_KVS_EDGE_RECORDING_DIRECTORY", dir.path().join("rec"))
-        .env("AWS_KVS_EDGE_LOG_OUTPUT_DIRECTORY", dir.path().join("log"))
-        .env("NOTIFY_SOCKET", &socket_path)
-        // 2 s: a ping every second, each health check given 0.9 s (ample on a loaded CI box).
-        .env("WATCHDOG_USEC", "2000000")
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut agent = Agent(child);
+    let mut agent = start(dir.path(), |c| {
+        c.env("NOTIFY_SOCKET", &socket_path)
+            // 2 s: a ping every second, each health check given 0.9 s (ample on a loaded CI box).
+            .env("WATCHDOG_USEC", "2000000")
+            .stderr(Stdio::null());
+    });
 
     let before_ready = manager.until("READY=1", Duration::from_secs(30));
     assert!(
@@ -136,14 +116,7 @@ fn ready_then_watchdog_pings_then_stopping() {
         assert_eq!(msg, ["WATCHDOG=1"], "a healthy agent pings");
     }
 
-    let pid = agent.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    process::signal(agent.0.id(), "-TERM");
     let stopping = manager.until("STOPPING=1", Duration::from_secs(5));
     assert!(
         stopping
@@ -166,38 +139,16 @@ fn ready_then_watchdog_pings_then_stopping() {
 #[test]
 fn without_notify_socket_the_agent_runs_as_before() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("agent.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "mqtt:\n  embedded_broker_listen: 127.0.0.1:{}\n",
-            free_port()
-        ),
-    )
-    .unwrap();
-    let child = agent_command()
-        .args(["run", "--config", config.to_str().unwrap()])
-        .env("AWS_KVS_EDGE_RECORDING_DIRECTORY", dir.path().join("rec"))
-        .env("AWS_KVS_EDGE_LOG_OUTPUT_DIRECTORY", dir.path().join("log"))
-        .env("AWS_KVS_EDGE_LOG_LEVEL", "info")
-        .env("WATCHDOG_USEC", "400000")
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut agent = Agent(child);
+    let mut agent = start(dir.path(), |c| {
+        c.env("AWS_KVS_EDGE_LOG_LEVEL", "info")
+            .env("WATCHDOG_USEC", "400000")
+            .stderr(Stdio::piped());
+    });
     use std::io::BufRead;
     let stderr = std::io::BufReader::new(agent.0.stderr.take().unwrap());
     let mut lines = stderr.lines().map_while(Result::ok);
     assert!(lines.any(|l| l.contains("ready")), "the agent gets ready");
-    let pid = agent.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    process::signal(agent.0.id(), "-TERM");
     let rest: Vec<String> = lines.collect();
     assert_eq!(agent.0.wait().unwrap().code(), Some(0));
     assert!(

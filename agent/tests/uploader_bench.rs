@@ -7,16 +7,28 @@
 //!    the same ceiling; the comparison says whether the agent adds overhead.
 //! 2. Pacing on: the fragment rate the emulator measures (server receive times) is at most 5/s.
 
-mod uploader_support;
+#[path = "support/kvs.rs"]
+mod kvs;
+#[path = "support/process.rs"]
+mod process;
+#[path = "support/recording.rs"]
+mod recording;
+#[path = "support/sample.rs"]
+mod sample;
+#[path = "support/uploader.rs"]
+mod uploader;
 
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use kvs::*;
 use kvs_edge_agent::catalog::Catalog;
-use kvs_edge_agent::uploader::{Options, RunMode, StreamTarget};
-use uploader_support::*;
+use kvs_edge_agent::uploader::Options;
+use recording::{Recording, record};
+use serde_json::Value;
+use uploader::{an_hour_ago_ms, test_options, until_empty, uploader};
 
 /// Total media per run, split evenly over the streams.
 const TOTAL_FRAGMENTS: usize = 192;
@@ -42,7 +54,7 @@ fn streams_setup(dir: &Path, n: usize) -> (Arc<Catalog>, Vec<(String, Recording)
     let recs = (0..n)
         .map(|i| {
             let name = format!("bench-{n}-{i}");
-            let r = record_padded(
+            let r = record(
                 &catalog,
                 &dir.join("rec"),
                 &name,
@@ -80,7 +92,7 @@ async fn agent_run(n: usize) -> Run {
     let start = Instant::now();
     let handles: Vec<_> = recs
         .iter()
-        .map(|(name, _)| up.start(StreamTarget::Name(name.clone()), RunMode::UntilEmpty, None))
+        .map(|(name, _)| until_empty(&up, name))
         .collect();
     for h in handles {
         let p = h.wait().await.unwrap();
@@ -167,17 +179,20 @@ fn summary(v: &mut [f64]) -> String {
     format!("{:.0} ({:.0}-{:.0})", v[v.len() / 2], v[0], v[v.len() - 1])
 }
 
-async fn paced_rate() -> (usize, f64) {
+/// Records `segments` x `per_segment` fragments with `pad` bytes of filler per frame, uploads
+/// them with pacing on and returns the emulator's index of the stream.
+async fn paced_upload(stream: &str, segments: usize, per_segment: usize, pad: usize) -> Value {
     let tmp = tempfile::tempdir().unwrap();
     let catalog = Arc::new(Catalog::open(&tmp.path().join("catalog.db")).unwrap());
     record(
         &catalog,
         &tmp.path().join("rec"),
-        "paced",
+        stream,
         an_hour_ago_ms(),
-        5,
-        6,
+        segments,
+        per_segment,
         None,
+        pad,
     );
     let emulator = Emulator::start(&tmp.path().join("emu"), &[]);
     let up = uploader(
@@ -187,21 +202,13 @@ async fn paced_rate() -> (usize, f64) {
         test_options(),
     )
     .await;
-    up.start(
-        StreamTarget::Name("paced".into()),
-        RunMode::UntilEmpty,
-        None,
-    )
-    .wait()
-    .await
-    .unwrap();
-    let index = emulator.index("paced").await;
-    let times: Vec<f64> = index["fragments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["server_monotonic"].as_f64().unwrap())
-        .collect();
+    until_empty(&up, stream).wait().await.unwrap();
+    emulator.index(stream).await
+}
+
+async fn paced_rate() -> (usize, f64) {
+    let index = paced_upload("paced", 5, 6, 0).await;
+    let times: Vec<f64> = each(&index, "fragments", "server_monotonic", Value::as_f64);
     let span = times.last().unwrap() - times[0];
     (times.len(), (times.len() - 1) as f64 / span)
 }
@@ -209,35 +216,7 @@ async fn paced_rate() -> (usize, f64) {
 /// Pacing on with 4 MB fragments, where the byte limit (12.5 MB/s) binds before the fragment
 /// limit would (5/s x 4 MB = 20 MB/s): the byte rate the emulator measures.
 async fn paced_byte_rate() -> (f64, f64) {
-    let tmp = tempfile::tempdir().unwrap();
-    let catalog = Arc::new(Catalog::open(&tmp.path().join("catalog.db")).unwrap());
-    record_padded(
-        &catalog,
-        &tmp.path().join("rec"),
-        "paced-bytes",
-        an_hour_ago_ms(),
-        1,
-        15,
-        None,
-        160_000,
-    );
-    let emulator = Emulator::start(&tmp.path().join("emu"), &[]);
-    let up = uploader(
-        Arc::clone(&catalog),
-        &tmp.path().join("rec"),
-        &emulator,
-        test_options(),
-    )
-    .await;
-    up.start(
-        StreamTarget::Name("paced-bytes".into()),
-        RunMode::UntilEmpty,
-        None,
-    )
-    .wait()
-    .await
-    .unwrap();
-    let index = emulator.index("paced-bytes").await;
+    let index = paced_upload("paced-bytes", 1, 15, 160_000).await;
     let frags = index["fragments"].as_array().unwrap();
     let bytes: f64 = frags.iter().map(|f| f["size"].as_f64().unwrap()).sum();
     let first = frags[0]["server_start_monotonic"].as_f64().unwrap();

@@ -3,24 +3,38 @@
 //! the emulator's stored media must be exactly the recorded fragments (count, timecodes,
 //! bytes) and play in ffprobe/ffmpeg.
 
-mod recorder_support;
-mod uploader_support;
+#[path = "support/bin.rs"]
+mod bin;
+#[path = "support/kvs.rs"]
+mod kvs;
+#[path = "support/mkv.rs"]
+mod mkv;
+#[path = "support/peer.rs"]
+mod peer;
+#[path = "support/process.rs"]
+mod process;
+#[path = "support/recording.rs"]
+mod recording;
+#[path = "support/rtsp.rs"]
+mod rtsp;
+#[path = "support/sample.rs"]
+mod sample;
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::process::Command;
 
+use kvs::{ACCESS_KEY, Emulator, REGION, SECRET_KEY, persisted, sha256_hex};
 use kvs_edge_agent::catalog::{Catalog, UploadState};
-use recorder_support::{RtspServer, require, require_gstreamer};
-use uploader_support::{
-    ACCESS_KEY, Emulator, REGION, SECRET_KEY, catalog_fragments, ffprobe_frames, persisted,
-    sha256_hex,
-};
+use mkv::{Probe, ffmpeg_decodes, probe};
+use peer::require;
+use recording::catalog_fragments;
+use rtsp::{RtspServer, require_gstreamer};
 
 const FRAMES: u64 = 250; // 10 s at 25 fps, a key frame each second
 
 fn agent() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_kvs-edge-agent"))
+    Command::new(bin::BIN)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,18 +128,12 @@ async fn rtsp_recording_uploads_exactly_and_plays() {
 
     let media = emulator.data_dir.join("cam").join("media-0.mkv");
     assert_eq!(index["files"].as_array().unwrap().len(), 1);
-    let (probed, format) = ffprobe_frames(&media);
-    assert_eq!(probed as u64, frames);
+    let Probe {
+        frames: probed,
+        format,
+        ..
+    } = probe(&media).unwrap();
+    assert_eq!(probed, frames);
     assert!(format.contains("matroska"));
-    let decode = Command::new("ffmpeg")
-        .args(["-v", "error", "-xerror", "-err_detect", "explode", "-i"])
-        .arg(&media)
-        .args(["-f", "null", "-"])
-        .output()
-        .unwrap();
-    assert!(
-        decode.status.success(),
-        "{}",
-        String::from_utf8_lossy(&decode.stderr)
-    );
+    ffmpeg_decodes(&media);
 }

@@ -1,17 +1,37 @@
 //! The uploader against the KVS ingest emulator (tests/kvs_emulator, Python + botocore):
 //! complete uploads checked byte for byte and by ffprobe, and the fault cases of issue 5.
 
-mod uploader_support;
+#[path = "support/kvs.rs"]
+mod kvs;
+#[path = "support/mkv.rs"]
+mod mkv;
+#[path = "support/peer.rs"]
+mod peer;
+#[path = "support/poll.rs"]
+mod poll;
+#[path = "support/process.rs"]
+mod process;
+#[path = "support/recording.rs"]
+mod recording;
+#[path = "support/sample.rs"]
+mod sample;
+#[path = "support/uploader.rs"]
+mod uploader;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kvs::*;
 use kvs_edge_agent::catalog::{Catalog, Job, UploadState};
 use kvs_edge_agent::edge_config::JobStatus;
-use kvs_edge_agent::uploader::{RunMode, StreamTarget, UploadError};
-use serde_json::json;
-use uploader_support::*;
+use kvs_edge_agent::uploader::{RunMode, StreamTarget, UploadError, Uploader};
+use mkv::{Probe, probe};
+use peer::on_path;
+use poll::wait_until_async;
+use recording::{Recording, catalog_fragments, record};
+use serde_json::{Value, json};
+use uploader::*;
 
 struct Setup {
     _tmp: tempfile::TempDir,
@@ -34,10 +54,37 @@ fn setup(emulator_args: &[&str]) -> Setup {
     }
 }
 
+impl Setup {
+    /// Records `segments` segments of `per_segment` fragments of `stream`, an hour ago.
+    fn record(&self, stream: &str, segments: usize, per_segment: usize) -> Recording {
+        record(
+            &self.catalog,
+            &self.recordings,
+            stream,
+            an_hour_ago_ms(),
+            segments,
+            per_segment,
+            None,
+            0,
+        )
+    }
+
+    /// An uploader with the test options.
+    async fn uploader(&self) -> Uploader {
+        uploader(
+            Arc::clone(&self.catalog),
+            &self.recordings,
+            &self.emulator,
+            test_options(),
+        )
+        .await
+    }
+}
+
 /// Runs the job until nothing is pending, with a hard bound.
 async fn upload_all(s: &Setup, stream: &str, options: kvs_edge_agent::uploader::Options) {
     let up = uploader(Arc::clone(&s.catalog), &s.recordings, &s.emulator, options).await;
-    let h = up.start(StreamTarget::Name(stream.into()), RunMode::UntilEmpty, None);
+    let h = until_empty(&up, stream);
     tokio::time::timeout(Duration::from_secs(120), h.wait())
         .await
         .expect("upload finishes")
@@ -85,15 +132,10 @@ fn counts(index: &serde_json::Value) -> HashMap<i64, usize> {
     m
 }
 
-/// Waits for `cond` with a deadline, checking every 20 ms (a condition poll, not a delay).
-async fn eventually(what: &str, secs: u64, mut cond: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while !cond().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+/// Waits for `cond` with a deadline (a condition poll, not a delay).
+async fn eventually(what: &str, secs: u64, cond: impl FnMut() -> bool) {
+    if let Err(e) = wait_until_async(what, Duration::from_secs(secs), cond).await {
+        panic!("{e}");
     }
 }
 
@@ -108,15 +150,7 @@ fn uploaded_count(catalog: &Catalog, stream: &str) -> usize {
 async fn uploads_every_fragment_once_byte_exact_and_playable() {
     let s = setup(&[]);
     configure(&s.catalog, "cam-1");
-    let rec = record(
-        &s.catalog,
-        &s.recordings,
-        "cam-1",
-        an_hour_ago_ms(),
-        3,
-        6,
-        None,
-    );
+    let rec = s.record("cam-1", 3, 6);
     assert_eq!(rec.fragments.len(), 18);
     upload_all(&s, "cam-1", test_options()).await;
 
@@ -143,10 +177,10 @@ async fn uploads_every_fragment_once_byte_exact_and_playable() {
     assert_eq!(status.status, JobStatus::Success);
     assert!(status.last_collected_time.is_some());
 
-    if have_tool("ffprobe") {
+    if on_path("ffprobe") {
         let media = s.emulator.data_dir.join("cam-1").join("media-0.mkv");
-        let (frames, format) = ffprobe_frames(&media);
-        assert_eq!(frames, rec.frames);
+        let Probe { frames, format, .. } = probe(&media).unwrap();
+        assert_eq!(frames, rec.frames as u64);
         assert!(format.contains("matroska"), "{format}");
     }
 }
@@ -157,27 +191,9 @@ async fn uploads_every_fragment_once_byte_exact_and_playable() {
 async fn persisted_acks_are_announced_after_the_catalog_has_them() {
     let s = setup(&[]);
     configure(&s.catalog, "cam-1");
-    record(
-        &s.catalog,
-        &s.recordings,
-        "cam-1",
-        an_hour_ago_ms(),
-        1,
-        3,
-        None,
-    );
-    let up = uploader(
-        Arc::clone(&s.catalog),
-        &s.recordings,
-        &s.emulator,
-        test_options(),
-    )
-    .await;
-    let h = up.start(
-        StreamTarget::Name("cam-1".into()),
-        RunMode::UntilEmpty,
-        None,
-    );
+    s.record("cam-1", 1, 3);
+    let up = s.uploader().await;
+    let h = until_empty(&up, "cam-1");
     let progress = h.live_progress();
     tokio::time::timeout(Duration::from_secs(60), progress.persisted())
         .await
@@ -201,6 +217,7 @@ async fn codec_private_change_opens_a_new_request() {
         3,
         2,
         Some(2),
+        0,
     );
     upload_all(&s, "cam-2", test_options()).await;
     let index = s.emulator.index("cam-2").await;
@@ -212,25 +229,11 @@ async fn codec_private_change_opens_a_new_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acks_are_read_while_the_body_is_still_streaming() {
     let s = setup(&[]);
-    record(
-        &s.catalog,
-        &s.recordings,
-        "live",
-        an_hour_ago_ms(),
-        2,
-        6,
-        None,
-    );
-    let up = uploader(
-        Arc::clone(&s.catalog),
-        &s.recordings,
-        &s.emulator,
-        test_options(),
-    )
-    .await;
+    s.record("live", 2, 6);
+    let up = s.uploader().await;
     // Paced at 5 fragments/s, the 12 fragments take over 2 s on one request.
-    let h = up.start(StreamTarget::Name("live".into()), RunMode::UntilEmpty, None);
-    eventually("the first PERSISTED", 20, async || {
+    let h = until_empty(&up, "live");
+    eventually("the first PERSISTED", 20, || {
         uploaded_count(&s.catalog, "live") >= 1
     })
     .await;
@@ -248,15 +251,7 @@ async fn acks_are_read_while_the_body_is_still_streaming() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_cut_mid_fragment_resumes_without_loss() {
     let s = setup(&[]);
-    let rec = record(
-        &s.catalog,
-        &s.recordings,
-        "cut",
-        an_hour_ago_ms(),
-        2,
-        6,
-        None,
-    );
+    let rec = s.record("cut", 2, 6);
     s.emulator
         .fault("cut", json!({"kind": "cut_mid_fragment", "at_fragment": 4}))
         .await;
@@ -275,43 +270,20 @@ async fn connection_cut_mid_fragment_resumes_without_loss() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_5000_is_retried_from_the_first_unpersisted_fragment() {
     let s = setup(&[]);
-    let rec = record(
-        &s.catalog,
-        &s.recordings,
-        "e5000",
-        an_hour_ago_ms(),
-        1,
-        6,
-        None,
-    );
+    let rec = s.record("e5000", 1, 6);
     s.emulator
         .fault(
             "e5000",
             json!({"kind": "error", "at_fragment": 2, "error_id": 5000}),
         )
         .await;
-    let up = uploader(
-        Arc::clone(&s.catalog),
-        &s.recordings,
-        &s.emulator,
-        test_options(),
-    )
-    .await;
-    let h = up.start(
-        StreamTarget::Name("e5000".into()),
-        RunMode::UntilEmpty,
-        None,
-    );
+    let up = s.uploader().await;
+    let h = until_empty(&up, "e5000");
     let report = h.wait().await.unwrap();
     assert!(report.retries >= 1, "{report:?}");
     assert_eq!(report.fragments_failed, 0);
     let index = s.emulator.index("e5000").await;
-    let errors: Vec<i64> = index["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["error_id"].as_i64().unwrap())
-        .collect();
+    let errors: Vec<i64> = each(&index, "errors", "error_id", Value::as_i64);
     assert_eq!(errors, vec![5000]);
     let c = counts(&index);
     assert_eq!(c.len(), 6);
@@ -324,33 +296,15 @@ async fn error_5000_is_retried_from_the_first_unpersisted_fragment() {
 async fn error_4004_marks_the_fragment_failed_and_moves_on() {
     let s = setup(&[]);
     configure(&s.catalog, "e4004");
-    let rec = record(
-        &s.catalog,
-        &s.recordings,
-        "e4004",
-        an_hour_ago_ms(),
-        1,
-        6,
-        None,
-    );
+    let rec = s.record("e4004", 1, 6);
     s.emulator
         .fault(
             "e4004",
             json!({"kind": "error", "at_fragment": 3, "error_id": 4004}),
         )
         .await;
-    let up = uploader(
-        Arc::clone(&s.catalog),
-        &s.recordings,
-        &s.emulator,
-        test_options(),
-    )
-    .await;
-    let h = up.start(
-        StreamTarget::Name("e4004".into()),
-        RunMode::UntilEmpty,
-        None,
-    );
+    let up = s.uploader().await;
+    let h = until_empty(&up, "e4004");
     let report = h.wait().await.unwrap();
     assert_eq!(report.fragments_failed, 1);
     assert_eq!(report.fragments_uploaded, 5);
@@ -394,29 +348,15 @@ async fn error_4004_marks_the_fragment_failed_and_moves_on() {
 async fn error_4008_ends_the_run_with_user_error() {
     let s = setup(&[]);
     configure(&s.catalog, "gone");
-    record(
-        &s.catalog,
-        &s.recordings,
-        "gone",
-        an_hour_ago_ms(),
-        1,
-        6,
-        None,
-    );
+    s.record("gone", 1, 6);
     s.emulator
         .fault(
             "gone",
             json!({"kind": "error", "at_fragment": 1, "error_id": 4008}),
         )
         .await;
-    let up = uploader(
-        Arc::clone(&s.catalog),
-        &s.recordings,
-        &s.emulator,
-        test_options(),
-    )
-    .await;
-    let h = up.start(StreamTarget::Name("gone".into()), RunMode::UntilEmpty, None);
+    let up = s.uploader().await;
+    let h = until_empty(&up, "gone");
     let r = h.wait().await;
     assert!(
         matches!(r, Err(UploadError::StreamNotActive { .. })),
@@ -436,15 +376,7 @@ async fn error_4008_ends_the_run_with_user_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delayed_acks_across_a_window_end_leave_unacked_fragments_pending() {
     let s = setup(&[]);
-    let rec = record(
-        &s.catalog,
-        &s.recordings,
-        "win",
-        an_hour_ago_ms(),
-        2,
-        6,
-        None,
-    );
+    let rec = s.record("win", 2, 6);
     s.emulator
         .admin("streams/win/faults", json!({"delay_acks_ms": 4000}))
         .await;
@@ -496,15 +428,7 @@ async fn delayed_acks_across_a_window_end_leave_unacked_fragments_pending() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_is_rotated_and_server_4003_is_retried() {
     let s = setup(&["--max-connection-seconds", "0.9"]);
-    let rec = record(
-        &s.catalog,
-        &s.recordings,
-        "rot",
-        an_hour_ago_ms(),
-        2,
-        6,
-        None,
-    );
+    let rec = s.record("rot", 2, 6);
     // The client rotates at 0.5 s, before the emulator's 0.9 s limit: no 4003.
     let mut opts = test_options();
     opts.rotate_after = Duration::from_millis(500);
@@ -526,15 +450,7 @@ async fn connection_is_rotated_and_server_4003_is_retried() {
     assert_uploaded_only_with_persisted(&s, "rot", &rec, &index);
 
     // Without rotation the service's 4003 ends each connection, and the upload still completes.
-    let rec2 = record(
-        &s.catalog,
-        &s.recordings,
-        "rot2",
-        an_hour_ago_ms(),
-        2,
-        6,
-        None,
-    );
+    let rec2 = s.record("rot2", 2, 6);
     upload_all(&s, "rot2", test_options()).await;
     let index = s.emulator.index("rot2").await;
     assert!(
@@ -553,15 +469,9 @@ async fn streams_upload_in_parallel() {
     let s = setup(&[]);
     let names = ["par-a", "par-b", "par-c"];
     for n in names {
-        record(&s.catalog, &s.recordings, n, an_hour_ago_ms(), 1, 6, None);
+        s.record(n, 1, 6);
     }
-    let up = uploader(
-        Arc::clone(&s.catalog),
-        &s.recordings,
-        &s.emulator,
-        test_options(),
-    )
-    .await;
+    let up = s.uploader().await;
     let handles: Vec<_> = names
         .iter()
         .map(|n| up.start(StreamTarget::Name((*n).into()), RunMode::UntilEmpty, None))
@@ -575,12 +485,7 @@ async fn streams_upload_in_parallel() {
     for n in names {
         assert_eq!(uploaded_count(&s.catalog, n), 6, "{n}");
         let index = s.emulator.index(n).await;
-        let times: Vec<f64> = index["fragments"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f["server_monotonic"].as_f64().unwrap())
-            .collect();
+        let times: Vec<f64> = each(&index, "fragments", "server_monotonic", Value::as_f64);
         spans.push((times[0], *times.last().unwrap()));
     }
     let latest_start = spans.iter().map(|s| s.0).fold(f64::MIN, f64::max);
@@ -596,15 +501,7 @@ async fn wrong_credentials_are_refused_and_nothing_is_marked() {
     let s = setup(&["--no-auto-create"]);
     s.emulator.admin("streams/auth/create", json!({})).await;
     configure(&s.catalog, "auth");
-    record(
-        &s.catalog,
-        &s.recordings,
-        "auth",
-        an_hour_ago_ms(),
-        1,
-        2,
-        None,
-    );
+    s.record("auth", 1, 2);
     use aws_credential_types::Credentials;
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new(REGION))
@@ -620,8 +517,8 @@ async fn wrong_credentials_are_refused_and_nothing_is_marked() {
         test_options(),
     )
     .unwrap();
-    let h = up.start(StreamTarget::Name("auth".into()), RunMode::UntilEmpty, None);
-    eventually("USER_ERROR status", 20, async || {
+    let h = until_empty(&up, "auth");
+    eventually("USER_ERROR status", 20, || {
         s.catalog
             .job_status("auth", Job::Uploader)
             .unwrap()
@@ -634,22 +531,8 @@ async fn wrong_credentials_are_refused_and_nothing_is_marked() {
     assert!(persisted(&s.emulator.index("auth").await).is_empty());
 
     // An unknown stream is refused by GetDataEndpoint (404): the run ends.
-    record(
-        &s.catalog,
-        &s.recordings,
-        "nosuch",
-        an_hour_ago_ms(),
-        1,
-        1,
-        None,
-    );
-    let up = uploader(
-        Arc::clone(&s.catalog),
-        &s.recordings,
-        &s.emulator,
-        test_options(),
-    )
-    .await;
+    s.record("nosuch", 1, 1);
+    let up = s.uploader().await;
     let r = up
         .start(
             StreamTarget::Name("nosuch".into()),
@@ -698,18 +581,10 @@ async fn kill_9_mid_upload_then_restart_loses_nothing() {
         recordings,
         emulator,
     };
-    let rec = record(
-        &s.catalog,
-        &s.recordings,
-        "k9",
-        an_hour_ago_ms(),
-        3,
-        6,
-        None,
-    );
+    let rec = s.record("k9", 3, 6);
 
     let mut child = upload_command(&s, "k9").spawn().unwrap();
-    eventually("some fragments uploaded", 30, async || {
+    eventually("some fragments uploaded", 30, || {
         uploaded_count(&s.catalog, "k9") >= 4
     })
     .await;
@@ -790,12 +665,10 @@ async fn data_endpoint_is_cached_until_its_ttl() {
             1,
             2,
             None,
+            0,
         );
         expected += 2;
-        up.start(StreamTarget::Name("ep".into()), RunMode::UntilEmpty, None)
-            .wait()
-            .await
-            .unwrap();
+        until_empty(&up, "ep").wait().await.unwrap();
         let index = s.emulator.index("ep").await;
         assert_eq!(persisted(&index).len(), expected);
         assert_eq!(index["endpoint_calls"], calls, "round {round}");
@@ -813,33 +686,15 @@ fn emulator_self_test() {
         ))
         .output()
         .expect("python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    process::assert_success(&out);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_given_by_arn_is_addressed_by_arn() {
     let s = setup(&["--no-auto-create"]);
     s.emulator.admin("streams/arn-cam/create", json!({})).await;
-    let rec = record(
-        &s.catalog,
-        &s.recordings,
-        "arn-cam",
-        an_hour_ago_ms(),
-        1,
-        3,
-        None,
-    );
-    let up = uploader(
-        Arc::clone(&s.catalog),
-        &s.recordings,
-        &s.emulator,
-        test_options(),
-    )
-    .await;
+    let rec = s.record("arn-cam", 1, 3);
+    let up = s.uploader().await;
     let target = StreamTarget::Arn {
         arn: "arn:aws:kinesisvideo:us-east-1:123456789012:stream/arn-cam/1700000000000".into(),
         name: "arn-cam".into(),
@@ -857,15 +712,7 @@ async fn a_stream_given_by_arn_is_addressed_by_arn() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unpaced_cut_duplicates_only_the_fragments_in_flight() {
     let s = setup(&[]);
-    let rec = record(
-        &s.catalog,
-        &s.recordings,
-        "fast",
-        an_hour_ago_ms(),
-        3,
-        6,
-        None,
-    );
+    let rec = s.record("fast", 3, 6);
     let total: usize = rec.clusters.iter().map(Vec::len).sum();
     s.emulator
         .fault(
@@ -904,15 +751,7 @@ async fn unpaced_cut_duplicates_only_the_fragments_in_flight() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn temporary_credentials_sign_with_their_session_token() {
     let s = setup(&[]);
-    record(
-        &s.catalog,
-        &s.recordings,
-        "sts",
-        an_hour_ago_ms(),
-        1,
-        2,
-        None,
-    );
+    s.record("sts", 1, 2);
     let creds = aws_credential_types::Credentials::new(
         ACCESS_KEY,
         SECRET_KEY,
@@ -929,33 +768,22 @@ async fn temporary_credentials_sign_with_their_session_token() {
         creds,
     )
     .await;
-    up.start(StreamTarget::Name("sts".into()), RunMode::UntilEmpty, None)
-        .wait()
-        .await
-        .unwrap();
+    until_empty(&up, "sts").wait().await.unwrap();
     assert_eq!(uploaded_count(&s.catalog, "sts"), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_service_times_out_and_is_retried() {
     let s = setup(&[]);
-    let rec = record(
-        &s.catalog,
-        &s.recordings,
-        "mute",
-        an_hour_ago_ms(),
-        1,
-        6,
-        None,
-    );
+    let rec = s.record("mute", 1, 6);
     s.emulator.admin("streams/mute/hold_acks", json!({})).await;
     let opts = kvs_edge_agent::uploader::Options {
         ack_timeout: Duration::from_millis(1500),
         ..test_options()
     };
     let up = uploader(Arc::clone(&s.catalog), &s.recordings, &s.emulator, opts).await;
-    let h = up.start(StreamTarget::Name("mute".into()), RunMode::UntilEmpty, None);
-    eventually("a retry after the ack timeout", 20, async || {
+    let h = until_empty(&up, "mute");
+    eventually("a retry after the ack timeout", 20, || {
         h.progress().retries >= 1
     })
     .await;
