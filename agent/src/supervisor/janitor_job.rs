@@ -9,17 +9,11 @@ use crate::janitor::{self, Janitor, policy::Limits};
 use crate::stop::Stop;
 
 pub(super) async fn run(ctx: JobContext, stop: Stop) {
-    let JobContext {
-        inner,
-        stream,
-        config,
-        link,
-        ..
-    } = ctx;
-    let limits = Limits::of(&config);
-    inner.board.set_size_limit(&stream, limits.max_bytes);
+    let (inner, stream, link) = (&ctx.inner, &ctx.stream, &ctx.link);
+    let limits = Limits::of(&ctx.config);
+    inner.board.set_size_limit(stream, limits.max_bytes);
     let j = Janitor::new(
-        &stream,
+        stream,
         inner.catalog.clone(),
         &inner.cfg.recording_dir,
         limits,
@@ -41,7 +35,7 @@ pub(super) async fn run(ctx: JobContext, stop: Stop) {
                 .pause
                 .send_if_modified(|v| std::mem::replace(v, p) != p)
             {
-                report_pause(&inner, &stream, &state);
+                report_pause(inner, stream, &state);
             }
         }
     };
