@@ -101,7 +101,7 @@ else
   ready=no
   while IFS= read -r -t 60 line <&3; do
     echo "$line" >>"$log"
-    case "$line" in *"::run: ready"*) ready=yes; break ;; esac
+    case "$line" in *": ready") ready=yes; break ;; esac
   done
   if [ "$ready" = yes ]; then
     running_as=$(ps -o uid= -p "$agent_pid" | tr -d ' ')
