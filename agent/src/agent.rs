@@ -136,17 +136,18 @@ impl Agent {
             // only way not to treat it as garbage.
             Err(e) => return Err(StartError::Refused(e.to_string())),
         }
-        let configs = catalog
-            .configs()
+        // Counted only: the supervisor reads each configuration when it resumes them.
+        let stored = catalog
+            .config_count()
             .map_err(|e| StartError::Failed(e.to_string()))?;
         info!(
             catalog = %settings.catalog_path().display(),
-            streams = configs.len(),
+            streams = stored,
             "catalog open"
         );
-        if configs.len() > settings.file.max_streams as usize {
+        if stored > settings.file.max_streams as usize {
             warn!(
-                stored = configs.len(),
+                stored,
                 max_streams = settings.file.max_streams,
                 "more stored configurations than max_streams"
             );
@@ -279,7 +280,7 @@ impl Agent {
             info!(stream, ?status, "applied --edge-config");
         }
         let thing = self.thing();
-        let (metrics_stop, metrics) = self.start_metrics(&supervisor, sdk.as_ref(), &thing);
+        let (metrics_stop, metrics) = self.start_metrics(&supervisor, sdk.as_ref(), &thing, &clock);
         let topics = Topics::new(self.settings.file.mqtt.topic_prefix.clone(), thing);
         let (control_stop, mut control) = match start_broker(self.broker, &topics) {
             Some(broker) => {
@@ -357,6 +358,7 @@ impl Agent {
         supervisor: &Supervisor,
         sdk: Option<&aws_config::SdkConfig>,
         thing: &Option<String>,
+        clock: &Arc<dyn Clock>,
     ) -> (crate::stop::Stopper, Option<tokio::task::JoinHandle<()>>) {
         let (stop, stop_rx) = crate::stop::channel();
         let settings = &self.settings;
@@ -375,7 +377,7 @@ impl Agent {
         let task = tokio::spawn(metrics::run(
             Arc::new(supervisor.clone()),
             Arc::new(CloudWatchSink::new(sdk)),
-            Arc::new(RealClock),
+            clock.clone(),
             cfg,
             stop_rx,
         ));

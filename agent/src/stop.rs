@@ -14,24 +14,19 @@ use crate::clock::Clock;
 #[derive(Debug)]
 pub struct Stopper(watch::Sender<bool>);
 
-/// The job's side; cheap to clone. `None`: a stop nobody can ask for.
+/// The job's side; cheap to clone.
 #[derive(Clone, Debug)]
-pub struct Stop(Option<watch::Receiver<bool>>);
+pub struct Stop(watch::Receiver<bool>);
 
 /// A new pair.
 pub fn channel() -> (Stopper, Stop) {
     let (tx, rx) = watch::channel(false);
-    (Stopper(tx), Stop(Some(rx)))
+    (Stopper(tx), Stop(rx))
 }
 
 impl Stopper {
     pub fn stop(&self) {
         self.0.send_replace(true);
-    }
-
-    /// Another job's side of this pair.
-    pub fn subscribe(&self) -> Stop {
-        Stop(Some(self.0.subscribe()))
     }
 
     /// Resolves when every [`Stop`] is dropped (every job that listens has ended).
@@ -41,26 +36,14 @@ impl Stopper {
 }
 
 impl Stop {
-    /// A `Stop` that never fires (a job run on its own, as by the `upload` verb).
-    pub fn never() -> Stop {
-        Stop(None)
-    }
-
     /// Whether stopping was asked for (or the stopper is gone).
     pub fn is_stopped(&self) -> bool {
-        self.0
-            .as_ref()
-            .is_some_and(|rx| *rx.borrow() || rx.has_changed().is_err())
+        *self.0.borrow() || self.0.has_changed().is_err()
     }
 
     /// Resolves once stopping is asked for (or the stopper is gone).
     pub async fn stopped(&mut self) {
-        match &mut self.0 {
-            Some(rx) => {
-                let _ = rx.wait_for(|s| *s).await;
-            }
-            None => std::future::pending().await,
-        }
+        let _ = self.0.wait_for(|s| *s).await;
     }
 
     /// Waits `d` on `clock` unless stopped first; true when stopped.
@@ -115,12 +98,5 @@ mod tests {
         stopper.stop();
         assert!(waiter.await.unwrap());
         assert!(c.monotonic() < Duration::from_secs(3600));
-    }
-
-    #[tokio::test]
-    async fn never_never_stops() {
-        let mut stop = Stop::never();
-        assert!(!stop.is_stopped());
-        assert!(!stop.sleep_or_stop(&clock(), Duration::from_secs(1)).await);
     }
 }

@@ -66,7 +66,8 @@ pub async fn recover_stream(
     stream: &str,
 ) -> Result<RecoveryReport, StoreError> {
     let (root, stream) = (root.to_owned(), stream.to_owned());
-    tokio::task::spawn_blocking(move || recover(&catalog, &root, Some(&stream)))
+    catalog
+        .blocking(move |c| recover(c, &root, Some(&stream)))
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }

@@ -42,10 +42,6 @@ impl Supervisor {
 }
 
 impl Ticket {
-    pub fn stream(&self) -> &str {
-        &self.stream
-    }
-
     /// The streams ahead of this request: those stored, and the new ones that arrived earlier
     /// and are still being applied. `then` runs with the queue held, so a stream stored in
     /// it is counted by every later request.

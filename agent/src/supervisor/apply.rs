@@ -63,7 +63,12 @@ impl Supervisor {
         if verdict == Verdict::Unchanged {
             return None;
         }
-        self.echo_syncing(thing, &stream, Some(&request)).await;
+        // The creation time of this thing's stored configuration, read above.
+        let created = stored
+            .as_ref()
+            .filter(|s| s.request.edge_config.thing() == thing)
+            .map(|s| s.creation_time);
+        self.echo_syncing(thing, &stream, Some(&request), created);
         if let Verdict::Refuse(refusal) = verdict {
             return self.fail(thing, &stream, &refusal.to_string()).await;
         }
@@ -143,21 +148,23 @@ impl Supervisor {
     /// keeps running as it was; a stream with none gets a `reported` that is not stored.
     pub async fn reject(&self, thing: &str, stream: &str, details: &str) {
         let _lane = self.lane(stream).await;
-        self.echo_syncing(thing, stream, None).await;
-        self.fail(thing, stream, details).await;
-    }
-
-    /// The SYNCING echo of a received request (not stored).
-    async fn echo_syncing(
-        &self,
-        thing: &str,
-        stream: &str,
-        request: Option<&StartEdgeConfigurationUpdateRequest>,
-    ) {
         let created = self
             .own_config(thing, stream)
             .await
             .map(|s| s.creation_time);
+        self.echo_syncing(thing, stream, None, created);
+        self.fail(thing, stream, details).await;
+    }
+
+    /// The SYNCING echo of a received request (not stored); `created`: the creation time of
+    /// the thing's stored configuration, if any.
+    fn echo_syncing(
+        &self,
+        thing: &str,
+        stream: &str,
+        request: Option<&StartEdgeConfigurationUpdateRequest>,
+        created: Option<jiff::Timestamp>,
+    ) {
         let response = sync::syncing(stream, request, created, self.0.clock.now());
         self.0.emit(StreamEvent::State {
             thing: thing.to_owned(),

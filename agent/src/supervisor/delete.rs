@@ -48,14 +48,13 @@ impl Supervisor {
         self.set_status(stream, SyncStatus::DeletingAcknowledged, None)
             .await;
         self.stop_jobs(stream).await;
-        let catalog = self.0.catalog.clone();
-        let dir = self.0.cfg.recording_dir.clone();
-        let name = stream.to_owned();
-        let result = tokio::task::spawn_blocking(move || {
-            crate::store::delete::delete_stream(&catalog, &dir, &name)
-        })
-        .await
-        .unwrap_or_else(|e| Err(e.into()));
+        let (dir, name) = (self.0.cfg.recording_dir.clone(), stream.to_owned());
+        let result = self
+            .0
+            .catalog
+            .blocking(move |c| crate::store::delete::delete_stream(c, &dir, &name))
+            .await
+            .unwrap_or_else(|e| Err(e.into()));
         match result {
             Ok(()) => {
                 info!(stream, "edge configuration and media deleted");

@@ -255,16 +255,15 @@ impl Supervisor {
         }
     }
 
-    /// The stream's lane: held for the whole of an operation on it.
+    /// The stream's lane: held for the whole of an operation on it. Lanes nobody holds or
+    /// waits for (only the map has them) are dropped on the way, so the map does not keep a
+    /// lock for every stream name ever received.
     async fn lane(&self, stream: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        let lane = self
-            .0
-            .lanes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(stream.to_owned())
-            .or_default()
-            .clone();
+        let lane = {
+            let mut lanes = self.0.lanes.lock().unwrap_or_else(PoisonError::into_inner);
+            lanes.retain(|_, lane| Arc::strong_count(lane) > 1);
+            lanes.entry(stream.to_owned()).or_default().clone()
+        };
         lane.lock_owned().await
     }
 
