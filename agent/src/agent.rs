@@ -239,7 +239,12 @@ impl Agent {
             self.catalog.clone(),
             self.settings.recording_directory.clone(),
             clock.clone(),
-            UploadOptions::default(),
+            UploadOptions {
+                rotate_after: Duration::from_secs(
+                    self.settings.file.uploader.max_session_secs.into(),
+                ),
+                ..UploadOptions::default()
+            },
         ) {
             Ok(u) => Some(u),
             Err(e) => {

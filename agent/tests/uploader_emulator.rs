@@ -381,7 +381,7 @@ async fn delayed_acks_across_a_window_end_leave_unacked_fragments_pending() {
         .admin("streams/win/faults", json!({"delay_acks_ms": 4000}))
         .await;
     let mut opts = test_options();
-    opts.ack_grace = Duration::from_millis(300);
+    opts.stop_drain = Duration::from_millis(300);
     let up = uploader(Arc::clone(&s.catalog), &s.recordings, &s.emulator, opts).await;
     // The window ends 1 s from now: about five paced fragments go out, whose acks come late.
     let until = jiff::Timestamp::now() + jiff::SignedDuration::from_millis(1000);

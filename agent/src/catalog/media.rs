@@ -164,11 +164,11 @@ impl Catalog {
     pub fn add_fragment(&self, segment: SegmentId, f: &NewFragment) -> Result<i64> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let (size, state): (u64, String) = tx
+        let (size, state, stream): (u64, String, String) = tx
             .query_row(
-                "select size, state from segment where id = ?1",
+                "select size, state, stream_name from segment where id = ?1",
                 [segment],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?
             .ok_or_else(|| not_found("segment", segment))?;
@@ -200,6 +200,8 @@ impl Catalog {
             params![segment, f.offset + f.size, f.timecode_ms + f.duration_ms],
         )?;
         tx.commit()?;
+        drop(conn);
+        self.announce_commit(&stream, id);
         Ok(id)
     }
 
@@ -293,6 +295,33 @@ impl Catalog {
         ))?;
         Ok(stmt
             .query_map(params![stream, limit as i64], fragment_from_row)?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Like [`Catalog::pending_fragments`], but only those after `after` in upload order
+    /// (segment start, segment id, offset): what a session has not sent yet.
+    pub fn pending_fragments_after(
+        &self,
+        stream: &str,
+        after: Option<&FragmentRow>,
+        limit: usize,
+    ) -> Result<Vec<FragmentRow>> {
+        let Some(after) = after else {
+            return self.pending_fragments(stream, limit);
+        };
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "select {FRAGMENT_COLUMNS} from fragment f join segment s on s.id = f.segment_id \
+             where s.stream_name = ?1 and s.state != 'DELETING' and f.upload_state = 'PENDING' \
+             and (s.start_ms, s.id, f.offset) > \
+                 ((select start_ms from segment where id = ?2), ?2, ?3) \
+             order by s.start_ms, s.id, f.offset limit ?4"
+        ))?;
+        Ok(stmt
+            .query_map(
+                params![stream, after.segment_id, after.offset, limit as i64],
+                fragment_from_row,
+            )?
             .collect::<rusqlite::Result<_>>()?)
     }
 

@@ -112,9 +112,40 @@ pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
 
 pub struct Catalog {
     conn: Mutex<Connection>,
+    commits: Commits,
+}
+
+/// Per stream, the id of the last fragment committed through this catalog: what a live upload
+/// session waits on, as Moonfire's `Database::on_flush` wakes its live viewers. In-process only:
+/// another process's commits are not seen, which is why the uploader also looks again on its own
+/// (uploader/feed.rs).
+#[derive(Default)]
+struct Commits(
+    std::sync::Mutex<std::collections::HashMap<String, tokio::sync::watch::Sender<i64>>>,
+);
+
+impl Commits {
+    fn sender<T>(&self, stream: &str, f: impl FnOnce(&tokio::sync::watch::Sender<i64>) -> T) -> T {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = map
+            .entry(stream.to_owned())
+            .or_insert_with(|| tokio::sync::watch::channel(0).0);
+        f(tx)
+    }
 }
 
 impl Catalog {
+    /// Changes whenever a fragment of `stream` is committed (the value: its id).
+    pub fn committed(&self, stream: &str) -> tokio::sync::watch::Receiver<i64> {
+        self.commits.sender(stream, |tx| tx.subscribe())
+    }
+
+    fn announce_commit(&self, stream: &str, fragment: i64) {
+        self.commits.sender(stream, |tx| {
+            tx.send_replace(fragment);
+        });
+    }
+
     /// Runs `f` on tokio's blocking pool: the one way async code reaches SQLite, so that a
     /// durable commit (an fsync) never stalls the runtime's workers, which every stream's jobs
     /// share.
@@ -189,6 +220,7 @@ impl Catalog {
         }
         Ok(Catalog {
             conn: Mutex::new(conn),
+            commits: Commits::default(),
         })
     }
 
@@ -217,6 +249,7 @@ impl Catalog {
         tx.commit()?;
         Ok(Catalog {
             conn: Mutex::new(conn),
+            commits: Commits::default(),
         })
     }
 

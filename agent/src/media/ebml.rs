@@ -84,6 +84,10 @@ pub mod ids {
     pub const CUES: u32 = 0x1C53_BB6B;
     pub const CHAPTERS: u32 = 0x1043_A770;
     pub const TAGS: u32 = 0x1254_C367;
+    pub const TAG: u32 = 0x7373;
+    pub const SIMPLE_TAG: u32 = 0x67C8;
+    pub const TAG_NAME: u32 = 0x45A3;
+    pub const TAG_STRING: u32 = 0x4487;
     pub const ATTACHMENTS: u32 = 0x1941_A469;
 }
 

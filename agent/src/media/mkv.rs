@@ -49,6 +49,10 @@ use thiserror::Error;
 
 use super::ebml::{self, EbmlError, ElementHeader, ids};
 
+/// The tag that closes the fragment before it at once (PIC `src/client/src/Stream.h:58`,
+/// `EOFR_METADATA_NAME`).
+pub const END_OF_FRAGMENT_TAG: &str = "AWS_KINESISVIDEO_END_OF_FRAGMENT";
+
 /// TimecodeScale written in our headers: 1 ms per tick, so block times are milliseconds.
 pub const TIMECODE_SCALE_NS: u64 = 1_000_000;
 /// The only track we write.
@@ -215,6 +219,26 @@ fn build_segment_header(track: &TrackInfo, segment_uid: &[u8; 16]) -> Result<Vec
 }
 
 /// Check the cluster rules and return the cluster timecode.
+/// The Tags element PIC sends after a fragment's last frame to close it without waiting for
+/// the next Cluster (`Stream.c:849`, bytes as `mkvgen/src/MkvStatics.c:131-183`: Tags > Tag >
+/// SimpleTag > TagName `AWS_KINESISVIDEO_END_OF_FRAGMENT`, TagString ""). A top-level element,
+/// valid between Clusters; readers (ours, ffmpeg, mkvmerge) skip it.
+pub fn end_of_fragment_tags() -> Vec<u8> {
+    let build = || -> Result<Vec<u8>, EbmlError> {
+        let mut simple = Vec::new();
+        ebml::write_string(&mut simple, ids::TAG_NAME, END_OF_FRAGMENT_TAG)?;
+        ebml::write_string(&mut simple, ids::TAG_STRING, "")?;
+        let mut tag = Vec::new();
+        ebml::write_master(&mut tag, ids::SIMPLE_TAG, &simple)?;
+        let mut tags = Vec::new();
+        ebml::write_master(&mut tags, ids::TAG, &tag)?;
+        let mut out = Vec::new();
+        ebml::write_master(&mut out, ids::TAGS, &tags)?;
+        Ok(out)
+    };
+    build().expect("constant IDs and a few dozen bytes")
+}
+
 fn check_cluster(frames: &[Frame]) -> Result<i64, MkvError> {
     let first = frames.first().ok_or(MkvError::EmptyCluster)?;
     if !first.key {
@@ -906,6 +930,27 @@ mod tests {
                 0x18, 0x53, 0x80, 0x67, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF
             ]
         );
+    }
+
+    #[test]
+    fn end_of_fragment_tags_are_pics_chain_and_readers_skip_them() {
+        let tags = end_of_fragment_tags();
+        let name = END_OF_FRAGMENT_TAG.as_bytes();
+        let mut want = vec![0x12, 0x54, 0xC3, 0x67, 0x80 | (name.len() as u8 + 12)];
+        want.extend([0x73, 0x73, 0x80 | (name.len() as u8 + 9)]);
+        want.extend([0x67, 0xC8, 0x80 | (name.len() as u8 + 6)]);
+        want.extend([0x45, 0xA3, 0x80 | name.len() as u8]);
+        want.extend(name);
+        want.extend([0x44, 0x87, 0x80]);
+        assert_eq!(tags, want);
+
+        let mut bytes = segment(&[gop(1_000, 3)]);
+        bytes.extend(&tags);
+        bytes.extend(cluster(&gop(2_000, 3)).unwrap());
+        bytes.extend(&tags);
+        let scan = scan_segment_bytes(&bytes).unwrap();
+        assert_eq!(scan.clusters.len(), 2);
+        assert_eq!(scan.valid_len, bytes.len() as u64);
     }
 
     #[test]

@@ -24,8 +24,9 @@ use crate::media::mkv::{self, Frame, TrackInfo};
 /// KVS rejects fragments longer than this (and the Cluster's 16-bit relative timecodes allow
 /// 32 s).
 pub const MAX_FRAGMENT_MS: i64 = 10_000;
-/// KVS's limit on a fragment's size.
-pub const MAX_FRAGMENT_BYTES: usize = 50 << 20;
+/// KVS's limit on a fragment's size: "50 MB" (PutMedia, ErrorId 4001), decimal, as the
+/// emulator counts it.
+pub const MAX_FRAGMENT_BYTES: usize = 50_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FragmenterConfig {

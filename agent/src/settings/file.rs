@@ -23,6 +23,7 @@ pub struct AgentFile {
     pub secrets_file: Option<PathBuf>,
     pub mqtt: MqttFile,
     pub recorder: RecorderFile,
+    pub uploader: UploaderFile,
     pub disk_reserve: DiskReserveFile,
     pub cloudwatch: CloudWatchFile,
     /// The rolled log files' format: `text` (as stderr) or `json` (one object per line, for
@@ -38,6 +39,7 @@ impl Default for AgentFile {
             secrets_file: None,
             mqtt: MqttFile::default(),
             recorder: RecorderFile::default(),
+            uploader: UploaderFile::default(),
             disk_reserve: DiskReserveFile::default(),
             cloudwatch: CloudWatchFile::default(),
             log_format: LogFormat::default(),
@@ -91,6 +93,23 @@ impl Default for RecorderFile {
         RecorderFile {
             min_fragment_duration_ms: 2000,
             segment_duration_secs: 60,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UploaderFile {
+    /// A PutMedia session is replaced after this long (and earlier when its credentials
+    /// expire); the producer libraries' 40 minutes is the most.
+    #[serde(deserialize_with = "whole_number")]
+    pub max_session_secs: u32,
+}
+
+impl Default for UploaderFile {
+    fn default() -> Self {
+        UploaderFile {
+            max_session_secs: 2400,
         }
     }
 }
@@ -243,6 +262,12 @@ fn out_of_range(file: &AgentFile) -> Vec<SettingError> {
             file.recorder.segment_duration_secs,
             10,
             3600,
+        ),
+        (
+            "uploader.max_session_secs",
+            file.uploader.max_session_secs,
+            10,
+            2400,
         ),
         (
             "disk_reserve.min_free_mb",

@@ -24,8 +24,9 @@ enum Wake {
     Stop,
 }
 
-/// How long a stopping run may take to finish its fragment in flight.
-const RUN_STOPS_WITHIN: Duration = Duration::from_secs(5);
+/// How long a stopping run may take to finish its fragment in flight and hear its last acks
+/// (the uploader's `stop_drain`, 6 s, and a margin; within the agent's 7 s for all jobs).
+const RUN_STOPS_WITHIN: Duration = Duration::from_millis(6500);
 
 pub(super) async fn run(ctx: JobContext, mut stop: Stop) {
     let JobContext {

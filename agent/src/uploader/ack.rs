@@ -52,7 +52,13 @@ pub struct Ack {
     /// The service's fragment number: a decimal string too long for any integer type.
     pub fragment_number: Option<String>,
     pub error_id: Option<u32>,
+    /// The service's name for `error_id` (the seed: "ErrorId and ErrorCode"), at most
+    /// [`MAX_ERROR_CODE`] characters, kept for logs and the job status.
+    pub error_code: Option<String>,
 }
+
+/// Longest ErrorCode kept (the seed's longest is 38 characters).
+pub const MAX_ERROR_CODE: usize = 64;
 
 /// A line that is not an acknowledgement.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -147,6 +153,8 @@ struct RawAck {
     fragment_number: Option<NumOrString>,
     #[serde(rename = "ErrorId")]
     error_id: Option<NumOrString>,
+    #[serde(rename = "ErrorCode")]
+    error_code: Option<NumOrString>,
     #[serde(rename = "Acknowledgement")]
     wrapped: Option<Box<RawAck>>,
 }
@@ -211,11 +219,20 @@ fn parse_object(line: &[u8]) -> Result<Ack, AckError> {
     if event == AckEventType::Error && error_id.is_none() {
         return Err(malformed(line, "ERROR without ErrorId"));
     }
+    // Free text from the peer: printable ASCII only, bounded, so it is safe in a log line.
+    let error_code = raw.error_code.map(|v| {
+        v.text()
+            .chars()
+            .filter(|c| c.is_ascii_graphic())
+            .take(MAX_ERROR_CODE)
+            .collect::<String>()
+    });
     Ok(Ack {
         event,
         fragment_timecode,
         fragment_number,
         error_id,
+        error_code: error_code.filter(|c| !c.is_empty()),
     })
 }
 
@@ -226,15 +243,16 @@ pub enum ErrorClass {
     Retry,
     /// This fragment can never be accepted: mark it failed and move on.
     FailFragment,
-    /// The stream is gone: end the run with USER_ERROR.
-    StreamNotActive,
+    /// The stream is gone (4008 STREAM_NOT_ACTIVE, 4507 STREAM_DELETED): end the run with
+    /// USER_ERROR. PIC gives up on both (`StreamEvent.c`, `serviceCallResultRetry`).
+    StreamGone,
 }
 
 /// The seed's error table, as the issue decides each one.
 pub fn classify(error_id: u32) -> ErrorClass {
     match error_id {
         4000 | 4003 | 5000 | 5001 => ErrorClass::Retry,
-        4008 => ErrorClass::StreamNotActive,
+        4008 | 4507 => ErrorClass::StreamGone,
         4001..=4012 | 4500..=4506 => ErrorClass::FailFragment,
         // Unknown codes: transient until proven otherwise, so media is never given up lightly.
         _ => ErrorClass::Retry,
@@ -264,6 +282,8 @@ pub fn error_name(error_id: u32) -> &'static str {
         4504 => "KMS_KEY_INVALID_USAGE",
         4505 => "KMS_KEY_INVALID_STATE",
         4506 => "KMS_KEY_NOT_FOUND",
+        // Not in the seed's table; PIC's `SERVICE_CALL_RESULT_STREAM_DELETED` (Include.h:786).
+        4507 => "STREAM_DELETED",
         5000 => "INTERNAL_ERROR",
         5001 => "ARCHIVAL_ERROR",
         _ => "UNKNOWN_ERROR",
@@ -280,6 +300,7 @@ mod tests {
             fragment_timecode: Some(tc),
             fragment_number: Some(n.into()),
             error_id: None,
+            error_code: None,
         }
     }
 
@@ -477,7 +498,33 @@ mod tests {
         ] {
             assert_eq!(classify(id), ErrorClass::FailFragment, "{id}");
         }
-        assert_eq!(classify(4008), ErrorClass::StreamNotActive);
+        assert_eq!(classify(4008), ErrorClass::StreamGone);
+        assert_eq!(classify(4507), ErrorClass::StreamGone);
+        assert_eq!(classify(4999), ErrorClass::Retry, "unknown ids are retried");
         assert_eq!(error_name(4004), "FRAGMENT_TIMECODE_LESSER_THAN_PREVIOUS");
+        assert_eq!(error_name(4507), "STREAM_DELETED");
+    }
+
+    #[test]
+    fn error_code_is_kept_bounded_and_printable() {
+        let mut p = AckParser::new();
+        let long = "X".repeat(500);
+        let line = format!(
+            "{{\"EventType\":\"ERROR\",\"FragmentTimecode\":5,\"ErrorId\":4507,\
+             \"ErrorCode\":\"STREAM_DELETED\"}}\n\
+             {{\"EventType\":\"ERROR\",\"ErrorId\":4001,\"ErrorCode\":\"{long}\"}}\n\
+             {{\"EventType\":\"ERROR\",\"ErrorId\":4001,\"ErrorCode\":\"a\\nb\\u001b[31m\"}}\n\
+             {{\"EventType\":\"ERROR\",\"ErrorId\":4001,\"ErrorCode\":17}}\n"
+        );
+        let acks: Vec<Ack> = p
+            .push(line.as_bytes())
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(acks[0].error_code.as_deref(), Some("STREAM_DELETED"));
+        assert_eq!(acks[0].error_id, Some(4507));
+        assert_eq!(acks[1].error_code.as_ref().unwrap().len(), MAX_ERROR_CODE);
+        assert_eq!(acks[2].error_code.as_deref(), Some("ab[31m"));
+        assert_eq!(acks[3].error_code.as_deref(), Some("17"));
     }
 }

@@ -3,42 +3,46 @@
 //! - [`ack`]: the acknowledgement-stream parser and the error table (pure);
 //! - [`pacer`]: 5 fragments/s and 12.5 MB/s per stream (pure);
 //! - [`endpoint`]: GetDataEndpoint through the AWS SDK, cached 40 minutes;
-//! - [`putmedia`]: one signed, streaming PutMedia request and its acks;
+//! - [`feed`]: the fragments a session sends, as the recorder commits them;
+//! - [`session`]: a session's bookkeeping, what each ack means (pure);
+//! - [`putmedia`]: the signed, streaming PutMedia session, a thin I/O loop around [`session`];
 //! - [`sink`]: the seam between the job and PutMedia ([`MediaSink`]), and a sink for tests.
 //!
 //! This module is the per-stream job: [`Uploader::start`] spawns it, [`UploadHandle::stop`]
-//! ends it after the fragment in flight (the schedule's window end). Each round takes the
-//! oldest pending fragments that share one CodecPrivate (a change opens a new request), sends
-//! them on one request, and reacts to how it ended: transient failures back off ([`BACKOFF`])
-//! and resend from the first unpersisted fragment, rejected fragments are marked
+//! ends it after the fragment in flight (the schedule's window end). Each round opens one
+//! session at the oldest pending fragment; it streams the backlog and then each new fragment as
+//! it is committed, until a stop, rotation, a codec change, an idle spell or an error ends it
+//! (design/uploads.md). The job reacts to how it ended: transient failures back off
+//! ([`BACKOFF`]) and resend from the first unpersisted fragment, rejected fragments are marked
 //! failed and skipped, a deleted stream ends the job with USER_ERROR. A fragment is marked
 //! uploaded only by its PERSISTED ack. Streams upload in parallel, one task each.
 
 pub mod ack;
 pub mod endpoint;
+pub mod feed;
 pub mod pacer;
 pub mod putmedia;
+pub mod session;
 pub mod sink;
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use tokio::io::AsyncReadExt;
 use tracing::{info, warn};
 
 use crate::backoff::{Backoff, Retry};
-use crate::catalog::{Catalog, CatalogError, Job, SegmentId, SegmentRow};
+use crate::catalog::{Catalog, CatalogError, Job};
 use crate::clock::Clock;
 use crate::edge_config::{JobError, JobStatus};
 use crate::stop::{self, Stop, Stopper};
+use feed::Feed;
 use pacer::Pacer;
 use putmedia::PutMedia;
 pub use sink::MediaSink;
-use sink::{Batch, BatchFragment, Ledger, Session, SessionEnd};
+use sink::{Outcomes, Session, SessionEnd};
 
 /// Retries of a failed upload: 1 s doubling to 30 s, each wait drawn from `[d/2, d]`.
 pub const BACKOFF: Backoff = Backoff {
@@ -47,15 +51,22 @@ pub const BACKOFF: Backoff = Backoff {
     jitter: 0.5,
 };
 
-/// Largest segment header accepted from disk (CodecPrivate is at most 1 MiB).
-const MAX_HEADER: u64 = 4 << 20;
+/// While a session runs, the job status shows its progress this often.
+const STATUS_EVERY: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
     #[error("stream {stream} does not exist")]
     StreamNotFound { stream: String },
-    #[error("stream {stream} is not active (4008 STREAM_NOT_ACTIVE)")]
-    StreamNotActive { stream: String },
+    /// 4008 STREAM_NOT_ACTIVE or 4507 STREAM_DELETED; `what` says which.
+    #[error("stream {stream} is gone ({what})")]
+    StreamNotActive { stream: String, what: String },
+    #[error(
+        "stream {stream} keeps no data (DataRetentionInHours 0): Kinesis Video Streams never \
+         acknowledges its fragments as PERSISTED, so an upload could never be confirmed; give \
+         the stream a retention period"
+    )]
+    NoRetention { stream: String },
     #[error("not authorized: {0}")]
     NotAuthorized(String),
     #[error("GetDataEndpoint: {0}")]
@@ -84,6 +95,7 @@ impl JobError for UploadError {
         match self {
             UploadError::StreamNotFound { .. }
             | UploadError::StreamNotActive { .. }
+            | UploadError::NoRetention { .. }
             | UploadError::NotAuthorized(_)
             | UploadError::Http {
                 status: 401 | 403, ..
@@ -131,19 +143,22 @@ impl StreamTarget {
 /// Tunables; the defaults are the production values.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// A connection is replaced after this long (the service closes it at 45 min and the
-    /// producer SDK rotates within 40).
+    /// A session is replaced after this long (the service ends it at 45 min; PIC rotates at
+    /// 40, `MAX_ENFORCED_TOKEN_EXPIRATION_DURATION`), and earlier when its credentials expire.
     pub rotate_after: Duration,
     /// No response or ack line for this long means the connection is dead.
     pub ack_timeout: Duration,
-    /// After sending stops early (window end), how long to wait for the acks of what was sent.
-    pub ack_grace: Duration,
+    /// After a stop, how long a session waits for the acks of what it sent (the agent's whole
+    /// shutdown takes at most 10 s).
+    pub stop_drain: Duration,
+    /// A caught-up session with no new fragment for this long ends (the service closes a
+    /// request 30 s after its last data).
+    pub idle_end: Duration,
     /// Pace to the service limits; off only for benchmarks.
     pub pacing: bool,
-    /// Most fragments sent on one request.
-    pub batch_fragments: usize,
-    /// How often an idle job looks for new fragments.
-    pub poll_interval: Duration,
+    /// A waiting job looks at the catalog this often even without a commit announcement (for
+    /// commits by another process).
+    pub recheck: Duration,
     /// The retry delays' range ([`BACKOFF`]'s jitter).
     pub backoff_min: Duration,
     pub backoff_max: Duration,
@@ -154,12 +169,12 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            rotate_after: Duration::from_secs(35 * 60),
+            rotate_after: Duration::from_secs(40 * 60),
             ack_timeout: Duration::from_secs(30),
-            ack_grace: Duration::from_secs(3),
+            stop_drain: Duration::from_secs(6),
+            idle_end: Duration::from_secs(25),
             pacing: true,
-            batch_fragments: 300,
-            poll_interval: Duration::from_secs(2),
+            recheck: Duration::from_secs(10),
             backoff_min: BACKOFF.min,
             backoff_max: BACKOFF.max,
             endpoint_ttl: endpoint::ENDPOINT_TTL,
@@ -250,7 +265,7 @@ impl Progress {
 /// When a job run returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RunMode {
-    /// Until stopped; an idle job polls for new fragments.
+    /// Until stopped; a caught-up job sends each new fragment as it is committed.
     UntilStopped,
     /// Until no fragment is pending (or stopped): the operator's `upload --until-empty`.
     UntilEmpty,
@@ -274,8 +289,7 @@ pub struct Uploader {
 struct RunState {
     pacer: Arc<Mutex<Pacer>>,
     retry: Retry,
-    /// Segment rows of the current batch (see [`Uploader::next_batch`]).
-    segments: HashMap<SegmentId, SegmentRow>,
+    feed: Feed,
     /// Transient failures in a row.
     failures: u32,
     /// The progress last reported as the job status.
@@ -399,7 +413,13 @@ impl Uploader {
                 Pacer::unlimited()
             })),
             retry: s.options.backoff().start(),
-            segments: HashMap::new(),
+            feed: Feed::new(
+                Arc::clone(&s.catalog),
+                Arc::clone(&s.clock),
+                stream.key(),
+                &s.recording_dir,
+                s.options.recheck,
+            ),
             failures: 0,
             reported: progress.snapshot(),
         };
@@ -422,7 +442,7 @@ impl Uploader {
             .await
     }
 
-    /// One batch on one request, and what the job does next.
+    /// One session, and what the job does next.
     async fn round(
         &self,
         stream: &StreamTarget,
@@ -433,30 +453,58 @@ impl Uploader {
     ) -> Next {
         let s = &self.shared;
         let key = stream.key();
-        let batch = match self.next_batch(key, &mut st.segments).await {
-            Ok(Some(b)) => b,
+        let start = match st.feed.begin().await {
+            Ok(Some(start)) => start,
             Ok(None) if mode == RunMode::UntilEmpty => return Next::End(Ok(())),
-            Ok(None) => return Next::After(s.options.poll_interval),
+            Ok(None) => {
+                // Caught up: the next commit (or a stop) starts the next round.
+                let mut stop = stop.clone();
+                tokio::select! {
+                    () = st.feed.changed() => return Next::Now,
+                    () = stop.stopped() => return Next::End(Ok(())),
+                }
+            }
             Err(e) => return Next::End(Err(e)),
         };
-        let ledger = Ledger {
+        let outcomes = Outcomes {
             catalog: Arc::clone(&s.catalog),
             clock: Arc::clone(&s.clock),
             progress,
         };
         let session = Session {
             stream,
-            batch,
+            start,
+            feed: &mut st.feed,
+            mode,
             pacer: Arc::clone(&st.pacer),
             stop,
-            ledger: &ledger,
+            outcomes: &outcomes,
         };
-        match s.sink.send(session).await {
+        // A session may last 40 minutes: the status follows its progress meanwhile.
+        let ended = {
+            let send = s.sink.send(session);
+            tokio::pin!(send);
+            loop {
+                tokio::select! {
+                    r = &mut send => break r,
+                    () = s.clock.sleep(STATUS_EVERY) => {
+                        self.report_progress(key, progress, &mut st.reported).await;
+                    }
+                }
+            }
+        };
+        match ended {
             Ok(end) => {
-                self.report_persisted(key, progress, st).await;
+                if self.report_progress(key, progress, &mut st.reported).await {
+                    // Not a failure in a row: a cut after it backs off from the minimum again.
+                    st.failures = 0;
+                    st.retry.reset();
+                }
                 self.after(key, end, progress, st).await
             }
-            Err(e @ UploadError::StreamNotFound { .. }) => Next::End(Err(e)),
+            Err(e @ (UploadError::StreamNotFound { .. } | UploadError::NoRetention { .. })) => {
+                Next::End(Err(e))
+            }
             Err(e) => {
                 self.failed(key, &e.to_string(), st, progress, &e).await;
                 Next::After(st.retry.next_delay())
@@ -464,20 +512,25 @@ impl Uploader {
         }
     }
 
-    /// A session that persisted fragments shows in the job status, and was no failure: a cut
-    /// after it backs off from the minimum again (the failures in a row start again from zero).
-    async fn report_persisted(&self, key: &str, progress: &Progress, st: &mut RunState) {
+    /// Fragments persisted since the last report show in the job status (SUCCESS, with the last
+    /// PERSISTED as LastCollectedTime); `true` when there were any.
+    async fn report_progress(
+        &self,
+        key: &str,
+        progress: &Progress,
+        reported: &mut ProgressSnapshot,
+    ) -> bool {
         let now = progress.snapshot();
-        if now.fragments_uploaded != st.reported.fragments_uploaded {
-            self.status(key, JobStatus::Success, None, now.last_persisted)
-                .await;
-            st.reported = now;
-            st.failures = 0;
-            st.retry.reset();
+        if now.fragments_uploaded == reported.fragments_uploaded {
+            return false;
         }
+        self.status(key, JobStatus::Success, None, now.last_persisted)
+            .await;
+        *reported = now;
+        true
     }
 
-    /// What the job does after a request that ended so.
+    /// What the job does after a session that ended so.
     async fn after(
         &self,
         key: &str,
@@ -486,14 +539,19 @@ impl Uploader {
         st: &mut RunState,
     ) -> Next {
         match end {
-            SessionEnd::Done | SessionEnd::Rotated | SessionEnd::FragmentFailed => {
+            SessionEnd::Done
+            | SessionEnd::Rotated
+            | SessionEnd::CodecChanged
+            | SessionEnd::Idle
+            | SessionEnd::FragmentFailed => {
                 st.failures = 0;
                 st.retry.reset();
                 Next::Now
             }
             SessionEnd::Stopped => Next::End(Ok(())),
-            SessionEnd::StreamNotActive => Next::End(Err(UploadError::StreamNotActive {
+            SessionEnd::StreamGone(what) => Next::End(Err(UploadError::StreamNotActive {
                 stream: key.to_owned(),
+                what,
             })),
             SessionEnd::Retry { reason, .. } => {
                 warn!(
@@ -612,86 +670,6 @@ impl Uploader {
             warn!(stream = key, error = %e, "cannot record the uploader status");
         }
     }
-
-    /// The oldest pending fragments that share the first one's codec, with the segment header
-    /// to send before them; `None` when nothing is pending.
-    async fn next_batch(
-        &self,
-        stream: &str,
-        segments: &mut HashMap<SegmentId, SegmentRow>,
-    ) -> Result<Option<Batch>, UploadError> {
-        let s = &self.shared;
-        // Segment rows are cached for one batch only: SQLite gives the id of a deleted newest
-        // segment to the next one (the janitor deletes the segment closed by recovery, or the
-        // last one before a pause, once uploaded), and a row cached across batches would then
-        // name the deleted file, failing the new segment's fragments as unreadable.
-        segments.clear();
-        let limit = s.options.batch_fragments;
-        // Bounded: each pass either returns or marks one fragment failed.
-        for _ in 0..limit.max(1) {
-            let key = stream.to_owned();
-            let rows = blocking(&s.catalog, move |c| c.pending_fragments(&key, limit)).await?;
-            let Some(first) = rows.first() else {
-                return Ok(None);
-            };
-            let first_seg = self.segment(first.segment_id, segments).await?;
-            let path = s.recording_dir.join(&first_seg.path);
-            let header = match read_header(&path, first_seg.header_size).await {
-                Ok(h) => h,
-                Err(e) => {
-                    let what = format!("segment file {} unreadable: {e}", first_seg.path);
-                    warn!(stream, error = what, "skipping fragment");
-                    let (id, now) = (first.id, s.clock.now());
-                    blocking(&s.catalog, move |c| c.mark_fragment_failed(id, &what, now)).await?;
-                    continue;
-                }
-            };
-            let mut fragments = Vec::with_capacity(rows.len());
-            for row in rows {
-                let seg = self.segment(row.segment_id, segments).await?;
-                let same = seg.codec_id == first_seg.codec_id
-                    && seg.codec_private == first_seg.codec_private
-                    && (seg.width, seg.height) == (first_seg.width, first_seg.height);
-                if !same {
-                    break;
-                }
-                let path = s.recording_dir.join(&seg.path);
-                fragments.push(BatchFragment { row, path });
-            }
-            return Ok(Some(Batch { header, fragments }));
-        }
-        Ok(None)
-    }
-
-    async fn segment(
-        &self,
-        id: SegmentId,
-        cache: &mut HashMap<SegmentId, SegmentRow>,
-    ) -> Result<SegmentRow, UploadError> {
-        if let Some(s) = cache.get(&id) {
-            return Ok(s.clone());
-        }
-        let row = blocking(&self.shared.catalog, move |c| c.segment(id))
-            .await?
-            .ok_or_else(|| {
-                UploadError::Catalog(CatalogError::NotFound {
-                    what: "segment",
-                    key: id.to_string(),
-                })
-            })?;
-        cache.insert(id, row.clone());
-        Ok(row)
-    }
-}
-
-async fn read_header(path: &Path, len: u64) -> std::io::Result<Vec<u8>> {
-    if len == 0 || len > MAX_HEADER {
-        return Err(std::io::Error::other(format!("header size {len}")));
-    }
-    let mut f = crate::store::fsx::open_media_async(path).await?;
-    let mut buf = vec![0u8; len as usize];
-    f.read_exact(&mut buf).await?;
-    Ok(buf)
 }
 
 /// A running job.
@@ -751,6 +729,7 @@ mod tests {
     use crate::catalog::UploadState;
     use crate::clock::PausedClock;
     use sink::MemorySink;
+    use std::path::Path;
 
     /// Writes `n` one-second fragments of `stream` through the segment writer, as recording does.
     fn record(dir: &Path, catalog: &Arc<Catalog>, stream: &str, n: i64) {
@@ -862,7 +841,11 @@ mod tests {
     fn user_errors_are_the_ones_only_the_user_can_fix() {
         let user = [
             UploadError::StreamNotFound { stream: "s".into() },
-            UploadError::StreamNotActive { stream: "s".into() },
+            UploadError::StreamNotActive {
+                stream: "s".into(),
+                what: "4507 STREAM_DELETED".into(),
+            },
+            UploadError::NoRetention { stream: "s".into() },
             UploadError::NotAuthorized("no".into()),
             UploadError::Http {
                 status: 403,

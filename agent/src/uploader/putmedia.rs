@@ -1,47 +1,59 @@
-//! One PutMedia request: a signed, chunked, streaming POST and its acknowledgement stream.
-//! [`PutMedia`] is the production [`MediaSink`]: GetDataEndpoint, then one request per batch.
+//! One PutMedia session: a signed, chunked, streaming POST that stays open while the stream
+//! has fragments to send, and its acknowledgement stream. [`PutMedia`] is the production
+//! [`MediaSink`].
 //!
-//! The body is produced by a task that reads the batch's clusters from the segment files in
-//! 256 KiB pieces (never a whole file in memory), paced by the stream's [`Pacer`], and handed to
-//! reqwest through a small bounded channel, so memory stays at a few chunks whatever the
-//! fragment size. The response (acks) is read concurrently: the service answers 200 as soon as
-//! the headers are valid and acks each fragment while later ones are still being sent.
+//! Two futures run side by side in the job's task: the sender writes the header, then each
+//! fragment's cluster as the [`Feed`] hands it out (read from its segment file in 256 KiB
+//! pieces, paced by the stream's [`Pacer`], through a small bounded channel, so memory stays at
+//! a few pieces whatever the fragment size), and the reader turns ack lines into catalog writes.
+//! The bookkeeping between them is the pure [`Ledger`] (`session.rs`); this file only moves
+//! bytes and applies its effects.
+//!
+//! Sessions are shaped as the producer libraries shape them:
+//! - when nothing more is ready, the sender appends the `AWS_KINESISVIDEO_END_OF_FRAGMENT`
+//!   Tags element, so the service closes the last fragment at once instead of waiting for the
+//!   next Cluster (PIC `Stream.c:849`; PIC also sends one by itself when frames stop coming,
+//!   `Client.c` `checkIntermittentProducerCallback`), and the last cluster of every session
+//!   is followed by one;
+//! - the body ends only once every sent fragment is PERSISTED or failed (producer-c keeps the
+//!   request open until its last ack, `Response.c`), or when the acks stop coming; after a stop
+//!   the wait is bounded by `Options::stop_drain`, so the agent's shutdown stays within its 10 s;
+//! - a session is replaced before it is 40 minutes old or a few seconds before its signing
+//!   credentials expire, whichever is first (PIC `Include.h:305-310`);
+//! - a session with nothing to send for `Options::idle_end` ends (the service closes a request
+//!   30 s after its last data, seed: PutMedia, Idle), and the next fragment opens a new one.
 //!
 //! Acks are matched to fragments by FragmentTimecode (our clusters use a 1 ms timecode scale,
-//! so it is the catalog's `timecode_ms`). Only PERSISTED marks a fragment uploaded, at once and
-//! in the catalog (through the session's [`Ledger`]), so a crash right after loses no acknowledged work. The sender stops only
-//! between fragments: on a stop request, at the rotation deadline, or after an ERROR ack.
-//!
-//! Pacing waits go through the job's clock; the response and ack timeouts bound real network
-//! I/O, so they stay on tokio's timer (a simulated clock would fire them at once).
+//! so it is the catalog's `timecode_ms`). Pacing and session limits run on the job's clock; the
+//! response and ack timeouts bound real network I/O, so they stay on tokio's timer.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
-use aws_sigv4::http_request::{
-    PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings, sign,
-};
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
 use bytes::Bytes;
 use futures::SinkExt;
 use futures::channel::mpsc;
 use futures::future::BoxFuture;
+use jiff::Timestamp;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::{Notify, watch};
 use tracing::{debug, warn};
 
-use super::ack::{Ack, AckError, AckEventType, AckParser, ErrorClass, classify, error_name};
+use super::ack::AckParser;
 use super::endpoint::EndpointCache;
+use super::feed::{Feed, FeedFragment, Next};
 use super::pacer::Pacer;
-use super::sink::{Batch, BatchFragment, Ledger, MediaSink, Session, SessionEnd};
-use super::{Options, StreamTarget, UploadError};
-use crate::catalog::FragmentRow;
+use super::session::{Effect, Ledger, ResponseEnd, SenderEnd};
+use super::sink::{MediaSink, Outcomes, Session, SessionEnd};
+use super::{Options, RunMode, StreamTarget, UploadError};
 use crate::clock::Clock;
+use crate::media::mkv::end_of_fragment_tags;
 use crate::stop::Stop;
 
 /// Size of one body piece read from disk and written to the connection.
@@ -50,21 +62,37 @@ const CHUNK: usize = 256 << 10;
 const CHANNEL_DEPTH: usize = 4;
 /// The signing service name of Kinesis Video Streams.
 const SERVICE: &str = "kinesisvideo";
-/// Credentials are refreshed this long before they expire.
+/// Cached credentials are fetched again when they expire sooner than this.
 const CREDENTIAL_MARGIN: Duration = Duration::from_secs(5 * 60);
+/// Credentials that expire sooner than this are not used to open a session (PIC's
+/// `MIN_STREAMING_TOKEN_EXPIRATION_DURATION`, Include.h:300).
+const MIN_CREDENTIAL_LIFE: Duration = Duration::from_secs(30);
+/// A session ends this long before its credentials expire. PIC rotates 3 s before
+/// (`STREAMING_TOKEN_EXPIRATION_GRACE_PERIOD`, Include.h:310) and lets the old connection
+/// finish beside the new one; ours waits for its last acks on the same connection first,
+/// hence a little more.
+pub const ROTATE_BEFORE_EXPIRY: Duration = Duration::from_secs(5);
 
 /// Credentials from the SDK's provider chain, reused until shortly before they expire.
 pub struct Signer {
     provider: SharedCredentialsProvider,
     region: String,
+    clock: Arc<dyn Clock>,
     cached: tokio::sync::Mutex<Option<Credentials>>,
 }
 
+/// A request's signed headers, and when the credentials that signed them expire.
+pub struct Signed {
+    pub headers: HeaderMap,
+    pub expires: Option<Timestamp>,
+}
+
 impl Signer {
-    pub fn new(provider: SharedCredentialsProvider, region: String) -> Self {
+    pub fn new(provider: SharedCredentialsProvider, region: String, clock: Arc<dyn Clock>) -> Self {
         Signer {
             provider,
             region,
+            clock,
             cached: tokio::sync::Mutex::new(None),
         }
     }
@@ -74,43 +102,57 @@ impl Signer {
         *self.cached.lock().await = None;
     }
 
+    fn life_left(&self, c: &Credentials) -> Option<Duration> {
+        let expiry = c.expiry()?;
+        let now = SystemTime::UNIX_EPOCH
+            + Duration::from_millis(self.clock.now().as_millisecond().max(0) as u64);
+        Some(expiry.duration_since(now).unwrap_or(Duration::ZERO))
+    }
+
     async fn credentials(&self) -> Result<Credentials, UploadError> {
         let mut cached = self.cached.lock().await;
-        if let Some(c) = cached.as_ref() {
-            let fresh = c
-                .expiry()
-                .is_none_or(|e| e > SystemTime::now() + CREDENTIAL_MARGIN);
-            if fresh {
-                return Ok(c.clone());
-            }
+        if let Some(c) = cached.as_ref()
+            && self.life_left(c).is_none_or(|l| l > CREDENTIAL_MARGIN)
+        {
+            return Ok(c.clone());
         }
         let c = self
             .provider
             .provide_credentials()
             .await
             .map_err(|e| UploadError::Credentials(e.to_string()))?;
+        if let Some(left) = self.life_left(&c)
+            && left < MIN_CREDENTIAL_LIFE
+        {
+            *cached = None;
+            return Err(UploadError::Credentials(format!(
+                "the credentials expire in {} s; a session needs at least {} s",
+                left.as_secs(),
+                MIN_CREDENTIAL_LIFE.as_secs()
+            )));
+        }
         *cached = Some(c.clone());
         Ok(c)
     }
 
-    /// Adds the SigV4 headers (Authorization, X-Amz-Date, X-Amz-Content-SHA256:
-    /// UNSIGNED-PAYLOAD, the session token) for a streaming POST to `url`.
-    pub async fn sign(
-        &self,
-        url: &str,
-        headers: &mut HeaderMap,
-        time: SystemTime,
-    ) -> Result<(), UploadError> {
+    /// Signs a streaming POST to `url` as producer-c does: no `x-amz-content-sha256` header,
+    /// and the payload hashed as if the body were empty (`AwsV4Signer.c`, "Streaming treats
+    /// this portion as if the body were empty"), since the body is not known in advance.
+    pub async fn sign(&self, url: &str, mut headers: HeaderMap) -> Result<Signed, UploadError> {
         let creds = self.credentials().await?;
+        let expires = creds
+            .expiry()
+            .and_then(|e| e.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .and_then(|d| Timestamp::from_millisecond(d.as_millis() as i64).ok());
         let identity = creds.into();
-        let mut settings = SigningSettings::default();
-        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+        let time = SystemTime::UNIX_EPOCH
+            + Duration::from_millis(self.clock.now().as_millisecond().max(0) as u64);
         let params = v4::SigningParams::builder()
             .identity(&identity)
             .region(&self.region)
             .name(SERVICE)
             .time(time)
-            .settings(settings)
+            .settings(SigningSettings::default())
             .build()
             .map_err(|e| UploadError::Signing(e.to_string()))?
             .into();
@@ -127,7 +169,7 @@ impl Signer {
             "POST",
             url,
             pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            SignableBody::UnsignedPayload,
+            SignableBody::Bytes(&[]),
         )
         .map_err(|e| UploadError::Signing(e.to_string()))?;
         let (instructions, _) = sign(signable, &params)
@@ -140,28 +182,12 @@ impl Signer {
             value.set_sensitive(h.sensitive());
             headers.insert(HeaderName::from_static(h.name()), value);
         }
-        Ok(())
+        Ok(Signed { headers, expires })
     }
 }
 
-/// What the body task tells the ack reader.
-#[derive(Default)]
-struct SendState {
-    /// Fragments whose every byte has been handed to the connection.
-    sent: AtomicUsize,
-    /// Fragments whose first byte has been handed to the connection.
-    started: AtomicUsize,
-    finished: AtomicBool,
-    /// Wakes the ack reader when sending ends (a stored permit, so no wake-up is lost).
-    finished_notify: tokio::sync::Notify,
-    /// Ends sending after the fragment in flight (an ERROR ack arrived).
-    halt: AtomicBool,
-    stopped_by_request: AtomicBool,
-    rotated: AtomicBool,
-    read_error: Mutex<Option<(usize, String)>>,
-}
-
-/// The production sink: GetDataEndpoint (cached), then one signed PutMedia request per batch.
+/// The production sink: DescribeStream and GetDataEndpoint (cached), then one signed PutMedia
+/// session at a time.
 pub struct PutMedia {
     http: reqwest::Client,
     signer: Signer,
@@ -194,7 +220,7 @@ impl PutMedia {
         let client = aws_sdk_kinesisvideo::Client::new(sdk);
         Ok(PutMedia {
             http,
-            signer: Signer::new(provider, region),
+            signer: Signer::new(provider, region, Arc::clone(&clock)),
             endpoints: EndpointCache::new(client, Arc::clone(&clock), options.endpoint_ttl),
             clock,
             options: options.clone(),
@@ -204,7 +230,7 @@ impl PutMedia {
     async fn session(&self, session: Session<'_>) -> Result<SessionEnd, UploadError> {
         let stream = session.stream;
         let endpoint = self.endpoints.get(stream).await?;
-        session.ledger.session_opened();
+        session.outcomes.session_opened();
         let end = self.put_media(&endpoint, session).await;
         self.forget_after(stream, &end).await;
         Ok(end)
@@ -233,92 +259,368 @@ impl PutMedia {
         }
     }
 
-    /// Sends one batch on one PutMedia request and processes its acks.
+    /// One session: the sender and the ack reader side by side, until both are done.
     async fn put_media(&self, endpoint: &str, session: Session<'_>) -> SessionEnd {
         let Session {
             stream,
-            batch,
+            start,
+            feed,
+            mode,
             pacer,
             stop,
-            ledger,
+            outcomes,
         } = session;
-        let Some(first) = batch.fragments.first() else {
-            return SessionEnd::Done;
-        };
         let url = format!("{endpoint}/putMedia");
-        let headers = match self
-            .signed_headers(&url, stream, first.row.timecode_ms)
-            .await
-        {
-            Ok(h) => h,
+        let signed = match headers(stream, start.first.row.timecode_ms) {
+            Ok(h) => self.signer.sign(&url, h).await,
+            Err(e) => Err(e),
+        };
+        let signed = match signed {
+            Ok(s) => s,
             Err(e) => return SessionEnd::Refused(e),
         };
-        let state = Arc::new(SendState::default());
-        let mut acks = Acks::new(stream, ledger, &state, &batch);
-        let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(CHANNEL_DEPTH);
-        let deadline = self.clock.monotonic() + self.options.rotate_after;
-        let sender = tokio::spawn(send_body(
-            batch,
-            tx,
-            Arc::clone(&state),
-            pacer,
-            Arc::clone(&self.clock),
-            stop.clone(),
-            deadline,
-        ));
-        let _abort_sender = AbortOnDrop(sender);
-        let response = match self.request(&url, headers, rx).await {
-            Ok(r) => r,
-            Err(end) => return end,
+        let link = Link {
+            ledger: Mutex::new(Ledger::new()),
+            halt: watch::channel(false).0,
+            progress: Notify::new(),
         };
-        acks.read(response, stop, &self.options).await;
-        acks.end().await
-    }
-
-    async fn signed_headers(
-        &self,
-        url: &str,
-        stream: &StreamTarget,
-        start_ms: i64,
-    ) -> Result<HeaderMap, UploadError> {
-        let mut headers = headers(stream, start_ms)?;
-        let now = SystemTime::UNIX_EPOCH
-            + Duration::from_millis(self.clock.now().as_millisecond().max(0) as u64);
-        self.signer.sign(url, &mut headers, now).await?;
-        Ok(headers)
-    }
-
-    /// Starts the streaming POST; `Err` says how the request ended when no 200 came.
-    async fn request(
-        &self,
-        url: &str,
-        headers: HeaderMap,
-        body: mpsc::Receiver<Result<Bytes, std::io::Error>>,
-    ) -> Result<reqwest::Response, SessionEnd> {
+        let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(CHANNEL_DEPTH);
+        let sender = Sender {
+            clock: &self.clock,
+            options: &self.options,
+            link: &link,
+            outcomes,
+            stream: stream.key(),
+            pacer,
+            stop,
+            mode,
+            deadline: self.deadline(signed.expires),
+        };
+        let reader = Reader {
+            options: &self.options,
+            link: &link,
+            outcomes,
+            stream: stream.key(),
+            stop,
+        };
         let request = self
             .http
-            .post(url)
-            .headers(headers)
-            .body(reqwest::Body::wrap_stream(body));
-        let response = match tokio::time::timeout(self.options.ack_timeout, request.send()).await {
-            Err(_) => {
-                return Err(SessionEnd::Retry {
-                    reason: "no response to PutMedia".into(),
-                    connection: true,
-                });
+            .post(&url)
+            .headers(signed.headers)
+            .body(reqwest::Body::wrap_stream(rx));
+        let body_open = tx.clone();
+        let (_, response) = futures::join!(
+            sender.run(tx, start.header, start.first, feed),
+            reader.run(request, body_open),
+        );
+        match response {
+            Err(refused) => refused,
+            Ok(how) => link.ledger().end(how),
+        }
+    }
+
+    /// When a session opened now must end: 40 minutes at most, and a few seconds before its
+    /// credentials expire (monotonic).
+    fn deadline(&self, expires: Option<Timestamp>) -> Duration {
+        let now = self.clock.monotonic();
+        let mut deadline = now + self.options.rotate_after;
+        if let Some(at) = expires {
+            let left = Duration::try_from(at.duration_since(self.clock.now()))
+                .unwrap_or(Duration::ZERO)
+                .saturating_sub(ROTATE_BEFORE_EXPIRY);
+            deadline = deadline.min(now + left);
+        }
+        deadline
+    }
+}
+
+/// What the sender and the reader share.
+struct Link {
+    ledger: Mutex<Ledger>,
+    /// Set by the reader: the sender stops before its next fragment (and stops waiting).
+    halt: watch::Sender<bool>,
+    /// Wakes the reader when the sender has sent a fragment or finished.
+    progress: Notify,
+}
+
+impl Link {
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn halt(&self) {
+        self.halt.send_replace(true);
+    }
+
+    fn finish(&self, how: SenderEnd) {
+        self.ledger().on_finished(how);
+        self.progress.notify_one();
+    }
+}
+
+/// Applies a ledger's effects: catalog writes, the halt, logs.
+async fn apply(link: &Link, outcomes: &Outcomes<'_>, stream: &str, effects: Vec<Effect>) {
+    for effect in effects {
+        match effect {
+            Effect::Uploaded { fragment, number } => {
+                if let Err(e) = outcomes.persisted(&fragment, &number).await {
+                    warn!(stream, error = %e, "cannot record an upload");
+                    let more = link.ledger().on_catalog_error(&e.to_string());
+                    if more.contains(&Effect::Halt) {
+                        link.halt();
+                    }
+                }
             }
-            Ok(Err(e)) => {
-                return Err(SessionEnd::Retry {
-                    reason: format!("PutMedia request failed: {e}"),
-                    connection: true,
-                });
+            Effect::Failed { fragment, what } => {
+                warn!(stream, fragment = fragment.id, error = %what, "fragment rejected");
+                if let Err(e) = outcomes.rejected(&fragment, &what).await {
+                    warn!(stream, error = %e, "cannot record a failure");
+                }
             }
-            Ok(Ok(r)) => r,
+            Effect::Halt => link.halt(),
+            Effect::Warn(what) => warn!(stream, "{what}"),
+        }
+    }
+}
+
+type BodyTx = mpsc::Sender<Result<Bytes, std::io::Error>>;
+
+/// The body's producer.
+struct Sender<'a> {
+    clock: &'a Arc<dyn Clock>,
+    options: &'a Options,
+    link: &'a Link,
+    outcomes: &'a Outcomes<'a>,
+    stream: &'a str,
+    pacer: Arc<Mutex<Pacer>>,
+    stop: &'a Stop,
+    mode: RunMode,
+    /// Monotonic time after which no fragment starts.
+    deadline: Duration,
+}
+
+impl Sender<'_> {
+    /// Sends the header and then fragments until the session must end; the EoFr tag follows
+    /// the last cluster. Dropping `tx` at the end leaves the body to the reader's clone.
+    async fn run(self, mut tx: BodyTx, header: Vec<u8>, first: FeedFragment, feed: &mut Feed) {
+        let how = self.send_all(&mut tx, header, first, feed).await;
+        debug!(stream = self.stream, ?how, "sending ended");
+        self.link.finish(how);
+    }
+
+    async fn send_all(
+        &self,
+        tx: &mut BodyTx,
+        header: Vec<u8>,
+        first: FeedFragment,
+        feed: &mut Feed,
+    ) -> SenderEnd {
+        if tx.send(Ok(Bytes::from(header))).await.is_err() {
+            return SenderEnd::Closed;
+        }
+        let mut halt = self.link.halt.subscribe();
+        let mut stop = self.stop.clone();
+        let mut file: Option<(PathBuf, tokio::fs::File)> = None;
+        let mut next = Some(first);
+        // The last cluster is not yet followed by the EoFr tag.
+        let mut open = false;
+        let mut last_sent = self.clock.monotonic();
+        let how = loop {
+            let f = match next.take() {
+                Some(f) => f,
+                None => match feed.next().await {
+                    Ok(Next::Fragment(f)) => f,
+                    Ok(Next::CodecChanged) => break SenderEnd::CodecChanged,
+                    Ok(Next::Empty) => {
+                        // Caught up: close the last fragment now rather than at the next.
+                        if open {
+                            if !self.send_tags(tx).await {
+                                return SenderEnd::Closed;
+                            }
+                            open = false;
+                        }
+                        if self.mode == RunMode::UntilEmpty {
+                            break SenderEnd::CaughtUp;
+                        }
+                        let now = self.clock.monotonic();
+                        let idle_at = last_sent + self.options.idle_end;
+                        tokio::select! {
+                            () = feed.changed() => continue,
+                            () = stop.stopped() => break SenderEnd::Stopped,
+                            _ = halt.wait_for(|h| *h) => break SenderEnd::Halted,
+                            () = self.clock.sleep(self.deadline.saturating_sub(now)) => {
+                                break SenderEnd::Rotated;
+                            }
+                            () = self.clock.sleep(idle_at.saturating_sub(now)) => {
+                                break SenderEnd::Idle;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        warn!(stream = self.stream, error = %e, "cannot read the catalog");
+                        self.link.ledger().on_catalog_error(&e.to_string());
+                        break SenderEnd::Halted;
+                    }
+                },
+            };
+            if stop.is_stopped() {
+                break SenderEnd::Stopped;
+            }
+            if *halt.borrow() {
+                break SenderEnd::Halted;
+            }
+            let wait = self
+                .pacer
+                .lock()
+                .expect("pacer lock")
+                .fragment(self.clock.monotonic());
+            if !wait.is_zero() && stop.sleep_or_stop(&**self.clock, wait).await {
+                break SenderEnd::Stopped;
+            }
+            // Checked after the pacing wait, so no fragment starts past the session's limit.
+            if self.clock.monotonic() >= self.deadline {
+                break SenderEnd::Rotated;
+            }
+            let i = self.link.ledger().on_started(f.row.clone());
+            match send_fragment(&f, &mut file, tx, &self.pacer, self.clock).await {
+                Ok(()) => {}
+                Err(SendError::Closed) => return SenderEnd::Closed,
+                Err(SendError::Read(e)) => {
+                    let effects = self.link.ledger().on_read_error(i, &e.to_string());
+                    apply(self.link, self.outcomes, self.stream, effects).await;
+                    // The body must not end cleanly after a partial cluster.
+                    let _ = tx.send(Err(e)).await;
+                    return SenderEnd::ReadError;
+                }
+            }
+            self.link.ledger().on_sent(i);
+            self.link.progress.notify_one();
+            open = true;
+            last_sent = self.clock.monotonic();
         };
+        if open && !self.send_tags(tx).await {
+            return SenderEnd::Closed;
+        }
+        how
+    }
+
+    /// Appends the EoFr tag; `false` when the connection is gone.
+    async fn send_tags(&self, tx: &mut BodyTx) -> bool {
+        tx.send(Ok(Bytes::from(end_of_fragment_tags())))
+            .await
+            .is_ok()
+    }
+}
+
+/// The acknowledgement side.
+struct Reader<'a> {
+    options: &'a Options,
+    link: &'a Link,
+    outcomes: &'a Outcomes<'a>,
+    stream: &'a str,
+    stop: &'a Stop,
+}
+
+impl Reader<'_> {
+    /// Makes the request and reads its acks until the session is settled (then ends the body)
+    /// or the response ends; `Err` when the request was refused or never answered. The sender
+    /// is halted on the way out, so it never waits on a session that is over.
+    async fn run(
+        self,
+        request: reqwest::RequestBuilder,
+        body_open: BodyTx,
+    ) -> Result<ResponseEnd, SessionEnd> {
+        let r = self.read(request, body_open).await;
+        self.link.halt();
+        r
+    }
+
+    async fn read(
+        &self,
+        request: reqwest::RequestBuilder,
+        body_open: BodyTx,
+    ) -> Result<ResponseEnd, SessionEnd> {
+        let mut response =
+            match tokio::time::timeout(self.options.ack_timeout, request.send()).await {
+                Err(_) => {
+                    return Err(SessionEnd::Retry {
+                        reason: "no response to PutMedia".into(),
+                        connection: true,
+                    });
+                }
+                Ok(Err(e)) => {
+                    return Err(SessionEnd::Retry {
+                        reason: format!("PutMedia request failed: {e}"),
+                        connection: true,
+                    });
+                }
+                Ok(Ok(r)) => r,
+            };
         if response.status() != reqwest::StatusCode::OK {
             return Err(SessionEnd::Refused(refusal(response).await));
         }
-        Ok(response)
+        // The body ends when both this clone and the sender's are dropped.
+        let mut body_open = Some(body_open);
+        let mut parser = AckParser::new();
+        let mut stop = self.stop.clone();
+        let mut drain_until: Option<tokio::time::Instant> = None;
+        loop {
+            if self.link.ledger().settled() {
+                // Every sent fragment is resolved: now the body may end.
+                drop(body_open.take());
+                return Ok(ResponseEnd::Settled);
+            }
+            let drain = async {
+                match drain_until {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                c = tokio::time::timeout(self.options.ack_timeout, response.chunk()) => {
+                    let acks = match c {
+                        Err(_) => return Ok(ResponseEnd::Silent),
+                        Ok(Err(e)) => return Ok(ResponseEnd::Lost(e.to_string())),
+                        Ok(Ok(None)) => {
+                            let last = parser.finish();
+                            self.acks(last.into_iter().collect()).await;
+                            return Ok(ResponseEnd::Ended);
+                        }
+                        Ok(Ok(Some(bytes))) => parser.push(&bytes),
+                    };
+                    self.acks(acks).await;
+                }
+                () = self.link.progress.notified() => {}
+                () = stop.stopped(), if drain_until.is_none() => {
+                    drain_until = Some(tokio::time::Instant::now() + self.options.stop_drain);
+                }
+                () = drain => return Ok(ResponseEnd::DrainTimeout),
+            }
+        }
+    }
+
+    async fn acks(&self, acks: Vec<Result<super::ack::Ack, super::ack::AckError>>) {
+        for ack in acks {
+            let ack = match ack {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(stream = self.stream, error = %e, "ignoring an acknowledgement line");
+                    continue;
+                }
+            };
+            debug!(stream = self.stream, ?ack, "ack");
+            if let Some(code) = &ack.error_code {
+                warn!(
+                    stream = self.stream,
+                    error_id = ack.error_id,
+                    error_code = code.as_str(),
+                    timecode = ack.fragment_timecode,
+                    "error acknowledgement"
+                );
+            }
+            let effects = self.link.ledger().on_ack(&ack);
+            apply(self.link, self.outcomes, self.stream, effects).await;
+        }
     }
 }
 
@@ -362,249 +664,6 @@ fn headers(stream: &StreamTarget, start_ms: i64) -> Result<HeaderMap, UploadErro
     Ok(headers)
 }
 
-/// The ack reader's account of one request.
-struct Acks<'a> {
-    stream: &'a StreamTarget,
-    ledger: &'a Ledger<'a>,
-    state: &'a SendState,
-    rows: Vec<FragmentRow>,
-    by_timecode: HashMap<i64, usize>,
-    /// Per fragment: resolved (persisted or failed) yet?
-    resolved: Vec<bool>,
-    resolved_count: usize,
-    retry: Option<String>,
-    connection_failed: bool,
-    not_active: bool,
-    failed_fragment: bool,
-}
-
-impl<'a> Acks<'a> {
-    fn new(
-        stream: &'a StreamTarget,
-        ledger: &'a Ledger<'a>,
-        state: &'a SendState,
-        batch: &Batch,
-    ) -> Self {
-        let rows: Vec<FragmentRow> = batch.fragments.iter().map(|f| f.row.clone()).collect();
-        Acks {
-            stream,
-            ledger,
-            state,
-            by_timecode: rows
-                .iter()
-                .enumerate()
-                .map(|(i, r)| (r.timecode_ms, i))
-                .collect(),
-            resolved: vec![false; rows.len()],
-            rows,
-            resolved_count: 0,
-            retry: None,
-            connection_failed: false,
-            not_active: false,
-            failed_fragment: false,
-        }
-    }
-
-    /// Every fragment is resolved, or sending is over and every sent one is, with no retry due.
-    fn settled(&self, finished: bool, sent: usize) -> bool {
-        self.resolved_count == self.rows.len()
-            || (finished && (0..sent).all(|i| self.resolved[i]) && sent > 0 && self.retry.is_none())
-    }
-
-    /// Reads acks until they settle, the response ends, the connection fails, or the grace
-    /// after an early end of sending runs out.
-    async fn read(&mut self, mut response: reqwest::Response, stop: &Stop, options: &Options) {
-        let state = self.state;
-        let mut parser = AckParser::new();
-        let mut stop = stop.clone();
-        let mut stop_live = true;
-        let mut grace_until: Option<tokio::time::Instant> = None;
-        loop {
-            let finished = state.finished.load(Ordering::Acquire);
-            let sent = state.sent.load(Ordering::Acquire);
-            if self.settled(finished, sent) {
-                break;
-            }
-            if finished && grace_until.is_none() && sent < self.rows.len() {
-                // Sending ended early (stop, rotation, error): wait a bounded time for the acks
-                // of what was sent.
-                grace_until = Some(tokio::time::Instant::now() + options.ack_grace);
-            }
-            let grace = async {
-                match grace_until {
-                    Some(t) => tokio::time::sleep_until(t).await,
-                    None => std::future::pending().await,
-                }
-            };
-            let chunk = tokio::select! {
-                c = tokio::time::timeout(options.ack_timeout, response.chunk()) => c,
-                _ = grace => break,
-                _ = state.finished_notify.notified(), if !finished => continue,
-                () = stop.stopped(), if stop_live => {
-                    // A wake-up only (the sender ends sending), and a stop fires once.
-                    stop_live = false;
-                    continue;
-                }
-            };
-            let (acks, ended) = match chunk {
-                Err(_) => {
-                    self.connection_failed = true;
-                    self.retry.get_or_insert_with(|| {
-                        format!("no acknowledgement for {:?}", options.ack_timeout)
-                    });
-                    break;
-                }
-                Ok(Err(e)) => {
-                    if state.read_error.lock().expect("lock").is_none() {
-                        self.connection_failed = true;
-                        self.retry
-                            .get_or_insert_with(|| format!("connection lost: {e}"));
-                    }
-                    break;
-                }
-                Ok(Ok(None)) => (parser.finish().into_iter().collect(), true),
-                Ok(Ok(Some(bytes))) => (parser.push(&bytes), false),
-            };
-            for ack in acks {
-                self.ack(ack).await;
-            }
-            if ended {
-                break;
-            }
-        }
-    }
-
-    async fn ack(&mut self, ack: Result<Ack, AckError>) {
-        let key = self.stream.key();
-        let ack = match ack {
-            Ok(a) => a,
-            Err(e) => {
-                warn!(stream = key, error = %e, "ignoring an acknowledgement line");
-                return;
-            }
-        };
-        debug!(stream = key, ?ack, "ack");
-        let index = ack
-            .fragment_timecode
-            .and_then(|t| self.by_timecode.get(&t).copied());
-        match ack.event {
-            AckEventType::Persisted => match (index, ack.fragment_number.as_deref()) {
-                (Some(i), Some(number)) => self.persisted(i, number).await,
-                _ => warn!(
-                    stream = key,
-                    ?ack,
-                    "PERSISTED for no fragment of this request"
-                ),
-            },
-            AckEventType::Error => self.error(index, ack.error_id.unwrap_or(0)).await,
-            _ => {}
-        }
-    }
-
-    async fn persisted(&mut self, i: usize, number: &str) {
-        if self.resolved[i] {
-            return;
-        }
-        if let Err(e) = self.ledger.persisted(&self.rows[i], number).await {
-            warn!(stream = self.stream.key(), error = %e, "cannot record an upload");
-            self.retry.get_or_insert_with(|| format!("catalog: {e}"));
-            self.state.halt.store(true, Ordering::Release);
-            return;
-        }
-        self.resolved[i] = true;
-        self.resolved_count += 1;
-    }
-
-    /// An ERROR ack: sending halts after the fragment in flight.
-    async fn error(&mut self, index: Option<usize>, id: u32) {
-        self.state.halt.store(true, Ordering::Release);
-        // An error without a known timecode is about the fragment in flight.
-        let i = index.or_else(|| {
-            let started = self.state.started.load(Ordering::Acquire);
-            (0..started.max(1).min(self.rows.len())).find(|&i| !self.resolved[i])
-        });
-        let what = format!("{id} {}", error_name(id));
-        match classify(id) {
-            ErrorClass::Retry => {
-                self.retry
-                    .get_or_insert_with(|| format!("error ack {what}"));
-            }
-            ErrorClass::StreamNotActive => self.not_active = true,
-            ErrorClass::FailFragment => {
-                if let Some(i) = i {
-                    self.reject(i, &what).await;
-                }
-            }
-        }
-    }
-
-    async fn reject(&mut self, i: usize, what: &str) {
-        if self.resolved[i] {
-            return;
-        }
-        let key = self.stream.key();
-        warn!(stream = key, fragment = self.rows[i].id, error = %what, "fragment rejected");
-        if let Err(e) = self.ledger.rejected(&self.rows[i], what).await {
-            warn!(stream = key, error = %e, "cannot record a failure");
-        }
-        self.resolved[i] = true;
-        self.resolved_count += 1;
-        self.failed_fragment = true;
-    }
-
-    /// How the request ended, once its acks are read.
-    async fn end(self) -> SessionEnd {
-        let state = self.state;
-        let total = self.rows.len();
-        let read_error = state.read_error.lock().expect("lock").take();
-        if let Some((i, e)) = read_error {
-            let what = format!("local read error: {e}");
-            if i < total && !self.resolved[i] {
-                let _ = self.ledger.rejected(&self.rows[i], &what).await;
-            }
-            return SessionEnd::FragmentFailed;
-        }
-        if self.not_active {
-            return SessionEnd::StreamNotActive;
-        }
-        if let Some(reason) = self.retry {
-            return SessionEnd::Retry {
-                reason,
-                connection: self.connection_failed,
-            };
-        }
-        if self.resolved_count == total {
-            return SessionEnd::Done;
-        }
-        // Unacknowledged fragments stay pending in every case below, and are sent again.
-        if state.stopped_by_request.load(Ordering::Acquire) {
-            return SessionEnd::Stopped;
-        }
-        if self.failed_fragment {
-            return SessionEnd::FragmentFailed;
-        }
-        if state.rotated.load(Ordering::Acquire) {
-            return SessionEnd::Rotated;
-        }
-        let sent = state.sent.load(Ordering::Acquire);
-        SessionEnd::Retry {
-            reason: format!(
-                "the response ended with {} of {sent} sent fragments unacknowledged",
-                (0..sent).filter(|&i| !self.resolved[i]).count()
-            ),
-            connection: true,
-        }
-    }
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// Reads a refused request's error (x-amz-ErrorType and the JSON message, bounded).
 async fn refusal(mut response: reqwest::Response) -> UploadError {
     let status = response.status().as_u16();
@@ -637,62 +696,6 @@ async fn refusal(mut response: reqwest::Response) -> UploadError {
     }
 }
 
-/// The body task: header, then each fragment's cluster, read piece by piece from its file.
-async fn send_body(
-    batch: Batch,
-    mut tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
-    state: Arc<SendState>,
-    pacer: Arc<Mutex<Pacer>>,
-    clock: Arc<dyn Clock>,
-    mut stop: Stop,
-    deadline: Duration,
-) {
-    let done = |state: &SendState| {
-        state.finished.store(true, Ordering::Release);
-        state.finished_notify.notify_one();
-    };
-    if tx.send(Ok(Bytes::from(batch.header))).await.is_err() {
-        return done(&state);
-    }
-    let mut file: Option<(PathBuf, tokio::fs::File)> = None;
-    for (i, f) in batch.fragments.iter().enumerate() {
-        if stop.is_stopped() {
-            state.stopped_by_request.store(true, Ordering::Release);
-            break;
-        }
-        if state.halt.load(Ordering::Acquire) {
-            break;
-        }
-        let wait = pacer
-            .lock()
-            .expect("pacer lock")
-            .fragment(clock.monotonic());
-        if !wait.is_zero() && stop.sleep_or_stop(&*clock, wait).await {
-            state.stopped_by_request.store(true, Ordering::Release);
-            break;
-        }
-        // Checked after the pacing wait, so no fragment starts past the connection's age limit.
-        if clock.monotonic() >= deadline {
-            state.rotated.store(true, Ordering::Release);
-            break;
-        }
-        state.started.store(i + 1, Ordering::Release);
-        if let Err(e) = send_fragment(f, &mut file, &mut tx, &pacer, &clock).await {
-            match e {
-                SendError::Closed => {}
-                SendError::Read(e) => {
-                    *state.read_error.lock().expect("lock") = Some((i, e.to_string()));
-                    let _ = tx.send(Err(e)).await;
-                }
-            }
-            return done(&state);
-        }
-        state.sent.store(i + 1, Ordering::Release);
-    }
-    done(&state);
-    // Dropping `tx` ends the chunked body with its terminating chunk.
-}
-
 enum SendError {
     /// The request is gone (connection lost): the ack reader reports it.
     Closed,
@@ -700,7 +703,7 @@ enum SendError {
 }
 
 async fn send_fragment(
-    f: &BatchFragment,
+    f: &FeedFragment,
     file: &mut Option<(PathBuf, tokio::fs::File)>,
     tx: &mut mpsc::Sender<Result<Bytes, std::io::Error>>,
     pacer: &Mutex<Pacer>,

@@ -1,83 +1,55 @@
-//! The seam in front of PutMedia: where a job sends a batch and hears how each fragment fared.
+//! The seam in front of PutMedia: where a job sends its fragments and hears how each fared.
 //!
-//! A [`MediaSink`] sends one [`Session`] (a batch on one request) and reports each fragment's
-//! outcome to the session's [`Ledger`] as soon as it is known, so a PERSISTED fragment is marked
+//! A [`MediaSink`] runs one [`Session`]: the header and first fragment of [`Session::start`],
+//! then whatever the [`Feed`] hands out, until the session must end. It reports each
+//! fragment's outcome to [`Outcomes`] as soon as it is known, so a PERSISTED fragment is marked
 //! uploaded in the catalog at once (a crash right after loses no acknowledged work). The
-//! production sink is [`super::putmedia::PutMedia`]; [`MemorySink`] lets tests run the job loop
-//! without AWS.
+//! production sink is [`super::putmedia::PutMedia`]; [`MemorySink`] lets tests run the job
+//! loop without AWS.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 
+use super::feed::{Feed, Next, Start};
 use super::pacer::Pacer;
-use super::{Progress, StreamTarget, UploadError, blocking};
+pub use super::session::SessionEnd;
+use super::{Progress, RunMode, StreamTarget, UploadError, blocking};
 use crate::catalog::{Catalog, FragmentRow};
 use crate::clock::Clock;
 use crate::stop::Stop;
 
 /// Where a job's media goes.
 pub trait MediaSink: Send + Sync + 'static {
-    /// Sends `session.batch` to `session.stream` on one request and says how it ended. `Err`
-    /// when no request could be made (no endpoint): nothing of the batch was sent.
+    /// Runs one session and says how it ended. `Err` when no request could be made (no
+    /// endpoint, a stream that cannot take uploads): nothing was sent.
     fn send<'a>(&'a self, session: Session<'a>) -> BoxFuture<'a, Result<SessionEnd, UploadError>>;
 }
 
-/// A fragment to send and the segment file its cluster lives in.
-#[derive(Clone, Debug)]
-pub struct BatchFragment {
-    pub row: FragmentRow,
-    pub path: PathBuf,
-}
-
-/// A request's media: the segment header, then consecutive clusters sharing its CodecPrivate.
-#[derive(Clone, Debug)]
-pub struct Batch {
-    pub header: Vec<u8>,
-    pub fragments: Vec<BatchFragment>,
-}
-
-/// Why a request ended.
-#[derive(Debug)]
-pub enum SessionEnd {
-    /// Every fragment of the batch is persisted or marked failed.
-    Done,
-    /// A stop request ended sending; acked fragments are marked, the rest stay pending.
-    Stopped,
-    /// The connection reached its age limit; continue on a new one at once.
-    Rotated,
-    /// A fragment was rejected for good (marked failed); continue at once.
-    FragmentFailed,
-    /// Transient failure: resend from the first unpersisted fragment after a backoff.
-    /// `connection` when the connection itself failed (the endpoint is looked up again).
-    Retry { reason: String, connection: bool },
-    /// 4008: the stream was deleted.
-    StreamNotActive,
-    /// The request itself was refused (HTTP status other than 200).
-    Refused(UploadError),
-}
-
-/// One request's worth of media and what it reports to.
+/// One session's media and what it reports to.
 pub struct Session<'a> {
     pub stream: &'a StreamTarget,
-    pub batch: Batch,
-    /// The stream's pacing, shared by its consecutive requests.
+    pub start: Start,
+    /// The fragments after the first, as they become ready.
+    pub feed: &'a mut Feed,
+    /// [`RunMode::UntilEmpty`]: the session ends once nothing more is pending.
+    pub mode: RunMode,
+    /// The stream's pacing, shared by its consecutive sessions.
     pub pacer: Arc<Mutex<Pacer>>,
     /// Sending stops between fragments once this fires.
     pub stop: &'a Stop,
-    pub ledger: &'a Ledger<'a>,
+    pub outcomes: &'a Outcomes<'a>,
 }
 
 /// Records what a sink learns: in the catalog (through the blocking pool) and in the job's
 /// [`Progress`].
-pub struct Ledger<'a> {
+pub struct Outcomes<'a> {
     pub(super) catalog: Arc<Catalog>,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) progress: &'a Progress,
 }
 
-impl Ledger<'_> {
+impl Outcomes<'_> {
     /// A request was made (counted in the job's sessions).
     pub fn session_opened(&self) {
         self.progress
@@ -109,7 +81,7 @@ impl Ledger<'_> {
     }
 }
 
-/// What a [`MemorySink`] was sent on one request.
+/// What a [`MemorySink`] was sent on one session.
 #[derive(Clone, Debug)]
 pub struct Received {
     pub stream: StreamTarget,
@@ -118,7 +90,8 @@ pub struct Received {
 }
 
 /// A sink for tests: acknowledges every fragment as PERSISTED (fragment numbers "1", "2", ...)
-/// and keeps what it was sent. Like PutMedia, it stops between fragments when asked.
+/// and keeps what it was sent. Its sessions end once nothing more is ready (the job starts the
+/// next one at the next commit); like PutMedia, it stops between fragments when asked.
 #[derive(Debug, Default)]
 pub struct MemorySink {
     received: Mutex<Vec<Received>>,
@@ -130,7 +103,7 @@ impl MemorySink {
         Self::default()
     }
 
-    /// Every request so far, oldest first.
+    /// Every session so far, oldest first.
     pub fn received(&self) -> Vec<Received> {
         self.received.lock().expect("sink lock").clone()
     }
@@ -142,27 +115,33 @@ impl MemorySink {
     }
 
     async fn session(&self, s: Session<'_>) -> Result<SessionEnd, UploadError> {
-        s.ledger.session_opened();
+        s.outcomes.session_opened();
         let mut got = Received {
             stream: s.stream.clone(),
-            header: s.batch.header,
+            header: s.start.header,
             fragments: Vec::new(),
         };
-        let mut end = SessionEnd::Done;
-        for f in s.batch.fragments {
+        let mut next = Some(s.start.first);
+        let end = loop {
+            let f = match next.take() {
+                Some(f) => f,
+                None => match s.feed.next().await? {
+                    Next::Fragment(f) => f,
+                    Next::CodecChanged => break SessionEnd::CodecChanged,
+                    Next::Empty => break SessionEnd::Done,
+                },
+            };
             if s.stop.is_stopped() {
-                end = SessionEnd::Stopped;
-                break;
+                break SessionEnd::Stopped;
             }
-            if let Err(e) = s.ledger.persisted(&f.row, &self.number()).await {
-                end = SessionEnd::Retry {
+            if let Err(e) = s.outcomes.persisted(&f.row, &self.number()).await {
+                break SessionEnd::Retry {
                     reason: format!("catalog: {e}"),
                     connection: false,
                 };
-                break;
             }
             got.fragments.push(f.row);
-        }
+        };
         self.received.lock().expect("sink lock").push(got);
         Ok(end)
     }

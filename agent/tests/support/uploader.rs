@@ -41,10 +41,10 @@ pub fn an_hour_ago_ms() -> i64 {
 pub fn test_options() -> Options {
     Options {
         ack_timeout: std::time::Duration::from_secs(10),
-        ack_grace: std::time::Duration::from_secs(2),
         backoff_min: std::time::Duration::from_millis(100),
         backoff_max: std::time::Duration::from_millis(400),
-        poll_interval: std::time::Duration::from_millis(200),
+        recheck: std::time::Duration::from_millis(200),
+        stop_drain: std::time::Duration::from_secs(2),
         ..Options::default()
     }
 }
