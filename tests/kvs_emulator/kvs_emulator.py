@@ -1,16 +1,21 @@
 #!/usr/bin/env python3
 """A strict, independent emulator of the Kinesis Video Streams ingest path for tests.
 
-Serves GetDataEndpoint (POST /getDataEndpoint, the control plane) and PutMedia (POST /putMedia,
-the data plane) on one loopback port. It shares no code with the agent: SigV4 signatures are
-recomputed with botocore (AWS's own implementation) from the test credentials, and the Matroska
-stream is parsed by the small EBML reader below, as the bytes arrive, with the rules of the
-PutMedia page of the seed:
+Serves GetDataEndpoint and DescribeStream (POST /getDataEndpoint, /describeStream: the control
+plane) and PutMedia (POST /putMedia, the data plane) on one loopback port. It shares no code
+with the agent: SigV4 signatures are recomputed with botocore (AWS's own implementation) from
+the test credentials, and the Matroska stream is parsed by the small EBML reader below, as the
+bytes arrive, with the rules of the PutMedia page of the seed:
 
 - HTTP: exactly one of x-amzn-stream-name / x-amzn-stream-arn, x-amzn-fragment-timecode-type
   ABSOLUTE or RELATIVE, x-amzn-producer-start-timestamp in seconds; otherwise 400
-  InvalidArgumentException; a bad signature is 401 NotAuthorizedException, an unknown stream
-  404 ResourceNotFoundException (with the x-amz-ErrorType header);
+  InvalidArgumentException; a bad signature, an unknown access key, expired credentials or a
+  wrong X-Amz-Security-Token is 401 NotAuthorizedException, an unknown stream 404
+  ResourceNotFoundException (with the x-amz-ErrorType header);
+- SigV4 payload hash: the x-amz-content-sha256 header's value when present (it must then be
+  signed; UNSIGNED-PAYLOAD is fine), else the body's sha256 -- for the streaming PutMedia body
+  that is the hash of the empty string, as producer-c signs it
+  (producer-c src/source/Common/AwsV4Signer.c:498-500);
 - MKV: an EBML header (DocType matroska or webm) then exactly one Segment, Info before the
   Clusters, Tracks with 1 to 3 entries, a video track with CodecID and CodecPrivate; each Cluster
   is a fragment: Timecode first, every block on a declared track (4010), every track with a
@@ -19,28 +24,42 @@ PutMedia page of the seed:
   not before the producer start timestamp nor in the future (4007); anything unparseable is
   4006 and a body that ends inside an element 4000; a connection older than the limit is 4003.
 
-Acks are written as chunked JSON lines while the body is still being read: BUFFERING when a
-fragment starts, RECEIVED when it is complete, PERSISTED once it is stored, ERROR (then the
-response ends), IDLE while no data flows. Persisted fragments are appended, byte for byte as
-received, to ``{data_dir}/{stream}/media-N.mkv`` (a new file when the MKV header's tracks
-change) with ``index.json`` beside it, so tests can run ffprobe and compare bytes.
+When a fragment is acked: BUFFERING goes out at the Cluster's Timecode; RECEIVED and PERSISTED
+only once the fragment is closed, which is when the next Cluster starts, when a Tags element
+with a SimpleTag named AWS_KINESISVIDEO_END_OF_FRAGMENT arrives (what PIC sends after a cluster,
+src/client/src/Stream.c:849, bytes in src/mkvgen/src/MkvStatics.c:131-183), or when the body
+ends. A complete Cluster followed by nothing while the body stays open is not acked. Other Tags
+are accepted and close nothing; an end-of-fragment tag with no open fragment is ignored. A
+stream with retention 0 gets RECEIVED but never PERSISTED. An ERROR ack (with ErrorId and
+ErrorCode) ends the response; a complete fragment still open when an error ends the session is
+closed (acked) first. IDLE goes out while no data flows; after --idle-close-seconds without
+data the connection is dropped (an open fragment is not acked).
+
+Acks are written as chunked JSON lines by their own thread, each at its due time (delays are
+test faults), not first-in first-out; the response ends (zero-length chunk) only after every
+due ack is written. Persisted fragments are appended, byte for byte as received, to
+``{data_dir}/{stream}/media-N.mkv`` (a new file when the MKV header's tracks change) with
+``index.json`` beside it, so tests can run ffprobe and compare bytes.
 
 Test controls (``/_admin/...``, no signature): faults per stream (cut the connection after N
-bytes or in the middle of the Nth fragment, answer the Nth fragment with ERROR X, delay acks),
-deleting a stream (4008, 404), reading a stream's index. Prints ``KVS_EMULATOR_PORT=<port>``
-on stdout once it accepts connections.
+bytes or in the middle of the Nth fragment, answer the Nth fragment with ERROR X, delay acks or
+only PERSISTED acks), creating (with a retention) and deleting a stream (4008, 404), extra
+credentials with an expiry (a session outliving its credentials is ended), reading a stream's
+index, requests and per-session log. Prints ``KVS_EMULATOR_PORT=<port>`` on stdout once it
+accepts connections.
 
 Needs Python 3.9+ and ``botocore`` (pip install botocore).
 """
 
 import argparse
+import collections
 import datetime
 import hashlib
+import heapq
 import hmac
 import http.server
 import json
 import os
-import queue
 import re
 import socket
 import sys
@@ -86,25 +105,39 @@ CODEC_ID, CODEC_PRIVATE, VIDEO = 0x86, 0x63A2, 0xE0
 TIMECODE, SIMPLE_BLOCK, BLOCK_GROUP, BLOCK, REFERENCE_BLOCK = 0xE7, 0xA3, 0xA0, 0xA1, 0xFB
 POSITION, PREV_SIZE, SILENT_TRACKS, BLOCK_DURATION = 0xA7, 0xAB, 0x5854, 0x9B
 TOP_LEVEL = {SEEK_HEAD, INFO, TRACKS, CLUSTER, CUES, TAGS, CHAPTERS, ATTACHMENTS, EBML, SEGMENT}
-SKIPPED_IN_SEGMENT = {SEEK_HEAD, CUES, TAGS, CHAPTERS, ATTACHMENTS, VOID, CRC32}
+SKIPPED_IN_SEGMENT = {SEEK_HEAD, CUES, CHAPTERS, ATTACHMENTS, VOID, CRC32}
+TAG, SIMPLE_TAG, TAG_NAME, TAG_STRING = 0x7373, 0x67C8, 0x45A3, 0x4487
+END_OF_FRAGMENT_TAG = "AWS_KINESISVIDEO_END_OF_FRAGMENT"
 
+# The seed's PutMedia ErrorIds (4507 from PIC src/client/include/.../Include.h:786).
 ERROR_NAMES = {
     4000: "STREAM_READ_ERROR", 4001: "MAX_FRAGMENT_SIZE_REACHED",
     4002: "MAX_FRAGMENT_DURATION_REACHED", 4003: "MAX_CONNECTION_DURATION_REACHED",
     4004: "FRAGMENT_TIMECODE_LESSER_THAN_PREVIOUS", 4005: "MORE_THAN_ALLOWED_TRACKS_FOUND",
     4006: "INVALID_MKV_DATA", 4007: "INVALID_PRODUCER_TIMESTAMP", 4008: "STREAM_NOT_ACTIVE",
-    4010: "TRACK_NUMBER_MISMATCH", 4011: "FRAMES_MISSING_FOR_TRACK", 5000: "INTERNAL_ERROR",
+    4009: "FRAGMENT_METADATA_LIMIT_REACHED", 4010: "TRACK_NUMBER_MISMATCH",
+    4011: "FRAMES_MISSING_FOR_TRACK", 4012: "INVALID_FRAGMENT_METADATA",
+    4500: "KMS_KEY_ACCESS_DENIED", 4501: "KMS_KEY_DISABLED", 4502: "KMS_KEY_VALIDATION_ERROR",
+    4503: "KMS_KEY_UNAVAILABLE", 4504: "KMS_KEY_INVALID_USAGE", 4505: "KMS_KEY_INVALID_STATE",
+    4506: "KMS_KEY_NOT_FOUND", 4507: "STREAM_DELETED", 5000: "INTERNAL_ERROR",
     5001: "ARCHIVAL_ERROR",
 }
+ACCOUNT = "123456789012"
+
+
+def wall_ms():
+    return int(time.time() * 1000)
 
 
 class AckError(Exception):
     """The stream violates a rule: answered with an ERROR ack, then the response ends."""
 
-    def __init__(self, error_id, message, timecode=None):
-        super().__init__(f"{error_id} {ERROR_NAMES.get(error_id, '')}: {message}")
+    def __init__(self, error_id, message, timecode=None, dropped=False):
+        super().__init__(f"{error_id} {ERROR_NAMES.get(error_id, 'UNKNOWN')}: {message}")
         self.error_id = error_id
         self.timecode = timecode
+        # The client's connection closed before the body ended (not a rule the data broke).
+        self.dropped = dropped
 
 
 class Cut(Exception):
@@ -127,6 +160,10 @@ class Body:
         self.pos = 0
         self.capture = None
         self.on_bytes = on_bytes
+        # Wall ms the body ended (terminator read / Content-Length reached), None until then.
+        self.end_ms = None
+        # (stream offset just past the bytes of one read, wall ms it arrived), for arrival().
+        self.fills = collections.deque()
 
     def _fill(self, want):
         """Reads more bytes from the wire into buf; returns False at the end of the body."""
@@ -136,31 +173,44 @@ class Body:
             if self.left_in_chunk == 0:
                 if not self.chunked:
                     self.done = True
+                    self.end_ms = wall_ms()
                     continue
                 line = self.rfile.readline(1024)
                 if not line.endswith(b"\n"):
-                    raise AckError(4000, "connection closed inside the chunked body")
-                size = int(line.split(b";")[0].strip() or b"x", 16)
+                    raise AckError(4000, "connection closed inside the chunked body", dropped=True)
+                try:
+                    size = int(line.split(b";")[0].strip() or b"x", 16)
+                except ValueError:
+                    raise AckError(4000, "malformed chunk size line")
                 if size == 0:
                     while True:
                         trailer = self.rfile.readline(8192)
                         if trailer in (b"\r\n", b"\n"):
                             break
                         if not trailer:
-                            raise AckError(4000, "connection closed in the trailers")
+                            raise AckError(4000, "connection closed in the trailers", dropped=True)
                     self.done = True
+                    self.end_ms = wall_ms()
                     continue
                 self.left_in_chunk = size
             data = self.rfile.read1(min(self.left_in_chunk, 1 << 16)) if hasattr(
                 self.rfile, "read1") else self.rfile.read(min(self.left_in_chunk, 1 << 16))
             if not data:
-                raise AckError(4000, "connection closed inside the body")
+                raise AckError(4000, "connection closed inside the body", dropped=True)
             self.left_in_chunk -= len(data)
             if self.chunked and self.left_in_chunk == 0:
-                if self.rfile.read(2) not in (b"\r\n",):
-                    raise AckError(4000, "bad chunk terminator")
+                crlf = self.rfile.read(2)
+                if crlf != b"\r\n":
+                    raise AckError(4000, "bad chunk terminator", dropped=len(crlf) < 2)
             self.buf += data
+            self.fills.append((self.pos + len(self.buf), wall_ms()))
         return True
+
+    def arrival_ms(self, offset):
+        """Wall ms the byte just before stream offset `offset` arrived (offsets only grow)."""
+        while len(self.fills) > 1 and self.fills[0][0] < offset:
+            self.fills.popleft()
+        return self.fills[0][1] if self.fills else wall_ms()
 
     def at_end(self):
         return not self._fill(1)
@@ -319,10 +369,37 @@ def parse_block(data, simple):
     return track, rel, key
 
 
+def has_end_of_fragment(data):
+    """Parses a Tags element's body; True when a SimpleTag names AWS_KINESISVIDEO_END_OF_FRAGMENT.
+
+    PIC writes Tags > Tag > SimpleTag > TagName, TagString (src/mkvgen/src/MkvStatics.c:131-183)
+    with 8-byte sizes; any valid EBML sizes are read here. SimpleTags may nest.
+    """
+    found = False
+
+    def simple(payload):
+        nonlocal found
+        for cid, v in children(payload):
+            if cid == TAG_NAME and v.rstrip(b"\0") == END_OF_FRAGMENT_TAG.encode():
+                found = True
+            elif cid == SIMPLE_TAG:
+                simple(v)
+
+    for eid, tag in children(data):
+        if eid in (VOID, CRC32):
+            continue
+        if eid != TAG:
+            raise AckError(4006, f"element {eid:#x} in Tags")
+        for cid, v in children(tag):
+            if cid == SIMPLE_TAG:
+                simple(v)
+    return found
+
+
 # --- server state ---------------------------------------------------------------------------------
 
 class Stream:
-    def __init__(self, name, root):
+    def __init__(self, name, root, retention_hours):
         self.name = name
         self.dir = os.path.join(root, name)
         os.makedirs(self.dir, exist_ok=True)
@@ -333,11 +410,24 @@ class Stream:
         self.header_key = None
         self.sessions = 0
         self.endpoint_calls = 0
+        self.describe_calls = 0
+        self.expired_sessions = 0
         self.errors = []
+        self.requests = []
+        self.session_log = []
+        self.retention_hours = retention_hours
+        self.creation_time = time.time()
+        self.version = os.urandom(10).hex()
         # Faults, counted in fragments that reach the fault point since armed.
         self.faults = []
         self.delay_acks_ms = 0
+        self.delay_persisted_ms = 0
         self.ack_hold = False
+
+    @property
+    def arn(self):
+        return (f"arn:aws:kinesisvideo:{{region}}:{ACCOUNT}:stream/{self.name}/"
+                f"{int(self.creation_time * 1000)}")
 
     def persist(self, header, tracks_key, cluster, entry):
         with self.lock:
@@ -354,6 +444,10 @@ class Stream:
                 f.write(cluster)
             self.fragments.append(entry)
 
+    def log_request(self, entry):
+        with self.lock:
+            self.requests.append(entry)
+
     def write_index(self):
         with self.lock:
             doc = self.snapshot()
@@ -367,12 +461,17 @@ class Stream:
         return {
             "stream": self.name,
             "active": self.active,
+            "retention_hours": self.retention_hours,
             "sessions": self.sessions,
+            "expired_sessions": self.expired_sessions,
             "endpoint_calls": self.endpoint_calls,
+            "describe_calls": self.describe_calls,
             "files": [os.path.basename(p) for p in self.files],
             "dir": self.dir,
-            "fragments": list(self.fragments),
+            "fragments": [dict(f) for f in self.fragments],
             "errors": list(self.errors),
+            "requests": [dict(r) for r in self.requests],
+            "session_log": [dict(e) for e in self.session_log],
         }
 
 
@@ -384,16 +483,29 @@ class State:
         self.deleted = set()
         self.counter = 0
         self.port = None
+        # access key -> {"secret_key", "session_token" or None, "expires_ms" or None}; the
+        # --access-key pair never expires.
+        self.credentials = {args.access_key: {"secret_key": args.secret_key,
+                                              "session_token": None, "expires_ms": None}}
 
-    def stream(self, name, create=None):
+    def stream(self, name, create=None, retention_hours=None):
         with self.lock:
             s = self.streams.get(name)
             if s is None:
                 if name in self.deleted or not (self.args.auto_create if create is None else create):
                     return None
-                s = Stream(name, self.args.data_dir)
+                s = Stream(name, self.args.data_dir,
+                           self.args.default_retention_hours if retention_hours is None
+                           else retention_hours)
                 self.streams[name] = s
+            elif retention_hours is not None:
+                s.retention_hours = retention_hours
             return s
+
+    def credential(self, access_key):
+        with self.lock:
+            c = self.credentials.get(access_key)
+            return dict(c) if c is not None else None
 
     def next_fragment_number(self):
         with self.lock:
@@ -407,50 +519,60 @@ class State:
 AUTH_RE = re.compile(
     r"^AWS4-HMAC-SHA256 Credential=([^/]+)/(\d{8})/([^/]+)/([^/]+)/aws4_request, ?"
     r"SignedHeaders=([a-z0-9;\-]+), ?Signature=([0-9a-f]{64})$")
+EXPIRED_TOKEN = "the security token included in the request is expired"
 
 
 def verify_sigv4(state, handler, body_bytes):
-    """Recomputes the signature with botocore; returns an error message or None."""
+    """Recomputes the signature with botocore; returns (error message or None, access key)."""
     auth = handler.headers.get("Authorization", "")
     m = AUTH_RE.match(auth)
     if not m:
-        return "missing or malformed Authorization header"
+        return "missing or malformed Authorization header", None
     key_id, date, region, service, signed, signature = m.groups()
-    if key_id != state.args.access_key:
-        return "unknown access key"
+    cred = state.credential(key_id)
+    if cred is None:
+        return "unknown access key", key_id
     if service != "kinesisvideo":
-        return f"credential scope service {service!r}, expected kinesisvideo"
+        return f"credential scope service {service!r}, expected kinesisvideo", key_id
     if region != state.args.region:
-        return f"credential scope region {region!r}, expected {state.args.region!r}"
+        return f"credential scope region {region!r}, expected {state.args.region!r}", key_id
     amz_date = handler.headers.get("X-Amz-Date", "")
     try:
         when = datetime.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.timezone.utc)
     except ValueError:
-        return "missing or malformed X-Amz-Date"
+        return "missing or malformed X-Amz-Date", key_id
     if amz_date[:8] != date:
-        return "credential scope date differs from X-Amz-Date"
+        return "credential scope date differs from X-Amz-Date", key_id
     if abs((datetime.datetime.now(datetime.timezone.utc) - when).total_seconds()) > CLOCK_SKEW_S:
-        return "signature expired (clock skew over 15 minutes)"
+        return "signature expired (clock skew over 15 minutes)", key_id
     names = signed.split(";")
     if "host" not in names or "x-amz-date" not in names:
-        return "host and x-amz-date must be signed"
+        return "host and x-amz-date must be signed", key_id
+    if handler.headers.get("x-amz-content-sha256") is not None and "x-amz-content-sha256" not in names:
+        return "x-amz-content-sha256 is present but not signed", key_id
     headers = {}
     for n in names:
         values = handler.headers.get_all(n)
         if values is None:
-            return f"signed header {n} missing"
+            return f"signed header {n} missing", key_id
         headers[n] = ",".join(values)
     url = "http://" + handler.headers.get("Host", "") + handler.path
     req = AWSRequest(method=handler.command, url=url, headers=headers, data=body_bytes)
     req.context["timestamp"] = amz_date
-    signer = SigV4Auth(Credentials(state.args.access_key, state.args.secret_key), "kinesisvideo", region)
-    # botocore takes the payload hash from X-Amz-Content-SHA256 when it is present (signed):
-    # UNSIGNED-PAYLOAD for the streaming PutMedia body.
+    signer = SigV4Auth(Credentials(key_id, cred["secret_key"]), "kinesisvideo", region)
+    # botocore takes the payload hash from X-Amz-Content-SHA256 when it is (signed and so)
+    # present, e.g. UNSIGNED-PAYLOAD; else the sha256 of the body -- for PutMedia (body None)
+    # the empty string's, as producer-c signs its streaming body (AwsV4Signer.c:498-500).
     canonical = signer.canonical_request(req)
     expected = signer.signature(signer.string_to_sign(req, canonical), req)
     if not hmac.compare_digest(expected, signature):
-        return "signature mismatch"
-    return None
+        return "signature mismatch", key_id
+    if cred["expires_ms"] is not None and wall_ms() >= cred["expires_ms"]:
+        return EXPIRED_TOKEN, key_id
+    if cred["session_token"] is not None and \
+            handler.headers.get("X-Amz-Security-Token") != cred["session_token"]:
+        return "the security token included in the request is invalid", key_id
+    return None, key_id
 
 
 # --- the HTTP handler -----------------------------------------------------------------------------
@@ -507,6 +629,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.admin(path)
         if path == "/getDataEndpoint":
             return self.get_data_endpoint()
+        if path == "/describeStream":
+            return self.describe_stream()
         if path == "/putMedia":
             return self.put_media()
         self.send_error_json(404, "ResourceNotFoundException", f"unknown operation {path}")
@@ -515,15 +639,31 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def admin(self, path):
         state = self.server.state
-        doc = json.loads(self.read_small_body() or b"{}")
+        try:
+            doc = json.loads(self.read_small_body() or b"{}")
+        except ValueError:
+            return self.send_json({"message": "body is not JSON"}, 400)
+        if path == "/_admin/credentials":
+            try:
+                key = str(doc["access_key"])
+                cred = {"secret_key": str(doc["secret_key"]),
+                        "session_token": doc.get("session_token"),
+                        "expires_ms": None if doc.get("expires_ms") is None else int(doc["expires_ms"])}
+            except (KeyError, TypeError, ValueError):
+                return self.send_json({"message": "access_key and secret_key are required"}, 400)
+            with state.lock:
+                state.credentials[key] = cred
+            return self.send_json({"ok": True})
         m = re.match(r"^/_admin/streams/([^/]+)/(faults|delete|create|hold_acks|release_acks)$", path)
         if not m:
             return self.send_json({"message": "unknown admin path"}, 404)
         name, verb = m.groups()
         if verb == "create":
+            retention = doc.get("retention_hours")
             with state.lock:
                 state.deleted.discard(name)
-            state.stream(name, create=True)
+            state.stream(name, create=True,
+                         retention_hours=None if retention is None else int(retention))
             return self.send_json({"ok": True})
         s = state.stream(name, create=True)
         if verb == "delete":
@@ -535,6 +675,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             with s.lock:
                 if "delay_acks_ms" in doc:
                     s.delay_acks_ms = int(doc["delay_acks_ms"])
+                if "delay_persisted_ms" in doc:
+                    s.delay_persisted_ms = int(doc["delay_persisted_ms"])
                 for f in doc.get("faults", []):
                     f = dict(f)
                     f["seen"] = 0
@@ -545,34 +687,80 @@ class Handler(http.server.BaseHTTPRequestHandler):
             s.ack_hold = False
         self.send_json({"ok": True})
 
-    # -- GetDataEndpoint
+    # -- control plane
 
-    def get_data_endpoint(self):
+    def control_request(self):
+        """Verifies a signed JSON control-plane request; returns (request doc, stream) or None
+        after answering the error."""
         state = self.server.state
         body = self.read_small_body()
-        err = verify_sigv4(state, self, body)
+        err, _ = verify_sigv4(state, self, body)
         if err:
-            return self.send_error_json(401, "NotAuthorizedException", err)
+            self.send_error_json(401, "NotAuthorizedException", err)
+            return None
         try:
             req = json.loads(body)
         except ValueError:
-            return self.send_error_json(400, "InvalidArgumentException", "body is not JSON")
-        if req.get("APIName") not in API_NAMES:
-            return self.send_error_json(400, "InvalidArgumentException", "invalid APIName")
+            self.send_error_json(400, "InvalidArgumentException", "body is not JSON")
+            return None
+        if not isinstance(req, dict):
+            self.send_error_json(400, "InvalidArgumentException", "body is not a JSON object")
+            return None
+        return req
+
+    def resolve(self, req):
+        """The stream a control-plane request names, or None after answering 400/404."""
         name = self.stream_name(req.get("StreamName"), req.get("StreamARN"))
         if isinstance(name, tuple):
-            return self.send_error_json(400, "InvalidArgumentException", name[0])
-        stream = state.stream(name)
+            self.send_error_json(400, "InvalidArgumentException", name[0])
+            return None
+        stream = self.server.state.stream(name)
         if stream is None:
-            return self.send_error_json(404, "ResourceNotFoundException", f"stream {name} not found")
+            self.send_error_json(404, "ResourceNotFoundException", f"stream {name} not found")
+        return stream
+
+    def get_data_endpoint(self):
+        state = self.server.state
+        req = self.control_request()
+        if req is None:
+            return
+        if req.get("APIName") not in API_NAMES:
+            return self.send_error_json(400, "InvalidArgumentException", "invalid APIName")
+        stream = self.resolve(req)
+        if stream is None:
+            return
         with stream.lock:
             stream.endpoint_calls += 1
         self.send_json({"DataEndpoint": f"http://127.0.0.1:{state.port}"})
+
+    def describe_stream(self):
+        state = self.server.state
+        req = self.control_request()
+        if req is None:
+            return
+        stream = self.resolve(req)
+        if stream is None:
+            return
+        with stream.lock:
+            stream.describe_calls += 1
+            info = {
+                "StreamName": stream.name,
+                "StreamARN": stream.arn.format(region=state.args.region),
+                "Status": "ACTIVE",
+                "DataRetentionInHours": stream.retention_hours,
+                "CreationTime": stream.creation_time,
+                "Version": stream.version,
+                "MediaType": "video/h264",
+                "KmsKeyId": f"arn:aws:kms:{state.args.region}:{ACCOUNT}:alias/aws/kinesisvideo",
+            }
+        self.send_json({"StreamInfo": info})
 
     @staticmethod
     def stream_name(name, arn):
         if (name is None) == (arn is None):
             return ("exactly one of StreamName and StreamARN is required",)
+        if not isinstance(name if name is not None else arn, str):
+            return ("StreamName and StreamARN are strings",)
         if name is not None:
             if not STREAM_NAME_RE.match(name):
                 return ("invalid StreamName",)
@@ -586,40 +774,68 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def put_media(self):
         state = self.server.state
+        name = self.stream_name(self.headers.get("x-amzn-stream-name"),
+                                self.headers.get("x-amzn-stream-arn"))
+        # Refusals are logged on the named stream when it exists (never created by a refusal).
+        known = None if isinstance(name, tuple) else state.stream(name, create=False)
+        request = {
+            "ms": wall_ms(),
+            "status": None,
+            "error": None,
+            "message": None,
+            "access_key": None,
+            "session": None,
+            "content_sha256": self.headers.get("x-amz-content-sha256"),
+            "security_token": self.headers.get("X-Amz-Security-Token") is not None,
+            "timecode_type": self.headers.get("x-amzn-fragment-timecode-type"),
+            "producer_start_timestamp": self.headers.get("x-amzn-producer-start-timestamp"),
+            "transfer_encoding": self.headers.get("Transfer-Encoding"),
+        }
+
+        def refuse(status, error_type, message):
+            if known is not None:
+                request.update(status=status, error=error_type, message=message)
+                known.log_request(request)
+            return self.send_error_json(status, error_type, message)
+
         te = self.headers.get("Transfer-Encoding", "").lower()
         chunked = te == "chunked"
         if te and not chunked:
-            return self.send_error_json(400, "InvalidArgumentException", "unsupported Transfer-Encoding")
-        if self.headers.get("x-amz-content-sha256") != "UNSIGNED-PAYLOAD":
-            return self.send_error_json(
-                401, "NotAuthorizedException",
-                "the streaming body must be signed with x-amz-content-sha256: UNSIGNED-PAYLOAD")
-        err = verify_sigv4(state, self, None)
+            return refuse(400, "InvalidArgumentException", "unsupported Transfer-Encoding")
+        err, access_key = verify_sigv4(state, self, None)
+        request["access_key"] = access_key
         if err:
-            return self.send_error_json(401, "NotAuthorizedException", err)
-        name = self.stream_name(self.headers.get("x-amzn-stream-name"),
-                                self.headers.get("x-amzn-stream-arn"))
+            return refuse(401, "NotAuthorizedException", err)
         if isinstance(name, tuple):
-            return self.send_error_json(400, "InvalidArgumentException", name[0])
+            return refuse(400, "InvalidArgumentException", name[0])
         tc_type = self.headers.get("x-amzn-fragment-timecode-type")
         if tc_type not in ("ABSOLUTE", "RELATIVE"):
-            return self.send_error_json(400, "InvalidArgumentException",
-                                        "x-amzn-fragment-timecode-type must be ABSOLUTE or RELATIVE")
+            return refuse(400, "InvalidArgumentException",
+                          "x-amzn-fragment-timecode-type must be ABSOLUTE or RELATIVE")
         start = self.headers.get("x-amzn-producer-start-timestamp")
         try:
             start_ms = round(float(start) * 1000) if start is not None else None
         except ValueError:
-            return self.send_error_json(400, "InvalidArgumentException",
-                                        "x-amzn-producer-start-timestamp is not a number")
+            return refuse(400, "InvalidArgumentException",
+                          "x-amzn-producer-start-timestamp is not a number")
         if tc_type == "RELATIVE" and start_ms is None:
-            return self.send_error_json(400, "InvalidArgumentException",
-                                        "RELATIVE needs x-amzn-producer-start-timestamp")
+            return refuse(400, "InvalidArgumentException",
+                          "RELATIVE needs x-amzn-producer-start-timestamp")
         stream = state.stream(name)
         if stream is None:
             return self.send_error_json(404, "ResourceNotFoundException", f"stream {name} not found")
+        log = {
+            "session": None, "opened_ms": wall_ms(), "closed_ms": None, "access_key": access_key,
+            "fragments": 0, "eofr_tags": 0, "last_cluster_eofr": False, "body_end_ms": None,
+            "last_ack_ms": None, "ended": None,
+        }
         with stream.lock:
             stream.sessions += 1
             session_no = stream.sessions
+            log["session"] = session_no
+            request.update(status=200, session=session_no)
+            stream.requests.append(request)
+            stream.session_log.append(log)
 
         # The service answers 200 once the headers are valid, then acks as it reads.
         self.send_response(200)
@@ -632,19 +848,34 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.close_connection = True
         self.connection.settimeout(state.args.idle_close_seconds)
 
-        acks = AckWriter(self, stream, state.args.idle_ack_seconds)
-        session = Session(state, stream, session_no, tc_type, start_ms, acks)
+        acks = AckWriter(self, stream, log, state.args.idle_ack_seconds)
+        session = Session(state, stream, session_no, tc_type, start_ms, acks, log)
         body = Body(self.rfile, chunked, int(self.headers.get("Content-Length") or 0),
                     session.on_bytes)
+        expiry = Expiry(state, stream, access_key, session, self.connection)
+        ended = "body_end"
         try:
-            session.run(body)
+            try:
+                session.run(body)
+            finally:
+                log["body_end_ms"] = body.end_ms
             acks.finish()
         except AckError as e:
+            ended = "dropped" if e.dropped else "error"
+            if session.pending is not None and not session.expired and not e.dropped:
+                # A complete fragment that an error after it ends the session is closed first,
+                # as at the end of the body; should its own close fail, that error is answered.
+                try:
+                    session.close_pending("error")
+                except AckError as own:
+                    e = own
+                    ended = "error"
             with stream.lock:
                 stream.errors.append({"session": session_no, "error_id": e.error_id, "message": str(e)})
             if state.args.verbose:
                 sys.stderr.write(f"kvs-emulator: {name}: {e}\n")
-            ack = {"EventType": "ERROR", "ErrorId": e.error_id}
+            ack = {"EventType": "ERROR", "ErrorId": e.error_id,
+                   "ErrorCode": ERROR_NAMES.get(e.error_id, "UNKNOWN")}
             # An error inside a fragment names it, even when raised by the body reader.
             timecode = e.timecode if e.timecode is not None else session.current_tc
             if timecode is not None:
@@ -653,34 +884,113 @@ class Handler(http.server.BaseHTTPRequestHandler):
             acks.send(ack)
             acks.finish()
         except Cut:
+            ended = "cut"
             acks.abort()
             try:
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
                 self.connection.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        except (socket.timeout, ConnectionError, OSError):
+        except socket.timeout:
+            ended = "idle"
+            acks.abort()
+        except (ConnectionError, OSError):
+            ended = "dropped"
             acks.abort()
         finally:
+            expiry.cancel()
+            with stream.lock:
+                log["ended"] = "expired" if session.expired else ended
+                log["closed_ms"] = wall_ms()
             stream.write_index()
 
 
-class AckWriter:
-    """Writes ack lines as response chunks from its own thread, so delays never block reading."""
+class Expiry:
+    """Ends a PutMedia session at the moment its signing credentials expire: no more acks, the
+    connection closed. (The service refuses expired tokens; PIC rotates credentials 3 s before
+    expiry, src/client/include/.../Include.h:310, so a correct client never meets this.)"""
 
-    def __init__(self, handler, stream, idle_seconds):
+    def __init__(self, state, stream, access_key, session, connection):
+        self.state = state
+        self.stream = stream
+        self.access_key = access_key
+        self.session = session
+        self.connection = connection
+        self.lock = threading.Lock()
+        self.done = False
+        self.timer = None
+        self.arm()
+
+    def arm(self):
+        cred = self.state.credential(self.access_key)
+        expires = None if cred is None else cred["expires_ms"]
+        if expires is None:
+            return
+        with self.lock:
+            if self.done:
+                return
+            self.timer = threading.Timer(max(0.0, (expires - wall_ms()) / 1000.0), self.fire)
+            self.timer.daemon = True
+            self.timer.start()
+
+    def fire(self):
+        cred = self.state.credential(self.access_key)
+        # Registering the key again with a later expiry extends the session.
+        if cred is not None and cred["expires_ms"] is not None and cred["expires_ms"] > wall_ms():
+            return self.arm()
+        with self.lock:
+            if self.done:
+                return
+            self.done = True
+            self.session.expired = True
+        with self.stream.lock:
+            self.stream.expired_sessions += 1
+        self.session.acks.abort()
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def cancel(self):
+        with self.lock:
+            self.done = True
+            if self.timer is not None:
+                self.timer.cancel()
+
+
+class AckWriter:
+    """Writes ack lines as response chunks from its own thread, so delays never block reading.
+
+    Each ack has a due time (now plus the delays armed on the stream) and is written when due, in
+    due order, so a delayed PERSISTED never holds back later acks. finish() ends the response
+    only after every queued ack has been written.
+    """
+
+    def __init__(self, handler, stream, log, idle_seconds):
         self.handler = handler
         self.stream = stream
-        self.q = queue.Queue()
+        self.log = log
+        self.cv = threading.Condition()
+        self.heap = []
+        self.seq = 0
         self.idle = idle_seconds
         self.last_data = time.monotonic()
+        self.last_write = time.monotonic()
         self.alive = True
+        self.finishing = False
         self.thread = threading.Thread(target=self.loop, daemon=True)
         self.thread.start()
 
     def send(self, ack):
-        due = time.monotonic() + self.stream.delay_acks_ms / 1000.0
-        self.q.put((due, json.dumps(ack, separators=(",", ":")).encode() + b"\n"))
+        delay_ms = self.stream.delay_acks_ms
+        if ack["EventType"] == "PERSISTED":
+            delay_ms += self.stream.delay_persisted_ms
+        with self.cv:
+            if not self.alive:
+                return
+            self.seq += 1
+            heapq.heappush(self.heap, (time.monotonic() + delay_ms / 1000.0, self.seq, ack))
+            self.cv.notify()
 
     def data_seen(self):
         self.last_data = time.monotonic()
@@ -689,50 +999,77 @@ class AckWriter:
         w = self.handler.wfile
         w.write(b"%x\r\n" % len(payload) + payload + b"\r\n")
         w.flush()
+        self.last_write = time.monotonic()
+
+    def written(self, ack):
+        if ack["EventType"] in ("PERSISTED", "ERROR"):
+            with self.stream.lock:
+                self.log["last_ack_ms"] = wall_ms()
+                if ack["EventType"] == "PERSISTED":
+                    self.log["fragments"] += 1
 
     def loop(self):
+        hold_since = None
         try:
             while True:
-                try:
-                    item = self.q.get(timeout=self.idle)
-                except queue.Empty:
-                    if time.monotonic() - self.last_data >= self.idle and self.alive:
-                        self.write(b'{"EventType":"IDLE"}\n')
-                    continue
-                if item is None:
+                with self.cv:
+                    if not self.alive:
+                        return
+                    now = time.monotonic()
+                    # Holding acks (a test control) waits with a bound, never forever.
+                    if self.stream.ack_hold:
+                        hold_since = now if hold_since is None else hold_since
+                    else:
+                        hold_since = None
+                    held = hold_since is not None and now - hold_since < 60
+                    ready = []
+                    while not held and self.heap and self.heap[0][0] <= now:
+                        ready.append(heapq.heappop(self.heap)[2])
+                    end = not ready and not self.heap and self.finishing
+                    idle_due = max(self.last_data, self.last_write) + self.idle
+                    idle = not ready and not end and not self.finishing and now >= idle_due
+                    if not ready and not end and not idle:
+                        waits = [idle_due - now] if not self.finishing else []
+                        if held:
+                            waits.append(0.01)
+                        elif self.heap:
+                            waits.append(self.heap[0][0] - now)
+                        self.cv.wait(timeout=max(0.001, min(waits)) if waits else None)
+                        continue
+                for ack in ready:
+                    self.write(json.dumps(ack, separators=(",", ":")).encode() + b"\n")
+                    self.written(ack)
+                if idle:
+                    self.write(b'{"EventType":"IDLE"}\n')
+                if end:
                     self.write(b"")  # the terminating zero-length chunk
                     return
-                if item == "abort":
-                    return
-                due, line = item
-                # Holding acks (a test control) waits with a bound, never forever.
-                hold_until = time.monotonic() + 60
-                while (self.stream.ack_hold and time.monotonic() < hold_until) or time.monotonic() < due:
-                    time.sleep(0.01)
-                if self.alive:
-                    self.write(line)
         except OSError:
             return
 
     def finish(self):
-        self.q.put(None)
-        self.thread.join(timeout=120)
+        with self.cv:
+            self.finishing = True
+            self.cv.notify()
+        self.thread.join(timeout=600)
 
     def abort(self):
-        self.alive = False
-        self.q.put("abort")
+        with self.cv:
+            self.alive = False
+            self.cv.notify()
 
 
 class Session:
     """One PutMedia request: parses the body and emits acks."""
 
-    def __init__(self, state, stream, number, tc_type, start_ms, acks):
+    def __init__(self, state, stream, number, tc_type, start_ms, acks, log):
         self.state = state
         self.stream = stream
         self.number = number
         self.tc_type = tc_type
         self.start_ms = start_ms
         self.acks = acks
+        self.log = log
         self.opened = time.monotonic()
         self.scale_ns = 1_000_000
         self.tracks = None
@@ -741,6 +1078,9 @@ class Session:
         self.prev_max_ms = None
         self.current_tc = None
         self.cut_at_byte = None
+        # The complete, validated fragment not yet closed (acked), if any.
+        self.pending = None
+        self.expired = False
         with stream.lock:
             for f in stream.faults:
                 if f.get("kind") == "cut_after_bytes" and not f.get("done"):
@@ -769,6 +1109,34 @@ class Session:
         return tc * self.scale_ns // 1_000_000
 
     def run(self, body):
+        """Reads the whole body; the last fragment is closed when the body ends."""
+        self.read_segment(body)
+        self.close_pending("body_end")
+
+    def close_pending(self, reason):
+        """Closes the open fragment: RECEIVED, stored, then PERSISTED (unless retention is 0)."""
+        p = self.pending
+        if p is None:
+            return
+        self.pending = None
+        stream = self.stream
+        timecode, number, entry = p["timecode"], p["number"], p["entry"]
+        fail = self.take_fault({"error"})
+        if fail is not None:
+            raise AckError(int(fail["error_id"]), "injected fault", timecode)
+        if not stream.active:
+            raise AckError(4008, "stream deleted", timecode)
+        # Seed, PutMedia: "Persisted [...] if you configured the stream to persist the data".
+        persisted = stream.retention_hours > 0
+        entry.update(closed_ms=wall_ms(), closed_by=reason, persisted=persisted)
+        self.acks.send({"EventType": "RECEIVED", "FragmentTimecode": timecode,
+                        "FragmentNumber": number})
+        stream.persist(self.header, self.tracks_key, p["cluster"], entry)
+        if persisted:
+            self.acks.send({"EventType": "PERSISTED", "FragmentTimecode": timecode,
+                            "FragmentNumber": number})
+
+    def read_segment(self, body):
         header = bytearray()
         body.capture = header
         try:
@@ -803,6 +1171,8 @@ class Session:
                 if self.tracks is None:
                     raise AckError(4006, "Cluster before Tracks")
                 seen_cluster = True
+                self.close_pending("next_cluster")
+                self.log["last_cluster_eofr"] = False
                 self.cluster(body, size, element)
                 continue
             if size is None:
@@ -829,6 +1199,17 @@ class Session:
                 self.tracks_key = hashlib.sha256(raw).hexdigest()
                 header += element
                 self.header = bytes(header)
+            elif eid == TAGS:
+                body.capture = None
+                if size > MAX_HEADER_ELEMENT:
+                    raise AckError(4006, "Tags too large")
+                if has_end_of_fragment(body.read(size)):
+                    with self.stream.lock:
+                        self.log["eofr_tags"] += 1
+                    # PIC never sends two in a row; one with no open fragment closes nothing.
+                    if self.pending is not None:
+                        self.log["last_cluster_eofr"] = True
+                        self.close_pending("eofr")
             elif eid in SKIPPED_IN_SEGMENT:
                 body.capture = None
                 skip(body, size)
@@ -928,16 +1309,9 @@ class Session:
                                  f"timestamp {self.start_ms}", timecode)
         if producer_ms > time.time() * 1000 + FUTURE_SLACK_MS:
             raise AckError(4007, f"producer timestamp {producer_ms} is in the future", timecode)
-        fail = self.take_fault({"error"})
-        if fail is not None:
-            raise AckError(int(fail["error_id"]), "injected fault", timecode)
-        if not stream.active:
-            raise AckError(4008, "stream deleted", timecode)
         self.prev_max_ms = max_ms
         cluster = bytes(body.capture)
         body.capture = None
-        self.acks.send({"EventType": "RECEIVED", "FragmentTimecode": timecode,
-                        "FragmentNumber": number})
         entry = {
             "fragment_number": number,
             "timecode": timecode,
@@ -945,15 +1319,15 @@ class Session:
             "server_timestamp_ms": int(time.time() * 1000),
             "server_monotonic": time.monotonic(),
             "server_start_monotonic": started,
+            "received_ms": body.arrival_ms(body.pos),
             "size": len(cluster),
             "frames": sum(frames.values()),
             "duration_ms": max_ms - min_ms,
             "sha256": hashlib.sha256(cluster).hexdigest(),
             "session": self.number,
         }
-        stream.persist(self.header, self.tracks_key, cluster, entry)
-        self.acks.send({"EventType": "PERSISTED", "FragmentTimecode": timecode,
-                        "FragmentNumber": number})
+        # Acked only once closed: by the next Cluster, an end-of-fragment tag or the body's end.
+        self.pending = {"timecode": timecode, "number": number, "cluster": cluster, "entry": entry}
         self.current_tc = None
 
 
@@ -999,6 +1373,8 @@ def main():
     p.add_argument("--idle-ack-seconds", type=float, default=3.0)
     p.add_argument("--idle-close-seconds", type=float, default=30.0)
     p.add_argument("--max-connection-seconds", type=float, default=45 * 60)
+    p.add_argument("--default-retention-hours", type=int, default=24,
+                   help="DataRetentionInHours of streams not created with retention_hours")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args()
     os.makedirs(args.data_dir, exist_ok=True)
