@@ -51,9 +51,6 @@ pub const BACKOFF: Backoff = Backoff {
     jitter: 0.5,
 };
 
-/// While a session runs, the job status shows its progress this often.
-const STATUS_EVERY: Duration = Duration::from_secs(30);
-
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
     #[error("stream {stream} does not exist")]
@@ -466,10 +463,12 @@ impl Uploader {
             }
             Err(e) => return Next::End(Err(e)),
         };
+        let before = st.reported.fragments_uploaded;
         let outcomes = Outcomes {
-            catalog: Arc::clone(&s.catalog),
-            clock: Arc::clone(&s.clock),
+            uploader: self,
+            key,
             progress,
+            reported: tokio::sync::Mutex::new((st.reported.clone(), None)),
         };
         let session = Session {
             stream,
@@ -480,22 +479,12 @@ impl Uploader {
             stop,
             outcomes: &outcomes,
         };
-        // A session may last 40 minutes: the status follows its progress meanwhile.
-        let ended = {
-            let send = s.sink.send(session);
-            tokio::pin!(send);
-            loop {
-                tokio::select! {
-                    r = &mut send => break r,
-                    () = s.clock.sleep(STATUS_EVERY) => {
-                        self.report_progress(key, progress, &mut st.reported).await;
-                    }
-                }
-            }
-        };
+        let ended = s.sink.send(session).await;
+        outcomes.report(true).await;
+        st.reported = outcomes.reported.into_inner().0;
         match ended {
             Ok(end) => {
-                if self.report_progress(key, progress, &mut st.reported).await {
+                if st.reported.fragments_uploaded != before {
                     // Not a failure in a row: a cut after it backs off from the minimum again.
                     st.failures = 0;
                     st.retry.reset();
@@ -510,24 +499,6 @@ impl Uploader {
                 Next::After(st.retry.next_delay())
             }
         }
-    }
-
-    /// Fragments persisted since the last report show in the job status (SUCCESS, with the last
-    /// PERSISTED as LastCollectedTime); `true` when there were any.
-    async fn report_progress(
-        &self,
-        key: &str,
-        progress: &Progress,
-        reported: &mut ProgressSnapshot,
-    ) -> bool {
-        let now = progress.snapshot();
-        if now.fragments_uploaded == reported.fragments_uploaded {
-            return false;
-        }
-        self.status(key, JobStatus::Success, None, now.last_persisted)
-            .await;
-        *reported = now;
-        true
     }
 
     /// What the job does after a session that ended so.

@@ -8,15 +8,17 @@
 //! loop without AWS.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 
 use super::feed::{Feed, Next, Start};
 use super::pacer::Pacer;
 pub use super::session::SessionEnd;
-use super::{Progress, RunMode, StreamTarget, UploadError, blocking};
+use super::{Progress, ProgressSnapshot, RunMode, StreamTarget, UploadError, Uploader, blocking};
 use crate::catalog::{Catalog, FragmentRow};
 use crate::clock::Clock;
+use crate::edge_config::JobStatus;
 use crate::stop::Stop;
 
 /// Where a job's media goes.
@@ -42,14 +44,51 @@ pub struct Session<'a> {
 }
 
 /// Records what a sink learns: in the catalog (through the blocking pool) and in the job's
-/// [`Progress`].
+/// [`Progress`]; while a session runs (up to 40 minutes), the job status follows its progress
+/// every [`STATUS_EVERY`] of persisted fragments.
 pub struct Outcomes<'a> {
-    pub(super) catalog: Arc<Catalog>,
-    pub(super) clock: Arc<dyn Clock>,
+    pub(super) uploader: &'a Uploader,
+    pub(super) key: &'a str,
     pub(super) progress: &'a Progress,
+    /// The progress last shown in the job status, and when (monotonic).
+    pub(super) reported: tokio::sync::Mutex<(ProgressSnapshot, Option<Duration>)>,
 }
 
+/// How often a running session's progress reaches the job status.
+const STATUS_EVERY: Duration = Duration::from_secs(30);
+
 impl Outcomes<'_> {
+    fn catalog(&self) -> &Arc<Catalog> {
+        &self.uploader.shared.catalog
+    }
+
+    fn clock(&self) -> &Arc<dyn Clock> {
+        &self.uploader.shared.clock
+    }
+
+    /// Shows new progress in the job status; `force` even if the last report is recent.
+    /// `true` when there was progress to show.
+    pub(super) async fn report(&self, force: bool) -> bool {
+        let mut reported = self.reported.lock().await;
+        let now = self.clock().monotonic();
+        let due = force
+            || reported
+                .1
+                .is_none_or(|at| now.saturating_sub(at) >= STATUS_EVERY);
+        if !due {
+            return false;
+        }
+        let snap = self.progress.snapshot();
+        if snap.fragments_uploaded == reported.0.fragments_uploaded {
+            return false;
+        }
+        self.uploader
+            .status(self.key, JobStatus::Success, None, snap.last_persisted)
+            .await;
+        *reported = (snap, Some(now));
+        true
+    }
+
     /// A request was made (counted in the job's sessions).
     pub fn session_opened(&self) {
         self.progress
@@ -59,20 +98,22 @@ impl Outcomes<'_> {
 
     /// The service persisted `fragment` as `number`: it is uploaded.
     pub async fn persisted(&self, fragment: &FragmentRow, number: &str) -> Result<(), UploadError> {
-        let (id, number, now) = (fragment.id, number.to_owned(), self.clock.now());
-        blocking(&self.catalog, move |c| {
+        let (id, number, now) = (fragment.id, number.to_owned(), self.clock().now());
+        blocking(self.catalog(), move |c| {
             c.mark_fragment_uploaded(id, &number, now)
         })
         .await?;
-        self.progress.add_uploaded(fragment.size, self.clock.now());
+        self.progress
+            .add_uploaded(fragment.size, self.clock().now());
+        self.report(false).await;
         Ok(())
     }
 
     /// `fragment` can never be sent (`what` says why): it is marked failed and skipped. Counted
     /// as failed even when the catalog cannot record it.
     pub async fn rejected(&self, fragment: &FragmentRow, what: &str) -> Result<(), UploadError> {
-        let (id, error, now) = (fragment.id, what.to_owned(), self.clock.now());
-        let marked = blocking(&self.catalog, move |c| {
+        let (id, error, now) = (fragment.id, what.to_owned(), self.clock().now());
+        let marked = blocking(self.catalog(), move |c| {
             c.mark_fragment_failed(id, &error, now)
         })
         .await;
