@@ -259,9 +259,15 @@ async fn connection_cut_mid_fragment_resumes_without_loss() {
     let index = s.emulator.index("cut").await;
     let c = counts(&index);
     assert_eq!(c.len(), 12, "every fragment persisted: {index}");
-    // Paced sending lets each PERSISTED arrive before the next fragment starts, so only the
-    // fragment cut in the middle was in flight, and it was never persisted the first time.
-    assert!(c.values().all(|&n| n == 1), "duplicates: {c:?}");
+    // The service closes a fragment when the next Cluster starts (or at the END_OF_FRAGMENT
+    // tag): the fragment before the one cut in the middle may have been persisted with its ack
+    // lost in the cut. It was in flight, so it alone may be there twice.
+    let mut timecodes: Vec<i64> = c.keys().copied().collect();
+    timecodes.sort_unstable();
+    for (i, t) in timecodes.iter().enumerate() {
+        let most = if i == 3 { 2 } else { 1 };
+        assert!(c[t] <= most, "fragment {i} sent {} times: {c:?}", c[t]);
+    }
     assert!(index["sessions"].as_u64().unwrap() >= 2);
     assert_eq!(uploaded_count(&s.catalog, "cut"), 12);
     assert_uploaded_only_with_persisted(&s, "cut", &rec, &index);

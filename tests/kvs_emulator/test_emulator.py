@@ -574,7 +574,13 @@ class EmulatorTest(unittest.TestCase):
             self.assertIsNone(put.ended_at)
         finally:
             put.close()
+        # The client may see the close before the emulator has logged how the session ended.
+        deadline = time.monotonic() + 5
         snap = self.snapshot("tlog")
+        while len(snap["session_log"]) < 2 or snap["session_log"][1]["ended"] is None:
+            self.assertLess(time.monotonic(), deadline, snap["session_log"])
+            time.sleep(0.02)
+            snap = self.snapshot("tlog")
         self.assertEqual(snap["sessions"], 2)
         self.assertEqual([(r["status"], r["error"], r["session"]) for r in snap["requests"]],
                          [(401, "NotAuthorizedException", None), (200, None, 1), (200, None, 2)])
