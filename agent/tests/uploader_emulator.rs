@@ -351,32 +351,92 @@ async fn error_4004_marks_the_fragment_failed_and_moves_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn error_4008_ends_the_run_with_user_error() {
+async fn errors_4008_and_4507_end_the_run_with_user_error_naming_which() {
     let s = setup(&[]);
-    configure(&s.catalog, "gone");
-    s.record("gone", 1, 6);
+    for (id, name) in [(4008, "STREAM_NOT_ACTIVE"), (4507, "STREAM_DELETED")] {
+        let stream = format!("gone-{id}");
+        configure(&s.catalog, &stream);
+        s.record(&stream, 1, 6);
+        s.emulator
+            .fault(
+                &stream,
+                json!({"kind": "error", "at_fragment": 1, "error_id": id}),
+            )
+            .await;
+        let up = s.uploader().await;
+        let r = until_empty(&up, &stream).wait().await;
+        match &r {
+            Err(UploadError::StreamNotActive { what, .. }) => {
+                assert_eq!(what, &format!("{id} {name}"));
+            }
+            other => panic!("{id}: {other:?}"),
+        }
+        let status = s
+            .catalog
+            .job_status(&stream, Job::Uploader)
+            .unwrap()
+            .unwrap();
+        assert_eq!(status.status, JobStatus::UserError);
+        let details = status.details.unwrap();
+        assert!(
+            details.contains(&id.to_string()) && details.contains(name),
+            "{details}"
+        );
+        // Only the fragment before the error is uploaded; the rest stay pending.
+        assert_eq!(uploaded_count(&s.catalog, &stream), 1, "{id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_without_retention_is_refused_before_sending() {
+    let s = setup(&["--no-auto-create"]);
     s.emulator
-        .fault(
-            "gone",
-            json!({"kind": "error", "at_fragment": 1, "error_id": 4008}),
-        )
+        .admin("streams/noret/create", json!({"retention_hours": 0}))
         .await;
+    configure(&s.catalog, "noret");
+    s.record("noret", 1, 3);
     let up = s.uploader().await;
-    let h = until_empty(&up, "gone");
-    let r = h.wait().await;
-    assert!(
-        matches!(r, Err(UploadError::StreamNotActive { .. })),
-        "{r:?}"
-    );
+    let r = until_empty(&up, "noret").wait().await;
+    let e = r.expect_err("no retention");
+    assert!(matches!(e, UploadError::NoRetention { .. }), "{e:?}");
+    assert!(e.to_string().contains("DataRetentionInHours 0"), "{e}");
+    let index = s.emulator.index("noret").await;
+    assert!(index["requests"].as_array().unwrap().is_empty(), "{index}");
     let status = s
         .catalog
-        .job_status("gone", Job::Uploader)
+        .job_status("noret", Job::Uploader)
         .unwrap()
         .unwrap();
     assert_eq!(status.status, JobStatus::UserError);
-    assert!(status.details.unwrap().contains("4008"));
-    // Only the fragment before the error is uploaded; the rest stay pending.
-    assert_eq!(uploaded_count(&s.catalog, "gone"), 1);
+    assert_eq!(uploaded_count(&s.catalog, "noret"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_session_ends_with_the_eofr_tag_after_its_last_ack() {
+    let s = setup(&[]);
+    s.record("eofr", 2, 4);
+    s.emulator
+        .admin("streams/eofr/faults", json!({"delay_persisted_ms": 1500}))
+        .await;
+    upload_all(&s, "eofr", test_options()).await;
+    let index = s.emulator.index("eofr").await;
+    let c = counts(&index);
+    assert_eq!(c.len(), 8);
+    assert!(c.values().all(|&n| n == 1), "duplicates: {c:?}");
+    let log = index["session_log"].as_array().unwrap();
+    assert!(!log.is_empty());
+    for session in log {
+        assert_eq!(session["last_cluster_eofr"], true, "{session}");
+        assert_eq!(session["ended"], "body_end", "{session}");
+        let (body_end, last_ack) = (
+            session["body_end_ms"].as_i64().unwrap(),
+            session["last_ack_ms"].as_i64().unwrap(),
+        );
+        assert!(
+            body_end >= last_ack,
+            "the body ended before the last ack: {session}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
