@@ -871,3 +871,70 @@ async fn a_silent_service_times_out_and_is_retried() {
     assert_eq!(uploaded_count(&s.catalog, "mute"), 6);
     assert_uploaded_only_with_persisted(&s, "mute", &rec, &index);
 }
+
+/// Issue 15: with PERSISTED 5 s late, a window end and a stop still hear every ack of what they
+/// sent (the body stays open for them), so the next run resends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_persisted_acks_survive_a_window_end_and_a_stop() {
+    let s = setup(&[]);
+    for (stream, by_stop) in [("late-window", false), ("late-stop", true)] {
+        s.record(stream, 2, 6);
+        s.emulator
+            .admin(
+                &format!("streams/{stream}/faults"),
+                json!({"delay_persisted_ms": 5000}),
+            )
+            .await;
+        let opts = kvs_edge_agent::uploader::Options {
+            stop_drain: Duration::from_secs(6),
+            ..test_options()
+        };
+        let up = uploader(Arc::clone(&s.catalog), &s.recordings, &s.emulator, opts).await;
+        let until = (!by_stop).then(|| jiff::Timestamp::now() + jiff::SignedDuration::from_secs(1));
+        let h = up.start(
+            StreamTarget::Name(stream.into()),
+            RunMode::UntilStopped,
+            until,
+        );
+        if by_stop {
+            wait_until_async("the first session", Duration::from_secs(10), || {
+                h.progress().sessions >= 1
+            })
+            .await
+            .unwrap();
+            h.stop();
+        }
+        let stopping = std::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(15), h.wait())
+            .await
+            .expect("the run ends")
+            .unwrap();
+        assert!(
+            stopping.elapsed() < Duration::from_secs(7),
+            "{stream}: {:?}",
+            stopping.elapsed()
+        );
+        let first = s.emulator.index(stream).await;
+        let sent = persisted(&first).len();
+        assert!(sent >= 1, "{first}");
+        assert_eq!(
+            uploaded_count(&s.catalog, stream),
+            sent,
+            "{stream}: every fragment the service stored was acknowledged in time"
+        );
+        s.emulator
+            .admin(
+                &format!("streams/{stream}/faults"),
+                json!({"delay_persisted_ms": 0}),
+            )
+            .await;
+        upload_all(&s, stream, test_options()).await;
+        let index = s.emulator.index(stream).await;
+        let c = counts(&index);
+        assert_eq!(c.len(), 12, "{stream}: nothing lost");
+        assert!(c.values().all(|&n| n == 1), "{stream}: sent twice: {c:?}");
+        for session in index["session_log"].as_array().unwrap() {
+            assert_eq!(session["last_cluster_eofr"], true, "{session}");
+        }
+    }
+}
