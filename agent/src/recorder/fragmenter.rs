@@ -27,6 +27,15 @@ pub const MAX_FRAGMENT_MS: i64 = 10_000;
 /// KVS's limit on a fragment's size: "50 MB" (PutMedia, ErrorId 4001), decimal, as the
 /// emulator counts it.
 pub const MAX_FRAGMENT_BYTES: usize = 50_000_000;
+/// What a Cluster adds around its frames, at most: its ID and 8-byte size, and the Timecode.
+const CLUSTER_OVERHEAD: usize = 4 + 8 + 10;
+/// What each SimpleBlock adds to its frame, at most: ID, 8-byte size, track, timecode, flags.
+const BLOCK_OVERHEAD: usize = 1 + 8 + 4;
+
+/// A frame's share of its Cluster's size, which is what the service's cap counts.
+fn cost(data: &[u8]) -> usize {
+    data.len() + BLOCK_OVERHEAD
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FragmenterConfig {
@@ -95,7 +104,7 @@ impl Fragmenter {
             } else if f.key && span >= self.cfg.min_fragment_ms {
                 done = self.close(Some(f.timestamp_ms));
             } else if span >= self.cfg.max_fragment_ms
-                || b.bytes + f.data.len() > self.cfg.max_fragment_bytes
+                || b.bytes + cost(&f.data) > self.cfg.max_fragment_bytes
             {
                 if !self.warned_long_gop {
                     warn!(
@@ -111,7 +120,7 @@ impl Fragmenter {
         }
         match &mut self.current {
             Some(b) => {
-                b.bytes += f.data.len();
+                b.bytes += cost(&f.data);
                 b.frames.push(Frame {
                     timestamp_ms: f.timestamp_ms,
                     key: f.key,
@@ -148,7 +157,7 @@ impl Fragmenter {
             self.segment_track = Some(f.track.clone());
         }
         self.current = Some(Building {
-            bytes: f.data.len(),
+            bytes: CLUSTER_OVERHEAD + cost(&f.data),
             frames: vec![Frame {
                 timestamp_ms: f.timestamp_ms,
                 key: f.key,
@@ -284,12 +293,33 @@ mod tests {
     fn size_limit_closes_fragment() {
         let t = track(1);
         let mut fr = Fragmenter::new(FragmenterConfig {
-            max_fragment_bytes: 5 * 10,
+            max_fragment_bytes: CLUSTER_OVERHEAD + 10 * cost(&[0; 5]),
             ..cfg()
         });
         let out = feed(&mut fr, &t, 0, 25, 25);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].frames.len(), 10);
+    }
+
+    #[test]
+    fn the_cap_is_the_seeds_50_mb_counted_as_the_cluster_is() {
+        let t = track(1);
+        let mut fr = Fragmenter::new(cfg());
+        let big = |ts: i64, key: bool| TimedFrame {
+            timestamp_ms: ts,
+            key,
+            data: vec![0; 999_000],
+            track: t.clone(),
+        };
+        let out: Vec<Fragment> = (0..60)
+            .filter_map(|i| fr.push(big(i * 10, i == 0)))
+            .collect();
+        assert_eq!(out.len(), 1, "closed by size before any key frame");
+        let f = &out[0];
+        let cluster = crate::media::mkv::cluster(&f.frames).unwrap();
+        assert!(cluster.len() <= 50_000_000, "{}", cluster.len());
+        // One frame more would not fit under 50,000,000 (it would under 50 MiB).
+        assert!(cluster.len() + 999_000 > 50_000_000, "{}", cluster.len());
     }
 
     #[test]
