@@ -107,6 +107,18 @@ def signed_headers(port, stream="s", secret=SK, extra=None, start_ms=None, ak=AK
     return out
 
 
+def read_all(s):
+    """Everything the peer sends until it closes, then closes our end."""
+    data = b""
+    while True:
+        c = s.recv(65536)
+        if not c:
+            break
+        data += c
+    s.close()
+    return data
+
+
 def control(port, op, doc, ak=AK, secret=SK, token=None):
     """A signed control-plane call; returns (status, response headers, JSON body)."""
     body = json.dumps(doc).encode()
@@ -116,13 +128,7 @@ def control(port, op, doc, ak=AK, secret=SK, token=None):
     s = socket.create_connection(("127.0.0.1", port))
     head = f"POST /{op} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in req.headers.items())
     s.sendall((head + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body)
-    data = b""
-    while True:
-        c = s.recv(65536)
-        if not c:
-            break
-        data += c
-    s.close()
+    data = read_all(s)
     head, _, rest = data.partition(b"\r\n\r\n")
     return int(head.split(b" ")[1]), head, json.loads(rest or b"{}")
 
@@ -217,13 +223,7 @@ def admin(port, path, doc=None):
     s = socket.create_connection(("127.0.0.1", port))
     s.sendall(f"POST /_admin/{path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
               f"Connection: close\r\n\r\n".encode() + body)
-    data = b""
-    while True:
-        c = s.recv(65536)
-        if not c:
-            break
-        data += c
-    s.close()
+    data = read_all(s)
     return data
 
 
@@ -231,13 +231,7 @@ def snapshot(port, name):
     """The emulator's admin snapshot of one stream (index, requests, session log)."""
     s = socket.create_connection(("127.0.0.1", port))
     s.sendall(f"GET /_admin/streams/{name} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-    data = b""
-    while True:
-        c = s.recv(65536)
-        if not c:
-            break
-        data += c
-    s.close()
+    data = read_all(s)
     return json.loads(data.partition(b"\r\n\r\n")[2])
 
 
