@@ -215,11 +215,21 @@ impl Agent {
         match (&self.greengrass, &self.settings.region) {
             (Some(gg), _) => Some(crate::aws::greengrass::sdk_config(gg).await),
             (None, Some(_)) => {
-                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
                 if let Some(p) = self.iot_credentials.take() {
-                    loader = loader.credentials_provider(p);
+                    let loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+                    return Some(loader.credentials_provider(p).load().await);
                 }
-                Some(loader.load().await)
+                match crate::aws::env_credentials::sdk_config().await {
+                    Ok(sdk) => Some(sdk),
+                    Err(e) => {
+                        warn!(error = %e, "ignoring the credentials' expiry");
+                        Some(
+                            aws_config::defaults(aws_config::BehaviorVersion::latest())
+                                .load()
+                                .await,
+                        )
+                    }
+                }
             }
             (None, None) => None,
         }

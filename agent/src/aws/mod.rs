@@ -4,6 +4,7 @@
 //!
 //! [`SecretSource`]: crate::secrets::SecretSource
 
+pub mod env_credentials;
 pub mod greengrass;
 pub mod greengrass_ipc;
 pub mod iot_credentials;

@@ -72,13 +72,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        let uploader = Uploader::from_env(
+        let sdk = kvs_edge_agent::aws::env_credentials::sdk_config().await?;
+        let uploader = Uploader::new(
+            &sdk,
             Arc::clone(&catalog),
             settings.recording_directory.clone(),
             Arc::new(RealClock),
             options,
         )
-        .await
         .context("cannot set up the uploader")?;
         let handle = uploader.start(target, mode, None);
         let tty = std::io::stdout().is_terminal();

@@ -304,20 +304,6 @@ enum Next {
 }
 
 impl Uploader {
-    /// Loads the AWS configuration (region, credentials provider chain, endpoint overrides such
-    /// as `AWS_ENDPOINT_URL_KINESIS_VIDEO`) from the environment.
-    pub async fn from_env(
-        catalog: Arc<Catalog>,
-        recording_dir: PathBuf,
-        clock: Arc<dyn Clock>,
-        options: Options,
-    ) -> Result<Uploader, UploadError> {
-        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .load()
-            .await;
-        Self::new(&sdk, catalog, recording_dir, clock, options)
-    }
-
     /// Uploads with PutMedia, as `sdk` configures it.
     pub fn new(
         sdk: &aws_config::SdkConfig,
