@@ -682,7 +682,13 @@ class EmulatorTest(unittest.TestCase):
             self.assertIsNone(put.find("RECEIVED", NOW_MS + 1000))
         finally:
             put.close()
+        # The client may see the close before the emulator has logged how the session ended.
+        deadline = time.monotonic() + 5
         snap = self.snapshot("texp2")
+        while not snap["session_log"] or snap["session_log"][-1]["ended"] is None:
+            self.assertLess(time.monotonic(), deadline, snap["session_log"])
+            time.sleep(0.02)
+            snap = self.snapshot("texp2")
         self.assertEqual(snap["expired_sessions"], 1)
         self.assertEqual((snap["session_log"][-1]["ended"], snap["session_log"][-1]["fragments"]),
                          ("expired", 1))
