@@ -248,17 +248,28 @@ fn sample_segment(rng: &mut Rng, rec: &Path, snap: &Snapshot) -> Result<bool, St
 /// The emulator's record of a stream: errors other than a body cut short (4000) fail; within a
 /// session timecodes strictly increase; the first copies of all fragments come in timecode
 /// order; a fragment whose PERSISTED ack the agent committed (`acked`: timecode -> number) was
-/// never sent again (its number is the last copy). Returns (persisted copies, duplicates).
+/// never sent again (its number is the last copy). Returns the copies persisted and the
+/// duplicates, each duplicate classified by [`in_flight`].
 fn verify_emulator(
     index: &serde_json::Value,
     acked: &BTreeMap<i64, String>,
-) -> Result<(usize, usize), String> {
+    faults: &[Fault],
+) -> Result<Dups, String> {
     let errors = index["errors"].as_array().cloned().unwrap_or_default();
     let bad: Vec<_> = errors.iter().filter(|e| e["error_id"] != 4000).collect();
     ensure!(bad.is_empty(), "emulator errors: {bad:?}");
     let frags = index["fragments"].as_array().cloned().unwrap_or_default();
     let mut per_session: HashMap<i64, i64> = HashMap::new();
     let mut copies: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+    // The previous copy of each timecode: (session, received_ms).
+    let mut previous: HashMap<i64, (i64, i64)> = HashMap::new();
+    let ended: HashMap<i64, String> = index["session_log"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| Some((s["session"].as_i64()?, s["ended"].as_str()?.to_owned())))
+        .collect();
+    let mut dups = Dups::default();
     let mut last_first = i64::MIN;
     for f in &frags {
         let tc = f["timecode"].as_i64().unwrap();
@@ -266,6 +277,19 @@ fn verify_emulator(
         let number = f["fragment_number"].as_str().unwrap().to_owned();
         if let Some(prev) = per_session.insert(session, tc) {
             ensure!(tc > prev, "session {session}: {tc} after {prev}");
+        }
+        let received = f["received_ms"].as_i64().unwrap_or(i64::MAX);
+        if let Some((prev_session, prev_received)) = previous.insert(tc, (session, received)) {
+            dups.total += 1;
+            let how = ended.get(&prev_session).map_or("open", String::as_str);
+            if in_flight(tc, how, prev_received, faults) {
+                dups.in_flight += 1;
+            } else {
+                dups.outside.push(format!(
+                    "{tc}: copy in session {session}, the previous one in session \
+                     {prev_session} (ended {how}, received at {prev_received})"
+                ));
+            }
         }
         let c = copies.entry(tc).or_default();
         if c.is_empty() {
@@ -292,8 +316,73 @@ fn verify_emulator(
             "{tc}: sent again after its PERSISTED ack ({number}) was committed: {c:?}"
         );
     }
-    let dups = frags.len() - copies.len();
-    Ok((frags.len(), dups))
+    dups.copies = frags.len();
+    ensure!(
+        dups.total == frags.len() - copies.len(),
+        "duplicate count {} != copies {} - timecodes {}",
+        dups.total,
+        frags.len(),
+        copies.len()
+    );
+    Ok(dups)
+}
+
+/// A fault injected from outside: its wall-clock instant, and the timecodes the agent's catalog
+/// had committed but not yet acknowledged (not UPLOADED) right after it.
+struct Fault {
+    ms: i64,
+    unacked: BTreeSet<i64>,
+}
+
+impl Fault {
+    fn now(snap: &Snapshot) -> Self {
+        Fault {
+            ms: now_ms(),
+            unacked: snap
+                .frags
+                .values()
+                .filter(|f| f.upload_state != "UPLOADED")
+                .map(|f| f.timecode_ms)
+                .collect(),
+        }
+    }
+}
+
+/// The emulator's duplicates: fragments (by timecode) persisted more than once.
+#[derive(Debug, Default)]
+struct Dups {
+    /// Fragments persisted, every copy counted.
+    copies: usize,
+    /// Copies beyond the first.
+    total: usize,
+    /// Of those, copies whose previous copy was in flight at a fault.
+    in_flight: usize,
+    /// The others, described: a resend nothing explains.
+    outside: Vec<String>,
+}
+
+impl Dups {
+    /// The table's "lost" cell: nothing lost, and the duplicates.
+    fn cell(&self) -> String {
+        format!(
+            "0 (dup {}: {} in flight at a fault, {} outside)",
+            self.total,
+            self.in_flight,
+            self.outside.len()
+        )
+    }
+}
+
+/// Whether a copy of `tc` was in flight (sent, not acknowledged) when a fault hit, so that a
+/// resend is expected: its session did not end with the body (`ended` is `cut`, `dropped`,
+/// `idle`, `error`, `expired` or still open: the PERSISTED ack may never have reached the
+/// agent), or the catalog still had it unacknowledged right after a fault that came after the
+/// copy's last byte reached the emulator.
+fn in_flight(tc: i64, ended: &str, received_ms: i64, faults: &[Fault]) -> bool {
+    ended != "body_end"
+        || faults
+            .iter()
+            .any(|f| f.unacked.contains(&tc) && received_ms <= f.ms)
 }
 
 fn note_acked(acked: &mut BTreeMap<i64, String>, snap: &Snapshot) -> Result<(), String> {
@@ -350,6 +439,7 @@ fn kill9(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
     // can fire here (64 MB and an hour are out of reach), so each must have reached the cloud.
     let mut deleted: BTreeSet<i64> = BTreeSet::new();
     let mut seen: BTreeSet<(String, u64)> = BTreeSet::new();
+    let mut faults: Vec<Fault> = Vec::new();
     let phases = [Phase::Recording, Phase::Uploading, Phase::Deleting];
     for k in 0..=kills {
         let phase = phases[k % phases.len()];
@@ -433,6 +523,7 @@ fn kill9(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
             Phase::Deleting => rng.millis(0, 40),
         };
         std::thread::sleep(delay);
+        let kill_ms = now_ms();
         agent.kill9()?;
         eprintln!(
             "reliability: kill {k} {phase:?}: recovered at {} ms, event at {} ms, killed {} ms later",
@@ -444,6 +535,10 @@ fn kill9(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
 
         // The crash state: only the residue a crash may leave, on the newest segment.
         let previous = std::mem::replace(&mut before, snapshot(&agent.catalog(), STREAM));
+        faults.push(Fault {
+            ms: kill_ms,
+            ..Fault::now(&before)
+        });
         if startup_kill {
             tally(
                 &mut gone,
@@ -537,7 +632,8 @@ fn kill9(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
         }
     }
     let index = rt.block_on(emulator.index(STREAM));
-    let (copies, dups) = verify_emulator(&index, &acked)?;
+    let dups = verify_emulator(&index, &acked, &faults)?;
+    let copies = dups.copies;
     let persisted: BTreeSet<i64> = each(&index, "fragments", "timecode", Value::as_i64);
     let unsent: Vec<&i64> = deleted.difference(&persisted).collect();
     ensure!(
@@ -545,8 +641,15 @@ fn kill9(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
         "deleted without having been uploaded (lost): {unsent:?}"
     );
     ensure!(
-        dups <= 2 * kills + 2,
-        "{dups} duplicate fragments for {kills} kills: resends beyond the fragments in flight"
+        dups.outside.is_empty(),
+        "{} duplicates not in flight at a kill: {:#?}",
+        dups.outside.len(),
+        dups.outside
+    );
+    ensure!(
+        dups.in_flight <= 2 * kills + 2,
+        "{} duplicate fragments for {kills} kills: more than a kill can leave in flight",
+        dups.in_flight
     );
     drop(camera);
     let phases: Vec<String> = phase_kills
@@ -560,10 +663,11 @@ fn kill9(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
         recovered: format!(
             "{kills}/{kills}: {} fragments committed, {} torn tails, {mid_delete} mid-deletion, \
              {cli_repairs} check --repair, {sampled} segments probed, {copies} uploaded \
-             ({dups} resent after a kill), {} deleted by the janitor, each found in the \
+             ({} resent after a kill), {} deleted by the janitor, each found in the \
              emulator ({})",
             seen.len(),
             torn,
+            dups.total,
             deleted.len(),
             if gone.is_empty() {
                 "none".into()
@@ -571,7 +675,7 @@ fn kill9(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
                 gone.join(", ")
             }
         ),
-        lost: "0".into(),
+        lost: dups.cell(),
         result: "ok".into(),
     })
 }
@@ -831,6 +935,7 @@ fn proxy_faults(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
     let mut need_conns = 1;
     let mut slowest_after_progress = Duration::ZERO;
     let mut uploaded_at_open = 0;
+    let mut faults: Vec<Fault> = Vec::new();
     for (i, kind) in plan.iter().enumerate() {
         // Mid-body: a PutMedia request open with a random part of its body forwarded.
         let threshold = rng.range(1, 40_000);
@@ -865,6 +970,7 @@ fn proxy_faults(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
             }
         }
         if kind.contains("cut") {
+            faults.push(Fault::now(&snapshot(&db, STREAM)));
             need_conns = st.putmedia_conns.load(Ordering::SeqCst) + 1;
             // A connection that made progress is no failure in a row: the agent comes back
             // after its minimum backoff (1 s), not after a delay grown by earlier cuts.
@@ -929,7 +1035,14 @@ fn proxy_faults(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
     let mut acked = BTreeMap::new();
     note_acked(&mut acked, &end)?;
     let index = rt.block_on(emulator.index(STREAM));
-    let (copies, dups) = verify_emulator(&index, &acked)?;
+    let dups = verify_emulator(&index, &acked, &faults)?;
+    ensure!(
+        dups.outside.is_empty(),
+        "{} duplicates not in flight at a cut: {:#?}",
+        dups.outside.len(),
+        dups.outside
+    );
+    let copies = dups.copies;
     // The stored bytes are the recorded bytes.
     let by_number: HashMap<String, String> = index["fragments"]
         .as_array()
@@ -985,15 +1098,20 @@ fn proxy_faults(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
             }
         ),
         recovered: format!(
-            "{}/{}: {} fragments all acknowledged {:.1} s after the last fault, {copies} persisted ({dups} resent), {} PutMedia connections, reconnect after a cut <= {:.1} s",
+            "{}/{}: {} fragments all acknowledged {:.1} s after the last fault, {copies} persisted ({} resent), {} PutMedia connections, reconnect after a cut <= {:.1} s",
             plan.len(),
             plan.len(),
             uploaded.len(),
             drained.as_secs_f64(),
+            dups.total,
             st.putmedia_conns.load(Ordering::SeqCst),
             slowest_after_progress.as_secs_f64()
         ),
-        lost: unacked.to_string(),
+        lost: if unacked == 0 {
+            dups.cell()
+        } else {
+            format!("{unacked} unacknowledged; {}", dups.cell())
+        },
         result: "ok".into(),
     })
 }

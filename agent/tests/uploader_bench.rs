@@ -6,6 +6,10 @@
 //!    stream in parallel. The emulator (Python) parses every element, so both sides measure
 //!    the same ceiling; the comparison says whether the agent adds overhead.
 //! 2. Pacing on: the fragment rate the emulator measures (server receive times) is at most 5/s.
+//! 3. Live (`live_upload_benchmark`): a stream appended at real time, one 2 s fragment every
+//!    2 s, uploaded by one `UntilStopped` job with the default options for BENCH_LIVE_SECS
+//!    (300): the latency from the catalog commit to PERSISTED, PutMedia requests per hour, and
+//!    fragments lost or duplicated (both must be 0).
 
 #[path = "support/kvs.rs"]
 mod kvs;
@@ -18,14 +22,16 @@ mod sample;
 #[path = "support/uploader.rs"]
 mod uploader;
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kvs::*;
-use kvs_edge_agent::catalog::Catalog;
-use kvs_edge_agent::uploader::Options;
+use kvs_edge_agent::catalog::{Catalog, NewFragment, NewSegment, UploadState};
+use kvs_edge_agent::media::mkv::{self, Frame};
+use kvs_edge_agent::uploader::{Options, RunMode, StreamTarget};
 use recording::{Recording, record};
 use serde_json::Value;
 use uploader::{an_hour_ago_ms, test_options, until_empty, uploader};
@@ -266,4 +272,211 @@ async fn upload_benchmark() {
         byte_rate <= 12.5 * mb / (mb - 0.066),
         "paced byte rate {byte_rate}"
     );
+}
+
+/// Live fragment length: two of the sample clip's 1 s GOPs per cluster.
+const LIVE_FRAGMENT_MS: i64 = 2000;
+
+/// Appends one 2 s fragment every 2 s of wall time (timecodes are wall-clock ms, as a camera's
+/// would be) until `until`, as the recorder does: cluster bytes written, then the catalog row
+/// committed (which announces it to the uploader). Returns timecode -> commit wall ms, taken
+/// right after the commit returns. Segments of 30 fragments (a minute), like a live recorder.
+fn append_live(
+    catalog: &Catalog,
+    recording_dir: &Path,
+    stream: &str,
+    until: Instant,
+) -> BTreeMap<i64, i64> {
+    let sample::Clip { track, frames, .. } = sample::clip(0);
+    let gops: Vec<&[Frame]> = frames.chunk_by(|_, b| !b.key).collect();
+    let dir = recording_dir.join(stream);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut committed = BTreeMap::new();
+    let start = Instant::now();
+    let t0 = jiff::Timestamp::now().as_millisecond();
+    let mut n: usize = 0;
+    'segments: for s in 0.. {
+        let t = t0 + LIVE_FRAGMENT_MS * n as i64;
+        let header = mkv::segment_header(&track, [(s % 250) as u8 + 1; 16]);
+        let rel = format!("{stream}/{t}.mkv");
+        let path = recording_dir.join(&rel);
+        let mut file = std::fs::File::create(&path).unwrap();
+        file.write_all(&header).unwrap();
+        let mut len = header.len() as u64;
+        let seg = catalog
+            .insert_segment(&NewSegment {
+                stream_name: stream.into(),
+                path: rel,
+                codec_id: track.codec.codec_id().into(),
+                codec_private: track.codec_private.clone(),
+                width: track.width,
+                height: track.height,
+                header_size: header.len() as u64,
+                start_ms: t,
+            })
+            .unwrap();
+        for _ in 0..30 {
+            // The fragment's end on the wall clock: it is committed then, not before.
+            let due = start + Duration::from_millis((LIVE_FRAGMENT_MS as u64) * (n as u64 + 1));
+            if due > until {
+                catalog.close_segment(seg).unwrap();
+                break 'segments;
+            }
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            let base = t0 + LIVE_FRAGMENT_MS * n as i64;
+            let fr: Vec<Frame> = gops[(2 * n) % gops.len()]
+                .iter()
+                .chain(gops[(2 * n + 1) % gops.len()].iter())
+                .enumerate()
+                .map(|(i, f)| Frame {
+                    timestamp_ms: base + sample::FRAME_MS * i as i64,
+                    key: f.key,
+                    data: f.data.clone(),
+                })
+                .collect();
+            let cluster = mkv::cluster(&fr).unwrap();
+            file.write_all(&cluster).unwrap();
+            file.sync_data().unwrap();
+            catalog
+                .add_fragment(
+                    seg,
+                    &NewFragment {
+                        offset: len,
+                        size: cluster.len() as u64,
+                        timecode_ms: base,
+                        duration_ms: sample::FRAME_MS * fr.len() as i64,
+                        frame_count: fr.len() as u32,
+                        key_frame_count: 2,
+                    },
+                )
+                .unwrap();
+            committed.insert(base, jiff::Timestamp::now().as_millisecond());
+            len += cluster.len() as u64;
+            n += 1;
+        }
+        catalog.close_segment(seg).unwrap();
+    }
+    committed
+}
+
+/// "median / max" of millisecond latencies.
+fn median_max(v: &mut [i64]) -> String {
+    v.sort_unstable();
+    format!("median {} ms, max {} ms", v[v.len() / 2], v[v.len() - 1])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: bench/upload/run.sh --mode live"]
+async fn live_upload_benchmark() {
+    let secs: u64 = std::env::var("BENCH_LIVE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    let tmp = tempfile::tempdir().unwrap();
+    let rec = tmp.path().join("rec");
+    let catalog = Arc::new(Catalog::open(&tmp.path().join("catalog.db")).unwrap());
+    let emulator = Emulator::start(&tmp.path().join("emu"), &[]);
+    let stream = "live";
+    let up = uploader(Arc::clone(&catalog), &rec, &emulator, Options::default()).await;
+    let job = up.start(
+        StreamTarget::Name(stream.into()),
+        RunMode::UntilStopped,
+        None,
+    );
+    // The agent's side: when the catalog first shows each fragment UPLOADED (polled every
+    // 50 ms), until `done`.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (catalog, done) = (Arc::clone(&catalog), Arc::clone(&done));
+        tokio::spawn(async move {
+            let mut seen: BTreeMap<i64, i64> = BTreeMap::new();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let now = jiff::Timestamp::now().as_millisecond();
+                for f in recording::catalog_fragments(&catalog, stream) {
+                    if f.upload_state == UploadState::Uploaded {
+                        seen.entry(f.timecode_ms).or_insert(now);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            seen
+        })
+    };
+    let live_start_ms = jiff::Timestamp::now().as_millisecond();
+    let until = Instant::now() + Duration::from_secs(secs);
+    let committed = {
+        let (catalog, rec) = (Arc::clone(&catalog), rec.clone());
+        tokio::task::spawn_blocking(move || append_live(&catalog, &rec, stream, until))
+            .await
+            .unwrap()
+    };
+    let live_end_ms = jiff::Timestamp::now().as_millisecond();
+    // The last fragment is acknowledged within seconds of its commit.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while recording::catalog_fragments(&catalog, stream)
+        .iter()
+        .any(|f| f.upload_state != UploadState::Uploaded)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "fragments still unacknowledged 60 s after the last commit"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = watcher.await.unwrap();
+    job.stop();
+    let progress = job.wait().await.unwrap();
+    assert_eq!(progress.fragments_failed, 0);
+    let index = emulator.index(stream).await;
+    let frags = index["fragments"].as_array().unwrap();
+    let mut copies: BTreeMap<i64, usize> = BTreeMap::new();
+    let mut to_persisted = Vec::new();
+    for f in frags {
+        let tc = f["timecode"].as_i64().unwrap();
+        assert_eq!(f["persisted"], true, "{f}");
+        *copies.entry(tc).or_default() += 1;
+        if copies[&tc] == 1
+            && let Some(c) = committed.get(&tc)
+        {
+            // PERSISTED goes out when the fragment closes (no ack delay is armed).
+            to_persisted.push(f["closed_ms"].as_i64().unwrap() - c);
+        }
+    }
+    let lost = committed
+        .keys()
+        .filter(|tc| !copies.contains_key(tc))
+        .count();
+    let dups: usize = copies.values().map(|n| n - 1).sum();
+    let mut to_uploaded: Vec<i64> = committed
+        .iter()
+        .filter_map(|(tc, c)| Some(seen.get(tc)? - c))
+        .collect();
+    let requests = index["requests"].as_array().unwrap();
+    let in_live = requests
+        .iter()
+        .filter(|r| r["ms"].as_i64().is_some_and(|ms| ms <= live_end_ms))
+        .count();
+    let hours = (live_end_ms - live_start_ms) as f64 / 3.6e6;
+    let mut ended: BTreeMap<String, usize> = BTreeMap::new();
+    for l in index["session_log"].as_array().unwrap() {
+        *ended
+            .entry(l["ended"].as_str().unwrap_or("open").to_owned())
+            .or_default() += 1;
+    }
+    println!(
+        "live, 1 stream, {secs} s, {} fragments of 2 s: commit -> PERSISTED (emulator closed_ms) {}; commit -> UPLOADED in the catalog (polled 50 ms) {}",
+        committed.len(),
+        median_max(&mut to_persisted),
+        median_max(&mut to_uploaded)
+    );
+    println!(
+        "live, 1 stream: {in_live} PutMedia requests while live ({:.1}/hour), {} in all, sessions {} (ended: {ended:?}); lost {lost}, duplicated {dups}",
+        in_live as f64 / hours,
+        requests.len(),
+        index["sessions"]
+    );
+    assert_eq!(lost, 0, "fragments lost");
+    assert_eq!(dups, 0, "fragments duplicated");
+    assert_eq!(to_persisted.len(), committed.len());
 }
