@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kvs::*;
-use kvs_edge_agent::catalog::{Catalog, NewFragment, NewSegment, UploadState};
+use kvs_edge_agent::catalog::{Catalog, NewFragment, UploadState};
 use kvs_edge_agent::media::mkv::{self, Frame};
 use kvs_edge_agent::uploader::{Options, RunMode, StreamTarget};
 use recording::{Recording, record};
@@ -304,16 +304,13 @@ fn append_live(
         file.write_all(&header).unwrap();
         let mut len = header.len() as u64;
         let seg = catalog
-            .insert_segment(&NewSegment {
-                stream_name: stream.into(),
-                path: rel,
-                codec_id: track.codec.codec_id().into(),
-                codec_private: track.codec_private.clone(),
-                width: track.width,
-                height: track.height,
-                header_size: header.len() as u64,
-                start_ms: t,
-            })
+            .insert_segment(&recording::segment_row(
+                stream,
+                rel,
+                &track,
+                header.len(),
+                t,
+            ))
             .unwrap();
         for _ in 0..30 {
             // The fragment's end on the wall clock: it is committed then, not before.

@@ -66,16 +66,7 @@ pub fn record(
         let path = recording_dir.join(&rel);
         let mut file = header.clone();
         let seg = catalog
-            .insert_segment(&NewSegment {
-                stream_name: stream.into(),
-                path: rel,
-                codec_id: track.codec.codec_id().into(),
-                codec_private: track.codec_private.clone(),
-                width: track.width,
-                height: track.height,
-                header_size: header.len() as u64,
-                start_ms: t,
-            })
+            .insert_segment(&segment_row(stream, rel, &track, header.len(), t))
             .unwrap();
         std::fs::write(&path, &file).unwrap();
         for f in 0..per_segment {
@@ -205,4 +196,24 @@ pub fn segment_files(rec: &Path, stream: &str) -> Vec<PathBuf> {
     }
     out.sort();
     out
+}
+
+/// The catalog row of a segment file of `track` at `rel`, whose header is `header_len` bytes.
+pub fn segment_row(
+    stream: &str,
+    rel: String,
+    track: &TrackInfo,
+    header_len: usize,
+    start_ms: i64,
+) -> NewSegment {
+    NewSegment {
+        stream_name: stream.into(),
+        path: rel,
+        codec_id: track.codec.codec_id().into(),
+        codec_private: track.codec_private.clone(),
+        width: track.width,
+        height: track.height,
+        header_size: header_len as u64,
+        start_ms,
+    }
 }
