@@ -182,11 +182,6 @@ impl Feed {
         }
     }
 
-    /// Whether a commit was announced since the last [`Feed::changed`].
-    pub fn has_changed(&self) -> bool {
-        self.commits.has_changed().unwrap_or(false)
-    }
-
     async fn refill(&mut self) -> Result<bool, UploadError> {
         // Marks what is already committed as seen: `changed` then waits for newer commits.
         self.commits.mark_unchanged();
