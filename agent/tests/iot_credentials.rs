@@ -4,97 +4,22 @@
 
 #[path = "support/certs.rs"]
 mod certs;
+#[path = "support/iot_endpoint.rs"]
+mod iot_endpoint;
 #[path = "support/peer.rs"]
 mod peer;
 #[path = "support/process.rs"]
 mod process;
 
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::provider::ProvideCredentials;
 use kvs_edge_agent::aws::iot_credentials::{IotCredentialsError, IotCredentialsProvider};
 use kvs_edge_agent::settings::IotSettings;
 
-use certs::openssl;
+use iot_endpoint::{IotEndpoint, make_pki};
 use peer::require;
-use process::{Killed, ready_line};
-
-const EC: [&str; 4] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
-
-fn make_ca(dir: &Path, name: &str) {
-    let mut args = vec!["req", "-x509", "-nodes", "-days", "2"];
-    args.extend(EC);
-    let (key, pem, subj) = (
-        format!("{name}.key"),
-        format!("{name}.pem"),
-        format!("/CN={name}"),
-    );
-    args.extend(["-keyout", &key, "-out", &pem, "-subj", &subj]);
-    openssl(dir, &args);
-}
-
-fn make_leaf(dir: &Path, ca: &str, name: &str, ext: &str) {
-    let (key, csr, pem, subj, ext_file) = (
-        format!("{name}.key"),
-        format!("{name}.csr"),
-        format!("{name}.pem"),
-        format!("/CN={name}"),
-        format!("{name}.ext"),
-    );
-    std::fs::write(dir.join(&ext_file), ext).unwrap();
-    let mut args = vec!["req", "-new", "-nodes"];
-    args.extend(EC);
-    args.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
-    openssl(dir, &args);
-    let (ca_pem, ca_key) = (format!("{ca}.pem"), format!("{ca}.key"));
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &ca_pem,
-            "-CAkey",
-            &ca_key,
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-out",
-            &pem,
-            "-extfile",
-            &ext_file,
-        ],
-    );
-}
-
-fn start_server(dir: &Path) -> (Killed, u16) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/iot_credentials/server.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .args([
-            "--cert",
-            "server.pem",
-            "--key",
-            "server.key",
-            "--client-ca",
-            "ca.pem",
-        ])
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let child = Killed(child);
-    let port = ready_line(&mut stdout, "the credentials server", |line| {
-        line.parse().ok()
-    });
-    (child, port)
-}
 
 fn settings(dir: &Path, port: u16, alias: &str, device: &str) -> IotSettings {
     IotSettings {
@@ -119,18 +44,9 @@ async fn iot_credentials_provider() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let dir: PathBuf = tmp.path().to_owned();
-    make_ca(&dir, "ca");
-    make_ca(&dir, "rogue-ca");
-    make_leaf(
-        &dir,
-        "ca",
-        "server",
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    );
-    let client_ext = "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n";
-    make_leaf(&dir, "ca", "device", client_ext);
-    make_leaf(&dir, "rogue-ca", "rogue", client_ext);
-    let (_server, port) = start_server(&dir);
+    make_pki(&dir);
+    let server = IotEndpoint::start(&dir, &[]);
+    let port = server.port;
 
     // Long-lived credentials are reused; through the SDK's trait as the clients call it.
     let long = provider(&dir, port, "long");

@@ -19,6 +19,8 @@
 mod agent;
 #[path = "support/bin.rs"]
 mod bin;
+#[path = "support/camera_agent.rs"]
+mod camera_agent;
 #[path = "support/check.rs"]
 mod check;
 #[path = "support/ctl.rs"]
@@ -60,12 +62,13 @@ mod watcher;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::panic::AssertUnwindSafe;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use agent::{Agent, THING};
-use kvs::{ACCESS_KEY, Emulator, REGION, SECRET_KEY, each};
+use camera_agent::*;
+use kvs::{Emulator, each};
 use mkv::{ffprobe_frames_ok, mkvmerge_ok};
 use net::free_port;
 use peer::require;
@@ -81,8 +84,6 @@ use table::{Row, table};
 use tmpfs::Tmpfs;
 use tokio::runtime::Runtime;
 
-const STREAM: &str = "cam";
-const SECRET_ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:cam-uri";
 /// Generous bounds for events that normally take a second or two.
 const EVENT: Duration = Duration::from_secs(45);
 
@@ -125,55 +126,6 @@ fn nothing_lost(before: &Snapshot, after: &Snapshot) -> Result<(), String> {
         Err(lost) => return Err(format!("fragments lost: {lost:#?}")),
     }
     Ok(())
-}
-
-/// The settings file: 1 s fragments, 10 s segments, no disk reserve (scenario 5 wants the real
-/// ENOSPC), a thing name, and a broker (`None`: a port nobody listens on, so no control plane
-/// interferes; the agent retries it in the background).
-fn settings(secrets: &Path, broker: Option<&str>, extra: &str) -> String {
-    let dead = format!("mqtt://127.0.0.1:{}", free_port());
-    format!(
-        "secrets_file: {}\nrecorder:\n  min_fragment_duration_ms: 1000\n  segment_duration_secs: 10\n\
-         disk_reserve:\n  min_free_mb: 0\n  min_free_percent: 0\n\
-         mqtt:\n  thing_name: {THING}\n  broker_url: {}\n{extra}",
-        secrets.display(),
-        broker.unwrap_or(&dead)
-    )
-}
-
-/// A StartEdgeConfigurationUpdate request for [`STREAM`].
-fn request(uri_type: &str, edge_extra: &str) -> String {
-    format!(
-        r#"{{"StreamName":"{STREAM}","EdgeConfig":{{"HubDeviceArn":"arn:aws:iot:us-east-1:123456789012:thing/{THING}","RecorderConfig":{{"MediaSourceConfig":{{"MediaUriSecretArn":"{SECRET_ARN}","MediaUriType":"{uri_type}"}}}}{edge_extra}}}}}"#
-    )
-}
-
-/// Upload windows of a minute every minute: always uploading.
-const ALWAYS_UPLOAD: &str = r#","UploaderConfig":{"ScheduleConfig":{"ScheduleExpression":"0 * * * * ?","DurationInSeconds":60}}"#;
-
-/// Writes the secrets file and the request; returns the `run` arguments.
-fn setup(dir: &Path, uri: &str, req: &str) -> (PathBuf, Vec<String>) {
-    std::fs::create_dir_all(dir).unwrap();
-    let secrets = dir.join("secrets.yaml");
-    std::fs::write(&secrets, format!("{SECRET_ARN}: {uri}\n")).unwrap();
-    let req_path = dir.join("cam.json");
-    std::fs::write(&req_path, req).unwrap();
-    (
-        secrets,
-        vec!["--edge-config".into(), req_path.display().to_string()],
-    )
-}
-
-fn upload_env(endpoint: &str) -> Vec<(String, String)> {
-    [
-        ("AWS_REGION", REGION),
-        ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
-        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
-        ("AWS_ENDPOINT_URL_KINESIS_VIDEO", endpoint),
-    ]
-    .iter()
-    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-    .collect()
 }
 
 /// Waits for the restarted agent's recorder to connect: it runs the stream's recovery first.

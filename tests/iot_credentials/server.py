@@ -4,11 +4,17 @@
 HTTPS that REQUIRES a client certificate signed by --client-ca. Prints its port on the first
 line of stdout once listening. GET /role-aliases/{alias}/credentials with the header
 x-amzn-iot-thingname answers as IoT Core does; the alias picks the behaviour:
+  minute    credentials expiring in 1 minute
   short     credentials expiring in 2 minutes
   long      credentials expiring in 1 hour
   malformed a 200 whose body is not the documented JSON
   other     403 {"message": "..."} (an unknown role alias)
 Each answer's accessKeyId counts requests (AKIDTEST1, AKIDTEST2, ...).
+
+With --register URL each issued key is made known, with its expiry, to the KVS emulator at URL
+(POST /_admin/credentials) before it is handed out, as STS keys are known to the service that
+checks them; and a line {"access_key", "expires_ms"} is appended to issued.jsonl in the working
+directory.
 """
 import argparse
 import datetime
@@ -16,8 +22,12 @@ import http.server
 import json
 import ssl
 import sys
+import urllib.request
 
 COUNT = 0
+REGISTER = None
+LIFE = {"minute": datetime.timedelta(minutes=1), "short": datetime.timedelta(minutes=2),
+        "long": datetime.timedelta(hours=1)}
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -42,26 +52,42 @@ class Handler(http.server.BaseHTTPRequestHandler):
         alias = parts[2]
         COUNT += 1
         now = datetime.datetime.now(datetime.timezone.utc)
-        if alias in ("short", "long"):
-            life = datetime.timedelta(minutes=2) if alias == "short" else datetime.timedelta(hours=1)
+        if alias in LIFE:
+            # Whole seconds, as the expiration is written.
+            expires = (now + LIFE[alias]).replace(microsecond=0)
             creds = {
                 "accessKeyId": f"AKIDTEST{COUNT}",
                 "secretAccessKey": "SECRETTEST",
                 "sessionToken": "TOKENTEST",
-                "expiration": (now + life).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "expiration": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
             }
+            if REGISTER:
+                register(creds, int(expires.timestamp() * 1000))
             return self.reply(200, json.dumps({"credentials": creds}))
         if alias == "malformed":
             return self.reply(200, '{"credentials":{"accessKeyId":"AKIDTEST","secretAccessKey":"SECRETTEST"')
         return self.reply(403, '{"message":"Access Denied"}')
 
 
+def register(creds, expires_ms):
+    doc = {"access_key": creds["accessKeyId"], "secret_key": creds["secretAccessKey"],
+           "session_token": creds["sessionToken"], "expires_ms": expires_ms}
+    req = urllib.request.Request(f"{REGISTER}/_admin/credentials", data=json.dumps(doc).encode(),
+                                 method="POST", headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=10).read()
+    with open("issued.jsonl", "a") as f:
+        f.write(json.dumps({"access_key": creds["accessKeyId"], "expires_ms": expires_ms}) + "\n")
+
+
 def main():
+    global REGISTER
     p = argparse.ArgumentParser()
     p.add_argument("--cert", required=True)
     p.add_argument("--key", required=True)
     p.add_argument("--client-ca", required=True)
+    p.add_argument("--register", help="the KVS emulator's URL, to make issued keys known to")
     a = p.parse_args()
+    REGISTER = a.register
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(a.cert, a.key)
     ctx.load_verify_locations(a.client_ca)

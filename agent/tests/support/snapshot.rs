@@ -35,6 +35,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    #[allow(dead_code, reason = "for the reliability suite")]
     pub fn committed(&self) -> usize {
         self.frags.len()
     }
@@ -126,6 +127,7 @@ pub fn snapshot(db: &Path, stream: &str) -> Snapshot {
 }
 
 /// The job status the catalog holds: (status, details).
+#[allow(dead_code, reason = "for the reliability suite")]
 pub fn job_status(db: &Path, stream: &str, job: &str) -> Option<(String, Option<String>)> {
     let conn = rusqlite::Connection::open_with_flags(
         db,
