@@ -308,6 +308,18 @@ class EmulatorTest(unittest.TestCase):
     def admin(cls, path, doc=None):
         return admin(cls.port, path, doc)
 
+    def ended_sessions(self, name, count):
+        """The stream's snapshot once `count` sessions are logged with how they ended: a client
+        may see the close before the emulator has logged it."""
+        deadline = time.monotonic() + 5
+        snap = self.snapshot(name)
+        while len(snap["session_log"]) < count or \
+                any(e["ended"] is None for e in snap["session_log"][:count]):
+            self.assertLess(time.monotonic(), deadline, snap["session_log"])
+            time.sleep(0.02)
+            snap = self.snapshot(name)
+        return snap
+
     def errors(self, acks):
         return [a["ErrorId"] for a in acks if a["EventType"] == "ERROR"]
 
@@ -482,7 +494,7 @@ class EmulatorTest(unittest.TestCase):
                               ("PERSISTED", NOW_MS + 1000)])
         finally:
             put.close()
-        log = self.snapshot("tclose")["session_log"][-1]
+        log = self.ended_sessions("tclose", 1)["session_log"][-1]
         self.assertEqual((log["eofr_tags"], log["last_cluster_eofr"], log["fragments"], log["ended"]),
                          (1, False, 2, "body_end"))
 
@@ -568,13 +580,7 @@ class EmulatorTest(unittest.TestCase):
             self.assertIsNone(put.ended_at)
         finally:
             put.close()
-        # The client may see the close before the emulator has logged how the session ended.
-        deadline = time.monotonic() + 5
-        snap = self.snapshot("tlog")
-        while len(snap["session_log"]) < 2 or snap["session_log"][1]["ended"] is None:
-            self.assertLess(time.monotonic(), deadline, snap["session_log"])
-            time.sleep(0.02)
-            snap = self.snapshot("tlog")
+        snap = self.ended_sessions("tlog", 2)
         self.assertEqual(snap["sessions"], 2)
         self.assertEqual([(r["status"], r["error"], r["session"]) for r in snap["requests"]],
                          [(401, "NotAuthorizedException", None), (200, None, 1), (200, None, 2)])
@@ -607,7 +613,8 @@ class EmulatorTest(unittest.TestCase):
             errors = [a for a in acks if a["EventType"] == "ERROR"]
             self.assertEqual([(a["ErrorId"], a["ErrorCode"]) for a in errors], [(error_id, code)])
             self.assertEqual(errors[0]["FragmentTimecode"], NOW_MS)
-        self.assertEqual([e["ended"] for e in self.snapshot("tcode")["session_log"]], ["error"] * 3)
+        self.assertEqual([e["ended"] for e in self.ended_sessions("tcode", 3)["session_log"]],
+                         ["error"] * 3)
 
     # -- DescribeStream and retention
 
@@ -682,13 +689,7 @@ class EmulatorTest(unittest.TestCase):
             self.assertIsNone(put.find("RECEIVED", NOW_MS + 1000))
         finally:
             put.close()
-        # The client may see the close before the emulator has logged how the session ended.
-        deadline = time.monotonic() + 5
-        snap = self.snapshot("texp2")
-        while not snap["session_log"] or snap["session_log"][-1]["ended"] is None:
-            self.assertLess(time.monotonic(), deadline, snap["session_log"])
-            time.sleep(0.02)
-            snap = self.snapshot("texp2")
+        snap = self.ended_sessions("texp2", 1)
         self.assertEqual(snap["expired_sessions"], 1)
         self.assertEqual((snap["session_log"][-1]["ended"], snap["session_log"][-1]["fragments"]),
                          ("expired", 1))
