@@ -46,7 +46,7 @@ use std::time::Duration;
 use agent::{Agent, THING};
 use camera_agent::*;
 use iot_endpoint::{IotEndpoint, make_pki};
-use kvs::{Emulator, REGION};
+use kvs::{Emulator, REGION, assert_ended_after_last_ack};
 use peer::require;
 use poll::wait_until_async;
 use rtsp::{RtspServer, require_gstreamer};
@@ -213,21 +213,7 @@ fn check(index: &Value, snap: &Snapshot, stop_ms: i64) -> Report {
         }
     }
     let sessions = index["session_log"].as_array().unwrap().clone();
-    for s in &sessions {
-        assert_eq!(s["last_cluster_eofr"], true, "{s}");
-        assert!(
-            !matches!(s["ended"].as_str(), Some("cut" | "expired" | "error")),
-            "{s}"
-        );
-        let (body_end, last_ack) = (
-            s["body_end_ms"].as_i64().unwrap(),
-            s["last_ack_ms"].as_i64().unwrap(),
-        );
-        assert!(
-            body_end >= last_ack,
-            "the body ended before its last ack: {s}"
-        );
-    }
+    sessions.iter().for_each(assert_ended_after_last_ack);
     Report {
         fragments: frags.len(),
         sessions,

@@ -144,6 +144,27 @@ pub fn sha256_hex(data: &[u8]) -> String {
     String::from_utf8(out.stdout).unwrap()[..64].to_owned()
 }
 
+/// A session of the emulator's `session_log` ended as the producer libraries end one: its last
+/// cluster closed by the END_OF_FRAGMENT tag, not cut, and its body ended no sooner than its
+/// last acknowledgement. (`ended` may still be unset: the agent closes once settled, before the
+/// emulator logs how.)
+#[allow(dead_code, reason = "for the tests of the session shape")]
+pub fn assert_ended_after_last_ack(session: &Value) {
+    assert_eq!(session["last_cluster_eofr"], true, "{session}");
+    assert!(
+        !matches!(session["ended"].as_str(), Some("cut" | "expired" | "error")),
+        "{session}"
+    );
+    let (body_end, last_ack) = (
+        session["body_end_ms"].as_i64().unwrap(),
+        session["last_ack_ms"].as_i64().unwrap(),
+    );
+    assert!(
+        body_end >= last_ack,
+        "the body ended before its last ack: {session}"
+    );
+}
+
 /// The credentials the emulator accepts.
 #[allow(dead_code, reason = "for the tests that sign requests")]
 pub fn credentials() -> aws_credential_types::Credentials {
