@@ -264,7 +264,7 @@ fn disk_fault_is_a_system_error() {
 #[test]
 fn status_lands_in_the_catalog_and_timestamps_follow_the_clock() {
     use kvs_edge_agent::catalog::Job;
-    use kvs_edge_agent::clock::SimulatedClock;
+    use kvs_edge_agent::clock::PausedClock;
     use kvs_edge_agent::edge_config::{JobStatus, SyncStatus, parse_start_request};
     use kvs_edge_agent::recorder::CatalogStatus;
     use std::sync::Arc;
@@ -279,7 +279,8 @@ fn status_lands_in_the_catalog_and_timestamps_follow_the_clock() {
     catalog
         .put_config(&request, SyncStatus::InSync, start)
         .unwrap();
-    let clock = Arc::new(SimulatedClock::new(start));
+    // The job's clock, months before the real one: wall time `start` plus real time elapsed.
+    let clock = Arc::new(PausedClock::new(start));
     let status = Arc::new(CatalogStatus {
         catalog: catalog.clone(),
         stream: "demo".into(),
@@ -299,16 +300,20 @@ fn status_lands_in_the_catalog_and_timestamps_follow_the_clock() {
     let row = catalog.job_status("demo", Job::Recorder).unwrap().unwrap();
     assert_eq!(row.status, JobStatus::Success);
     assert_eq!(row.details, None);
-    assert_eq!(row.last_collected_time, Some(start));
+    let soon = start + jiff::SignedDuration::from_secs(20);
+    let collected = row.last_collected_time.unwrap();
+    assert!(collected >= start && collected < soon, "{collected}");
     let segs = catalog.segments(Some("demo")).unwrap();
-    // Anchored on the (simulated) wall clock at the first frame, then paced by the clip.
-    assert_eq!(segs[0].start_ms, start.as_millisecond());
-    assert_eq!(
-        segs[0].path,
-        format!("streams/demo/2026-03-29/{}.mkv", start.as_millisecond())
+    // Anchored on the job's wall clock at the first frame, then paced by the clip.
+    let t0 = segs[0].start_ms;
+    assert!(
+        (start.as_millisecond()..soon.as_millisecond()).contains(&t0),
+        "{t0}"
     );
+    assert_eq!(segs[0].path, format!("streams/demo/2026-03-29/{t0}.mkv"));
     let frags = catalog.fragments(segs[0].id).unwrap();
-    assert_eq!(frags[1].timecode_ms, start.as_millisecond() + 1000);
+    assert_eq!(frags[0].timecode_ms, t0);
+    assert_eq!(frags[1].timecode_ms, t0 + 1000);
     assert_eq!(frags[0].duration_ms, 1000);
 }
 

@@ -1,6 +1,7 @@
 //! The recorder against a real RTSP server (GStreamer's, tests/rtsp/server.py): a 30 s clip
 //! across segment boundaries with every frame accounted for, digest authentication, a camera
-//! that goes away and returns, and cameras that send something other than H.264.
+//! that goes away and returns, cameras that send something other than H.264, and cameras whose
+//! clock runs 2 % fast or slow.
 
 #[path = "support/mkv.rs"]
 mod mkv;
@@ -414,4 +415,82 @@ fn stalled_camera_times_out_and_recovers() {
     let (summary, _, statuses) = job.stop();
     assert!(summary.sessions >= 2, "{summary:?}");
     assert_eq!(statuses.last().unwrap().0, JobStatus::Success);
+}
+
+/// How long the drift test records (RECORDER_DRIFT_SECS, 120 by default).
+fn drift_secs() -> u64 {
+    std::env::var("RECORDER_DRIFT_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(120)
+}
+
+/// A camera whose clock runs `rate` times real time, recorded for [`drift_secs`] after its first
+/// fragment: the frames it sent per second of real time, and how far the last frame's timestamp was from the box's
+/// wall clock at the stop.
+fn record_drifting_camera(rate: &str) -> (f64, i64) {
+    let server = RtspServer::start(&["--source", "live", "--clock-rate", rate]);
+    let dir = tempfile::tempdir().unwrap();
+    let job = Running::start(dir.path(), &server.url, 10, Duration::from_secs(5));
+    job.wait_fragment();
+    // The length of the experiment, not a wait for an event.
+    std::thread::sleep(Duration::from_secs(drift_secs()));
+    let stop_ms = jiff::Timestamp::now().as_millisecond();
+    let (_, catalog, statuses) = job.stop();
+    assert!(
+        statuses.iter().all(|(s, _)| *s == JobStatus::Success),
+        "{rate}: {statuses:?}"
+    );
+    let segs = read_segments(&catalog, dir.path(), "cam");
+    let frames: Vec<_> = segs
+        .iter()
+        .flat_map(|s| s.clusters.iter().flatten())
+        .collect();
+    for (i, w) in frames.windows(2).enumerate() {
+        let step = w[1].timestamp_ms - w[0].timestamp_ms;
+        assert!(
+            (27..=60).contains(&step),
+            "{rate}: frame {}: a step of {step} ms (nominal 40)",
+            i + 1
+        );
+    }
+    for s in &segs {
+        let (_, n) = ffprobe(&s.path);
+        assert_eq!(n, s.clusters.iter().map(Vec::len).sum::<usize>() as u64);
+    }
+    // The first frame is placed at its arrival: from there to the stop is real time.
+    let first = frames[0].timestamp_ms;
+    let fps = frames.len() as f64 * 1000.0 / (stop_ms - first) as f64;
+    (fps, frames.last().unwrap().timestamp_ms - stop_ms)
+}
+
+#[test]
+fn a_camera_clock_two_percent_fast_or_slow_stays_on_the_box_clock() {
+    if !have_tools() {
+        return;
+    }
+    let runs: Vec<(&str, (f64, i64))> = std::thread::scope(|s| {
+        let handles: Vec<_> = ["1.02", "0.98"]
+            .into_iter()
+            .map(|rate| (rate, s.spawn(move || record_drifting_camera(rate))))
+            .collect();
+        handles
+            .into_iter()
+            .map(|(rate, h)| (rate, h.join().unwrap()))
+            .collect()
+    });
+    for (rate, (fps, off_ms)) in runs {
+        println!(
+            "camera clock x{rate}: {fps:.2} frames/s of real time; after {} s the last frame \
+             was {off_ms} ms from the box clock",
+            drift_secs()
+        );
+        // The camera really drifts: its 25 fps run `rate` times as fast.
+        let expected = 25.0 * rate.parse::<f64>().unwrap();
+        assert!((fps - expected).abs() < 0.15, "x{rate}: {fps} frames/s");
+        assert!(
+            off_ms.abs() <= 500,
+            "x{rate}: {off_ms} ms off the box clock"
+        );
+    }
 }

@@ -26,4 +26,4 @@ case "$mode" in
   *) echo "unknown mode $mode" >&2; exit 2 ;;
 esac
 cargo test "${profile[@]}" -p kvs-edge-agent --test uploader_bench -- --ignored --nocapture \
-  "${tests[@]}" 2>&1 | grep -E "^(pacing|live|test result)|panicked"
+  "${tests[@]}" 2>&1 | sed -E 's/^test [a-z_]+ \.\.\. //' | grep -E "^(pacing|live|test result)|panicked"

@@ -15,6 +15,10 @@ Signals: SIGUSR1 drops every client (the camera "goes away" without closing its 
 SIGTERM/SIGINT stop the server. `kill -STOP`/`-CONT` stall it without closing anything.
 
 Digest authentication: --user U --password P (only that user may play).
+
+--clock-rate R runs the media pipelines on a clock calibrated to go R times as fast as the
+system's (1.02: a camera whose clock is 2 % fast): a live source then sends R times the frames
+per second of real time, each still stamped 1/fps apart in media time.
 """
 
 import argparse
@@ -28,7 +32,7 @@ import gi
 gi.require_version("Gst", "1.0")
 gi.require_version("GstRtsp", "1.0")
 gi.require_version("GstRtspServer", "1.0")
-from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
+from gi.repository import GLib, GObject, Gst, GstRtsp, GstRtspServer  # noqa: E402
 
 
 def encoder(codec, fps):
@@ -83,6 +87,7 @@ def main():
     p.add_argument("--user")
     p.add_argument("--password")
     p.add_argument("--shared", action="store_true", help="one pipeline for all clients")
+    p.add_argument("--clock-rate", type=float, help="the pipelines' clock rate (1.02: 2 %% fast)")
     args = p.parse_args()
 
     Gst.init(None)
@@ -108,6 +113,12 @@ def main():
     factory = GstRtspServer.RTSPMediaFactory()
     factory.set_launch(f"( {launch} )")
     factory.set_shared(args.shared)
+    if args.clock_rate:
+        clock = GObject.new(Gst.SystemClock)
+        now = clock.get_internal_time()
+        clock.set_calibration(now, now, round(args.clock_rate * 1_000_000), 1_000_000)
+        # The factory's own set_clock does not reach the pipeline here; each media's does.
+        factory.connect("media-configure", lambda _f, media: media.set_clock(clock))
     if args.user:
         auth = GstRtspServer.RTSPAuth()
         auth.set_supported_methods(GstRtsp.RTSPAuthMethod.DIGEST)

@@ -3,10 +3,11 @@
 //!
 //! ```text
 //! source (rtsp | file) --SourceFrame--> Timeline --TimedFrame--> Fragmenter --Fragment--> SegmentWriter
-//!   async, reconnects      wall clock              pure                        blocking thread, fsync, catalog
+//!   async, reconnects      box clock, drift        pure                        blocking thread, fsync, catalog
 //! ```
 //!
-//! - [`source`]: the frame type every source yields, and the wall-clock [`source::Timeline`].
+//! - [`source`]: the frame types every source yields and the timeline hands on.
+//! - [`timeline`]: media time placed on the box's clock, following camera drift (pure).
 //! - [`rtsp`] / [`file`]: the two sources.
 //! - [`fragmenter`]: where fragments and segments begin and end (pure, unit-tested).
 //! - [`crate::store::segment`]: files, fsync order and catalog rows (the store owns them).
@@ -34,6 +35,7 @@ pub mod file;
 pub mod fragmenter;
 pub mod rtsp;
 pub mod source;
+pub mod timeline;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -53,7 +55,8 @@ use crate::media::fragment::Fragment;
 use crate::store::segment::{SegmentError, SegmentWriter, Written};
 use fragmenter::{Fragmenter, FragmenterConfig};
 use rtsp::{RtspOptions, RtspSource};
-use source::{SourceFrame, TimedFrame, Timeline};
+use source::{SourceFrame, TimedFrame};
+use timeline::{Arrival, Jump, Timeline};
 
 /// Why a source could not deliver frames.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
@@ -449,9 +452,25 @@ impl JobState {
     async fn on_frame(&mut self, f: SourceFrame, session_first: &mut bool) {
         let before = self.timeline.last_ms();
         let interval = self.timeline.interval_ms();
-        let ts = self
-            .timeline
-            .place(f.media_ms, self.clock.now().as_millisecond());
+        let at = Arrival {
+            mono_ms: i64::try_from(self.clock.monotonic().as_millis()).unwrap_or(i64::MAX),
+            wall_ms: self.clock.now().as_millisecond(),
+        };
+        let placed = self.timeline.place(f.media_ms, at);
+        let ts = placed.timestamp_ms;
+        match placed.jump {
+            Some(Jump::MediaClock(ms)) => warn!(
+                stream = %self.cfg.stream,
+                jump_ms = ms,
+                "the camera's media clock jumped; recording goes on from the last frame"
+            ),
+            Some(Jump::Gap(ms)) => warn!(
+                stream = %self.cfg.stream,
+                gap_ms = ms,
+                "frames arrive later than the camera's clock says: a gap, taken at once"
+            ),
+            None => {}
+        }
         if *session_first {
             *session_first = false;
             if let Some(last) = before {
