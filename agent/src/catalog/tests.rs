@@ -536,23 +536,26 @@ fn a_missing_catalog_is_not_created_by_verbs_that_expect_one() {
     assert!(!path.exists());
 }
 
+/// A catalog of schema `version` at `path`, with the rows `sql` inserts.
+fn old_catalog(path: &Path, version: i32, sql: &str) {
+    let mut conn = rusqlite::Connection::open(path).unwrap();
+    let tx = conn.transaction().unwrap();
+    upgrade::run_to(&tx, 0, version).unwrap();
+    tx.execute_batch(sql).unwrap();
+    tx.commit().unwrap();
+}
+
 #[test]
 fn version_1_catalogs_upgrade_with_their_rows() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(FILE_NAME);
-    {
-        let mut conn = rusqlite::Connection::open(&path).unwrap();
-        let tx = conn.transaction().unwrap();
-        upgrade::run_to(&tx, 0, 1).unwrap();
-        tx.execute(
-            "insert into segment (stream_name, path, codec_id, codec_private, width, height, \
-             header_size, start_ms, end_ms, size, state) \
-             values ('cam', 'cam/2026-01-01/1.mkv', 'V_MPEG4/ISO/AVC', x'01', 2, 2, 10, 1, 1, 10, 'CLOSED')",
-            [],
-        )
-        .unwrap();
-        tx.commit().unwrap();
-    }
+    old_catalog(
+        &path,
+        1,
+        "insert into segment (stream_name, path, codec_id, codec_private, width, height, \
+         header_size, start_ms, end_ms, size, state) \
+         values ('cam', 'cam/2026-01-01/1.mkv', 'V_MPEG4/ISO/AVC', x'01', 2, 2, 10, 1, 1, 10, 'CLOSED')",
+    );
     let c = Catalog::open(&path).unwrap();
     assert_eq!(c.schema_version().unwrap(), CURRENT_VERSION);
     assert_eq!(c.segments(None).unwrap().len(), 1);
@@ -567,20 +570,15 @@ fn version_1_catalogs_upgrade_with_their_rows() {
 fn version_2_fragments_upgrade_as_recorded_on_a_synchronised_clock() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(FILE_NAME);
-    {
-        let mut conn = rusqlite::Connection::open(&path).unwrap();
-        let tx = conn.transaction().unwrap();
-        upgrade::run_to(&tx, 0, 2).unwrap();
-        tx.execute_batch(
-            "insert into segment (id, stream_name, path, codec_id, codec_private, width, height, \
-             header_size, start_ms, end_ms, size, state) \
-             values (1, 'cam', 'cam/2026-01-01/1.mkv', 'V_MPEG4/ISO/AVC', x'01', 2, 2, 10, 1, 2001, 110, 'CLOSED'); \
-             insert into fragment (segment_id, offset, size, timecode_ms, duration_ms, frame_count, \
-             key_frame_count) values (1, 10, 100, 1, 2000, 50, 1);",
-        )
-        .unwrap();
-        tx.commit().unwrap();
-    }
+    old_catalog(
+        &path,
+        2,
+        "insert into segment (id, stream_name, path, codec_id, codec_private, width, height, \
+         header_size, start_ms, end_ms, size, state) \
+         values (1, 'cam', 'cam/2026-01-01/1.mkv', 'V_MPEG4/ISO/AVC', x'01', 2, 2, 10, 1, 2001, 110, 'CLOSED'); \
+         insert into fragment (segment_id, offset, size, timecode_ms, duration_ms, frame_count, \
+         key_frame_count) values (1, 10, 100, 1, 2000, 50, 1);",
+    );
     let c = Catalog::open(&path).unwrap();
     assert_eq!(c.schema_version().unwrap(), CURRENT_VERSION);
     let frags = c.fragments(1).unwrap();
