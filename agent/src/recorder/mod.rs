@@ -301,7 +301,9 @@ const PROBE_EVERY: Duration = Duration::from_millis(500);
 /// A SUCCESS status is refreshed this often while recording (LastCollectedTime).
 const STATUS_REFRESH: Duration = Duration::from_secs(60);
 
-/// Reports status changes, and SUCCESS again every [`STATUS_REFRESH`] of the job's clock.
+/// Reports status changes, and SUCCESS again every [`STATUS_REFRESH`] of the job's clock. A
+/// SUCCESS whose details only count on (fragments recorded unsynchronised) waits for the
+/// refresh too, so the status is not rewritten at every fragment.
 struct Reporter {
     sink: Arc<dyn StatusSink>,
     clock: Arc<dyn Clock>,
@@ -313,7 +315,14 @@ struct Reporter {
 impl Reporter {
     fn report(&mut self, status: JobStatus, details: Option<String>) {
         let now = self.clock.monotonic();
-        let same = self.last.as_ref() == Some(&(status, details.clone()));
+        let same = self.last.as_ref().is_some_and(|(s, d)| {
+            *s == status
+                && if status == JobStatus::Success {
+                    d.is_some() == details.is_some()
+                } else {
+                    *d == details
+                }
+        });
         let fresh = self
             .last_at
             .is_some_and(|t| now.saturating_sub(t) < STATUS_REFRESH);
