@@ -27,6 +27,11 @@ pub trait Clock: Send + Sync + 'static {
     fn monotonic(&self) -> Duration;
     /// Waits `d` of monotonic time.
     fn sleep(&self, d: Duration) -> Sleep;
+    /// Whether the wall clock is synchronised to a time source (NTP, PTP, an RTC the kernel
+    /// trusts); `None` when that cannot be known.
+    fn synchronized(&self) -> Option<bool> {
+        None
+    }
 }
 
 /// The system clock.
@@ -46,6 +51,29 @@ impl Clock for RealClock {
     fn sleep(&self, d: Duration) -> Sleep {
         Box::pin(tokio::time::sleep(d))
     }
+
+    fn synchronized(&self) -> Option<bool> {
+        kernel_synchronized()
+    }
+}
+
+/// The kernel's view (`adjtimex` with no modes, which only reads): unsynchronised when its
+/// status has STA_UNSYNC, which it keeps until a time daemon (chrony, ntpd,
+/// systemd-timesyncd) disciplines the clock. A read only: no crate offers it, so libc.
+#[cfg(target_os = "linux")]
+fn kernel_synchronized() -> Option<bool> {
+    // SAFETY: `timex` is plain data; adjtimex with modes 0 only fills it in.
+    let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+    let state = unsafe { libc::adjtimex(&mut tx) };
+    if state < 0 {
+        return None;
+    }
+    Some(tx.status & libc::STA_UNSYNC == 0 && state != libc::TIME_ERROR)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn kernel_synchronized() -> Option<bool> {
+    None
 }
 
 /// A clock that moves only when told to or slept on (a sleep returns at once, the clock moved
@@ -58,6 +86,7 @@ pub struct SimulatedClock(Arc<Mutex<SimulatedState>>);
 struct SimulatedState {
     wall: Timestamp,
     mono: Duration,
+    synchronized: Option<bool>,
 }
 
 impl SimulatedClock {
@@ -65,7 +94,13 @@ impl SimulatedClock {
         SimulatedClock(Arc::new(Mutex::new(SimulatedState {
             wall: start,
             mono: Duration::ZERO,
+            synchronized: Some(true),
         })))
+    }
+
+    /// Sets what [`Clock::synchronized`] says.
+    pub fn set_synchronized(&self, synchronized: Option<bool>) {
+        self.0.lock().expect("clock lock").synchronized = synchronized;
     }
 
     /// Lets time pass: both clocks move forward by `d`.
@@ -97,6 +132,10 @@ impl Clock for SimulatedClock {
         self.advance(d);
         Box::pin(std::future::ready(()))
     }
+
+    fn synchronized(&self) -> Option<bool> {
+        self.0.lock().expect("clock lock").synchronized
+    }
 }
 
 /// Simulated time for many tasks at once: monotonic time is tokio's timer, which under
@@ -110,6 +149,7 @@ struct PausedState {
     origin: tokio::time::Instant,
     /// Wall time at `origin`, moved by `jump`.
     wall_origin: Timestamp,
+    synchronized: Option<bool>,
 }
 
 impl PausedClock {
@@ -117,7 +157,13 @@ impl PausedClock {
         PausedClock(Arc::new(Mutex::new(PausedState {
             origin: tokio::time::Instant::now(),
             wall_origin: start,
+            synchronized: Some(true),
         })))
+    }
+
+    /// Sets what [`Clock::synchronized`] says.
+    pub fn set_synchronized(&self, synchronized: Option<bool>) {
+        self.0.lock().expect("clock lock").synchronized = synchronized;
     }
 
     /// Steps the wall clock to `to` without monotonic time passing.
@@ -144,11 +190,26 @@ impl Clock for PausedClock {
     fn sleep(&self, d: Duration) -> Sleep {
         Box::pin(tokio::time::sleep(d))
     }
+
+    fn synchronized(&self) -> Option<bool> {
+        self.0.lock().expect("clock lock").synchronized
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kernel_says_whether_the_clock_is_synchronised() {
+        // Either answer is right on some machine; an answer there must be.
+        #[cfg(target_os = "linux")]
+        assert!(RealClock.synchronized().is_some());
+        let c = SimulatedClock::new(Timestamp::UNIX_EPOCH);
+        assert_eq!(c.synchronized(), Some(true));
+        c.set_synchronized(Some(false));
+        assert_eq!(c.synchronized(), Some(false));
+    }
 
     #[test]
     fn simulated_clock_advances_and_jumps() {

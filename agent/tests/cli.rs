@@ -259,6 +259,8 @@ fn recordings_list_and_du_read_the_catalog() {
         duration_ms: 2000,
         frame_count: 50,
         key_frame_count: 1,
+        // The second recorded before the box's clock was synchronised.
+        clock_unsynced: i == 1,
     };
     let first = c.add_fragment(seg, &frag(0)).unwrap();
     c.add_fragment(seg, &frag(1)).unwrap();
@@ -276,8 +278,25 @@ fn recordings_list_and_du_read_the_catalog() {
     assert!(text.contains("2026-01-01T00:00:00Z"), "{text}");
     assert!(
         text.contains(
-            "total cam1: 1 segments, 201.0 MiB, 2 fragments (1 uploaded, 0 failed, 1 pending)"
+            "total cam1: 1 segments, 201.0 MiB, 2 fragments (1 uploaded, 0 failed, 1 pending); \
+             1 recorded while the clock was not synchronised"
         ),
+        "{text}"
+    );
+    // UNSYNC is the column before STATE.
+    let row: Vec<&str> = text
+        .lines()
+        .find(|l| l.starts_with("cam1 "))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let state = row.iter().position(|c| *c == "OPEN").unwrap();
+    assert_eq!(row[state - 1], "1", "{text}");
+    assert!(
+        text.lines()
+            .next()
+            .unwrap()
+            .contains("FAILED  UNSYNC STATE"),
         "{text}"
     );
 

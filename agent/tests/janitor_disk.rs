@@ -642,6 +642,7 @@ fn kill_9_mid_deletion_is_repaired_at_startup() {
                         duration_ms: f.duration_ms,
                         frame_count: f.frame_count,
                         key_frame_count: f.key_frame_count,
+                        clock_unsynced: false,
                     },
                 )
                 .unwrap();

@@ -357,3 +357,59 @@ fn each_closed_segment_is_announced() {
         "one announcement per segment, the last at Stop"
     );
 }
+
+/// Fragments recorded while the box's clock says it is not synchronised are flagged in the
+/// catalog and counted in the status details; recording goes on all along.
+#[test]
+fn fragments_recorded_while_the_clock_is_unsynchronised_are_flagged() {
+    use kvs_edge_agent::clock::PausedClock;
+    use kvs_edge_agent::edge_config::JobStatus;
+    use kvs_edge_agent::recorder::MemoryStatus;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Arc::new(Catalog::open(&dir.path().join("kvs-edge-agent.db")).unwrap());
+    let clock = Arc::new(PausedClock::new(jiff::Timestamp::now()));
+    clock.set_synchronized(Some(false));
+    let status = Arc::new(MemoryStatus::default());
+    let cfg = demo_config(
+        format!("file://{}?fps=25", sample_clip().display()),
+        dir.path().to_owned(),
+        None,
+    );
+    let job = recorder::Job::spawn(cfg, catalog.clone(), clock.clone(), status.clone());
+    let count = || catalog_totals(&catalog, "demo").0;
+    wait_for("3 fragments", Duration::from_secs(20), || count() >= 3);
+    clock.set_synchronized(Some(true));
+    let at_sync = count();
+    wait_for("3 more fragments", Duration::from_secs(20), || {
+        count() >= at_sync + 3
+    });
+    let summary = job.stop();
+
+    let flags: Vec<bool> = recording::catalog_fragments(&catalog, "demo")
+        .iter()
+        .map(|f| f.clock_unsynced)
+        .collect();
+    // The fragments before the clock was synchronised (and the one being built then) only.
+    let flagged = flags.iter().take_while(|f| **f).count();
+    assert!(
+        (at_sync..=at_sync + 1).contains(&flagged),
+        "{flagged} flagged, {at_sync} before the sync: {flags:?}"
+    );
+    assert!(flags[flagged..].iter().all(|f| !f), "{flags:?}");
+    assert_eq!(summary.clock_unsynced, flagged as u64);
+    let reports = status.0.lock().unwrap().clone();
+    let last = reports.last().unwrap();
+    assert_eq!(last.0, JobStatus::Success);
+    // The count as of the report: it is brought up to date with the 60 s refresh, not at every
+    // fragment.
+    let details = last.1.as_deref().unwrap_or_default();
+    let (count, rest) = details.split_once(' ').unwrap();
+    assert_eq!(
+        rest,
+        "fragments recorded while the system clock was not synchronised"
+    );
+    let count: usize = count.parse().unwrap();
+    assert!((1..=flagged).contains(&count), "{reports:?}");
+}

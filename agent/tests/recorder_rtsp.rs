@@ -103,6 +103,18 @@ impl Running {
     }
 }
 
+/// SUCCESS, with no details but the count of fragments recorded while the box's clock was not
+/// synchronised (which depends on the machine running the test).
+fn assert_success(report: &Report) {
+    assert_eq!(report.0, JobStatus::Success, "{report:?}");
+    if let Some(d) = &report.1 {
+        assert!(
+            d.ends_with("recorded while the system clock was not synchronised"),
+            "{d}"
+        );
+    }
+}
+
 fn have_tools() -> bool {
     require_gstreamer(&["x264enc", "rtph264pay", "matroskademux"])
         && require("ffprobe", &["-version"])
@@ -123,7 +135,7 @@ fn thirty_seconds_across_segments_every_frame_once() {
         job.totals().1 >= SENT
     });
     let (summary, catalog, statuses) = job.stop();
-    assert_eq!(statuses[0], (JobStatus::Success, None));
+    assert_success(&statuses[0]);
     assert_eq!(catalog_totals(&catalog, "cam").1, SENT, "{summary:?}");
 
     let segs = read_segments(&catalog, dir.path(), "cam");
@@ -184,7 +196,7 @@ fn digest_auth_right_and_wrong_password() {
     );
     job.wait_fragment();
     let (_, _, statuses) = job.stop();
-    assert_eq!(statuses[0], (JobStatus::Success, None));
+    assert_success(&statuses[0]);
 
     let dir = tempfile::tempdir().unwrap();
     let job = Running::start(

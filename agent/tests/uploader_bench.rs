@@ -344,6 +344,7 @@ fn append_live(
                         duration_ms: sample::FRAME_MS * fr.len() as i64,
                         frame_count: fr.len() as u32,
                         key_frame_count: 2,
+                        clock_unsynced: false,
                     },
                 )
                 .unwrap();

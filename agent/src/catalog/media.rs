@@ -63,6 +63,8 @@ pub struct NewFragment {
     pub duration_ms: i64,
     pub frame_count: u32,
     pub key_frame_count: u32,
+    /// Recorded while the box's clock was not synchronised.
+    pub clock_unsynced: bool,
 }
 
 /// A segment with the upload state of its fragments counted, for the janitor and `recordings`.
@@ -73,6 +75,8 @@ pub struct SegmentSummary {
     pub pending: u32,
     pub uploaded: u32,
     pub failed: u32,
+    /// Fragments recorded while the box's clock was not synchronised.
+    pub clock_unsynced: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,6 +92,7 @@ pub struct FragmentRow {
     pub upload_state: UploadState,
     pub fragment_number: Option<String>,
     pub upload_error: Option<String>,
+    pub clock_unsynced: bool,
 }
 
 const SEGMENT_COLUMNS: &str = "id, stream_name, path, codec_id, codec_private, width, height, \
@@ -112,7 +117,7 @@ fn segment_from_row(r: &Row<'_>) -> rusqlite::Result<SegmentRow> {
 
 const FRAGMENT_COLUMNS: &str = "f.id, f.segment_id, f.offset, f.size, f.timecode_ms, \
      f.duration_ms, f.frame_count, f.key_frame_count, f.upload_state, f.fragment_number, \
-     f.upload_error";
+     f.upload_error, f.clock_unsynced";
 
 fn fragment_from_row(r: &Row<'_>) -> rusqlite::Result<FragmentRow> {
     Ok(FragmentRow {
@@ -127,6 +132,7 @@ fn fragment_from_row(r: &Row<'_>) -> rusqlite::Result<FragmentRow> {
         upload_state: UploadState::parse(&r.get::<_, String>(8)?)?,
         fragment_number: r.get(9)?,
         upload_error: r.get(10)?,
+        clock_unsynced: r.get(11)?,
     })
 }
 
@@ -183,7 +189,7 @@ impl Catalog {
         }
         tx.execute(
             "insert into fragment (segment_id, offset, size, timecode_ms, duration_ms, \
-             frame_count, key_frame_count) values (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+             frame_count, key_frame_count, clock_unsynced) values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 segment,
                 f.offset,
@@ -191,7 +197,8 @@ impl Catalog {
                 f.timecode_ms,
                 f.duration_ms,
                 f.frame_count,
-                f.key_frame_count
+                f.key_frame_count,
+                f.clock_unsynced
             ],
         )?;
         let id = tx.last_insert_rowid();
@@ -369,7 +376,8 @@ impl Catalog {
             "select {columns}, count(f.id), \
              coalesce(sum(f.upload_state = 'PENDING'), 0), \
              coalesce(sum(f.upload_state = 'UPLOADED'), 0), \
-             coalesce(sum(f.upload_state = 'FAILED'), 0) \
+             coalesce(sum(f.upload_state = 'FAILED'), 0), \
+             coalesce(sum(f.clock_unsynced), 0) \
              from segment s left join fragment f on f.segment_id = s.id \
              where ?1 is null or s.stream_name = ?1 \
              group by s.id order by s.stream_name, s.start_ms, s.id"
@@ -383,6 +391,7 @@ impl Catalog {
                     pending: r.get(n + 1)?,
                     uploaded: r.get(n + 2)?,
                     failed: r.get(n + 3)?,
+                    clock_unsynced: r.get(n + 4)?,
                 })
             })?
             .collect::<rusqlite::Result<_>>()?)

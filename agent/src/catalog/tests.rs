@@ -43,6 +43,7 @@ fn fragment(offset: u64, size: u64, timecode_ms: i64) -> NewFragment {
         duration_ms: 2000,
         frame_count: 50,
         key_frame_count: 1,
+        clock_unsynced: false,
     }
 }
 
@@ -535,23 +536,26 @@ fn a_missing_catalog_is_not_created_by_verbs_that_expect_one() {
     assert!(!path.exists());
 }
 
+/// A catalog of schema `version` at `path`, with the rows `sql` inserts.
+fn old_catalog(path: &Path, version: i32, sql: &str) {
+    let mut conn = rusqlite::Connection::open(path).unwrap();
+    let tx = conn.transaction().unwrap();
+    upgrade::run_to(&tx, 0, version).unwrap();
+    tx.execute_batch(sql).unwrap();
+    tx.commit().unwrap();
+}
+
 #[test]
 fn version_1_catalogs_upgrade_with_their_rows() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(FILE_NAME);
-    {
-        let mut conn = rusqlite::Connection::open(&path).unwrap();
-        let tx = conn.transaction().unwrap();
-        upgrade::run_to(&tx, 0, 1).unwrap();
-        tx.execute(
-            "insert into segment (stream_name, path, codec_id, codec_private, width, height, \
-             header_size, start_ms, end_ms, size, state) \
-             values ('cam', 'cam/2026-01-01/1.mkv', 'V_MPEG4/ISO/AVC', x'01', 2, 2, 10, 1, 1, 10, 'CLOSED')",
-            [],
-        )
-        .unwrap();
-        tx.commit().unwrap();
-    }
+    old_catalog(
+        &path,
+        1,
+        "insert into segment (stream_name, path, codec_id, codec_private, width, height, \
+         header_size, start_ms, end_ms, size, state) \
+         values ('cam', 'cam/2026-01-01/1.mkv', 'V_MPEG4/ISO/AVC', x'01', 2, 2, 10, 1, 1, 10, 'CLOSED')",
+    );
     let c = Catalog::open(&path).unwrap();
     assert_eq!(c.schema_version().unwrap(), CURRENT_VERSION);
     assert_eq!(c.segments(None).unwrap().len(), 1);
@@ -560,4 +564,44 @@ fn version_1_catalogs_upgrade_with_their_rows() {
     assert_eq!(dir_uuid, None);
     drop(c);
     assert_eq!(Catalog::open(&path).unwrap().identity().unwrap().0, uuid);
+}
+
+#[test]
+fn version_2_fragments_upgrade_as_recorded_on_a_synchronised_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    old_catalog(
+        &path,
+        2,
+        "insert into segment (id, stream_name, path, codec_id, codec_private, width, height, \
+         header_size, start_ms, end_ms, size, state) \
+         values (1, 'cam', 'cam/2026-01-01/1.mkv', 'V_MPEG4/ISO/AVC', x'01', 2, 2, 10, 1, 2001, 110, 'CLOSED'); \
+         insert into fragment (segment_id, offset, size, timecode_ms, duration_ms, frame_count, \
+         key_frame_count) values (1, 10, 100, 1, 2000, 50, 1);",
+    );
+    let c = Catalog::open(&path).unwrap();
+    assert_eq!(c.schema_version().unwrap(), CURRENT_VERSION);
+    let frags = c.fragments(1).unwrap();
+    assert_eq!(frags.len(), 1);
+    assert!(!frags[0].clock_unsynced);
+    // A new fragment keeps its flag.
+    let seg = c
+        .insert_segment(&segment("cam", "cam/2026-01-01/5000.mkv", 5_000))
+        .unwrap();
+    let id = c
+        .add_fragment(
+            seg,
+            &NewFragment {
+                clock_unsynced: true,
+                ..fragment(300, 100, 5_000)
+            },
+        )
+        .unwrap();
+    let row = c.fragments(seg).unwrap();
+    assert_eq!((row[0].id, row[0].clock_unsynced), (id, true));
+    let summary = c.segment_summaries(Some("cam")).unwrap();
+    assert_eq!(
+        summary.iter().map(|s| s.clock_unsynced).collect::<Vec<_>>(),
+        [0, 1]
+    );
 }

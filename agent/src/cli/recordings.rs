@@ -46,13 +46,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 fn list(catalog: &Catalog, stream: Option<&str>) -> anyhow::Result<()> {
     let segments = catalog.segment_summaries(stream)?;
     println!(
-        "{:<20} {:<20} {:>9} {:>10} {:>5} {:>8} {:>6} {:<8} PATH",
-        "STREAM", "START (UTC)", "DURATION", "SIZE", "FRAGS", "UPLOADED", "FAILED", "STATE"
+        "{:<20} {:<20} {:>9} {:>10} {:>5} {:>8} {:>6} {:>7} {:<8} PATH",
+        "STREAM",
+        "START (UTC)",
+        "DURATION",
+        "SIZE",
+        "FRAGS",
+        "UPLOADED",
+        "FAILED",
+        "UNSYNC",
+        "STATE"
     );
     for s in &segments {
         let seg = &s.segment;
         println!(
-            "{:<20} {:<20} {:>9} {:>10} {:>5} {:>8} {:>6} {:<8} {}",
+            "{:<20} {:<20} {:>9} {:>10} {:>5} {:>8} {:>6} {:>7} {:<8} {}",
             seg.stream_name,
             utc(seg.start_ms),
             seconds(seg.end_ms - seg.start_ms),
@@ -60,13 +68,22 @@ fn list(catalog: &Catalog, stream: Option<&str>) -> anyhow::Result<()> {
             s.fragments,
             s.uploaded,
             s.failed,
+            s.clock_unsynced,
             seg.state.as_str(),
             seg.path
         );
     }
     for (stream, t) in totals(&segments) {
+        let unsynced = if t.clock_unsynced > 0 {
+            format!(
+                "; {} recorded while the clock was not synchronised",
+                t.clock_unsynced
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "total {stream}: {} segments, {}, {} fragments ({} uploaded, {} failed, {} pending)",
+            "total {stream}: {} segments, {}, {} fragments ({} uploaded, {} failed, {} pending){unsynced}",
             t.segments,
             size(t.bytes),
             t.fragments,
@@ -120,6 +137,7 @@ struct Totals {
     uploaded: u64,
     failed: u64,
     pending: u64,
+    clock_unsynced: u64,
 }
 
 /// Per-stream totals of what is kept (segments being deleted no longer count).
@@ -136,6 +154,7 @@ fn totals(segments: &[SegmentSummary]) -> BTreeMap<String, Totals> {
         t.uploaded += u64::from(s.uploaded);
         t.failed += u64::from(s.failed);
         t.pending += u64::from(s.pending);
+        t.clock_unsynced += u64::from(s.clock_unsynced);
     }
     out
 }

@@ -34,6 +34,7 @@ fn stream(root: &Path, ends: &[i64], size: u64) -> Arc<Catalog> {
                 duration_ms: 60_000,
                 frame_count: 1,
                 key_frame_count: 1,
+                clock_unsynced: false,
             },
         )
         .unwrap();

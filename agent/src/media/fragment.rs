@@ -14,6 +14,8 @@ pub struct Fragment {
     pub duration_ms: i64,
     /// This fragment begins a new segment file.
     pub new_segment: bool,
+    /// Some of its frames were recorded while the box's clock was not synchronised.
+    pub clock_unsynced: bool,
 }
 
 impl Fragment {
@@ -42,6 +44,7 @@ impl Fragment {
             track: track.clone(),
             duration_ms: frames * 40,
             new_segment: false,
+            clock_unsynced: false,
         }
     }
 }

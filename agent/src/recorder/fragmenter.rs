@@ -182,6 +182,7 @@ impl Fragmenter {
             track: b.track,
             duration_ms,
             new_segment: b.new_segment,
+            clock_unsynced: false,
         })
     }
 }

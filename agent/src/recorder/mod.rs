@@ -292,6 +292,8 @@ pub struct RecorderSummary {
     pub sessions: u64,
     pub gaps: Vec<Gap>,
     pub write_errors: u64,
+    /// Fragments written while the box's clock was not synchronised.
+    pub clock_unsynced: u64,
 }
 
 /// How often a waiting job probes an unreachable camera.
@@ -299,7 +301,9 @@ const PROBE_EVERY: Duration = Duration::from_millis(500);
 /// A SUCCESS status is refreshed this often while recording (LastCollectedTime).
 const STATUS_REFRESH: Duration = Duration::from_secs(60);
 
-/// Reports status changes, and SUCCESS again every [`STATUS_REFRESH`] of the job's clock.
+/// Reports status changes, and SUCCESS again every [`STATUS_REFRESH`] of the job's clock. A
+/// SUCCESS whose details only count on (fragments recorded unsynchronised) waits for the
+/// refresh too, so the status is not rewritten at every fragment.
 struct Reporter {
     sink: Arc<dyn StatusSink>,
     clock: Arc<dyn Clock>,
@@ -311,7 +315,14 @@ struct Reporter {
 impl Reporter {
     fn report(&mut self, status: JobStatus, details: Option<String>) {
         let now = self.clock.monotonic();
-        let same = self.last.as_ref() == Some(&(status, details.clone()));
+        let same = self.last.as_ref().is_some_and(|(s, d)| {
+            *s == status
+                && if status == JobStatus::Success {
+                    d.is_some() == details.is_some()
+                } else {
+                    *d == details
+                }
+        });
         let fresh = self
             .last_at
             .is_some_and(|t| now.saturating_sub(t) < STATUS_REFRESH);
@@ -352,6 +363,7 @@ struct JobState {
     reporter: Reporter,
     fragmenter: Fragmenter,
     timeline: Timeline,
+    clock_sync: ClockSync,
     /// The writer, while no fragment is being written.
     writer: Option<SegmentWriter>,
     /// The fragment being written, which holds the writer until it is done.
@@ -359,7 +371,9 @@ struct JobState {
     summary: RecorderSummary,
 }
 
-type WriteTask = tokio::task::JoinHandle<(SegmentWriter, Result<Written, SegmentError>, usize)>;
+/// The writer back, what writing gave, and the fragment's frame count and clock flag.
+type WriteTask =
+    tokio::task::JoinHandle<(SegmentWriter, Result<Written, SegmentError>, usize, bool)>;
 
 impl JobState {
     /// Starts writing a fragment on a blocking thread once the previous one is done, so the
@@ -371,7 +385,7 @@ impl JobState {
         let mut writer = self.writer.take().expect("no write in flight after settle");
         self.pending = Some(tokio::task::spawn_blocking(move || {
             let r = writer.write(&frag);
-            (writer, r, frag.frames.len())
+            (writer, r, frag.frames.len(), frag.clock_unsynced)
         }));
     }
 
@@ -380,9 +394,9 @@ impl JobState {
     async fn settle(&mut self) {
         if let Some(task) = self.pending.take() {
             match task.await {
-                Ok((writer, r, frames)) => {
+                Ok((writer, r, frames, unsynced)) => {
                     self.writer = Some(writer);
-                    self.after_write(r, frames);
+                    self.after_write(r, frames, unsynced);
                 }
                 Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                 Err(e) => panic!("segment writer task cancelled: {e}"),
@@ -390,18 +404,25 @@ impl JobState {
         }
     }
 
-    fn after_write(&mut self, r: Result<Written, SegmentError>, frames: usize) {
+    fn after_write(&mut self, r: Result<Written, SegmentError>, frames: usize, unsynced: bool) {
         match r {
             Ok(w) => {
                 self.summary.fragments += 1;
                 self.summary.frames += frames as u64;
+                self.summary.clock_unsynced += u64::from(unsynced);
                 if w.closed_previous {
                     self.reporter.sink.segment_closed();
                 }
                 if w.new_file.is_some() {
                     self.summary.segments += 1;
                 }
-                self.reporter.report(JobStatus::Success, None);
+                let details = (self.summary.clock_unsynced > 0).then(|| {
+                    format!(
+                        "{} fragments recorded while the system clock was not synchronised",
+                        self.summary.clock_unsynced
+                    )
+                });
+                self.reporter.report(JobStatus::Success, details);
             }
             Err(e) => {
                 self.summary.write_errors += 1;
@@ -417,7 +438,8 @@ impl JobState {
 
     /// Writes the fragment being built and waits until everything is on disk.
     async fn flush(&mut self) {
-        if let Some(frag) = self.fragmenter.flush() {
+        if let Some(mut frag) = self.fragmenter.flush() {
+            frag.clock_unsynced = self.clock_sync.take_flushed();
             self.write(frag).await;
         }
         self.settle().await;
@@ -457,6 +479,17 @@ impl JobState {
             wall_ms: self.clock.now().as_millisecond(),
         };
         let placed = self.timeline.place(f.media_ms, at);
+        match self.clock_sync.observe(self.clock.synchronized()) {
+            Some(false) => warn!(
+                stream = %self.cfg.stream,
+                "the system clock is not synchronised: the fragments recorded now are flagged, \
+                 their timestamps may be far from the true time"
+            ),
+            Some(true) => {
+                info!(stream = %self.cfg.stream, "the system clock is synchronised again")
+            }
+            None => {}
+        }
         let ts = placed.timestamp_ms;
         match placed.jump {
             Some(Jump::MediaClock(ms)) => warn!(
@@ -496,9 +529,48 @@ impl JobState {
             data: f.data,
             track: f.track,
         };
-        if let Some(frag) = self.fragmenter.push(timed) {
+        if let Some(mut frag) = self.fragmenter.push(timed) {
+            frag.clock_unsynced = self.clock_sync.take_closed();
             self.write(frag).await;
         }
+        self.clock_sync.frame_done();
+    }
+}
+
+/// Whether the box's clock was unsynchronised during the fragment being built, and the episode
+/// being logged (once when it begins, once when it ends).
+#[derive(Debug, Default)]
+struct ClockSync {
+    /// The current frame was recorded unsynchronised (it belongs to the next fragment when it
+    /// closes the one being built).
+    frame: bool,
+    fragment: bool,
+    episode: bool,
+}
+
+impl ClockSync {
+    /// The clock's state at a frame; `Some(now unsynchronised?)` when an episode begins or ends.
+    fn observe(&mut self, synchronized: Option<bool>) -> Option<bool> {
+        self.frame = synchronized == Some(false);
+        (self.frame != self.episode).then(|| {
+            self.episode = self.frame;
+            !self.frame
+        })
+    }
+
+    /// Whether the fragment the current frame closed had an unsynchronised frame; the current
+    /// frame starts the next one.
+    fn take_closed(&mut self) -> bool {
+        std::mem::replace(&mut self.fragment, self.frame)
+    }
+
+    /// The same for a fragment flushed without a frame after it.
+    fn take_flushed(&mut self) -> bool {
+        std::mem::take(&mut self.fragment)
+    }
+
+    fn frame_done(&mut self) {
+        self.fragment |= self.frame;
     }
 }
 
@@ -591,6 +663,7 @@ impl JobState {
             retry: Backoff::RESTART.start(),
             reporter,
             timeline: Timeline::new(),
+            clock_sync: ClockSync::default(),
             writer: Some(writer),
             pending: None,
             summary: RecorderSummary::default(),
@@ -810,6 +883,27 @@ mod tests {
         let d = Duration::from_secs(3600);
         let clock = SimulatedClock::new("2026-03-29T00:30:00Z".parse().unwrap());
         assert_eq!(back_off(&clock, d, None, &mut rx).await, Control::Stop);
+    }
+
+    /// An unsynchronised episode is reported once at each end; a fragment is flagged when any
+    /// of its frames was, the closing frame counting for the next one.
+    #[test]
+    fn clock_sync_reports_episodes_once_and_flags_fragments() {
+        let mut c = ClockSync::default();
+        assert_eq!(c.observe(Some(true)), None);
+        c.frame_done();
+        assert_eq!(c.observe(None), None, "unknown is not unsynchronised");
+        c.frame_done();
+        assert_eq!(c.observe(Some(false)), Some(false));
+        assert!(!c.take_closed(), "the fragment before the episode");
+        c.frame_done();
+        assert_eq!(c.observe(Some(false)), None);
+        c.frame_done();
+        assert_eq!(c.observe(Some(true)), Some(true));
+        assert!(c.take_closed(), "the fragment with unsynchronised frames");
+        c.frame_done();
+        assert!(!c.take_flushed());
+        assert!(!c.take_flushed());
     }
 
     /// A recording directory not created yet is writable when its parent is (the first segment

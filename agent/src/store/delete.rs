@@ -158,6 +158,7 @@ mod tests {
                 duration_ms: 2000,
                 frame_count: 1,
                 key_frame_count: 1,
+                clock_unsynced: false,
             },
         )
         .unwrap();

@@ -429,6 +429,7 @@ fn complete_clusters<R: io::Read + io::Seek>(
             duration_ms: s.duration_ms.max(0),
             frame_count: s.frame_count as u32,
             key_frame_count: cluster.frames.iter().filter(|f| f.key).count() as u32,
+            clock_unsynced: false,
         });
         *indexed = s.end();
     }

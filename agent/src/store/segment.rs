@@ -119,6 +119,7 @@ impl SegmentWriter {
                         duration_ms: frag.duration_ms.max(0),
                         frame_count: frag.frames.len() as u32,
                         key_frame_count: frag.key_frame_count() as u32,
+                        clock_unsynced: frag.clock_unsynced,
                     },
                 )?)
             }

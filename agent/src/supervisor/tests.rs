@@ -577,6 +577,7 @@ fn record_one_fragment(f: &Fixture, stream: &str) {
         }),
         duration_ms: 40,
         new_segment: false,
+        clock_unsynced: false,
     })
     .unwrap();
 }

@@ -709,6 +709,7 @@ mod tests {
                 track: Arc::clone(&track),
                 duration_ms: 1000,
                 new_segment: false,
+                clock_unsynced: false,
             })
             .unwrap();
         }

@@ -378,6 +378,7 @@ mod tests {
             upload_state: UploadState::Pending,
             fragment_number: None,
             upload_error: None,
+            clock_unsynced: false,
         }
     }
 

@@ -95,6 +95,7 @@ pub fn record(
                         duration_ms: FRAME_MS * fr.len() as i64,
                         frame_count: fr.len() as u32,
                         key_frame_count: 1,
+                        clock_unsynced: false,
                     },
                 )
                 .unwrap();

@@ -7,14 +7,15 @@ use rusqlite::{Connection, Transaction};
 
 mod v0_to_v1;
 mod v1_to_v2;
+mod v2_to_v3;
 
 /// The schema version this build writes.
-pub const CURRENT_VERSION: i32 = 2;
+pub const CURRENT_VERSION: i32 = 3;
 
 type Step = fn(&Transaction<'_>) -> rusqlite::Result<()>;
 
 /// `STEPS[n]` upgrades version n to n + 1.
-const STEPS: [Step; CURRENT_VERSION as usize] = [v0_to_v1::run, v1_to_v2::run];
+const STEPS: [Step; CURRENT_VERSION as usize] = [v0_to_v1::run, v1_to_v2::run, v2_to_v3::run];
 
 /// Brings the schema from `from` to [`CURRENT_VERSION`].
 pub fn run(tx: &Transaction<'_>, from: i32) -> rusqlite::Result<()> {

@@ -87,6 +87,15 @@ fn worst_offset(frames: &[Sent], placed: &[Placed], from: usize) -> i64 {
         .unwrap()
 }
 
+/// The frames placed with a jump: (index, jump).
+fn jumps(placed: &[Placed]) -> Vec<(usize, Jump)> {
+    placed
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| Some((i, p.jump?)))
+        .collect()
+}
+
 #[test]
 fn a_camera_two_percent_fast_or_slow_stays_on_the_box_clock_for_hours() {
     for ppm in [20_000, -20_000, 5_000, -500, 0] {
@@ -165,11 +174,7 @@ fn a_camera_that_pauses_resumes_at_the_box_time_after_a_gap() {
     }
     let mut t = Timeline::new();
     let placed = place_all(&mut t, &frames);
-    let gaps: Vec<(usize, Jump)> = placed
-        .iter()
-        .enumerate()
-        .filter_map(|(i, p)| Some((i, p.jump?)))
-        .collect();
+    let gaps = jumps(&placed);
     assert_eq!(gaps.len(), 1, "{gaps:?}");
     let (at, Jump::Gap(ms)) = gaps[0] else {
         panic!("{gaps:?}")
@@ -195,11 +200,7 @@ fn a_media_clock_that_jumps_is_followed_smoothly() {
     }
     let mut t = Timeline::new();
     let placed = place_all(&mut t, &frames);
-    let jumps: Vec<(usize, Jump)> = placed
-        .iter()
-        .enumerate()
-        .filter_map(|(i, p)| Some((i, p.jump?)))
-        .collect();
+    let jumps = jumps(&placed);
     assert_eq!(
         jumps,
         [
