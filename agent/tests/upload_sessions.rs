@@ -221,12 +221,6 @@ fn check(index: &Value, snap: &Snapshot, stop_ms: i64) -> Report {
     }
 }
 
-fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-    list.iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
-}
-
 fn run_secs() -> u64 {
     std::env::var("UPLOAD_SESSIONS_SECS")
         .ok()
@@ -311,7 +305,7 @@ async fn iot_credentials_of_a_minute_rotate_each_session_before_they_expire() {
     let endpoint = IotEndpoint::start(&pki, &["--register", &rig.emulator.url()]);
     let file = |n: &str| pki.join(n).display().to_string();
     let credential_endpoint = format!("127.0.0.1:{}", endpoint.port);
-    let env = pairs(&[
+    let env = env(&[
         ("AWS_REGION", REGION),
         ("AWS_ENDPOINT_URL_KINESIS_VIDEO", &rig.emulator.url()),
         ("AWS_IOT_CA_CERT", &file("ca.pem")),
@@ -368,7 +362,7 @@ async fn environment_credentials_with_an_expiry_end_their_session_before_it() {
             json!({"access_key": KEY, "secret_key": SECRET, "expires_ms": expires_ms}),
         )
         .await;
-    let env = pairs(&[
+    let env = env(&[
         ("AWS_REGION", REGION),
         ("AWS_ENDPOINT_URL_KINESIS_VIDEO", &rig.emulator.url()),
         ("AWS_ACCESS_KEY_ID", KEY),

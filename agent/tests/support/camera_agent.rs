@@ -55,13 +55,17 @@ pub fn setup(dir: &Path, uri: &str, req: &str) -> (PathBuf, Vec<String>) {
     reason = "for the tests that upload with static credentials"
 )]
 pub fn upload_env(endpoint: &str) -> Vec<(String, String)> {
-    [
+    env(&[
         ("AWS_REGION", REGION),
         ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
         ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
         ("AWS_ENDPOINT_URL_KINESIS_VIDEO", endpoint),
-    ]
-    .iter()
-    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-    .collect()
+    ])
+}
+
+/// An environment for the agent, from `(name, value)` pairs.
+pub fn env(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
 }
