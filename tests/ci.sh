@@ -18,6 +18,8 @@ PACKAGES=(
   # MQTT broker, and openssl for the test CA of the mutual-TLS (IoT Core) tests
   mosquitto openssl
   sqlite3
+  # libfaketime: the agent's wall clock stepped, its monotonic clock left alone (clock_steps.rs)
+  faketime
   # systemd-analyze verify/security and systemd-sysusers for the unit (tests/packaging/check.sh)
   systemd
 )

@@ -413,3 +413,92 @@ fn fragments_recorded_while_the_clock_is_unsynchronised_are_flagged() {
     let count: usize = count.parse().unwrap();
     assert!((1..=flagged).contains(&count), "{reports:?}");
 }
+
+/// The box's wall clock stepped two hours ahead, then three back, while a clip records: each
+/// step starts a new segment whose media carries the new time, no segment file spans a step
+/// (frames evenly spaced in each), the segments are in recording order in the catalog, and
+/// `check` finds catalog and disk in agreement.
+#[test]
+fn a_wall_clock_step_starts_a_segment_on_the_new_time() {
+    use jiff::SignedDuration;
+    use kvs_edge_agent::clock::{Clock, PausedClock};
+    use kvs_edge_agent::recorder::MemoryStatus;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Arc::new(Catalog::open(&dir.path().join("kvs-edge-agent.db")).unwrap());
+    let clock = Arc::new(PausedClock::new(jiff::Timestamp::now()));
+    let cfg = demo_config(
+        format!("file://{}?fps=25", sample_clip().display()),
+        dir.path().to_owned(),
+        None,
+    );
+    let job = recorder::Job::spawn(
+        cfg,
+        catalog.clone(),
+        clock.clone(),
+        Arc::new(MemoryStatus::default()),
+    );
+    let count = || catalog_totals(&catalog, "demo").0;
+    let mut steps = Vec::new();
+    for step_h in [2, -3] {
+        let before = count();
+        wait_for("3 more fragments", Duration::from_secs(20), || {
+            count() >= before + 3
+        });
+        let to = clock.now() + SignedDuration::from_hours(step_h);
+        clock.jump(to);
+        steps.push(to.as_millisecond());
+    }
+    let before = count();
+    wait_for(
+        "3 fragments after the steps",
+        Duration::from_secs(20),
+        || count() >= before + 3,
+    );
+    let stop_ms = clock.now().as_millisecond();
+    let summary = job.stop();
+    assert_eq!(summary.wall_steps, 2, "{summary:?}");
+
+    let segs = read_segments(&catalog, dir.path(), "demo");
+    let starts: Vec<i64> = segs.iter().map(|s| s.clusters[0][0].timestamp_ms).collect();
+    assert_eq!(segs.len(), 3, "one segment per era: {starts:?}");
+    for s in &segs {
+        let frames: Vec<_> = s.clusters.iter().flatten().collect();
+        for w in frames.windows(2) {
+            let gap = w[1].timestamp_ms - w[0].timestamp_ms;
+            assert!(
+                (30..=50).contains(&gap),
+                "{}: a step of {gap} ms",
+                s.path.display()
+            );
+        }
+        let (_, n) = ffprobe(&s.path);
+        assert_eq!(n, frames.len() as u64);
+    }
+    // Each step is taken at the next key frame of the clip (one a second) after it.
+    for (start, step) in starts[1..].iter().zip(&steps) {
+        assert!(
+            (*step..step + 1500).contains(start),
+            "a segment started at {start}, the clock stepped to {step}"
+        );
+    }
+    let last = segs[2]
+        .clusters
+        .last()
+        .unwrap()
+        .last()
+        .unwrap()
+        .timestamp_ms;
+    assert!(
+        (last - stop_ms).abs() <= 500,
+        "{} ms from the clock",
+        last - stop_ms
+    );
+    let out = check(dir.path(), &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

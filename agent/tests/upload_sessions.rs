@@ -53,9 +53,6 @@ use rtsp::{RtspServer, require_gstreamer};
 use serde_json::{Value, json};
 use snapshot::{Snapshot, snapshot};
 
-/// A window that is always open (an hour long, starting every second); uploaded media is kept,
-/// so the catalog can be compared with the emulator.
-const OPEN_WINDOW: &str = r#","UploaderConfig":{"ScheduleConfig":{"ScheduleExpression":"* * * * * ?","DurationInSeconds":3600}},"DeletionConfig":{"EdgeRetentionInHours":24,"DeleteAfterUpload":false}"#;
 /// How late a fragment may reach the emulator after its last frame.
 const LATENCY_SLACK_MS: i64 = 1500;
 /// Generous bound for the first fragment to be persisted (camera start, connect, a fragment).

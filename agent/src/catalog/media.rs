@@ -269,12 +269,15 @@ impl Catalog {
             .optional()?)
     }
 
-    /// A stream's segments, oldest first; `None` lists every stream's.
+    /// A stream's segments in recording order; `None` lists every stream's. Recording order is
+    /// row order: a segment's row is inserted when its first fragment is written, and SQLite
+    /// numbers a new row past every existing one. It differs from timestamp order after a
+    /// wall-clock step backwards (design/time.md).
     pub fn segments(&self, stream: Option<&str>) -> Result<Vec<SegmentRow>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
             "select {SEGMENT_COLUMNS} from segment where ?1 is null or stream_name = ?1 \
-             order by stream_name, start_ms, id"
+             order by stream_name, id"
         ))?;
         Ok(stmt
             .query_map([stream], segment_from_row)?
@@ -291,22 +294,22 @@ impl Catalog {
             .collect::<rusqlite::Result<_>>()?)
     }
 
-    /// The oldest fragments of a stream still to upload, in upload order. Segments being
-    /// deleted are skipped.
+    /// The oldest fragments of a stream still to upload, in recording order (segment, offset).
+    /// Segments being deleted are skipped.
     pub fn pending_fragments(&self, stream: &str, limit: usize) -> Result<Vec<FragmentRow>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
             "select {FRAGMENT_COLUMNS} from fragment f join segment s on s.id = f.segment_id \
              where s.stream_name = ?1 and s.state != 'DELETING' and f.upload_state = 'PENDING' \
-             order by s.start_ms, s.id, f.offset limit ?2"
+             order by s.id, f.offset limit ?2"
         ))?;
         Ok(stmt
             .query_map(params![stream, limit as i64], fragment_from_row)?
             .collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Like [`Catalog::pending_fragments`], but only those after `after` in upload order
-    /// (segment start, segment id, offset): what a session has not sent yet.
+    /// Like [`Catalog::pending_fragments`], but only those after `after` in recording order:
+    /// what a session has not sent yet.
     pub fn pending_fragments_after(
         &self,
         stream: &str,
@@ -320,9 +323,8 @@ impl Catalog {
         let mut stmt = conn.prepare_cached(&format!(
             "select {FRAGMENT_COLUMNS} from fragment f join segment s on s.id = f.segment_id \
              where s.stream_name = ?1 and s.state != 'DELETING' and f.upload_state = 'PENDING' \
-             and (s.start_ms, s.id, f.offset) > \
-                 ((select start_ms from segment where id = ?2), ?2, ?3) \
-             order by s.start_ms, s.id, f.offset limit ?4"
+             and (s.id, f.offset) > (?2, ?3) \
+             order by s.id, f.offset limit ?4"
         ))?;
         Ok(stmt
             .query_map(
@@ -363,8 +365,8 @@ impl Catalog {
         Ok(())
     }
 
-    /// Every segment of a stream (`None`: of every stream), oldest first, with its fragments
-    /// counted by upload state.
+    /// Every segment of a stream (`None`: of every stream), in recording order, with its
+    /// fragments counted by upload state.
     pub fn segment_summaries(&self, stream: Option<&str>) -> Result<Vec<SegmentSummary>> {
         let columns = SEGMENT_COLUMNS
             .split(", ")
@@ -380,7 +382,7 @@ impl Catalog {
              coalesce(sum(f.clock_unsynced), 0) \
              from segment s left join fragment f on f.segment_id = s.id \
              where ?1 is null or s.stream_name = ?1 \
-             group by s.id order by s.stream_name, s.start_ms, s.id"
+             group by s.id order by s.stream_name, s.id"
         ))?;
         let n = SEGMENT_COLUMNS.split(", ").count();
         Ok(stmt

@@ -233,7 +233,13 @@ impl Catalog {
         conn.pragma_update(None, "journal_mode", "wal")?;
         conn.pragma_update(None, "synchronous", "full")?;
         conn.pragma_update(None, "foreign_keys", "on")?;
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // Every write transaction takes the write lock when it begins. A deferred one that
+        // reads first and then writes cannot wait for the lock (SQLite skips the busy handler
+        // when a read transaction upgrades, as waiting could deadlock), so a reader in another
+        // connection briefly holding it (WAL recovery, `recordings list`, the HTTP API) failed
+        // the write at once with "database is locked".
+        conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
+        let tx = conn.transaction()?;
         let version: i32 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
         verify_schema(&tx, version, name)?;
         if version > CURRENT_VERSION {

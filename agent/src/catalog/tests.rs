@@ -343,6 +343,33 @@ fn concurrent_reader_while_writing() {
     assert!(reads > 0);
 }
 
+/// A write that meets another connection's write lock waits for it (the busy timeout) rather
+/// than failing: a deferred transaction that read first could not wait, and CI saw
+/// `concurrent_reader_while_writing` fail with "database is locked".
+#[test]
+fn a_write_waits_for_another_connections_write_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let c = Catalog::open(&path).unwrap();
+    let seg = c.insert_segment(&segment("cam1", "cam1/a.mkv", 0)).unwrap();
+    let (locked_tx, locked) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let mut other = rusqlite::Connection::open(&path).unwrap();
+        let tx = other
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .unwrap();
+        locked_tx.send(()).unwrap();
+        // How long the lock is held, not a synchronisation: the write below must outlast it.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        tx.commit().unwrap();
+    });
+    locked.recv().unwrap();
+    c.add_fragment(seg, &fragment(300, 10, 0))
+        .expect("waits for the other writer");
+    holder.join().unwrap();
+    assert_eq!(c.fragments(seg).unwrap().len(), 1);
+}
+
 /// Env var that turns [`child_commits_then_waits_to_be_killed`] into the child of
 /// [`committed_row_survives_kill_9`].
 const CHILD_DB: &str = "KVS_EDGE_AGENT_TEST_CHILD_DB";

@@ -3,13 +3,14 @@
 //!
 //! The rules, from the API reference (DeletionConfig, LocalSizeConfig):
 //! - `EdgeRetentionInHours`: media older than this is deleted, uploaded or not. A segment is
-//!   "older" when its newest media is; deleting at segment granularity never deletes media
-//!   younger than the retention.
+//!   "older" when its newest media is (by timestamp: retention is about the media's time);
+//!   deleting at segment granularity never deletes media younger than the retention.
 //! - `DeleteAfterUpload`: a closed segment whose every fragment is uploaded is deleted. A
 //!   segment with a fragment the service refused (FAILED) is kept for the operator until
 //!   retention removes it.
-//! - `MaxLocalMediaSizeInMB` with `DELETE_OLDEST_MEDIA`: the oldest closed segments are deleted
-//!   until the stream is within its limit. With `DENY_NEW_MEDIA`: nothing is deleted; recording
+//! - `MaxLocalMediaSizeInMB` with `DELETE_OLDEST_MEDIA`: the first recorded closed segments are
+//!   deleted until the stream is within its limit (recording order, design/time.md). With
+//!   `DENY_NEW_MEDIA`: nothing is deleted; recording
 //!   pauses at the limit and resumes once retention or upload has brought usage back under
 //!   [`RESUME_FRACTION`] of it (the margin stops the recorder flapping segment by segment).
 //!   A limit without a strategy behaves as `DELETE_OLDEST_MEDIA`: the one choice that keeps
@@ -82,8 +83,9 @@ pub struct Decision {
     pub percentage_space_used: Option<f64>,
 }
 
-/// Decides for one stream. `segments` must be ordered oldest first; `was_denying` is the
-/// previous decision's `deny_new_media` (for the resume margin).
+/// Decides for one stream. `segments` must be in recording order, the first recorded first
+/// (not by timestamp: after a wall-clock step backwards the newest media carries the oldest
+/// times); `was_denying` is the previous decision's `deny_new_media` (for the resume margin).
 pub fn decide(
     segments: &[SegmentFacts],
     limits: &Limits,

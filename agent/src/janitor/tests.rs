@@ -81,6 +81,26 @@ fn a_pass_deletes_by_policy_on_disk_and_in_the_catalog() {
     assert!(!state.pause_recording());
 }
 
+/// After the wall clock stepped back three hours, the segment recorded last carries the oldest
+/// timestamps; the one recorded first is still the oldest media, and goes first.
+#[test]
+fn delete_oldest_media_follows_recording_order_not_timestamps() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = 1000 * H;
+    let c = stream(dir.path(), &[now - 1000, now - 3 * H], 64 * MB);
+    let mut j = Janitor::new(
+        "cam1",
+        c.clone(),
+        dir.path(),
+        limits(Some(100), StrategyOnFullSize::DeleteOldestMedia),
+        NO_RESERVE,
+    );
+    let (_, deleted) = j.pass(now).unwrap();
+    assert_eq!(deleted.len(), 1, "{deleted:?}");
+    assert!(!dir.path().join("cam1/2026-01-01/0.mkv").exists());
+    assert!(dir.path().join("cam1/2026-01-01/1.mkv").exists());
+}
+
 #[test]
 fn deny_new_media_pauses_recording_and_keeps_media() {
     let dir = tempfile::tempdir().unwrap();

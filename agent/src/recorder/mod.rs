@@ -294,6 +294,8 @@ pub struct RecorderSummary {
     pub write_errors: u64,
     /// Fragments written while the box's clock was not synchronised.
     pub clock_unsynced: u64,
+    /// Steps of the box's wall clock taken (each began a segment).
+    pub wall_steps: u64,
 }
 
 /// How often a waiting job probes an unreachable camera.
@@ -478,7 +480,7 @@ impl JobState {
             mono_ms: i64::try_from(self.clock.monotonic().as_millis()).unwrap_or(i64::MAX),
             wall_ms: self.clock.now().as_millisecond(),
         };
-        let placed = self.timeline.place(f.media_ms, at);
+        let placed = self.timeline.place(f.media_ms, f.key, at);
         match self.clock_sync.observe(self.clock.synchronized()) {
             Some(false) => warn!(
                 stream = %self.cfg.stream,
@@ -502,9 +504,22 @@ impl JobState {
                 gap_ms = ms,
                 "frames arrive later than the camera's clock says: a gap, taken at once"
             ),
+            Some(Jump::WallStep(ms)) => {
+                warn!(
+                    stream = %self.cfg.stream,
+                    step_ms = ms,
+                    "the system clock was stepped: media from here on carries the new time, \
+                     in a new segment"
+                );
+                // No segment spans a step: its times would not be in order, or would leave a
+                // hole the size of the step.
+                self.close_segment().await;
+                self.summary.wall_steps += 1;
+            }
             None => {}
         }
-        if *session_first {
+        let stepped = matches!(placed.jump, Some(Jump::WallStep(_)));
+        if *session_first && !stepped {
             *session_first = false;
             if let Some(last) = before {
                 let gap = Gap {

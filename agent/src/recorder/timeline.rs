@@ -20,9 +20,14 @@
 //!   lost. A delivery stall followed by a burst does not do this: the window is only trusted
 //!   once it has covered [`WINDOW_MS`] of steady arrivals, and by then the burst has caught up.
 //!
-//! The wall clock is read once per session, as the offset between it and the monotonic clock;
-//! the monotonic time of each frame plus that offset is its timestamp. Timestamps strictly
-//! increase within a `Timeline` and a new session never starts before the last one ended.
+//! A frame's timestamp is its monotonic time plus the wall clock's offset from the monotonic
+//! clock. That offset only changes when the wall clock is *stepped* (NTP slews both clocks
+//! alike; a step, a manual fix or a resume from suspend moves one): it is compared at every
+//! frame, and once it has moved by more than [`STEP_MS`] the timeline takes the new offset at
+//! the next key frame ([`Jump::WallStep`]), where the recorder starts a new segment. Until then
+//! (at most a GOP) frames keep the old time, since a fragment can only start at a key frame.
+//! Timestamps strictly increase within a `Timeline`, except across a wall step backwards, and a
+//! new session never starts before the last one ended unless the wall clock stepped meanwhile.
 //! Pure: the caller passes the clocks' readings.
 
 use std::collections::VecDeque;
@@ -36,6 +41,8 @@ pub const JUMP_MS: i64 = 1_000;
 /// Errors this small are left alone, so a camera whose clock keeps time keeps its exact frame
 /// spacing.
 pub const DEAD_BAND_MS: i64 = 50;
+/// A move of the wall clock's offset from the monotonic clock beyond which it was stepped.
+pub const STEP_MS: i64 = 1_000;
 /// Arrivals further apart than this break the window's coverage (a stall, a paused camera).
 const COVERAGE_GAP_MS: i64 = 500;
 /// The largest correction per frame is one interval divided by this (10 %: a 2 % drift is
@@ -66,6 +73,9 @@ pub enum Jump {
     MediaClock(i64),
     /// Frames arrived this much later than the mapping (ms) for a whole window: a gap.
     Gap(i64),
+    /// The wall clock was stepped by this much (ms, either sign): this frame, a key frame or a
+    /// session's first, and those after it carry the new time.
+    WallStep(i64),
 }
 
 /// The minimum lag over the last [`WINDOW_MS`] of arrivals, and how long the arrivals have
@@ -136,6 +146,8 @@ pub struct Timeline {
     window: LagWindow,
     last_ms: Option<i64>,
     interval_ms: Option<i64>,
+    /// The wall clock's offset from the monotonic clock that the last frame was placed with.
+    box_offset: Option<i64>,
 }
 
 impl Timeline {
@@ -159,12 +171,17 @@ impl Timeline {
         self.interval_ms.unwrap_or(DEFAULT_FRAME_INTERVAL_MS)
     }
 
-    /// Places a frame of media time `media_ms` that arrived `at`.
-    pub fn place(&mut self, media_ms: i64, at: Arrival) -> Placed {
+    /// Places a frame of media time `media_ms` (a key frame if `key`) that arrived `at`.
+    pub fn place(&mut self, media_ms: i64, key: bool, at: Arrival) -> Placed {
         let lag = at.mono_ms - media_ms;
         let Some(m) = self.session.as_mut() else {
             return self.anchor(media_ms, at);
         };
+        let box_offset = at.wall_ms - at.mono_ms;
+        let stepped = self
+            .box_offset
+            .map(|b| box_offset - b)
+            .filter(|step| key && step.abs() > STEP_MS);
         let media_step = media_ms - m.last_media_ms;
         let arrival_step = at.mono_ms - m.last_arrival_ms;
         if media_step > 0 && media_step < 1000 {
@@ -192,6 +209,13 @@ impl Timeline {
             let step = (interval / SLEW_DIVISOR).max(1);
             m.correction += error.clamp(-step, step);
         }
+        if let Some(step) = stepped {
+            // Only the wall clock moved: the media-to-monotonic mapping stands. A floor the
+            // session was anchored with goes too; the new time is the box's.
+            m.wall_offset = box_offset;
+            self.box_offset = Some(box_offset);
+            jump = Some(Jump::WallStep(step));
+        }
         let mono = (media_ms + m.correction).max(m.last_mono_ms + 1);
         m.last_media_ms = media_ms;
         m.last_arrival_ms = at.mono_ms;
@@ -202,10 +226,19 @@ impl Timeline {
     }
 
     /// A session's first frame: placed at its arrival on the wall clock, but never before the
-    /// previous session's last frame plus an interval.
+    /// previous session's last frame plus an interval unless the wall clock stepped since.
     fn anchor(&mut self, media_ms: i64, at: Arrival) -> Placed {
-        let floor = self.last_ms.map_or(i64::MIN, |l| l + self.interval_ms());
+        let box_offset = at.wall_ms - at.mono_ms;
+        let stepped = self
+            .box_offset
+            .map(|b| box_offset - b)
+            .filter(|step| step.abs() > STEP_MS);
+        let floor = match (stepped, self.last_ms) {
+            (None, Some(last)) => last + self.interval_ms(),
+            _ => i64::MIN,
+        };
         let timestamp_ms = at.wall_ms.max(floor);
+        self.box_offset = Some(box_offset);
         self.window.push(at.mono_ms, at.mono_ms - media_ms);
         self.session = Some(Mapping {
             correction: at.mono_ms - media_ms,
@@ -217,7 +250,7 @@ impl Timeline {
         self.last_ms = Some(timestamp_ms);
         Placed {
             timestamp_ms,
-            jump: None,
+            jump: stepped.map(Jump::WallStep),
         }
     }
 }

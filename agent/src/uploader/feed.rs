@@ -3,8 +3,9 @@
 //!
 //! A [`Feed`] lives as long as the job. [`Feed::begin`] starts a session at the oldest pending
 //! fragment (so whatever a previous session left unacknowledged is sent again); [`Feed::next`]
-//! hands out the fragments after the last one handed out, or says the session must end for a
-//! new header (another CodecPrivate or picture size), or that nothing is ready yet; then
+//! hands out the fragments after the last one handed out in recording order, or says the
+//! session must end for a new header (another CodecPrivate or picture size) or because the next
+//! fragment's time goes back (a wall-clock step), or that nothing is ready yet; then
 //! [`Feed::changed`] waits for the catalog's commit announcement ([`Catalog::committed`]). The
 //! announcement is in-process only: commits by another process (`record` beside `upload`) are
 //! seen at the next look, every `recheck` at the latest.
@@ -48,8 +49,10 @@ pub struct Start {
 #[derive(Debug)]
 pub enum Next {
     Fragment(FeedFragment),
-    /// The next pending fragment needs another header: end this session.
-    CodecChanged,
+    /// The next pending fragment cannot follow in this session: end it. Either it needs
+    /// another header, or it starts before the last one handed out ended (recorded after the
+    /// wall clock stepped back), and a session's timecodes must increase (PutMedia 4004).
+    NewSession,
     /// Nothing pending after the last fragment (yet).
     Empty,
 }
@@ -157,8 +160,10 @@ impl Feed {
             return Ok(Next::Empty);
         };
         let seg = self.segment(row.segment_id).await?;
-        if self.codec.as_ref() != Some(&Codec::of(&seg)) {
-            return Ok(Next::CodecChanged);
+        if self.codec.as_ref() != Some(&Codec::of(&seg))
+            || self.last.as_ref().is_some_and(|last| goes_back(last, &row))
+        {
+            return Ok(Next::NewSession);
         }
         self.queue.pop_front();
         self.last = Some(row.clone());
@@ -215,6 +220,15 @@ impl Feed {
     {
         super::blocking(&self.catalog, f).await
     }
+}
+
+/// Whether `next` may start before `last`'s newest frame: the service wants every fragment of a
+/// session to start after the previous one's newest frame. A fragment's frames all lie before
+/// its end (`timecode + duration`, exact when the next fragment followed it, an over-estimate
+/// when it was flushed), so this never misses a fragment that goes back; it can only take a
+/// fragment flushed at a gap for one, and that costs a new session, nothing else.
+fn goes_back(last: &FragmentRow, next: &FragmentRow) -> bool {
+    next.timecode_ms < last.timecode_ms + last.duration_ms
 }
 
 async fn read_header(path: &Path, len: u64) -> std::io::Result<Vec<u8>> {

@@ -498,7 +498,7 @@ impl Uploader {
         match end {
             SessionEnd::Done
             | SessionEnd::Rotated
-            | SessionEnd::CodecChanged
+            | SessionEnd::NewSession
             | SessionEnd::Idle
             | SessionEnd::FragmentFailed => {
                 st.failures = 0;
@@ -690,6 +690,11 @@ mod tests {
 
     /// Writes `n` one-second fragments of `stream` through the segment writer, as recording does.
     fn record(dir: &Path, catalog: &Arc<Catalog>, stream: &str, n: i64) {
+        record_at(dir, catalog, stream, 1_767_225_600_000, n);
+    }
+
+    /// Like [`record`], in a new segment whose first fragment starts at `start_ms`.
+    fn record_at(dir: &Path, catalog: &Arc<Catalog>, stream: &str, start_ms: i64, n: i64) {
         use crate::media::mkv::{Frame, TrackInfo, VideoCodec};
         let track = Arc::new(TrackInfo {
             codec: VideoCodec::H264,
@@ -702,7 +707,7 @@ mod tests {
         for i in 0..n {
             w.write(&crate::media::fragment::Fragment {
                 frames: vec![Frame {
-                    timestamp_ms: 1_767_225_600_000 + i * 1000,
+                    timestamp_ms: start_ms + i * 1000,
                     key: true,
                     data: vec![0, 0, 0, 2, 0x65, 1],
                 }],
@@ -770,6 +775,52 @@ mod tests {
         assert_eq!(got[0].header.len() as u64, seg.header_size);
         let sent: Vec<i64> = got[0].fragments.iter().map(|f| f.id).collect();
         assert_eq!(sent, rows.iter().map(|r| r.id).collect::<Vec<_>>());
+    }
+
+    /// After the wall clock stepped back, the recorder's next segment starts before the media
+    /// already sent: a live session must end there (its timecodes only increase; waiting on
+    /// would never see that segment, as it sorts before the last fragment sent by time), and the
+    /// next one starts with it, in recording order.
+    #[tokio::test(start_paused = true)]
+    async fn the_feed_ends_a_session_where_the_time_goes_back() {
+        const T: i64 = 1_767_225_600_000;
+        const HOUR: i64 = 3_600_000;
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Arc::new(Catalog::open(&dir.path().join("c.db")).unwrap());
+        record_at(dir.path(), &catalog, "cam", T, 3);
+        let clock: Arc<dyn Clock> =
+            Arc::new(PausedClock::new("2026-01-01T00:00:00Z".parse().unwrap()));
+        let mut feed = feed::Feed::new(
+            Arc::clone(&catalog),
+            Arc::clone(&clock),
+            "cam",
+            dir.path(),
+            Duration::from_secs(10),
+        );
+        let timecode = |n: feed::Next| match n {
+            feed::Next::Fragment(f) => f.row.timecode_ms,
+            other => panic!("{other:?}"),
+        };
+        let start = feed.begin().await.unwrap().unwrap();
+        let mut sent = vec![start.first.row.clone()];
+        for _ in 0..2 {
+            let feed::Next::Fragment(f) = feed.next().await.unwrap() else {
+                panic!("three fragments pending");
+            };
+            sent.push(f.row);
+        }
+        assert!(matches!(feed.next().await.unwrap(), feed::Next::Empty));
+        record_at(dir.path(), &catalog, "cam", T - HOUR, 2);
+        assert!(matches!(feed.next().await.unwrap(), feed::Next::NewSession));
+        for row in &sent {
+            catalog
+                .mark_fragment_uploaded(row.id, "1", clock.now())
+                .unwrap();
+        }
+        let start = feed.begin().await.unwrap().unwrap();
+        assert_eq!(start.first.row.timecode_ms, T - HOUR);
+        assert_eq!(timecode(feed.next().await.unwrap()), T - HOUR + 1000);
+        assert!(matches!(feed.next().await.unwrap(), feed::Next::Empty));
     }
 
     #[tokio::test(start_paused = true)]

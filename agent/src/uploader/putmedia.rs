@@ -430,7 +430,7 @@ impl Sender<'_> {
                 Some(f) => f,
                 None => match feed.next().await {
                     Ok(Next::Fragment(f)) => f,
-                    Ok(Next::CodecChanged) => break SenderEnd::CodecChanged,
+                    Ok(Next::NewSession) => break SenderEnd::NewSession,
                     Ok(Next::Empty) => {
                         // Caught up: close the last fragment now rather than at the next.
                         if open {

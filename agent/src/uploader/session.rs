@@ -30,8 +30,9 @@ pub enum SenderEnd {
     Stopped,
     /// The session reached its age or credential limit.
     Rotated,
-    /// The next fragment has another CodecPrivate or picture size: it needs a new header.
-    CodecChanged,
+    /// The next fragment cannot follow in this session: it has another CodecPrivate or picture
+    /// size (a new header), or starts before the last one ended (the wall clock stepped back).
+    NewSession,
     /// No new fragment came for a while (the service closes a request 30 s after its last
     /// data).
     Idle,
@@ -67,8 +68,8 @@ pub enum SessionEnd {
     Stopped,
     /// The session reached its age or credential limit; continue on a new one at once.
     Rotated,
-    /// The codec changed; continue on a new session (with the new header) at once.
-    CodecChanged,
+    /// The codec changed or the time went back; continue on a new session at once.
+    NewSession,
     /// No new fragment for a while; a new session starts with the next one.
     Idle,
     /// A fragment was rejected for good (marked failed); continue at once.
@@ -339,7 +340,7 @@ impl Ledger {
         match &self.finished {
             Some(SenderEnd::Stopped) => SessionEnd::Stopped,
             Some(SenderEnd::Rotated) => SessionEnd::Rotated,
-            Some(SenderEnd::CodecChanged) => SessionEnd::CodecChanged,
+            Some(SenderEnd::NewSession) => SessionEnd::NewSession,
             Some(SenderEnd::Idle) => SessionEnd::Idle,
             Some(SenderEnd::CaughtUp) => SessionEnd::Done,
             // Everything sent is resolved, but the sender did not end by itself: the
@@ -611,7 +612,7 @@ mod tests {
         let cases = [
             (SenderEnd::Stopped, "Stopped"),
             (SenderEnd::Rotated, "Rotated"),
-            (SenderEnd::CodecChanged, "CodecChanged"),
+            (SenderEnd::NewSession, "NewSession"),
             (SenderEnd::Idle, "Idle"),
             (SenderEnd::CaughtUp, "Done"),
         ];

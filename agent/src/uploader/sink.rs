@@ -168,7 +168,7 @@ impl MemorySink {
                 Some(f) => f,
                 None => match s.feed.next().await? {
                     Next::Fragment(f) => f,
-                    Next::CodecChanged => break SessionEnd::CodecChanged,
+                    Next::NewSession => break SessionEnd::NewSession,
                     Next::Empty => break SessionEnd::Done,
                 },
             };

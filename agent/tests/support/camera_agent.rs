@@ -15,6 +15,11 @@ pub const SECRET_ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secr
 #[allow(dead_code, reason = "for the tests that upload on a schedule")]
 pub const ALWAYS_UPLOAD: &str = r#","UploaderConfig":{"ScheduleConfig":{"ScheduleExpression":"0 * * * * ?","DurationInSeconds":60}}"#;
 
+/// A window that is always open (an hour long, starting every second); uploaded media is kept,
+/// so the catalog can be compared with the emulator.
+#[allow(dead_code, reason = "for the tests that upload live")]
+pub const OPEN_WINDOW: &str = r#","UploaderConfig":{"ScheduleConfig":{"ScheduleExpression":"* * * * * ?","DurationInSeconds":3600}},"DeletionConfig":{"EdgeRetentionInHours":24,"DeleteAfterUpload":false}"#;
+
 /// The settings file: 1 s fragments, 10 s segments, no disk reserve (the reliability suite
 /// wants the real ENOSPC), a thing name, and a broker (`None`: a port nobody listens on, so no
 /// control plane interferes).

@@ -8,6 +8,8 @@ const WALL: i64 = 1_800_000_000_000;
 /// The network's least delay.
 const DELAY: i64 = 20;
 const NOMINAL: i64 = 40;
+/// A key frame a second.
+const GOP: i64 = 25;
 
 /// A deterministic generator for jitter (xorshift).
 struct Rng(u64);
@@ -26,6 +28,7 @@ impl Rng {
 #[derive(Debug, Clone, Copy)]
 struct Sent {
     media_ms: i64,
+    key: bool,
     capture_ms: i64,
     arrival_ms: i64,
 }
@@ -41,6 +44,7 @@ fn camera(secs: i64, ppm: i64) -> Vec<Sent> {
             let capture_ms = 10_000 + media_ms * 1_000_000 / (1_000_000 + ppm);
             Sent {
                 media_ms,
+                key: i % GOP == 0,
                 capture_ms,
                 arrival_ms: capture_ms + DELAY,
             }
@@ -49,14 +53,22 @@ fn camera(secs: i64, ppm: i64) -> Vec<Sent> {
 }
 
 fn place_all(t: &mut Timeline, frames: &[Sent]) -> Vec<Placed> {
+    place_stepped(t, frames, |_| WALL)
+}
+
+/// Like [`place_all`] on a box whose wall clock is `wall(i)` ahead of its monotonic clock at
+/// frame i's arrival.
+fn place_stepped(t: &mut Timeline, frames: &[Sent], wall: impl Fn(usize) -> i64) -> Vec<Placed> {
     frames
         .iter()
-        .map(|f| {
+        .enumerate()
+        .map(|(i, f)| {
             t.place(
                 f.media_ms,
+                f.key,
                 Arrival {
                     mono_ms: f.arrival_ms,
-                    wall_ms: f.arrival_ms + WALL,
+                    wall_ms: f.arrival_ms + wall(i),
                 },
             )
         })
@@ -216,16 +228,89 @@ fn a_media_clock_that_jumps_is_followed_smoothly() {
 fn a_new_session_never_starts_before_the_last_one_ended() {
     let at = |mono_ms: i64, wall_ms: i64| Arrival { mono_ms, wall_ms };
     let mut t = Timeline::new();
-    assert_eq!(t.place(0, at(0, 1_000_000)).timestamp_ms, 1_000_000);
-    assert_eq!(t.place(40, at(40, 1_000_040)).timestamp_ms, 1_000_040);
+    assert_eq!(t.place(0, true, at(0, 1_000_000)).timestamp_ms, 1_000_000);
+    assert_eq!(t.place(40, true, at(40, 1_000_040)).timestamp_ms, 1_000_040);
     t.new_session();
-    // The wall clock stepped back by an hour: the new session starts one frame after the last.
-    let p = t.place(5_000, at(100, 1_000_100 - 3_600_000));
-    assert_eq!(p.timestamp_ms, 1_000_080);
-    assert_eq!(t.place(5_040, at(140, 0)).timestamp_ms, 1_000_120);
+    // Reconnected within a frame of the last one: one frame after it.
+    let p = t.place(5_000, true, at(50, 1_000_050));
+    assert_eq!(
+        p,
+        Placed {
+            timestamp_ms: 1_000_080,
+            jump: None
+        }
+    );
+    assert_eq!(
+        t.place(5_040, false, at(90, 1_000_090)).timestamp_ms,
+        1_000_120
+    );
     t.new_session();
     // A real gap: anchored at the wall clock.
-    assert_eq!(t.place(0, at(10_000, 1_010_000)).timestamp_ms, 1_010_000);
+    assert_eq!(
+        t.place(0, true, at(10_000, 1_010_000)).timestamp_ms,
+        1_010_000
+    );
+}
+
+#[test]
+fn a_wall_clock_step_while_the_camera_was_away_is_taken_whole() {
+    let at = |mono_ms: i64, wall_ms: i64| Arrival { mono_ms, wall_ms };
+    let mut t = Timeline::new();
+    t.place(0, true, at(0, 1_000_000));
+    t.place(40, false, at(40, 1_000_040));
+    t.new_session();
+    // Stepped back an hour meanwhile: no floor from the media before the step.
+    let p = t.place(9_000, false, at(100, 1_000_100 - 3_600_000));
+    assert_eq!(
+        p,
+        Placed {
+            timestamp_ms: 1_000_100 - 3_600_000,
+            jump: Some(Jump::WallStep(-3_600_000))
+        }
+    );
+    assert_eq!(
+        t.place(9_040, false, at(140, 1_000_140 - 3_600_000)),
+        Placed {
+            timestamp_ms: 1_000_140 - 3_600_000,
+            jump: None
+        }
+    );
+}
+
+#[test]
+fn a_wall_clock_step_mid_session_is_taken_at_the_next_key_frame() {
+    // A camera 2 % fast; the box's clock steps two hours ahead at frame 510 and three hours
+    // back at frame 1010; key frames every 25 frames.
+    const AHEAD: i64 = 2 * 3_600_000;
+    const BACK: i64 = -3 * 3_600_000;
+    let wall = |i: usize| match i {
+        ..510 => WALL,
+        510..1010 => WALL + AHEAD,
+        _ => WALL + AHEAD + BACK,
+    };
+    let frames = camera(60, 20_000);
+    let mut t = Timeline::new();
+    let placed = place_stepped(&mut t, &frames, wall);
+    assert_eq!(
+        jumps(&placed),
+        [(525, Jump::WallStep(AHEAD)), (1025, Jump::WallStep(BACK))]
+    );
+    // Until the key frame the old time; then the new one, on the box clock.
+    for (range, offset) in [
+        (0..525, WALL),
+        (525..1025, WALL + AHEAD),
+        (1025..1500, WALL + AHEAD + BACK),
+    ] {
+        let segment = &placed[range.clone()];
+        assert_spacing(segment, 34, 46);
+        for (f, p) in frames[range.clone()].iter().zip(segment) {
+            let off = p.timestamp_ms - (f.arrival_ms + offset);
+            assert!(off.abs() <= 500, "frame at {}: {off} ms off", f.media_ms);
+        }
+    }
+    // A wall step moves the time by the step, nothing else.
+    let moved = placed[525].timestamp_ms - placed[524].timestamp_ms - AHEAD;
+    assert!((34..=46).contains(&moved), "{moved}");
 }
 
 #[test]
@@ -235,6 +320,6 @@ fn media_time_going_back_a_little_still_moves_forward() {
         wall_ms: mono_ms + WALL,
     };
     let mut t = Timeline::new();
-    let first = t.place(100, at(5_000)).timestamp_ms;
-    assert_eq!(t.place(60, at(5_040)).timestamp_ms, first + 1);
+    let first = t.place(100, true, at(5_000)).timestamp_ms;
+    assert_eq!(t.place(60, true, at(5_040)).timestamp_ms, first + 1);
 }
