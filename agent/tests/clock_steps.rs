@@ -163,15 +163,7 @@ async fn wall_clock_steps_while_recording_and_uploading() {
     // No file spans a step: frames evenly spaced in each.
     let read = read_segments(&catalog, &agent.rec, STREAM);
     for s in &read {
-        let frames: Vec<_> = s.clusters.iter().flatten().collect();
-        for w in frames.windows(2) {
-            let gap = w[1].timestamp_ms - w[0].timestamp_ms;
-            assert!(
-                (20..=80).contains(&gap),
-                "{}: a step of {gap} ms",
-                s.path.display()
-            );
-        }
+        s.assert_evenly_spaced(20..=80);
     }
     let last = read
         .last()

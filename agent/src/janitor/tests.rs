@@ -57,18 +57,23 @@ const NO_RESERVE: DiskReserve = DiskReserve {
     min_free_percent: 0,
 };
 
+/// The janitor of `cam1` with a 100 MB limit kept by DELETE_OLDEST_MEDIA.
+fn delete_oldest_over_100_mb(root: &Path, c: &Arc<Catalog>) -> Janitor {
+    Janitor::new(
+        "cam1",
+        c.clone(),
+        root,
+        limits(Some(100), StrategyOnFullSize::DeleteOldestMedia),
+        NO_RESERVE,
+    )
+}
+
 #[test]
 fn a_pass_deletes_by_policy_on_disk_and_in_the_catalog() {
     let dir = tempfile::tempdir().unwrap();
     let now = 1000 * H;
     let c = stream(dir.path(), &[now - 30 * H, now - H, now - 1000], 64 * MB);
-    let mut j = Janitor::new(
-        "cam1",
-        c.clone(),
-        dir.path(),
-        limits(Some(100), StrategyOnFullSize::DeleteOldestMedia),
-        NO_RESERVE,
-    );
+    let mut j = delete_oldest_over_100_mb(dir.path(), &c);
     let (state, deleted) = j.pass(now).unwrap();
     let ids: Vec<_> = deleted.iter().map(|(_, r)| *r).collect();
     assert_eq!(ids, [Reason::Retention, Reason::SizeLimit]);
@@ -88,13 +93,7 @@ fn delete_oldest_media_follows_recording_order_not_timestamps() {
     let dir = tempfile::tempdir().unwrap();
     let now = 1000 * H;
     let c = stream(dir.path(), &[now - 1000, now - 3 * H], 64 * MB);
-    let mut j = Janitor::new(
-        "cam1",
-        c.clone(),
-        dir.path(),
-        limits(Some(100), StrategyOnFullSize::DeleteOldestMedia),
-        NO_RESERVE,
-    );
+    let mut j = delete_oldest_over_100_mb(dir.path(), &c);
     let (_, deleted) = j.pass(now).unwrap();
     assert_eq!(deleted.len(), 1, "{deleted:?}");
     assert!(!dir.path().join("cam1/2026-01-01/0.mkv").exists());

@@ -151,6 +151,24 @@ pub struct ReadSegment {
     pub clusters: Vec<Vec<Frame>>,
 }
 
+impl ReadSegment {
+    /// Asserts that each frame of the file follows the one before by a step in `steps` (ms): no
+    /// hole, and no clock step inside the file.
+    #[allow(dead_code, reason = "for the tests of clock steps")]
+    pub fn assert_evenly_spaced(&self, steps: std::ops::RangeInclusive<i64>) {
+        let frames: Vec<&Frame> = self.clusters.iter().flatten().collect();
+        for w in frames.windows(2) {
+            let step = w[1].timestamp_ms - w[0].timestamp_ms;
+            assert!(
+                steps.contains(&step),
+                "{}: a step of {step} ms at {}",
+                self.path.display(),
+                w[0].timestamp_ms
+            );
+        }
+    }
+}
+
 /// Every segment of `stream` in catalog order, read with the project's reader.
 #[allow(
     dead_code,
