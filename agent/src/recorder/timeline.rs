@@ -23,8 +23,9 @@
 //! A frame's timestamp is its monotonic time plus the wall clock's offset from the monotonic
 //! clock. That offset only changes when the wall clock is *stepped* (NTP slews both clocks
 //! alike; a step, a manual fix or a resume from suspend moves one): it is compared at every
-//! frame, and once it has moved by more than [`STEP_MS`] the timeline takes the new offset at
-//! the next key frame ([`Jump::WallStep`]), where the recorder starts a new segment. Until then
+//! frame, and once two arrivals in a row show it moved by more than [`STEP_MS`] the timeline
+//! takes the new offset at the next key frame ([`Jump::WallStep`]), where the recorder starts a
+//! new segment. Until then
 //! (at most a GOP) frames keep the old time, since a fragment can only start at a key frame.
 //! Timestamps strictly increase within a `Timeline`, except across a wall step backwards, and a
 //! new session never starts before the last one ended unless the wall clock stepped meanwhile.
@@ -148,6 +149,8 @@ pub struct Timeline {
     interval_ms: Option<i64>,
     /// The wall clock's offset from the monotonic clock that the last frame was placed with.
     box_offset: Option<i64>,
+    /// The last frame's arrival showed that offset moved by over [`STEP_MS`].
+    step_seen: bool,
 }
 
 impl Timeline {
@@ -178,10 +181,14 @@ impl Timeline {
             return self.anchor(media_ms, at);
         };
         let box_offset = at.wall_ms - at.mono_ms;
-        let stepped = self
+        let moved = self
             .box_offset
             .map(|b| box_offset - b)
-            .filter(|step| key && step.abs() > STEP_MS);
+            .filter(|step| step.abs() > STEP_MS);
+        // Taken when two arrivals in a row agree: the two clocks are read one after the other,
+        // and a thread preempted between the readings would look like a step once.
+        let stepped = moved.filter(|_| key && self.step_seen);
+        self.step_seen = moved.is_some();
         let media_step = media_ms - m.last_media_ms;
         let arrival_step = at.mono_ms - m.last_arrival_ms;
         if media_step > 0 && media_step < 1000 {
@@ -239,6 +246,7 @@ impl Timeline {
         };
         let timestamp_ms = at.wall_ms.max(floor);
         self.box_offset = Some(box_offset);
+        self.step_seen = false;
         self.window.push(at.mono_ms, at.mono_ms - media_ms);
         self.session = Some(Mapping {
             correction: at.mono_ms - media_ms,

@@ -253,6 +253,20 @@ fn a_new_session_never_starts_before_the_last_one_ended() {
 }
 
 #[test]
+fn one_late_reading_of_the_wall_clock_is_not_a_step() {
+    // The thread was preempted for 1.5 s between reading the two clocks, at a key frame.
+    let frames = camera(10, 0);
+    let mut t = Timeline::new();
+    let placed = place_stepped(
+        &mut t,
+        &frames,
+        |i| if i == 100 { WALL + 1_500 } else { WALL },
+    );
+    assert!(jumps(&placed).is_empty(), "{:?}", jumps(&placed));
+    assert_spacing(&placed, 36, 44);
+}
+
+#[test]
 fn a_wall_clock_step_while_the_camera_was_away_is_taken_whole() {
     let at = |mono_ms: i64, wall_ms: i64| Arrival { mono_ms, wall_ms };
     let mut t = Timeline::new();
