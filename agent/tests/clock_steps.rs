@@ -89,9 +89,9 @@ async fn wall_clock_steps_while_recording_and_uploading() {
     }
     let t0 = now_ms();
     let dir = tempfile::tempdir().unwrap();
-    let _camera = RtspServer::start(&["--source", "live"]);
+    let camera = RtspServer::start(&["--source", "live"]);
     let emulator = Emulator::start(&dir.path().join("kvs"), &[]);
-    let (secrets, args) = setup(dir.path(), &_camera.url, &request("RTSP_URI", OPEN_WINDOW));
+    let (secrets, args) = setup(dir.path(), &camera.url, &request("RTSP_URI", OPEN_WINDOW));
     let offset = dir.path().join("faketime-offset");
     set_offset(&offset, ERAS[0]);
     let mut env = upload_env(&emulator.url());

@@ -518,24 +518,23 @@ impl JobState {
             }
             None => {}
         }
+        // A session's first frame after a step is no gap: the distance is the clock's.
         let stepped = matches!(placed.jump, Some(Jump::WallStep(_)));
-        if *session_first && !stepped {
-            *session_first = false;
-            if let Some(last) = before {
-                let gap = Gap {
-                    from_ms: last + interval,
-                    to_ms: ts,
-                };
-                if gap.to_ms > gap.from_ms {
-                    warn!(
-                        stream = %self.cfg.stream,
-                        from_ms = gap.from_ms,
-                        to_ms = gap.to_ms,
-                        gap_ms = gap.to_ms - gap.from_ms,
-                        "recording resumed after a gap"
-                    );
-                    self.summary.gaps.push(gap);
-                }
+        let first = std::mem::replace(session_first, false);
+        if let Some(last) = before.filter(|_| first && !stepped) {
+            let gap = Gap {
+                from_ms: last + interval,
+                to_ms: ts,
+            };
+            if gap.to_ms > gap.from_ms {
+                warn!(
+                    stream = %self.cfg.stream,
+                    from_ms = gap.from_ms,
+                    to_ms = gap.to_ms,
+                    gap_ms = gap.to_ms - gap.from_ms,
+                    "recording resumed after a gap"
+                );
+                self.summary.gaps.push(gap);
             }
         }
         let timed = TimedFrame {

@@ -25,8 +25,8 @@
 //! alike; a step, a manual fix or a resume from suspend moves one): it is compared at every
 //! frame, and once two arrivals in a row show it moved by more than [`STEP_MS`] the timeline
 //! takes the new offset at the next key frame ([`Jump::WallStep`]), where the recorder starts a
-//! new segment. Until then
-//! (at most a GOP) frames keep the old time, since a fragment can only start at a key frame.
+//! new segment. Until then (at most a GOP) frames keep the old time, since a fragment can only
+//! start at a key frame.
 //! Timestamps strictly increase within a `Timeline`, except across a wall step backwards, and a
 //! new session never starts before the last one ended unless the wall clock stepped meanwhile.
 //! Pure: the caller passes the clocks' readings.
@@ -177,14 +177,14 @@ impl Timeline {
     /// Places a frame of media time `media_ms` (a key frame if `key`) that arrived `at`.
     pub fn place(&mut self, media_ms: i64, key: bool, at: Arrival) -> Placed {
         let lag = at.mono_ms - media_ms;
-        let Some(m) = self.session.as_mut() else {
-            return self.anchor(media_ms, at);
-        };
         let box_offset = at.wall_ms - at.mono_ms;
         let moved = self
             .box_offset
             .map(|b| box_offset - b)
             .filter(|step| step.abs() > STEP_MS);
+        let Some(m) = self.session.as_mut() else {
+            return self.anchor(media_ms, at, moved);
+        };
         // Taken when two arrivals in a row agree: the two clocks are read one after the other,
         // and a thread preempted between the readings would look like a step once.
         let stepped = moved.filter(|_| key && self.step_seen);
@@ -233,19 +233,15 @@ impl Timeline {
     }
 
     /// A session's first frame: placed at its arrival on the wall clock, but never before the
-    /// previous session's last frame plus an interval unless the wall clock stepped since.
-    fn anchor(&mut self, media_ms: i64, at: Arrival) -> Placed {
-        let box_offset = at.wall_ms - at.mono_ms;
-        let stepped = self
-            .box_offset
-            .map(|b| box_offset - b)
-            .filter(|step| step.abs() > STEP_MS);
+    /// previous session's last frame plus an interval unless the wall clock stepped since
+    /// (`stepped`: by how much).
+    fn anchor(&mut self, media_ms: i64, at: Arrival, stepped: Option<i64>) -> Placed {
         let floor = match (stepped, self.last_ms) {
             (None, Some(last)) => last + self.interval_ms(),
             _ => i64::MIN,
         };
         let timestamp_ms = at.wall_ms.max(floor);
-        self.box_offset = Some(box_offset);
+        self.box_offset = Some(at.wall_ms - at.mono_ms);
         self.step_seen = false;
         self.window.push(at.mono_ms, at.mono_ms - media_ms);
         self.session = Some(Mapping {
