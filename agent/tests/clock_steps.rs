@@ -15,6 +15,8 @@ mod agent;
 mod bin;
 #[path = "support/camera_agent.rs"]
 mod camera_agent;
+#[path = "support/check.rs"]
+mod check;
 #[path = "support/kvs.rs"]
 mod kvs;
 #[path = "support/mkv.rs"]
@@ -219,16 +221,6 @@ async fn wall_clock_steps_while_recording_and_uploading() {
         sessions.len()
     );
 
-    let out = std::process::Command::new(bin::BIN)
-        .arg("check")
-        .arg("--recording-dir")
-        .arg(&agent.rec)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "check: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let check = agent.check(false);
+    assert!(check.ok && check.agree, "check: {}", check.output);
 }

@@ -45,6 +45,7 @@ pub struct Check {
     /// Exit status 0.
     pub ok: bool,
     pub agree: bool,
+    #[allow(dead_code, reason = "for the crash tests, which sort the problems")]
     pub problems: Vec<String>,
     pub output: String,
 }
@@ -53,6 +54,7 @@ impl Check {
     /// Problems other than those a crash (or a frozen agent) may leave on the newest segment:
     /// the unindexed tail of the OPEN segment (written and fsynced, row not yet committed), and a
     /// file created but not yet indexed, newer than every row. Recovery repairs both.
+    #[allow(dead_code, reason = "for the crash tests")]
     pub fn unexpected(&self, snap: &Snapshot) -> Vec<String> {
         self.problems
             .iter()
@@ -62,6 +64,7 @@ impl Check {
     }
 }
 
+#[allow(dead_code, reason = "for the crash tests")]
 fn crash_residue(problem: &str, snap: &Snapshot) -> bool {
     let Some((path, what)) = problem.split_once(": ") else {
         return false;
