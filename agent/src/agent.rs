@@ -253,6 +253,7 @@ impl Agent {
                 rotate_after: Duration::from_secs(
                     self.settings.file.uploader.max_session_secs.into(),
                 ),
+                backlog_order: self.settings.file.uploader.backlog_order,
                 ..UploadOptions::default()
             },
         ) {

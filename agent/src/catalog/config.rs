@@ -225,13 +225,18 @@ impl Catalog {
         Ok(())
     }
 
-    /// Removes a stream's configuration and its job status. Its media rows are the janitor's
-    /// to remove (file first, then rows), so they are left alone here.
+    /// Removes a stream's configuration, its job status and its upload requests. Its media
+    /// rows are the janitor's to remove (file first, then rows), so they are left alone here.
     pub fn delete_config(&self, stream: &str) -> Result<bool> {
-        Ok(self
-            .conn()
-            .execute("delete from edge_config where stream_name = ?1", [stream])?
-            > 0)
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "delete from upload_request where stream_name = ?1",
+            [stream],
+        )?;
+        let n = tx.execute("delete from edge_config where stream_name = ?1", [stream])?;
+        tx.commit()?;
+        Ok(n > 0)
     }
 
     /// Records the outcome of a stream's recorder or uploader job. `collected` (media stored or

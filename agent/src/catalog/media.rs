@@ -67,6 +67,25 @@ pub struct NewFragment {
     pub clock_unsynced: bool,
 }
 
+/// A time range's fragments by upload state ([`Catalog::range_counts`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RangeCounts {
+    pub pending: u32,
+    pub uploaded: u32,
+    pub failed: u32,
+    /// Where the stream's newest fragment ends (None: nothing recorded).
+    pub recorded_until: Option<i64>,
+}
+
+/// A stream's fragments still to upload ([`Catalog::backlog`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backlog {
+    pub fragments: u32,
+    pub bytes: u64,
+    /// The oldest pending fragment's timecode.
+    pub oldest_ms: Option<i64>,
+}
+
 /// A segment with the upload state of its fragments counted, for the janitor and `recordings`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SegmentSummary {
@@ -297,15 +316,7 @@ impl Catalog {
     /// The oldest fragments of a stream still to upload, in recording order (segment, offset).
     /// Segments being deleted are skipped.
     pub fn pending_fragments(&self, stream: &str, limit: usize) -> Result<Vec<FragmentRow>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
-            "select {FRAGMENT_COLUMNS} from fragment f join segment s on s.id = f.segment_id \
-             where s.stream_name = ?1 and s.state != 'DELETING' and f.upload_state = 'PENDING' \
-             order by s.id, f.offset limit ?2"
-        ))?;
-        Ok(stmt
-            .query_map(params![stream, limit as i64], fragment_from_row)?
-            .collect::<rusqlite::Result<_>>()?)
+        self.pending_fragments_in(stream, None, None, limit)
     }
 
     /// Like [`Catalog::pending_fragments`], but only those after `after` in recording order:
@@ -316,22 +327,90 @@ impl Catalog {
         after: Option<&FragmentRow>,
         limit: usize,
     ) -> Result<Vec<FragmentRow>> {
-        let Some(after) = after else {
-            return self.pending_fragments(stream, limit);
-        };
+        self.pending_fragments_in(stream, after, None, limit)
+    }
+
+    /// Like [`Catalog::pending_fragments_after`], and with `range` only the fragments that
+    /// overlap `[start_ms, end_ms)` (a fragment covers `timecode .. timecode + duration`).
+    pub fn pending_fragments_in(
+        &self,
+        stream: &str,
+        after: Option<&FragmentRow>,
+        range: Option<(i64, i64)>,
+        limit: usize,
+    ) -> Result<Vec<FragmentRow>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
             "select {FRAGMENT_COLUMNS} from fragment f join segment s on s.id = f.segment_id \
              where s.stream_name = ?1 and s.state != 'DELETING' and f.upload_state = 'PENDING' \
-             and (s.id, f.offset) > (?2, ?3) \
-             order by s.id, f.offset limit ?4"
+             and (?2 is null or (s.id, f.offset) > (?2, ?3)) \
+             and (?4 is null or (f.timecode_ms < ?5 and f.timecode_ms + f.duration_ms > ?4)) \
+             order by s.id, f.offset limit ?6"
         ))?;
+        let (seg, off) = after.map(|a| (a.segment_id, a.offset)).unzip();
+        let (start, end) = range.unzip();
         Ok(stmt
             .query_map(
-                params![stream, after.segment_id, after.offset, limit as i64],
+                params![stream, seg, off, start, end, limit as i64],
                 fragment_from_row,
             )?
             .collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The last pending fragment of a stream in recording order: where a newest-first backlog
+    /// starts.
+    pub fn newest_pending_fragment(&self, stream: &str) -> Result<Option<FragmentRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "select {FRAGMENT_COLUMNS} from fragment f join segment s on s.id = f.segment_id \
+             where s.stream_name = ?1 and s.state != 'DELETING' and f.upload_state = 'PENDING' \
+             order by s.id desc, f.offset desc limit 1"
+        ))?;
+        Ok(stmt.query_row([stream], fragment_from_row).optional()?)
+    }
+
+    /// A stream's fragments overlapping `[start_ms, end_ms)`, counted by upload state, and
+    /// where the stream's newest committed fragment ends.
+    pub fn range_counts(&self, stream: &str, start_ms: i64, end_ms: i64) -> Result<RangeCounts> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "select coalesce(sum(f.upload_state = 'PENDING' and s.state != 'DELETING'), 0), \
+             coalesce(sum(f.upload_state = 'UPLOADED'), 0), \
+             coalesce(sum(f.upload_state = 'FAILED'), 0) \
+             from fragment f join segment s on s.id = f.segment_id \
+             where s.stream_name = ?1 and f.timecode_ms < ?3 \
+             and f.timecode_ms + f.duration_ms > ?2",
+        )?;
+        let (pending, uploaded, failed) = stmt
+            .query_row(params![stream, start_ms, end_ms], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+        let recorded_until: Option<i64> = conn
+            .prepare_cached("select max(end_ms) from segment where stream_name = ?1")?
+            .query_row([stream], |r| r.get(0))?;
+        Ok(RangeCounts {
+            pending,
+            uploaded,
+            failed,
+            recorded_until,
+        })
+    }
+
+    /// What a stream has still to upload.
+    pub fn backlog(&self, stream: &str) -> Result<Backlog> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "select count(*), coalesce(sum(f.size), 0), min(f.timecode_ms) \
+             from fragment f join segment s on s.id = f.segment_id \
+             where s.stream_name = ?1 and s.state != 'DELETING' and f.upload_state = 'PENDING'",
+        )?;
+        Ok(stmt.query_row([stream], |r| {
+            Ok(Backlog {
+                fragments: r.get(0)?,
+                bytes: r.get::<_, i64>(1)? as u64,
+                oldest_ms: r.get(2)?,
+            })
+        })?)
     }
 
     /// Records a PERSISTED acknowledgement: only this marks a fragment uploaded.

@@ -46,6 +46,7 @@ macro_rules! text_enum {
 mod config;
 mod media;
 mod quarantine;
+mod requests;
 mod upgrade;
 
 use std::path::Path;
@@ -55,10 +56,11 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use config::{Job, JobStatusRow, StoredConfig};
 pub use media::{
-    FragmentRow, NewFragment, NewSegment, SegmentId, SegmentRow, SegmentState, SegmentSummary,
-    UploadState,
+    Backlog, FragmentRow, NewFragment, NewSegment, RangeCounts, SegmentId, SegmentRow,
+    SegmentState, SegmentSummary, UploadState,
 };
 pub use quarantine::QuarantineRow;
+pub use requests::{Added, KEEP_ENDED, NewRequest, RequestKind, RequestRow, RequestState};
 pub use upgrade::CURRENT_VERSION;
 
 /// The catalog's file name inside the state directory.
@@ -113,6 +115,8 @@ pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
 pub struct Catalog {
     conn: Mutex<Connection>,
     commits: Commits,
+    /// Per stream, a counter bumped when an upload request is added or ends.
+    request_events: Commits,
 }
 
 /// Per stream, the id of the last fragment committed through this catalog: what a live upload
@@ -221,6 +225,7 @@ impl Catalog {
         Ok(Catalog {
             conn: Mutex::new(conn),
             commits: Commits::default(),
+            request_events: Commits::default(),
         })
     }
 
@@ -256,6 +261,7 @@ impl Catalog {
         Ok(Catalog {
             conn: Mutex::new(conn),
             commits: Commits::default(),
+            request_events: Commits::default(),
         })
     }
 

@@ -104,12 +104,27 @@ pub struct UploaderFile {
     /// expire); the producer libraries' 40 minutes is the most.
     #[serde(deserialize_with = "whole_number")]
     pub max_session_secs: u32,
+    /// The scheduled backlog's order: `oldest` first (the seed's) or `newest` first.
+    pub backlog_order: crate::uploader::agenda::BacklogOrder,
+    /// The longest time range one upload request may ask for.
+    #[serde(deserialize_with = "whole_number")]
+    pub max_range_secs: u32,
+    /// How long live lasts when a request does not say.
+    #[serde(deserialize_with = "whole_number")]
+    pub live_default_secs: u32,
+    /// The longest live a request may ask for.
+    #[serde(deserialize_with = "whole_number")]
+    pub max_live_secs: u32,
 }
 
 impl Default for UploaderFile {
     fn default() -> Self {
         UploaderFile {
             max_session_secs: 2400,
+            backlog_order: crate::uploader::agenda::BacklogOrder::Oldest,
+            max_range_secs: 86_400,
+            live_default_secs: 600,
+            max_live_secs: 3600,
         }
     }
 }
@@ -268,6 +283,24 @@ fn out_of_range(file: &AgentFile) -> Vec<SettingError> {
             file.uploader.max_session_secs,
             10,
             2400,
+        ),
+        (
+            "uploader.max_range_secs",
+            file.uploader.max_range_secs,
+            1,
+            2_592_000,
+        ),
+        (
+            "uploader.live_default_secs",
+            file.uploader.live_default_secs,
+            10,
+            86_400,
+        ),
+        (
+            "uploader.max_live_secs",
+            file.uploader.max_live_secs,
+            10,
+            86_400,
         ),
         (
             "disk_reserve.min_free_mb",

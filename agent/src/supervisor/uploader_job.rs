@@ -1,5 +1,7 @@
 //! One stream's uploader on its schedule: a run inside each window (until the window ends),
-//! or, without a schedule, a run at start and every hour until the backlog is empty.
+//! or, without a schedule, a run at start and every hour until the backlog is empty; and a run
+//! whenever operators' requests (a time range, live) are open outside those, which a window
+//! opening then joins. A run serves the requests first and ends once it has nothing left.
 
 use std::time::Duration;
 
@@ -20,6 +22,8 @@ enum Wake {
     RunEnded,
     /// A fragment was acknowledged as persisted.
     Persisted,
+    /// An upload request was added or ended.
+    Requests,
     /// The job is asked to stop.
     Stop,
 }
@@ -57,38 +61,52 @@ pub(super) async fn run(ctx: JobContext, mut stop: Stop) {
     let mut driver = ScheduleDriver::new(plan, inner.clock.clone());
     let mut current: Option<UploadHandle> = None;
     let stream = target.key().to_owned();
+    let mut requests = inner.catalog.requests_changed(&stream);
+    // Requests left open by the last run of the agent resume now.
+    let mut wake = Some(Wake::Requests);
     loop {
-        let progress = current.as_ref().map(UploadHandle::live_progress);
-        // A run that ends by itself (backlog sent, fatal error) is noticed at once.
-        let run_ended = async {
-            match current.as_mut() {
-                Some(h) => h.ended().await,
-                None => std::future::pending().await,
+        let woke = match wake.take() {
+            Some(w) => w,
+            None => {
+                next_wake(
+                    &mut driver,
+                    &mut current,
+                    &wake_janitor,
+                    &mut requests,
+                    &mut stop,
+                )
+                .await
             }
         };
-        let persisted = async {
-            match (&progress, &wake_janitor) {
-                (Some(p), Some(_)) => p.persisted().await,
-                _ => std::future::pending().await,
-            }
-        };
-        let wake = tokio::select! {
-            t = driver.next_transition() => Wake::Transition(t),
-            () = run_ended => Wake::RunEnded,
-            () = persisted => Wake::Persisted,
-            () = stop.stopped() => Wake::Stop,
-        };
-        match wake {
+        match woke {
             Wake::Persisted => {
                 if let Some(w) = &wake_janitor {
                     w.notify_one();
                 }
             }
-            Wake::Transition(Transition::Start { until }) => {
+            Wake::Requests => {
+                requests.mark_unchanged();
                 if current.as_ref().is_some_and(|h| !h.is_finished()) {
+                    // The run sees the change itself.
                     continue;
                 }
                 if let Some(h) = current.take() {
+                    finish_run(&inner, &stream, h).await;
+                }
+                if has_open_requests(&inner, &stream).await {
+                    inner
+                        .board
+                        .set_phase(&stream, JobKind::Upload, Phase::Running);
+                    current = Some(up.start(target.clone(), RunMode::Requests, None));
+                }
+            }
+            Wake::Transition(Transition::Start { until }) => {
+                if let Some(h) = current.take() {
+                    if !h.is_finished() {
+                        // Serving requests: the window's backlog joins them.
+                        current = Some(up.open_backlog(h, mode, until));
+                        continue;
+                    }
                     finish_run(&inner, &stream, h).await;
                 }
                 inner
@@ -96,10 +114,18 @@ pub(super) async fn run(ctx: JobContext, mut stop: Stop) {
                     .set_phase(&stream, JobKind::Upload, Phase::Running);
                 current = Some(up.start(target.clone(), mode, until));
             }
-            Wake::Transition(Transition::Stop) | Wake::RunEnded => {
+            Wake::Transition(Transition::Stop) => {
+                // The run finishes its requests, if any, then ends by itself.
+                if let Some(h) = &current {
+                    h.close_backlog();
+                }
+            }
+            Wake::RunEnded => {
                 if let Some(h) = current.take() {
                     finish_run(&inner, &stream, h).await;
                 }
+                // A request that came as the run decided to end.
+                wake = Some(Wake::Requests);
             }
             Wake::Stop => {
                 if let Some(h) = current.take() {
@@ -107,6 +133,52 @@ pub(super) async fn run(ctx: JobContext, mut stop: Stop) {
                 }
                 return;
             }
+        }
+    }
+}
+
+/// Waits for what the job reacts to next.
+async fn next_wake(
+    driver: &mut ScheduleDriver,
+    current: &mut Option<UploadHandle>,
+    wake_janitor: &Option<std::sync::Arc<tokio::sync::Notify>>,
+    requests: &mut tokio::sync::watch::Receiver<i64>,
+    stop: &mut Stop,
+) -> Wake {
+    let progress = current.as_ref().map(UploadHandle::live_progress);
+    // A run that ends by itself (backlog sent, fatal error) is noticed at once.
+    let run_ended = async {
+        match current.as_mut() {
+            Some(h) => h.ended().await,
+            None => std::future::pending().await,
+        }
+    };
+    let persisted = async {
+        match (&progress, wake_janitor) {
+            (Some(p), Some(_)) => p.persisted().await,
+            _ => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        t = driver.next_transition() => Wake::Transition(t),
+        () = run_ended => Wake::RunEnded,
+        () = persisted => Wake::Persisted,
+        Ok(()) = requests.changed() => Wake::Requests,
+        () = stop.stopped() => Wake::Stop,
+    }
+}
+
+async fn has_open_requests(inner: &Inner, stream: &str) -> bool {
+    let s = stream.to_owned();
+    match inner.catalog.blocking(move |c| c.open_requests(&s)).await {
+        Ok(Ok(open)) => !open.is_empty(),
+        Ok(Err(e)) => {
+            warn!(stream, error = %e, "cannot read the upload requests");
+            false
+        }
+        Err(e) => {
+            warn!(stream, error = %e, "cannot read the upload requests");
+            false
         }
     }
 }

@@ -1,11 +1,14 @@
 //! What a stream's sessions send, in order: the first pending fragment with its segment header,
 //! then each later one as soon as the recorder has committed it.
 //!
-//! A [`Feed`] lives as long as the job. [`Feed::begin`] starts a session at the oldest pending
-//! fragment (so whatever a previous session left unacknowledged is sent again); [`Feed::next`]
+//! A [`Feed`] lives as long as the job. [`Feed::plan`] says which work comes next
+//! ([`super::agenda`]: live, requested ranges, the backlog); [`Feed::begin`] starts a session of
+//! it at its oldest pending fragment (so whatever a previous session left unacknowledged is
+//! sent again); [`Feed::next`]
 //! hands out the fragments after the last one handed out in recording order, or says the
 //! session must end for a new header (another CodecPrivate or picture size) or because the next
-//! fragment's time goes back (a wall-clock step), or that nothing is ready yet; then
+//! fragment's time goes back (a wall-clock step) or more urgent work came (a live or range
+//! request), that the work is finished, or that nothing is ready yet; then
 //! [`Feed::changed`] waits for the catalog's commit announcement ([`Catalog::committed`]). The
 //! announcement is in-process only: commits by another process (`record` beside `upload`) are
 //! seen at the next look, every `recheck` at the latest.
@@ -23,7 +26,10 @@ use tokio::io::AsyncReadExt;
 use tracing::warn;
 
 use super::UploadError;
-use crate::catalog::{Catalog, CatalogError, FragmentRow, SegmentId, SegmentRow};
+use super::agenda::{self, Backlog, BacklogOrder, Work};
+use crate::catalog::{
+    Catalog, CatalogError, FragmentRow, RequestKind, RequestState, SegmentId, SegmentRow,
+};
 use crate::clock::Clock;
 
 /// Largest segment header accepted from disk (CodecPrivate is at most 1 MiB).
@@ -52,7 +58,12 @@ pub enum Next {
     /// The next pending fragment cannot follow in this session: end it. Either it needs
     /// another header, or it starts before the last one handed out ended (recorded after the
     /// wall clock stepped back), and a session's timecodes must increase (PutMedia 4004).
+    /// Or more urgent work came (a live or range request), or the work changed (a request
+    /// ended, the backlog's window closed).
     NewSession,
+    /// The session's work is done: its range is sent, its live time is up, or (newest first)
+    /// an older part of the backlog waits.
+    Finished,
     /// Nothing pending after the last fragment (yet).
     Empty,
 }
@@ -87,6 +98,15 @@ pub struct Feed {
     last: Option<FragmentRow>,
     segments: HashMap<SegmentId, SegmentRow>,
     codec: Option<Codec>,
+    requests: tokio::sync::watch::Receiver<i64>,
+    backlog: tokio::sync::watch::Receiver<Option<Backlog>>,
+    /// What the session sends, and (from it) the time range it is limited to.
+    work: Option<Work>,
+    range: Option<(i64, i64)>,
+    /// The session's first fragment (newest first: whether older media waits).
+    first: Option<FragmentRow>,
+    /// A request or the backlog's window changed while waiting: see again what to do.
+    replan_due: bool,
 }
 
 impl Feed {
@@ -96,9 +116,11 @@ impl Feed {
         stream: &str,
         dir: &Path,
         recheck: Duration,
+        backlog: tokio::sync::watch::Receiver<Option<Backlog>>,
     ) -> Feed {
         let mut commits = catalog.committed(stream);
         commits.mark_unchanged();
+        let requests = catalog.requests_changed(stream);
         Feed {
             catalog,
             clock,
@@ -110,15 +132,53 @@ impl Feed {
             last: None,
             segments: HashMap::new(),
             codec: None,
+            requests,
+            backlog,
+            work: None,
+            range: None,
+            first: None,
+            replan_due: false,
         }
     }
 
-    /// Starts a session at the oldest pending fragment; `None` when nothing is pending. A
-    /// fragment whose segment header cannot be read is marked failed and skipped.
-    pub async fn begin(&mut self) -> Result<Option<Start>, UploadError> {
+    /// The work to do now (see [`agenda::choose`]); live requests whose time is up are ended
+    /// first. `None`: nothing, until a request comes or the backlog's window opens.
+    pub async fn plan(&mut self) -> Result<Option<Work>, UploadError> {
+        self.requests.mark_unchanged();
+        self.replan_due = false;
+        let backlog = self.backlog.borrow_and_update().map(|b| b.order);
+        let (stream, now) = (self.stream.clone(), self.clock.now());
+        let open = self.db(move |c| c.open_requests(&stream)).await?;
+        let expired = agenda::expired(&open, now.as_millisecond());
+        for id in &expired {
+            let id = *id;
+            self.db(move |c| {
+                c.end_request(id, RequestState::Done, "ended after its duration", now)
+            })
+            .await?;
+        }
+        if !expired.is_empty() {
+            self.requests.mark_unchanged();
+        }
+        Ok(agenda::choose(&open, now.as_millisecond(), backlog))
+    }
+
+    /// Starts a session of `work` at its oldest pending fragment; `None` when nothing of it is
+    /// pending. A fragment whose segment header cannot be read is marked failed and skipped.
+    pub async fn begin(&mut self, work: &Work) -> Result<Option<Start>, UploadError> {
         self.queue.clear();
         self.last = None;
         self.codec = None;
+        self.first = None;
+        self.work = Some(work.clone());
+        self.range = match work {
+            Work::Backlog(BacklogOrder::Newest) => {
+                let stream = self.stream.clone();
+                let newest = self.db(move |c| c.newest_pending_fragment(&stream)).await?;
+                newest.map(|f| (f.timecode_ms - agenda::NEWEST_FIRST_CHUNK_MS, i64::MAX))
+            }
+            other => other.range(),
+        };
         // Bounded: each pass either returns or marks one fragment failed.
         for _ in 0..READ_AHEAD {
             if self.queue.is_empty() && !self.refill().await? {
@@ -133,6 +193,7 @@ impl Feed {
                 Ok(header) => {
                     self.codec = Some(Codec::of(&seg));
                     self.last = Some(row.clone());
+                    self.first = Some(row.clone());
                     return Ok(Some(Start {
                         header,
                         first: FeedFragment { row, path },
@@ -151,10 +212,14 @@ impl Feed {
         Ok(None)
     }
 
-    /// The fragment after the last one handed out, if it is ready and fits the header.
+    /// The fragment after the last one handed out, if it is ready, fits the header and is
+    /// still the most urgent work.
     pub async fn next(&mut self) -> Result<Next, UploadError> {
+        if let Some(end) = self.replan().await? {
+            return Ok(end);
+        }
         if self.queue.is_empty() && !self.refill().await? {
-            return Ok(Next::Empty);
+            return self.caught_up().await;
         }
         let Some(row) = self.queue.front().cloned() else {
             return Ok(Next::Empty);
@@ -173,9 +238,73 @@ impl Feed {
         }))
     }
 
-    /// Waits until a fragment of the stream may have been committed: the recorder's
-    /// announcement, or `recheck` for commits made by another process.
+    /// Whether the session must end before its next fragment: its live time is up, or the
+    /// work to do is no longer its own (a request came or ended, the backlog's window closed).
+    async fn replan(&mut self) -> Result<Option<Next>, UploadError> {
+        let Some(work) = self.work.clone() else {
+            return Ok(None);
+        };
+        let now = self.clock.now().as_millisecond();
+        if work
+            .request()
+            .is_some_and(|r| now >= r.end_ms && r.kind == RequestKind::Live)
+        {
+            return Ok(Some(Next::Finished));
+        }
+        let changed = self.replan_due
+            || self.requests.has_changed().unwrap_or(false)
+            || self.backlog.has_changed().unwrap_or(false);
+        if !changed {
+            return Ok(None);
+        }
+        Ok(match self.plan().await? {
+            Some(best) if best.same(&work) => None,
+            Some(_) => Some(Next::NewSession),
+            None => Some(Next::Finished),
+        })
+    }
+
+    /// Nothing more is pending in the session's scope: wait for commits, or end the work.
+    async fn caught_up(&mut self) -> Result<Next, UploadError> {
+        let now = self.clock.now().as_millisecond();
+        match &self.work {
+            Some(Work::Request(r)) if r.kind == RequestKind::Range => {
+                let (stream, start, end) = (self.stream.clone(), r.start_ms, r.end_ms);
+                let counts = self
+                    .db(move |c| c.range_counts(&stream, start, end))
+                    .await?;
+                if agenda::range_complete(end, counts.recorded_until, now) {
+                    return Ok(Next::Finished);
+                }
+            }
+            Some(Work::Backlog(BacklogOrder::Newest)) => {
+                // Older media waits: this chunk is done, the next session goes further back.
+                let stream = self.stream.clone();
+                let oldest = self.db(move |c| c.pending_fragments(&stream, 1)).await?;
+                let first = self.first.as_ref().map(|f| (f.segment_id, f.offset));
+                if oldest
+                    .first()
+                    .is_some_and(|o| first.is_some_and(|f| (o.segment_id, o.offset) < f))
+                {
+                    return Ok(Next::Finished);
+                }
+            }
+            _ => {}
+        }
+        Ok(Next::Empty)
+    }
+
+    /// Waits until something may have changed: a fragment of the stream committed (the
+    /// recorder's announcement, or `recheck` for commits made by another process), a request
+    /// added or ended, the backlog's window opened or closed, or the live time up.
     pub async fn changed(&mut self) {
+        let live_end = match &self.work {
+            Some(Work::Request(r)) if r.kind == RequestKind::Live => {
+                let left = r.end_ms - self.clock.now().as_millisecond();
+                Duration::from_millis(left.max(0) as u64)
+            }
+            _ => self.recheck,
+        };
         tokio::select! {
             r = self.commits.changed() => {
                 if r.is_err() {
@@ -183,7 +312,9 @@ impl Feed {
                     std::future::pending::<()>().await;
                 }
             }
-            () = self.clock.sleep(self.recheck) => {}
+            Ok(()) = self.requests.changed() => self.replan_due = true,
+            Ok(()) = self.backlog.changed() => self.replan_due = true,
+            () = self.clock.sleep(self.recheck.min(live_end)) => {}
         }
     }
 
@@ -191,9 +322,9 @@ impl Feed {
         // Marks what is already committed as seen: `changed` then waits for newer commits.
         self.commits.mark_unchanged();
         self.segments.clear();
-        let (stream, after) = (self.stream.clone(), self.last.clone());
+        let (stream, after, range) = (self.stream.clone(), self.last.clone(), self.range);
         let rows = self
-            .db(move |c| c.pending_fragments_after(&stream, after.as_ref(), READ_AHEAD))
+            .db(move |c| c.pending_fragments_in(&stream, after.as_ref(), range, READ_AHEAD))
             .await?;
         self.queue.extend(rows);
         Ok(!self.queue.is_empty())

@@ -9,19 +9,22 @@
 //! - [`sink`]: the seam between the job and PutMedia ([`MediaSink`]), and a sink for tests.
 //!
 //! This module is the per-stream job: [`Uploader::start`] spawns it, [`UploadHandle::stop`]
-//! ends it after the fragment in flight (the schedule's window end). Each round opens one
-//! session at the oldest pending fragment; it streams the backlog and then each new fragment as
-//! it is committed, until a stop, rotation, a codec change, an idle spell or an error ends it
+//! ends it after the fragment in flight. Each round asks the [`agenda`] what comes first (live,
+//! requested ranges, the backlog while its window is open) and opens one session of it at its
+//! oldest pending fragment; it streams that and then each new fragment as it is committed,
+//! until a stop, more urgent work, rotation, a codec change, an idle spell or an error ends it
 //! (design/uploads.md). The job reacts to how it ended: transient failures back off
 //! ([`BACKOFF`]) and resend from the first unpersisted fragment, rejected fragments are marked
 //! failed and skipped, a deleted stream ends the job with USER_ERROR. A fragment is marked
 //! uploaded only by its PERSISTED ack. Streams upload in parallel, one task each.
 
 pub mod ack;
+pub mod agenda;
 pub mod endpoint;
 pub mod feed;
 pub mod pacer;
 pub mod putmedia;
+pub mod request;
 pub mod session;
 pub mod sink;
 
@@ -34,10 +37,11 @@ use jiff::Timestamp;
 use tracing::{info, warn};
 
 use crate::backoff::{Backoff, Retry};
-use crate::catalog::{Catalog, CatalogError, Job};
+use crate::catalog::{Catalog, CatalogError, Job, RequestKind, RequestRow, RequestState};
 use crate::clock::Clock;
 use crate::edge_config::{JobError, JobStatus};
 use crate::stop::{self, Stop, Stopper};
+use agenda::{Backlog, BacklogOrder, Work};
 use feed::Feed;
 use pacer::Pacer;
 use putmedia::PutMedia;
@@ -161,6 +165,8 @@ pub struct Options {
     pub backoff_max: Duration,
     /// How long a GetDataEndpoint answer is reused.
     pub endpoint_ttl: Duration,
+    /// The scheduled backlog's order (`uploader.backlog_order`).
+    pub backlog_order: BacklogOrder,
 }
 
 impl Default for Options {
@@ -175,6 +181,7 @@ impl Default for Options {
             backoff_min: BACKOFF.min,
             backoff_max: BACKOFF.max,
             endpoint_ttl: endpoint::ENDPOINT_TTL,
+            backlog_order: BacklogOrder::Oldest,
         }
     }
 }
@@ -259,13 +266,35 @@ impl Progress {
     }
 }
 
-/// When a job run returns.
+/// What a job run sends besides the operators' requests, and when it returns. Every run
+/// serves the stream's open requests first and returns once it has nothing left to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RunMode {
-    /// Until stopped; a caught-up job sends each new fragment as it is committed.
+    /// The backlog too, until the window closes ([`UploadHandle::close_backlog`], or the
+    /// `until` of [`Uploader::start`]) or a stop; a caught-up job sends each new fragment as it
+    /// is committed.
     UntilStopped,
-    /// Until no fragment is pending (or stopped): the operator's `upload --until-empty`.
+    /// The backlog too, until no fragment is pending (or stopped): the hourly run, the
+    /// operator's `upload --until-empty`.
     UntilEmpty,
+    /// Only the requests (a request outside the upload window, the operator's
+    /// `upload --from --to`).
+    Requests,
+}
+
+/// Whether a run sends the scheduled backlog, and how (`None`: its window is closed).
+type BacklogGate = tokio::sync::watch::Sender<Option<Backlog>>;
+
+impl RunMode {
+    fn backlog(self, order: BacklogOrder) -> Option<Backlog> {
+        match self {
+            RunMode::Requests => None,
+            RunMode::UntilStopped | RunMode::UntilEmpty => Some(Backlog {
+                order,
+                until_empty: self == RunMode::UntilEmpty,
+            }),
+        }
+    }
 }
 
 struct Shared {
@@ -287,6 +316,8 @@ struct RunState {
     pacer: Arc<Mutex<Pacer>>,
     retry: Retry,
     feed: Feed,
+    /// The run's backlog gate: an until-empty backlog closes it once empty.
+    gate: Arc<BacklogGate>,
     /// Transient failures in a row.
     failures: u32,
     /// The progress last reported as the job status.
@@ -352,31 +383,58 @@ impl Uploader {
         let (stopper, stop) = stop::channel();
         let stopper = Arc::new(stopper);
         let progress = Arc::new(Progress::default());
-        if let Some(until) = until {
-            self.stop_at(until, Arc::clone(&stopper));
-        }
+        let order = self.shared.options.backlog_order;
+        let gate = Arc::new(BacklogGate::new(mode.backlog(order)));
         let me = self.clone();
         let p = Arc::clone(&progress);
-        let task = tokio::spawn(async move { me.run(&stream, mode, stop, &p).await });
-        UploadHandle {
+        let g = Arc::clone(&gate);
+        let task = tokio::spawn(async move { me.run(&stream, stop, g, &p).await });
+        let h = UploadHandle {
             stop: stopper,
             task,
             progress,
             result: None,
+            gate,
+            order,
+            closer: None,
+        };
+        match until {
+            Some(until) => self.close_at(h, until),
+            None => h,
         }
     }
 
-    /// Stops the job at `until` on the uploader's clock (unless it has ended by then).
-    fn stop_at(&self, until: Timestamp, stopper: Arc<Stopper>) {
+    /// Closes the job's backlog at `until` on the uploader's clock (the window's end).
+    fn close_at(&self, mut h: UploadHandle, until: Timestamp) -> UploadHandle {
         let clock = Arc::clone(&self.shared.clock);
         let left = until.duration_since(clock.now());
         let left = Duration::try_from(left).unwrap_or(Duration::ZERO);
-        tokio::spawn(async move {
+        let gate = Arc::clone(&h.gate);
+        if let Some(old) = h.closer.take() {
+            old.abort();
+        }
+        h.closer = Some(tokio::spawn(async move {
             tokio::select! {
-                () = clock.sleep(left) => stopper.stop(),
-                () = stopper.closed() => {}
+                () = clock.sleep(left) => { gate.send_replace(None); }
+                () = gate.closed() => {}
             }
-        });
+        }));
+        h
+    }
+
+    /// Opens a running job's backlog as `mode` says, until `until` (a window starting while
+    /// it serves requests).
+    pub fn open_backlog(
+        &self,
+        h: UploadHandle,
+        mode: RunMode,
+        until: Option<Timestamp>,
+    ) -> UploadHandle {
+        h.gate.send_replace(mode.backlog(h.order));
+        match until {
+            Some(until) => self.close_at(h, until),
+            None => h,
+        }
     }
 
     /// The job loop (see the module doc). Returns when stopped, when nothing is pending in
@@ -384,8 +442,8 @@ impl Uploader {
     pub async fn run(
         &self,
         stream: &StreamTarget,
-        mode: RunMode,
         mut stop: Stop,
+        gate: Arc<BacklogGate>,
         progress: &Progress,
     ) -> Result<ProgressSnapshot, UploadError> {
         let s = &self.shared;
@@ -402,7 +460,9 @@ impl Uploader {
                 stream.key(),
                 &s.recording_dir,
                 s.options.recheck,
+                gate.subscribe(),
             ),
+            gate,
             failures: 0,
             reported: progress.snapshot(),
         };
@@ -411,7 +471,7 @@ impl Uploader {
             if stop.is_stopped() {
                 break Ok(());
             }
-            match self.round(stream, mode, &stop, progress, &mut st).await {
+            match self.round(stream, &stop, progress, &mut st).await {
                 Next::Now => {}
                 Next::After(d) => {
                     if stop.sleep_or_stop(&*s.clock, d).await {
@@ -429,25 +489,46 @@ impl Uploader {
     async fn round(
         &self,
         stream: &StreamTarget,
-        mode: RunMode,
         stop: &Stop,
         progress: &Progress,
         st: &mut RunState,
     ) -> Next {
         let s = &self.shared;
         let key = stream.key();
-        let start = match st.feed.begin().await {
-            Ok(Some(start)) => start,
-            Ok(None) if mode == RunMode::UntilEmpty => return Next::End(Ok(())),
-            Ok(None) => {
-                // Caught up: the next commit (or a stop) starts the next round.
-                let mut stop = stop.clone();
-                tokio::select! {
-                    () = st.feed.changed() => return Next::Now,
-                    () = stop.stopped() => return Next::End(Ok(())),
-                }
-            }
+        let work = match st.feed.plan().await {
+            Ok(w) => w,
             Err(e) => return Next::End(Err(e)),
+        };
+        // Nothing to do: no request open, the backlog's window closed (or its run emptied it).
+        let Some(work) = work else {
+            return Next::End(Ok(()));
+        };
+        if let Work::Request(r) = &work
+            && r.state == RequestState::Queued
+        {
+            let (id, now) = (r.id, s.clock.now());
+            if let Err(e) = blocking(&s.catalog, move |c| c.set_request_uploading(id, now)).await {
+                return Next::End(Err(e));
+            }
+            info!(
+                stream = key,
+                request = r.request_id,
+                kind = r.kind.as_str(),
+                "serving an upload request"
+            );
+        }
+        let start = match st.feed.begin(&work).await {
+            Ok(Some(start)) => start,
+            Ok(None) => return self.nothing_pending(key, &work, stop, st).await,
+            Err(e) => return Next::End(Err(e)),
+        };
+        // A request's session tails the recorder (its feed says when it is finished); so does
+        // the backlog's, unless it is to end once empty.
+        let until_empty = matches!(work, Work::Backlog(_)) && until_empty(&st.gate);
+        let mode = if until_empty {
+            RunMode::UntilEmpty
+        } else {
+            RunMode::UntilStopped
         };
         let before = st.reported.fragments_uploaded;
         let outcomes = Outcomes {
@@ -484,6 +565,60 @@ impl Uploader {
                 self.failed(key, &e.to_string(), st, progress, &e).await;
                 Next::After(st.retry.next_delay())
             }
+        }
+    }
+
+    /// What the job does when `work` has nothing pending: a complete range request is done, a
+    /// run that empties its backlog goes on with requests only; otherwise it waits for the next
+    /// commit, request or window change (or a stop).
+    async fn nothing_pending(
+        &self,
+        key: &str,
+        work: &Work,
+        stop: &Stop,
+        st: &mut RunState,
+    ) -> Next {
+        let s = &self.shared;
+        match work {
+            Work::Request(r) if r.kind == RequestKind::Range => {
+                let (stream, row, now) = (key.to_owned(), r.clone(), s.clock.now());
+                let ended = blocking(&s.catalog, move |c| {
+                    let counts = c.range_counts(&stream, row.start_ms, row.end_ms)?;
+                    if !agenda::range_complete(
+                        row.end_ms,
+                        counts.recorded_until,
+                        now.as_millisecond(),
+                    ) {
+                        return Ok(None);
+                    }
+                    let details = done_details(&row, counts);
+                    c.end_request(row.id, RequestState::Done, &details, now)
+                })
+                .await;
+                match ended {
+                    Ok(Some(row)) => {
+                        info!(
+                            stream = key,
+                            request = row.request_id,
+                            details = row.details.as_deref().unwrap_or(""),
+                            "upload request done"
+                        );
+                        return Next::Now;
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Next::End(Err(e)),
+                }
+            }
+            Work::Backlog(_) if until_empty(&st.gate) => {
+                st.gate.send_replace(None);
+                return Next::Now;
+            }
+            _ => {}
+        }
+        let mut stop = stop.clone();
+        tokio::select! {
+            () = st.feed.changed() => Next::Now,
+            () = stop.stopped() => Next::End(Ok(())),
         }
     }
 
@@ -566,9 +701,29 @@ impl Uploader {
                 )
                 .await;
                 warn!(stream = key, error = %e, "upload job ended");
+                if e.is_user_error() {
+                    self.fail_requests(key, &e.to_string()).await;
+                }
             }
         }
         result.map(|()| snap)
+    }
+
+    /// Ends the stream's open requests as FAILED: the job cannot get past `why` (a stream gone,
+    /// not authorized), and they would otherwise wait for ever.
+    async fn fail_requests(&self, key: &str, why: &str) {
+        let s = &self.shared;
+        let (stream, why, now) = (key.to_owned(), why.to_owned(), s.clock.now());
+        let r = blocking(&s.catalog, move |c| {
+            for r in c.open_requests(&stream)? {
+                c.end_request(r.id, RequestState::Failed, &why, now)?;
+            }
+            Ok(())
+        })
+        .await;
+        if let Err(e) = r {
+            warn!(stream = key, error = %e, "cannot record the requests' failure");
+        }
     }
 
     /// Records a transient failure; the job status shows it at once when only the user can fix
@@ -629,6 +784,26 @@ impl Uploader {
     }
 }
 
+fn until_empty(gate: &BacklogGate) -> bool {
+    gate.borrow().is_some_and(|b| b.until_empty)
+}
+
+/// What a range request's DONE says.
+fn done_details(row: &RequestRow, counts: crate::catalog::RangeCounts) -> String {
+    if counts.uploaded + counts.failed + counts.pending == 0 {
+        return "no media recorded in the range".to_owned();
+    }
+    let sent = counts.uploaded.saturating_sub(row.already);
+    let mut s = format!("{sent} fragments uploaded");
+    if row.already > 0 {
+        s += &format!(", {} uploaded before", row.already);
+    }
+    if counts.failed > 0 {
+        s += &format!(", {} failed", counts.failed);
+    }
+    s
+}
+
 /// A running job.
 pub struct UploadHandle {
     stop: Arc<Stopper>,
@@ -636,6 +811,10 @@ pub struct UploadHandle {
     progress: Arc<Progress>,
     /// The job's result once [`UploadHandle::ended`] saw it.
     result: Option<Result<ProgressSnapshot, UploadError>>,
+    gate: Arc<BacklogGate>,
+    order: BacklogOrder,
+    /// Closes the backlog at the window's end.
+    closer: Option<tokio::task::JoinHandle<()>>,
 }
 
 fn joined(
@@ -648,6 +827,11 @@ impl UploadHandle {
     /// Asks the job to stop after the fragment in flight (and its acks, within the grace).
     pub fn stop(&self) {
         self.stop.stop();
+    }
+
+    /// Closes the backlog (the window ended): the job finishes its requests, then ends.
+    pub fn close_backlog(&self) {
+        self.gate.send_replace(None);
     }
 
     pub fn progress(&self) -> ProgressSnapshot {
@@ -683,7 +867,7 @@ impl UploadHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::UploadState;
+    use crate::catalog::{RequestKind, UploadState};
     use crate::clock::PausedClock;
     use sink::MemorySink;
     use std::path::Path;
@@ -796,12 +980,14 @@ mod tests {
             "cam",
             dir.path(),
             Duration::from_secs(10),
+            tokio::sync::watch::channel(RunMode::UntilStopped.backlog(BacklogOrder::Oldest)).1,
         );
+        let backlog = Work::Backlog(BacklogOrder::Oldest);
         let timecode = |n: feed::Next| match n {
             feed::Next::Fragment(f) => f.row.timecode_ms,
             other => panic!("{other:?}"),
         };
-        let start = feed.begin().await.unwrap().unwrap();
+        let start = feed.begin(&backlog).await.unwrap().unwrap();
         let mut sent = vec![start.first.row.clone()];
         for _ in 0..2 {
             let feed::Next::Fragment(f) = feed.next().await.unwrap() else {
@@ -817,10 +1003,151 @@ mod tests {
                 .mark_fragment_uploaded(row.id, "1", clock.now())
                 .unwrap();
         }
-        let start = feed.begin().await.unwrap().unwrap();
+        let start = feed.begin(&backlog).await.unwrap().unwrap();
         assert_eq!(start.first.row.timecode_ms, T - HOUR);
         assert_eq!(timecode(feed.next().await.unwrap()), T - HOUR + 1000);
         assert!(matches!(feed.next().await.unwrap(), feed::Next::Empty));
+    }
+
+    const T: i64 = 1_767_225_600_000;
+
+    fn ask(catalog: &Catalog, id: &str, kind: RequestKind, start_s: i64, end_s: i64) {
+        let r = crate::catalog::NewRequest {
+            stream_name: "cam".into(),
+            request_id: id.into(),
+            kind,
+            start_ms: T + start_s * 1000,
+            end_ms: T + end_s * 1000,
+        };
+        catalog
+            .add_request(&r, Timestamp::from_millisecond(T).unwrap())
+            .unwrap();
+    }
+
+    /// Seconds after `T` of every fragment the sink received, session by session.
+    fn sent_secs(sink: &MemorySink) -> Vec<Vec<i64>> {
+        sink.received()
+            .iter()
+            .map(|r| {
+                r.fragments
+                    .iter()
+                    .map(|f| (f.timecode_ms - T) / 1000)
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn request(catalog: &Catalog, id: &str) -> RequestRow {
+        catalog
+            .requests("cam")
+            .unwrap()
+            .into_iter()
+            .find(|r| r.request_id == id)
+            .unwrap()
+    }
+
+    async fn run_to_end(up: &Uploader, mode: RunMode) -> ProgressSnapshot {
+        let h = up.start(StreamTarget::Name("cam".into()), mode, None);
+        tokio::time::timeout(Duration::from_secs(3600), h.wait())
+            .await
+            .expect("the run ends by itself")
+            .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_range_sends_exactly_its_fragments_and_the_backlog_the_rest_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Arc::new(Catalog::open(&dir.path().join("c.db")).unwrap());
+        record(dir.path(), &catalog, "cam", 60);
+        let clock = PausedClock::new("2026-01-01T00:01:00Z".parse().unwrap());
+        let (up, sink) = memory_uploader(dir.path(), &catalog, Arc::new(clock));
+        ask(&catalog, "r1", RequestKind::Range, 20, 30);
+        let snap = run_to_end(&up, RunMode::Requests).await;
+        assert_eq!(snap.fragments_uploaded, 10);
+        assert_eq!(sent_secs(&sink), [(20..30).collect::<Vec<_>>()]);
+        let r = request(&catalog, "r1");
+        assert_eq!(r.state, RequestState::Done);
+        assert_eq!((r.uploaded, r.already), (10, 0));
+        assert_eq!(r.details.as_deref(), Some("10 fragments uploaded"));
+
+        run_to_end(&up, RunMode::UntilEmpty).await;
+        let all: Vec<i64> = sent_secs(&sink).concat();
+        let mut sorted = all.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted, (0..60).collect::<Vec<_>>());
+        assert_eq!(all.len(), 60, "nothing sent twice: {all:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn overlapping_ranges_send_each_fragment_once_and_say_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Arc::new(Catalog::open(&dir.path().join("c.db")).unwrap());
+        record(dir.path(), &catalog, "cam", 60);
+        let clock = PausedClock::new("2026-01-01T00:01:00Z".parse().unwrap());
+        let (up, sink) = memory_uploader(dir.path(), &catalog, Arc::new(clock));
+        ask(&catalog, "a", RequestKind::Range, 10, 30);
+        ask(&catalog, "b", RequestKind::Range, 20, 40);
+        ask(&catalog, "none", RequestKind::Range, -100, -50);
+        run_to_end(&up, RunMode::Requests).await;
+        let all = sent_secs(&sink).concat();
+        assert_eq!(
+            all,
+            (10..40).collect::<Vec<_>>(),
+            "each once, in request order"
+        );
+        let b = request(&catalog, "b");
+        assert_eq!((b.state, b.uploaded), (RequestState::Done, 20));
+        // "b" was stored while "a" was still queued: nothing of it was uploaded then.
+        assert_eq!(b.details.as_deref(), Some("20 fragments uploaded"));
+        let again = "again";
+        ask(&catalog, again, RequestKind::Range, 15, 25);
+        run_to_end(&up, RunMode::Requests).await;
+        let r = request(&catalog, again);
+        assert_eq!(
+            r.details.as_deref(),
+            Some("0 fragments uploaded, 10 uploaded before"),
+            "an uploaded range is done at once"
+        );
+        assert_eq!(sent_secs(&sink).concat().len(), 30);
+        let none = request(&catalog, "none");
+        assert_eq!(none.state, RequestState::Done);
+        assert_eq!(
+            none.details.as_deref(),
+            Some("no media recorded in the range")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_newest_first_backlog_goes_back_in_forward_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Arc::new(Catalog::open(&dir.path().join("c.db")).unwrap());
+        // 12 minutes, one fragment a second, in three segments.
+        for seg in 0..3 {
+            record_at(dir.path(), &catalog, "cam", T + seg * 240_000, 240);
+        }
+        let clock = PausedClock::new("2026-01-01T00:12:00Z".parse().unwrap());
+        let sink = Arc::new(MemorySink::new());
+        let up = Uploader::with_sink(
+            Arc::clone(&sink) as Arc<dyn MediaSink>,
+            Arc::clone(&catalog),
+            dir.path().to_owned(),
+            Arc::new(clock),
+            Options {
+                backlog_order: BacklogOrder::Newest,
+                ..Options::default()
+            },
+        );
+        run_to_end(&up, RunMode::UntilEmpty).await;
+        let sessions = sent_secs(&sink);
+        let firsts: Vec<i64> = sessions.iter().map(|s| s[0]).collect();
+        // Newest at 719 s: back 300 s to 419; then the newest left is 418, back to 118; then
+        // the rest. Each chunk goes forward to where the previous one began.
+        assert_eq!(firsts, [419, 118, 0], "{sessions:?}");
+        for s in &sessions {
+            assert!(s.windows(2).all(|w| w[0] < w[1]), "forward in time: {s:?}");
+        }
+        assert_eq!(sessions.concat().len(), 720, "each fragment once");
     }
 
     #[tokio::test(start_paused = true)]

@@ -431,6 +431,7 @@ impl Sender<'_> {
                 None => match feed.next().await {
                     Ok(Next::Fragment(f)) => f,
                     Ok(Next::NewSession) => break SenderEnd::NewSession,
+                    Ok(Next::Finished) => break SenderEnd::CaughtUp,
                     Ok(Next::Empty) => {
                         // Caught up: close the last fragment now rather than at the next.
                         if open {

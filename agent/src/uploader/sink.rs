@@ -169,7 +169,7 @@ impl MemorySink {
                 None => match s.feed.next().await? {
                     Next::Fragment(f) => f,
                     Next::NewSession => break SessionEnd::NewSession,
-                    Next::Empty => break SessionEnd::Done,
+                    Next::Empty | Next::Finished => break SessionEnd::Done,
                 },
             };
             if s.stop.is_stopped() {

@@ -8,14 +8,16 @@ use rusqlite::{Connection, Transaction};
 mod v0_to_v1;
 mod v1_to_v2;
 mod v2_to_v3;
+mod v3_to_v4;
 
 /// The schema version this build writes.
-pub const CURRENT_VERSION: i32 = 3;
+pub const CURRENT_VERSION: i32 = 4;
 
 type Step = fn(&Transaction<'_>) -> rusqlite::Result<()>;
 
 /// `STEPS[n]` upgrades version n to n + 1.
-const STEPS: [Step; CURRENT_VERSION as usize] = [v0_to_v1::run, v1_to_v2::run, v2_to_v3::run];
+const STEPS: [Step; CURRENT_VERSION as usize] =
+    [v0_to_v1::run, v1_to_v2::run, v2_to_v3::run, v3_to_v4::run];
 
 /// Brings the schema from `from` to [`CURRENT_VERSION`].
 pub fn run(tx: &Transaction<'_>, from: i32) -> rusqlite::Result<()> {
