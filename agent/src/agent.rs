@@ -206,6 +206,7 @@ impl Agent {
             rtsp: RtspOptions::default(),
             time_zone: jiff::tz::TimeZone::system(),
             disk_reserve: settings.file.disk_reserve.reserve(),
+            request_limits: settings.file.uploader.request_limits(),
         }
     }
 

@@ -337,6 +337,7 @@ mod tests {
                 rtsp: Default::default(),
                 time_zone: jiff::tz::TimeZone::UTC,
                 disk_reserve: crate::settings::DiskReserveFile::default().reserve(),
+                request_limits: Default::default(),
             },
             Arc::new(crate::secrets::NoSecrets),
             None,

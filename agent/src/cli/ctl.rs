@@ -11,6 +11,11 @@
 //!   in the protocol: they read the retained `reported` topics (the agent keeps one per stream),
 //!   collecting retained messages until a short quiet period after the subscription.
 //!
+//! - `upload-media`, `start-live` and `stop-live` have no AWS CLI counterpart (the Greengrass
+//!   edge connector offers them over MQTT): they publish a request on the stream's `uploads` or
+//!   `live` topic, wait for the agent's answer on `upload-answers`, and `upload-media` then
+//!   follows the retained `upload-status` until the request is DONE or FAILED.
+//!
 //! Exit codes follow the AWS CLI: 0 success, 252 invalid parameters, 254 an error answer
 //! (`An error occurred (Code) when calling the Op operation: message`), 255 anything else
 //! (broker unreachable, no answer in time).
@@ -85,6 +90,30 @@ pub enum Verb {
     DescribeEdgeConfiguration(StreamRef),
     /// Delete a stream's edge configuration and its media on the agent.
     DeleteEdgeConfiguration(StreamRef),
+    /// Upload a stream's media of a time range now, ahead of the scheduled backlog, and wait
+    /// until it is uploaded.
+    UploadMedia {
+        #[arg(long)]
+        stream_name: String,
+        /// ISO 8601 (2026-12-04T14:00:00Z) or epoch seconds.
+        #[arg(long)]
+        start_time: String,
+        #[arg(long)]
+        end_time: String,
+    },
+    /// Send a stream live: what it records goes out as it is recorded, ahead of any backlog.
+    StartLive {
+        #[arg(long)]
+        stream_name: String,
+        /// How long (the agent's uploader.live_default_secs when not given).
+        #[arg(long)]
+        duration_seconds: Option<u64>,
+    },
+    /// End a stream's live upload.
+    StopLive {
+        #[arg(long)]
+        stream_name: String,
+    },
     /// List the edge configurations of an agent (hub device).
     ListEdgeAgentConfigurations {
         #[arg(long)]
@@ -360,6 +389,30 @@ async fn run_verb(args: Args) -> VerbResult {
             let req = validate_stream_request(&v).map_err(params)?;
             delete(&ctx, req.stream_name(), v.to_string()).await
         }
+        Verb::UploadMedia {
+            stream_name,
+            start_time,
+            end_time,
+        } => {
+            let start = time_arg("--start-time", &start_time)?;
+            let end = time_arg("--end-time", &end_time)?;
+            let body = serde_json::json!({"StartTime": start, "EndTime": end});
+            upload_request(&ctx, &stream_name, Kind::Uploads, body).await
+        }
+        Verb::StartLive {
+            stream_name,
+            duration_seconds,
+        } => {
+            let mut body = serde_json::json!({"Action": "START"});
+            if let Some(d) = duration_seconds {
+                body["DurationInSeconds"] = d.into();
+            }
+            upload_request(&ctx, &stream_name, Kind::Live, body).await
+        }
+        Verb::StopLive { stream_name } => {
+            let body = serde_json::json!({"Action": "STOP"});
+            upload_request(&ctx, &stream_name, Kind::Live, body).await
+        }
         Verb::ListEdgeAgentConfigurations {
             hub_device_arn,
             max_results,
@@ -443,6 +496,144 @@ async fn start(ctx: &Ctx, text: String) -> VerbResult {
                 });
             }
             _ => {}
+        }
+    }
+}
+
+/// A time flag, as epoch seconds for the request.
+fn time_arg(flag: &str, s: &str) -> Result<f64, Failure> {
+    kvs_edge_agent::input::parse_time(s)
+        .map(|ms| ms as f64 / 1000.0)
+        .map_err(|e| Failure::Params(format!("{flag} {e}")))
+}
+
+/// Publishes an upload or live request for `stream` with a fresh RequestId, waits for the
+/// agent's answer, and for a range then until it is DONE or FAILED (bounded by --wait-seconds).
+async fn upload_request(ctx: &Ctx, stream: &str, kind: Kind, mut body: Value) -> VerbResult {
+    const OP: &str = "UploadRequest";
+    if !kvs_edge_agent::edge_config::validate::is_resource_name(stream) {
+        return Err(Failure::Params(format!(
+            "--stream-name {} is not 1 to 256 of a-z, A-Z, 0-9, _, . and -",
+            quote(stream)
+        )));
+    }
+    let mut r = [0u8; 8];
+    let _ = getrandom::fill(&mut r);
+    let id = format!(
+        "ctl-{}",
+        r.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    );
+    body["RequestId"] = Value::String(id.clone());
+    let mut session = ctx.session().await?;
+    let thing = match &ctx.thing {
+        Some(t) => t.clone(),
+        None => match ctx
+            .find_reported(&mut session, stream)
+            .await?
+            .into_iter()
+            .next()
+        {
+            Some((thing, _)) => thing,
+            None => {
+                session.close().await;
+                return Err(not_found(OP, stream));
+            }
+        },
+    };
+    let answers = ctx.topics.stream(&thing, stream, Kind::UploadAnswers);
+    let status = ctx.topics.stream(&thing, stream, Kind::UploadStatus);
+    let mut seen = session
+        .subscribe(&answers, ctx.wait)
+        .await
+        .map_err(Failure::from)?;
+    seen.extend(
+        session
+            .subscribe(&status, ctx.wait)
+            .await
+            .map_err(Failure::from)?,
+    );
+    session
+        .publish(
+            &ctx.topics.stream(&thing, stream, kind),
+            body.to_string().into_bytes(),
+            false,
+            ctx.wait,
+            &mut seen,
+        )
+        .await
+        .map_err(Failure::from)?;
+    let deadline = Instant::now() + ctx.wait;
+    let mut pending = seen.into_iter();
+    let mut answered = false;
+    let mut last: Option<Value> = None;
+    let outcome = loop {
+        let m = match pending.next() {
+            Some(m) => m,
+            None => match session
+                .next_message(deadline)
+                .await
+                .map_err(Failure::from)?
+            {
+                Some(m) => m,
+                None => break None,
+            },
+        };
+        let Ok(v) = json::from_slice::<Value>(&m.payload) else {
+            continue;
+        };
+        let state = if m.topic == answers && !m.retained {
+            if v["RequestId"] != Value::String(id.clone()) {
+                continue;
+            }
+            answered = true;
+            v
+        } else if m.topic == status && answered {
+            match v["Requests"].as_array().and_then(|rs| {
+                rs.iter()
+                    .find(|r| r["RequestId"] == Value::String(id.clone()))
+            }) {
+                Some(r) => r.clone(),
+                None => continue,
+            }
+        } else {
+            continue;
+        };
+        let s = state["Status"].as_str().unwrap_or_default().to_owned();
+        last = Some(state.clone());
+        match s.as_str() {
+            "FAILED" | "DONE" => break Some(state),
+            // Live runs on by itself: its answer is the outcome.
+            "QUEUED" | "UPLOADING" if kind == Kind::Live => break Some(state),
+            _ => {}
+        }
+    };
+    session.close().await;
+    match outcome {
+        Some(v) if v["Status"] == "FAILED" => {
+            print_json(&v);
+            Err(Failure::Service {
+                code: "InvalidArgumentException",
+                operation: OP,
+                message: v["Details"].as_str().unwrap_or_default().to_owned(),
+            })
+        }
+        Some(v) => Ok(Some(v)),
+        None => {
+            if let Some(v) = &last {
+                print_json(v);
+            }
+            Err(Failure::Other(if answered {
+                format!(
+                    "Request {id} is not finished after {} s; the agent goes on with it (see                      its upload-status topic).",
+                    ctx.wait.as_secs()
+                )
+            } else {
+                format!(
+                    "The agent did not answer within {} s (is it running and connected to {}?).",
+                    ctx.wait.as_secs(),
+                    kvs_edge_agent::control::mqtt::redact(&ctx.broker.url)
+                )
+            }))
         }
     }
 }

@@ -1,4 +1,6 @@
-//! `kvs-edge-agent upload`: uploads a stream's pending fragments now, outside any schedule.
+//! `kvs-edge-agent upload`: uploads a stream's pending fragments now, outside any schedule;
+//! with `--from` and `--to`, only those of a time range (stored as an upload request, as one
+//! over MQTT would be, and served the same way).
 //!
 //! Uses the same settings as `run` (catalog and recording directory) and the AWS SDK's
 //! configuration from the environment (region, credentials chain, `AWS_ENDPOINT_URL_*`).
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use kvs_edge_agent::catalog::Catalog;
 use kvs_edge_agent::clock::RealClock;
+use kvs_edge_agent::input::parse_time;
 use kvs_edge_agent::uploader::{Options, ProgressSnapshot, RunMode, StreamTarget, Uploader};
 
 #[derive(clap::Args, Debug)]
@@ -25,8 +28,14 @@ pub struct Args {
     #[arg(long, value_name = "ARN")]
     pub stream_arn: Option<String>,
     /// Return once no fragment is pending, instead of waiting for new ones until interrupted.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "from")]
     pub until_empty: bool,
+    /// Only the fragments from this time (ISO 8601 with a zone, or epoch seconds); with --to.
+    #[arg(long, requires = "to", value_name = "TIME")]
+    pub from: Option<String>,
+    /// Only the fragments until this time; with --from. Returns once they are uploaded.
+    #[arg(long, requires = "from", value_name = "TIME")]
+    pub to: Option<String>,
     /// Optional YAML settings file (see config/agent.yaml); environment variables still apply.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -55,10 +64,37 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
         None => StreamTarget::Name(args.stream.clone()),
     };
-    let mode = if args.until_empty {
+    let request = match (&args.from, &args.to) {
+        (Some(from), Some(to)) => {
+            match range_request(
+                &args.stream,
+                from,
+                to,
+                settings.file.uploader.request_limits(),
+            ) {
+                Ok(r) => Some(r),
+                Err(message) => {
+                    eprintln!("{message}");
+                    return Ok(ExitCode::from(2));
+                }
+            }
+        }
+        _ => None,
+    };
+    let mode = if request.is_some() {
+        RunMode::Requests
+    } else if args.until_empty {
         RunMode::UntilEmpty
     } else {
         RunMode::UntilStopped
+    };
+    let request_id = match request {
+        Some(r) => {
+            let id = r.request_id.clone();
+            catalog.add_request(&r, jiff::Timestamp::now())?;
+            Some(id)
+        }
+        None => None,
     };
     let options = Options {
         pacing: !args.no_pacing,
@@ -114,11 +150,52 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             megabytes(report.bytes_uploaded),
             report.fragments_failed
         );
+        if let Some(id) = request_id {
+            let row = catalog
+                .requests(&args.stream)?
+                .into_iter()
+                .find(|r| r.request_id == id);
+            if let Some(r) = row {
+                println!(
+                    "request {id}: {} ({})",
+                    r.state.as_str(),
+                    r.details.as_deref().unwrap_or("stopped before it was done")
+                );
+                if r.state != kvs_edge_agent::catalog::RequestState::Done {
+                    return anyhow::Ok(ExitCode::from(1));
+                }
+            }
+        }
         anyhow::Ok(if report.fragments_failed > 0 {
             ExitCode::from(1)
         } else {
             ExitCode::SUCCESS
         })
+    })
+}
+
+/// The range request of `--from`/`--to`, checked as a request over MQTT would be.
+fn range_request(
+    stream: &str,
+    from: &str,
+    to: &str,
+    limits: kvs_edge_agent::uploader::request::Limits,
+) -> Result<kvs_edge_agent::catalog::NewRequest, String> {
+    let start = parse_time(from).map_err(|e| format!("--from {e}"))?;
+    let end = parse_time(to).map_err(|e| format!("--to {e}"))?;
+    let now = jiff::Timestamp::now().as_millisecond();
+    kvs_edge_agent::uploader::request::range(
+        stream,
+        format!("local-{now}"),
+        start,
+        end,
+        now,
+        limits,
+    )
+    .map_err(|r| {
+        r.message
+            .replace("EndTime", "--to")
+            .replace("StartTime", "--from")
     })
 }
 
@@ -138,8 +215,8 @@ impl Display {
     }
 
     fn show(&mut self, stream: &str, catalog: &Catalog, p: &ProgressSnapshot) {
-        let (left, left_bytes) = match catalog.pending_fragments(stream, 10_000_000) {
-            Ok(rows) => (rows.len(), rows.iter().map(|r| r.size).sum::<u64>()),
+        let (left, left_bytes) = match catalog.backlog(stream) {
+            Ok(b) => (b.fragments, b.bytes),
             Err(_) => (0, 0),
         };
         let secs = self.started.elapsed().as_secs_f64().max(0.001);

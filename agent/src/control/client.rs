@@ -160,7 +160,7 @@ impl Session {
         }
     }
 
-    /// Publishes (QoS 1) and waits until the broker acknowledged it, bounded.
+    /// Publishes retained (QoS 1) and waits until the broker acknowledged it, bounded.
     pub async fn publish_retained(
         &mut self,
         topic: &str,
@@ -168,8 +168,21 @@ impl Session {
         timeout: Duration,
         seen: &mut Vec<Message>,
     ) -> Result<(), SessionError> {
+        self.publish(topic, payload, true, timeout, seen).await
+    }
+
+    /// Publishes (QoS 1) and waits until the broker acknowledged it, bounded; messages that
+    /// arrive meanwhile go to `seen`.
+    pub async fn publish(
+        &mut self,
+        topic: &str,
+        payload: Vec<u8>,
+        retain: bool,
+        timeout: Duration,
+        seen: &mut Vec<Message>,
+    ) -> Result<(), SessionError> {
         self.client
-            .publish(topic, QoS::AtLeastOnce, true, payload)
+            .publish(topic, QoS::AtLeastOnce, retain, payload)
             .await?;
         let deadline = Instant::now() + timeout;
         loop {

@@ -29,6 +29,7 @@ use crate::clock::Clock;
 use crate::edge_config::{ApiTimestamp, DescribeEdgeConfigurationResponse};
 use crate::input::quote;
 use crate::stop::{self, Stop};
+use crate::supervisor::requests::{Answer, RequestTopic, upload_status};
 use crate::supervisor::{StreamEvent, Supervisor, Ticket};
 use crate::ticker::Ticker;
 
@@ -258,6 +259,8 @@ struct Inbox {
     /// Numbers each `desired` publish.
     arrivals: SharedArrivals,
     desired: mpsc::UnboundedSender<Request>,
+    /// Upload and live requests.
+    uploads: mpsc::UnboundedSender<(StreamTopic, bytes::Bytes)>,
     conn: mpsc::UnboundedSender<Conn>,
 }
 
@@ -305,6 +308,14 @@ async fn poll(
                         }
                     }
                     let _ = inbox.desired.send((t, p.payload, a.live, a.seq));
+                }
+                Some(t) if matches!(t.kind, Kind::Uploads | Kind::Live) => {
+                    if p.retain {
+                        // Replayed at every subscription: it would be taken again each time.
+                        warn!(topic = %p.topic, "ignoring a retained upload request; publish requests without the retain flag");
+                    } else {
+                        let _ = inbox.uploads.send((t, p.payload));
+                    }
                 }
                 // Only `desired` topics are subscribed to: one that does not parse names a
                 // thing or stream outside [a-zA-Z0-9_.-]+ (non-ASCII, say), and its sender
@@ -367,7 +378,13 @@ struct Publisher<'a> {
     /// uploader and janitor write their status to the catalog only).
     last_stored: HashMap<String, DescribeEdgeConfigurationResponse>,
     arrivals: SharedArrivals,
+    /// Per stream, the upload status last published: its requests part, its backlog part and
+    /// when (monotonic), since the backlog changes with every fragment recorded.
+    last_upload_status: HashMap<String, (String, String, Duration)>,
 }
+
+/// A changed backlog alone republishes the upload status at most this often.
+const BACKLOG_STATUS_EVERY: Duration = Duration::from_secs(60);
 
 impl Publisher<'_> {
     /// Publishes retained; false when the publish was dropped.
@@ -421,12 +438,70 @@ impl Publisher<'_> {
         self.last_stored.insert(stream.to_owned(), d);
     }
 
-    /// Publishes what changed in the catalog without an event (uploader, janitor status).
+    /// Publishes what changed in the catalog without an event (uploader, janitor status,
+    /// upload requests).
     fn refresh(&mut self) {
         if let Ok(configs) = self.supervisor.catalog().configs() {
             for c in configs {
                 self.stream(c.stream_name(), true);
+                self.upload_status(&c.request.edge_config.thing(), c.stream_name(), false);
             }
+        }
+    }
+
+    /// Publishes the stream's upload status (retained) when its requests changed, or its
+    /// backlog changed and the last one is [`BACKLOG_STATUS_EVERY`] old; `force`: anyway.
+    fn upload_status(&mut self, thing: &str, stream: &str, force: bool) {
+        let status = match upload_status(self.supervisor.catalog(), stream) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(stream, error = %e, "cannot read the stream's upload status");
+                return;
+            }
+        };
+        let requests =
+            serde_json::to_string(&(&status.live, &status.requests)).expect("status serialises");
+        let backlog = serde_json::to_string(&status.backlog).expect("status serialises");
+        let now = self.cfg.clock.monotonic();
+        let due = match self.last_upload_status.get(stream) {
+            None => true,
+            Some((r, b, at)) => {
+                force
+                    || *r != requests
+                    || (*b != backlog && now.saturating_sub(*at) >= BACKLOG_STATUS_EVERY)
+            }
+        };
+        if !due {
+            return;
+        }
+        let payload = serde_json::to_vec(&status).expect("status serialises");
+        let topic = self.cfg.topics.stream(thing, stream, Kind::UploadStatus);
+        if self.publish(topic, payload) {
+            self.last_upload_status
+                .insert(stream.to_owned(), (requests, backlog, now));
+        }
+    }
+
+    /// Publishes the answer to a request (not retained: it is for whoever is waiting), then
+    /// the stream's upload status.
+    fn answer(&mut self, thing: &str, stream: &str, answer: &Answer) {
+        let topic = self.cfg.topics.stream(thing, stream, Kind::UploadAnswers);
+        let payload = serde_json::to_vec(answer).expect("answer serialises");
+        if let Err(e) = self
+            .client
+            .try_publish(topic.clone(), QoS::AtLeastOnce, false, payload)
+        {
+            warn!(topic, error = %e, "cannot publish the answer to an upload request");
+        }
+        if self
+            .supervisor
+            .catalog()
+            .config(stream)
+            .ok()
+            .flatten()
+            .is_some()
+        {
+            self.upload_status(thing, stream, false);
         }
     }
 
@@ -453,7 +528,12 @@ impl Publisher<'_> {
             }
             StreamEvent::Removed { thing, stream } => {
                 self.publish(self.cfg.topics.reported(&thing, &stream), Vec::new());
+                self.publish(
+                    self.cfg.topics.stream(&thing, &stream, Kind::UploadStatus),
+                    Vec::new(),
+                );
                 self.last_stored.remove(&stream);
+                self.last_upload_status.remove(&stream);
                 let key = (thing, stream);
                 self.clear_desired(&key);
                 self.cleared.insert(key);
@@ -479,9 +559,11 @@ impl Publisher<'_> {
     }
 
     fn on_connect(&mut self) {
-        let filter = self.cfg.topics.desired_filter();
-        if let Err(e) = self.client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
-            warn!(filter, error = %e, "cannot subscribe");
+        let [uploads, live] = self.cfg.topics.request_filters();
+        for filter in [self.cfg.topics.desired_filter(), uploads, live] {
+            if let Err(e) = self.client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
+                warn!(filter, error = %e, "cannot subscribe");
+            }
         }
         self.agent_status(true);
         for key in std::mem::take(&mut self.cleared) {
@@ -493,6 +575,7 @@ impl Publisher<'_> {
             Ok(configs) => {
                 for c in configs {
                     self.stream(c.stream_name(), false);
+                    self.upload_status(&c.request.edge_config.thing(), c.stream_name(), true);
                 }
             }
             Err(e) => warn!(error = %e, "cannot read the stored configurations"),
@@ -586,6 +669,26 @@ async fn stream_lane(
 /// A request and its place in the arrival order.
 type Turn = (Request, Ticket);
 
+/// Takes upload and live requests one at a time (each is one catalog write) and hands each
+/// answer to the publisher.
+async fn take_upload_requests(
+    supervisor: Supervisor,
+    mut rx: mpsc::UnboundedReceiver<(StreamTopic, bytes::Bytes)>,
+    answers: mpsc::UnboundedSender<(StreamTopic, Answer)>,
+) {
+    while let Some((topic, payload)) = rx.recv().await {
+        let kind = if topic.kind == Kind::Live {
+            RequestTopic::Live
+        } else {
+            RequestTopic::Uploads
+        };
+        let answer = supervisor
+            .upload_request(&topic.thing, &topic.stream, kind, &payload)
+            .await;
+        let _ = answers.send((topic, answer));
+    }
+}
+
 async fn handle_request(supervisor: Supervisor, arrivals: SharedArrivals, turn: Turn) {
     let ((topic, payload, live, seq), ticket) = turn;
     crate::supervisor::fault::job_started("apply", &topic.stream);
@@ -635,6 +738,8 @@ pub async fn run(
     );
     let (client, eventloop) = AsyncClient::new(options, 4096);
     let (desired_tx, desired_rx) = mpsc::unbounded_channel();
+    let (uploads_tx, uploads_rx) = mpsc::unbounded_channel();
+    let (answers_tx, mut answers_rx) = mpsc::unbounded_channel();
     let (conn_tx, mut conn_rx) = mpsc::unbounded_channel();
     let (done_tx, done_rx) = stop::channel();
     let arrivals = SharedArrivals::default();
@@ -645,6 +750,7 @@ pub async fn run(
         Inbox {
             arrivals: arrivals.clone(),
             desired: desired_tx,
+            uploads: uploads_tx,
             conn: conn_tx,
         },
         cfg.clock.clone(),
@@ -655,6 +761,11 @@ pub async fn run(
         arrivals.clone(),
         desired_rx,
     ));
+    let taker = tokio::spawn(take_upload_requests(
+        supervisor.clone(),
+        uploads_rx,
+        answers_tx,
+    ));
     let mut p = Publisher {
         client: client.clone(),
         cfg: &cfg,
@@ -663,6 +774,7 @@ pub async fn run(
         cleared: BTreeSet::new(),
         last_stored: HashMap::new(),
         arrivals,
+        last_upload_status: HashMap::new(),
     };
     let mut connected = false;
     let mut refresh = Ticker::new(cfg.clock.clone(), REFRESH_EVERY);
@@ -678,10 +790,12 @@ pub async fn run(
                 Some(e) => p.on_event(e),
                 None => break,
             },
+            Some((t, answer)) = answers_rx.recv() => p.answer(&t.thing, &t.stream, &answer),
             () = shutdown.stopped() => break,
         }
     }
     applier.abort();
+    taker.abort();
     // Whatever the jobs reported while stopping, then offline.
     while let Ok(e) = events.try_recv() {
         p.on_event(e);

@@ -5,6 +5,10 @@
 //! {prefix}/{thing}/streams/{stream}/desired    retained, written by `ctl`
 //! {prefix}/{thing}/streams/{stream}/reported   retained, written by the agent
 //! {prefix}/{thing}/agent                        retained + last will, written by the agent
+//! {prefix}/{thing}/streams/{stream}/uploads          a time range to upload, from `ctl`
+//! {prefix}/{thing}/streams/{stream}/live             live on or off, from `ctl`
+//! {prefix}/{thing}/streams/{stream}/upload-answers   the agent's answer to each of those
+//! {prefix}/{thing}/streams/{stream}/upload-status    retained, written by the agent
 //! ```
 
 use crate::edge_config::validate::is_resource_name;
@@ -14,13 +18,30 @@ use crate::edge_config::validate::is_resource_name;
 pub enum Kind {
     Desired,
     Reported,
+    Uploads,
+    Live,
+    UploadAnswers,
+    UploadStatus,
 }
 
 impl Kind {
+    const ALL: [Kind; 6] = [
+        Kind::Desired,
+        Kind::Reported,
+        Kind::Uploads,
+        Kind::Live,
+        Kind::UploadAnswers,
+        Kind::UploadStatus,
+    ];
+
     fn as_str(self) -> &'static str {
         match self {
             Kind::Desired => "desired",
             Kind::Reported => "reported",
+            Kind::Uploads => "uploads",
+            Kind::Live => "live",
+            Kind::UploadAnswers => "upload-answers",
+            Kind::UploadStatus => "upload-status",
         }
     }
 }
@@ -81,6 +102,11 @@ impl Topics {
         self.filter(self.thing.as_deref(), Kind::Desired)
     }
 
+    /// The request topics the agent subscribes to besides `desired`: `uploads` and `live`.
+    pub fn request_filters(&self) -> [String; 2] {
+        [Kind::Uploads, Kind::Live].map(|k| self.filter(self.thing.as_deref(), k))
+    }
+
     /// The agent status topic (also the last will's).
     pub fn agent(&self) -> String {
         format!(
@@ -99,11 +125,7 @@ impl Topics {
         let [thing, "streams", stream, kind] = parts.as_slice() else {
             return None;
         };
-        let kind = match *kind {
-            "desired" => Kind::Desired,
-            "reported" => Kind::Reported,
-            _ => return None,
-        };
+        let kind = Kind::ALL.into_iter().find(|k| k.as_str() == *kind)?;
         if !is_resource_name(thing) || !is_resource_name(stream) {
             return None;
         }

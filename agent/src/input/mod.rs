@@ -70,3 +70,23 @@ mod tests {
         assert_eq!(cut("short"), "short");
     }
 }
+
+/// A time as the AWS CLI takes one: ISO 8601 with a zone (`2026-12-04T14:00:00Z`) or epoch
+/// seconds (may be fractional); in epoch milliseconds. The error says what was expected.
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<f64>() {
+        if !(0.0..=253_402_300_799.0).contains(&secs) {
+            return Err(format!("{}: epoch seconds outside 1970-9999", quote(s)));
+        }
+        return Ok((secs * 1000.0).round() as i64);
+    }
+    s.parse::<jiff::Timestamp>()
+        .map(|t| t.as_millisecond())
+        .map_err(|e| {
+            format!(
+                "{}: not ISO 8601 with a zone (2026-12-04T14:00:00Z) nor epoch seconds: {e}",
+                quote(s)
+            )
+        })
+}

@@ -117,6 +117,16 @@ pub struct UploaderFile {
     pub max_live_secs: u32,
 }
 
+impl UploaderFile {
+    pub fn request_limits(&self) -> crate::uploader::request::Limits {
+        crate::uploader::request::Limits {
+            max_range_secs: self.max_range_secs,
+            live_default_secs: self.live_default_secs,
+            max_live_secs: self.max_live_secs,
+        }
+    }
+}
+
 impl Default for UploaderFile {
     fn default() -> Self {
         UploaderFile {

@@ -190,7 +190,7 @@ impl Supervisor {
 
     /// The stored configuration of `stream` when it is `thing`'s; another thing's stream of the
     /// same name is never changed on this thing's behalf.
-    async fn own_config(&self, thing: &str, stream: &str) -> Option<StoredConfig> {
+    pub(super) async fn own_config(&self, thing: &str, stream: &str) -> Option<StoredConfig> {
         let name = stream.to_owned();
         self.db(move |c| c.config(&name))
             .await

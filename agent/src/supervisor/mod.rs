@@ -32,6 +32,7 @@ mod janitor_job;
 mod jobs;
 mod recorder_job;
 mod report;
+pub mod requests;
 mod sync;
 mod uploader_job;
 
@@ -90,6 +91,8 @@ pub struct SupervisorConfig {
     pub time_zone: jiff::tz::TimeZone,
     /// Free space every stream's recorder leaves on the file system.
     pub disk_reserve: DiskReserve,
+    /// What operators' upload requests may ask for.
+    pub request_limits: crate::uploader::request::Limits,
 }
 
 /// The path of the secret ARN in a request, for FailedStatusDetails.

@@ -50,6 +50,7 @@ fn config(recording_dir: &std::path::Path) -> SupervisorConfig {
             min_free_bytes: 0,
             min_free_percent: 0,
         },
+        request_limits: Default::default(),
     }
 }
 
