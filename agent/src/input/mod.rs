@@ -45,6 +45,26 @@ pub fn redact_url(s: &str) -> String {
     }
 }
 
+/// A time as the AWS CLI takes one: ISO 8601 with a zone (`2026-12-04T14:00:00Z`) or epoch
+/// seconds (may be fractional); in epoch milliseconds. The error says what was expected.
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<f64>() {
+        if !(0.0..=253_402_300_799.0).contains(&secs) {
+            return Err(format!("{}: epoch seconds outside 1970-9999", quote(s)));
+        }
+        return Ok((secs * 1000.0).round() as i64);
+    }
+    s.parse::<jiff::Timestamp>()
+        .map(|t| t.as_millisecond())
+        .map_err(|e| {
+            format!(
+                "{}: not ISO 8601 with a zone (2026-12-04T14:00:00Z) nor epoch seconds: {e}",
+                quote(s)
+            )
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,24 +89,30 @@ mod tests {
         assert_eq!(cut(&long).chars().count(), ECHO_MAX_CHARS + 3);
         assert_eq!(cut("short"), "short");
     }
-}
 
-/// A time as the AWS CLI takes one: ISO 8601 with a zone (`2026-12-04T14:00:00Z`) or epoch
-/// seconds (may be fractional); in epoch milliseconds. The error says what was expected.
-pub fn parse_time(s: &str) -> Result<i64, String> {
-    let s = s.trim();
-    if let Ok(secs) = s.parse::<f64>() {
-        if !(0.0..=253_402_300_799.0).contains(&secs) {
-            return Err(format!("{}: epoch seconds outside 1970-9999", quote(s)));
-        }
-        return Ok((secs * 1000.0).round() as i64);
+    #[test]
+    fn times_are_iso_8601_or_epoch_seconds() {
+        assert_eq!(parse_time("1767225600"), Ok(1_767_225_600_000));
+        assert_eq!(parse_time("1767225600.25"), Ok(1_767_225_600_250));
+        assert_eq!(parse_time("2026-01-01T00:00:00Z"), Ok(1_767_225_600_000));
+        assert_eq!(
+            parse_time("2026-01-01T01:00:00+01:00"),
+            Ok(1_767_225_600_000)
+        );
+        assert!(
+            parse_time("2026-01-01 00:00")
+                .unwrap_err()
+                .contains("ISO 8601")
+        );
+        assert!(
+            parse_time("1767225600000")
+                .unwrap_err()
+                .contains("outside 1970-9999")
+        );
+        assert!(
+            parse_time("yesterday")
+                .unwrap_err()
+                .contains("\"yesterday\"")
+        );
     }
-    s.parse::<jiff::Timestamp>()
-        .map(|t| t.as_millisecond())
-        .map_err(|e| {
-            format!(
-                "{}: not ISO 8601 with a zone (2026-12-04T14:00:00Z) nor epoch seconds: {e}",
-                quote(s)
-            )
-        })
 }
