@@ -35,6 +35,58 @@ pub fn record(
     codec_change_at_segment: Option<usize>,
     pad: usize,
 ) -> Recording {
+    let layout = Layout {
+        segments,
+        per_segment,
+        gops_per_fragment: 1,
+    };
+    write(
+        catalog,
+        recording_dir,
+        stream,
+        t0_ms,
+        layout,
+        codec_change_at_segment,
+        pad,
+    )
+}
+
+/// How [`record_long`] lays a recording out.
+#[allow(dead_code, reason = "for the uploader tests, which need a recording")]
+pub struct Layout {
+    pub segments: usize,
+    pub per_segment: usize,
+    /// 1-second GOPs per fragment.
+    pub gops_per_fragment: usize,
+}
+
+/// Like [`record`], with fragments of `gops_per_fragment` seconds (long backlogs that upload
+/// quickly at the service's five fragments a second).
+#[allow(dead_code, reason = "for the uploader tests, which need a recording")]
+pub fn record_long(
+    catalog: &Catalog,
+    recording_dir: &Path,
+    stream: &str,
+    t0_ms: i64,
+    layout: Layout,
+) -> Recording {
+    write(catalog, recording_dir, stream, t0_ms, layout, None, 0)
+}
+
+fn write(
+    catalog: &Catalog,
+    recording_dir: &Path,
+    stream: &str,
+    t0_ms: i64,
+    layout: Layout,
+    codec_change_at_segment: Option<usize>,
+    pad: usize,
+) -> Recording {
+    let Layout {
+        segments,
+        per_segment,
+        gops_per_fragment,
+    } = layout;
     let crate::sample::Clip {
         track, mut frames, ..
     } = crate::sample::clip(0);
@@ -70,7 +122,9 @@ pub fn record(
             .unwrap();
         std::fs::write(&path, &file).unwrap();
         for f in 0..per_segment {
-            let gop = gops[f % gops.len()];
+            let gop: Vec<&Frame> = (0..gops_per_fragment)
+                .flat_map(|g| gops[(f * gops_per_fragment + g) % gops.len()].iter())
+                .collect();
             let base = t;
             let fr: Vec<Frame> = gop
                 .iter()
@@ -94,7 +148,7 @@ pub fn record(
                         timecode_ms: base,
                         duration_ms: FRAME_MS * fr.len() as i64,
                         frame_count: fr.len() as u32,
-                        key_frame_count: 1,
+                        key_frame_count: gops_per_fragment as u32,
                         clock_unsynced: false,
                     },
                 )
