@@ -110,11 +110,17 @@ impl Supervisor {
                 }
                 Some(Answer::of(added.row()))
             }),
-            LiveAction::Stop { .. } => {
+            LiveAction::Stop { request_id } => {
                 let name = stream.to_owned();
                 self.db(move |c| c.stop_live(&name, now))
                     .await
-                    .map(|row| row.map(|r| Answer::of(&r)))
+                    .map(|row| {
+                        row.map(|live| Answer {
+                            request_id: Some(request_id),
+                            status: RequestState::Done.as_str().to_owned(),
+                            details: Some(format!("live request {} stopped", live.request_id)),
+                        })
+                    })
             }
         };
         match stored {
