@@ -151,8 +151,10 @@ class BodyEnd(Exception):
 # --- the request body: chunked transfer decoding, read as it arrives ----------------------------
 
 class Body:
-    def __init__(self, rfile, chunked, length, on_bytes):
+    def __init__(self, rfile, chunked, length, on_bytes, on_wire=None):
         self.rfile = rfile
+        # Called with the size of each read off the wire (the stream's bandwidth record).
+        self.on_wire = on_wire
         self.chunked = chunked
         self.left_in_chunk = 0 if chunked else (length or 0)
         self.done = False
@@ -198,6 +200,8 @@ class Body:
             if not data:
                 raise AckError(4000, "connection closed inside the body", dropped=True)
             self.left_in_chunk -= len(data)
+            if self.on_wire is not None:
+                self.on_wire(len(data))
             if self.chunked and self.left_in_chunk == 0:
                 crlf = self.rfile.read(2)
                 if crlf != b"\r\n":
@@ -415,6 +419,8 @@ class Stream:
         self.errors = []
         self.requests = []
         self.session_log = []
+        # Body bytes received per 100 ms slot of wall time (slot start ms -> bytes).
+        self.bytes_by_100ms = {}
         self.retention_hours = retention_hours
         self.creation_time = time.time()
         self.version = os.urandom(10).hex()
@@ -457,8 +463,16 @@ class Stream:
             os.replace(tmp, os.path.join(self.dir, "index.json"))
             return doc
 
+    def count_bytes(self, n):
+        """Records `n` body bytes just read off the wire, for bandwidth measurements."""
+        slot = wall_ms() // 100 * 100
+        with self.lock:
+            self.bytes_by_100ms[slot] = self.bytes_by_100ms.get(slot, 0) + n
+
     def snapshot(self):
+        """The stream's state; the caller holds the lock."""
         return {
+            "bytes_by_100ms": [[t, n] for t, n in sorted(self.bytes_by_100ms.items())],
             "stream": self.name,
             "active": self.active,
             "retention_hours": self.retention_hours,
@@ -851,7 +865,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         acks = AckWriter(self, stream, log, state.args.idle_ack_seconds)
         session = Session(state, stream, session_no, tc_type, start_ms, acks, log)
         body = Body(self.rfile, chunked, int(self.headers.get("Content-Length") or 0),
-                    session.on_bytes)
+                    session.on_bytes, stream.count_bytes)
         expiry = Expiry(state, stream, access_key, session, self.connection)
         ended = "body_end"
         try:

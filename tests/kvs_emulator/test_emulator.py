@@ -334,6 +334,15 @@ class EmulatorTest(unittest.TestCase):
         self.assertEqual(self.persisted(acks), [NOW_MS, NOW_MS + 1000])
         self.assertEqual(len(acks[2]["FragmentNumber"]), 47)
 
+    def test_body_bytes_are_counted_per_100_ms_as_they_arrive(self):
+        self.admin("streams/tbytes/create")
+        parts = [header(), cluster(NOW_MS), cluster(NOW_MS + 1000)]
+        status, _, _ = put_media(self.port, parts, stream="tbytes")
+        self.assertEqual(status, 200)
+        slots = snapshot(self.port, "tbytes")["bytes_by_100ms"]
+        self.assertEqual(sum(n for _, n in slots), sum(len(p) for p in parts))
+        self.assertTrue(all(t % 100 == 0 for t, _ in slots), slots)
+
     def test_acks_arrive_while_the_body_is_still_open(self):
         s = socket.create_connection(("127.0.0.1", self.port))
         head = "POST /putMedia HTTP/1.1\r\n" + "".join(
