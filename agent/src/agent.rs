@@ -255,6 +255,11 @@ impl Agent {
                     self.settings.file.uploader.max_session_secs.into(),
                 ),
                 backlog_order: self.settings.file.uploader.backlog_order,
+                bandwidth: self
+                    .settings
+                    .file
+                    .uploader
+                    .bandwidth(&jiff::tz::TimeZone::system()),
                 ..UploadOptions::default()
             },
         ) {

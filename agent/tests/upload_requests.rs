@@ -290,7 +290,11 @@ async fn ranges_go_first_once_each_refusals_change_nothing_then_the_window_sends
         .await;
     let (x, y) = (rig.until_ended("x", T).await, rig.until_ended("y", T).await);
     // y's count includes what x sent after y came: uploaded since it was asked.
-    assert_eq!((x.uploaded, y.uploaded + y.already), (10, 10), "{x:?} {y:?}");
+    assert_eq!(
+        (x.uploaded, y.uploaded + y.already),
+        (10, 10),
+        "{x:?} {y:?}"
+    );
     let asked: BTreeMap<i64, usize> = once(20..35).into_iter().chain(once(40..55)).collect();
     assert_eq!(rig.sent().await, asked, "each fragment once");
     // A redelivered request is answered with its state, not taken again.

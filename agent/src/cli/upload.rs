@@ -39,6 +39,10 @@ pub struct Args {
     /// Optional YAML settings file (see config/agent.yaml); environment variables still apply.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Cap this upload at N kbit/s (measured on the bytes sent); the settings file's
+    /// uploader.max_kbps and bandwidth_windows otherwise.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(8..=10_000_000))]
+    pub max_kbps: Option<u32>,
     /// Do not pace to the service limits (benchmarks against an emulator only).
     #[arg(long, hide = true)]
     pub no_pacing: bool,
@@ -96,8 +100,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    let mut bandwidth = settings
+        .file
+        .uploader
+        .bandwidth(&jiff::tz::TimeZone::system());
+    if let Some(kbps) = args.max_kbps {
+        bandwidth = kvs_edge_agent::uploader::budget::Caps {
+            default_kbps: kbps,
+            windows: Vec::new(),
+        };
+    }
     let options = Options {
         pacing: !args.no_pacing,
+        backlog_order: settings.file.uploader.backlog_order,
+        bandwidth,
         ..Options::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

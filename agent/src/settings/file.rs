@@ -115,9 +115,49 @@ pub struct UploaderFile {
     /// The longest live a request may ask for.
     #[serde(deserialize_with = "whole_number")]
     pub max_live_secs: u32,
+    /// All uploads of the agent together, in kbit/s (0: no cap).
+    #[serde(deserialize_with = "whole_number")]
+    pub max_kbps: u32,
+    /// Windows with a cap of their own.
+    pub bandwidth_windows: Vec<BandwidthWindowFile>,
+}
+
+/// A Quartz schedule, a duration and the cap while it runs.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BandwidthWindowFile {
+    pub schedule: String,
+    #[serde(deserialize_with = "whole_number")]
+    pub duration_secs: u32,
+    #[serde(deserialize_with = "whole_number")]
+    pub max_kbps: u32,
 }
 
 impl UploaderFile {
+    /// The bandwidth caps, schedules evaluated in `tz` (checked when the file was read).
+    pub fn bandwidth(&self, tz: &jiff::tz::TimeZone) -> crate::uploader::budget::Caps {
+        use crate::schedule::{CronSchedule, Windows};
+        let windows = self
+            .bandwidth_windows
+            .iter()
+            .filter_map(|w| {
+                let schedule = CronSchedule::parse(&w.schedule).ok()?;
+                Some(crate::uploader::budget::CapWindow {
+                    windows: Windows::new(
+                        schedule,
+                        std::time::Duration::from_secs(w.duration_secs.into()),
+                        tz.clone(),
+                    ),
+                    kbps: w.max_kbps,
+                })
+            })
+            .collect();
+        crate::uploader::budget::Caps {
+            default_kbps: self.max_kbps,
+            windows,
+        }
+    }
+
     pub fn request_limits(&self) -> crate::uploader::request::Limits {
         crate::uploader::request::Limits {
             max_range_secs: self.max_range_secs,
@@ -135,6 +175,8 @@ impl Default for UploaderFile {
             max_range_secs: 86_400,
             live_default_secs: 600,
             max_live_secs: 3600,
+            max_kbps: 0,
+            bandwidth_windows: Vec::new(),
         }
     }
 }
@@ -259,6 +301,7 @@ pub(super) fn parse(text: &str) -> Result<AgentFile, ParseError> {
     errors.extend(bad_topic_naming(&file.mqtt));
     errors.extend(empty_paths(&file));
     errors.extend(bad_broker_addresses(&file.mqtt));
+    errors.extend(bad_bandwidth_windows(&file.uploader));
     if errors.is_empty() {
         Ok(file)
     } else {
@@ -271,6 +314,25 @@ fn setting_error(name: &str, message: String) -> SettingError {
         name: name.to_owned(),
         message,
     }
+}
+
+fn bad_bandwidth_windows(u: &UploaderFile) -> Vec<SettingError> {
+    let mut errors = Vec::new();
+    for (i, w) in u.bandwidth_windows.iter().enumerate() {
+        let name = |field: &str| format!("uploader.bandwidth_windows[{i}].{field}");
+        if let Err(e) = crate::schedule::CronSchedule::parse(&w.schedule) {
+            errors.push(setting_error(&name("schedule"), e.to_string()));
+        }
+        if !(1..=604_800).contains(&w.duration_secs) {
+            let message = format!("{} is outside 1..=604800", w.duration_secs);
+            errors.push(setting_error(&name("duration_secs"), message));
+        }
+        if !(8..=10_000_000).contains(&w.max_kbps) {
+            let message = format!("{} is outside 8..=10000000", w.max_kbps);
+            errors.push(setting_error(&name("max_kbps"), message));
+        }
+    }
+    errors
 }
 
 fn out_of_range(file: &AgentFile) -> Vec<SettingError> {
@@ -312,6 +374,7 @@ fn out_of_range(file: &AgentFile) -> Vec<SettingError> {
             10,
             86_400,
         ),
+        ("uploader.max_kbps", file.uploader.max_kbps, 0, 10_000_000),
         (
             "disk_reserve.min_free_mb",
             file.disk_reserve.min_free_mb,

@@ -475,3 +475,60 @@ fn a_settings_file_that_is_not_a_regular_file_is_refused_at_once() {
         "the configuration file /dev/zero is a character device, not a regular file"
     );
 }
+
+#[test]
+fn upload_requests_order_and_bandwidth_are_read_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.yaml");
+    std::fs::write(
+        &path,
+        "uploader:\n  backlog_order: newest\n  max_kbps: 4000\n  max_range_secs: 3600\n  bandwidth_windows:\n    - schedule: \"0 0 8 ? * MON-FRI\"\n      duration_secs: 36000\n      max_kbps: 2000\n",
+    )
+    .unwrap();
+    let s = load(&Env::default(), Some(&path)).unwrap();
+    let u = &s.file.uploader;
+    assert_eq!(
+        u.backlog_order,
+        crate::uploader::agenda::BacklogOrder::Newest
+    );
+    assert_eq!(u.request_limits().max_range_secs, 3600);
+    let caps = u.bandwidth(&jiff::tz::TimeZone::UTC);
+    let monday_9 = "2026-01-05T09:00:00Z".parse().unwrap();
+    let monday_19 = "2026-01-05T19:00:00Z".parse().unwrap();
+    assert_eq!(caps.at(monday_9).0, Some(250_000.0));
+    assert_eq!(caps.at(monday_19).0, Some(500_000.0));
+
+    std::fs::write(&path, "uploader:\n  backlog_order: sideways\n").unwrap();
+    let e = load(&Env::default(), Some(&path)).unwrap_err().to_string();
+    assert!(e.contains("sideways") || e.contains("backlog_order"), "{e}");
+    std::fs::write(
+        &path,
+        "uploader:\n  max_kbps: 20000000\n  bandwidth_windows:\n    - schedule: \"0 0 25 * * ?\"\n      duration_secs: 0\n      max_kbps: 1\n",
+    )
+    .unwrap();
+    let got = errors(load(&Env::default(), Some(&path)).unwrap_err());
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert!(
+        got[0].starts_with("uploader.max_kbps: 20000000 is outside"),
+        "{got:?}"
+    );
+    assert!(
+        got[1].starts_with("uploader.bandwidth_windows[0].schedule: "),
+        "{got:?}"
+    );
+    assert_eq!(
+        got[2],
+        "uploader.bandwidth_windows[0].duration_secs: 0 is outside 1..=604800"
+    );
+    assert_eq!(
+        got[3],
+        "uploader.bandwidth_windows[0].max_kbps: 1 is outside 8..=10000000"
+    );
+    std::fs::write(
+        &path,
+        "uploader:\n  bandwidth_windows:\n    - schedule: \"* * * * * ?\"\n      duration_secs: 60\n      max_kbps: 100\n      when: always\n",
+    )
+    .unwrap();
+    let e = load(&Env::default(), Some(&path)).unwrap_err().to_string();
+    assert!(e.contains("when"), "{e}");
+}

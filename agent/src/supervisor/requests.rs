@@ -112,15 +112,13 @@ impl Supervisor {
             }),
             LiveAction::Stop { request_id } => {
                 let name = stream.to_owned();
-                self.db(move |c| c.stop_live(&name, now))
-                    .await
-                    .map(|row| {
-                        row.map(|live| Answer {
-                            request_id: Some(request_id),
-                            status: RequestState::Done.as_str().to_owned(),
-                            details: Some(format!("live request {} stopped", live.request_id)),
-                        })
+                self.db(move |c| c.stop_live(&name, now)).await.map(|row| {
+                    row.map(|live| Answer {
+                        request_id: Some(request_id),
+                        status: RequestState::Done.as_str().to_owned(),
+                        details: Some(format!("live request {} stopped", live.request_id)),
                     })
+                })
             }
         };
         match stored {

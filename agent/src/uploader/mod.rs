@@ -20,6 +20,7 @@
 
 pub mod ack;
 pub mod agenda;
+pub mod budget;
 pub mod endpoint;
 pub mod feed;
 pub mod pacer;
@@ -167,6 +168,8 @@ pub struct Options {
     pub endpoint_ttl: Duration,
     /// The scheduled backlog's order (`uploader.backlog_order`).
     pub backlog_order: BacklogOrder,
+    /// The agent's bandwidth caps (`uploader.max_kbps`, `uploader.bandwidth_windows`).
+    pub bandwidth: budget::Caps,
 }
 
 impl Default for Options {
@@ -182,6 +185,7 @@ impl Default for Options {
             backoff_max: BACKOFF.max,
             endpoint_ttl: endpoint::ENDPOINT_TTL,
             backlog_order: BacklogOrder::Oldest,
+            bandwidth: budget::Caps::default(),
         }
     }
 }
@@ -298,6 +302,8 @@ impl RunMode {
 }
 
 struct Shared {
+    /// The agent's upload bandwidth budget, shared by every stream's sessions.
+    budget: Arc<Mutex<budget::Budget>>,
     catalog: Arc<Catalog>,
     clock: Arc<dyn Clock>,
     sink: Arc<dyn MediaSink>,
@@ -363,6 +369,7 @@ impl Uploader {
     ) -> Uploader {
         Uploader {
             shared: Arc::new(Shared {
+                budget: Arc::new(Mutex::new(budget::Budget::new(options.bandwidth.clone()))),
                 catalog,
                 clock,
                 sink,
@@ -543,6 +550,7 @@ impl Uploader {
             feed: &mut st.feed,
             mode,
             pacer: Arc::clone(&st.pacer),
+            budget: Arc::clone(&s.budget),
             stop,
             outcomes: &outcomes,
         };

@@ -19,7 +19,7 @@ const MARGIN: f64 = 0.99;
 const BYTE_BURST: f64 = 65_536.0;
 
 #[derive(Clone, Debug)]
-struct Bucket {
+pub(super) struct Bucket {
     rate: f64,
     capacity: f64,
     tokens: f64,
@@ -27,7 +27,7 @@ struct Bucket {
 }
 
 impl Bucket {
-    fn new(rate: f64, capacity: f64, now: Duration) -> Self {
+    pub(super) fn new(rate: f64, capacity: f64, now: Duration) -> Self {
         Bucket {
             rate,
             capacity,
@@ -37,7 +37,7 @@ impl Bucket {
     }
 
     /// Takes `n` tokens (possibly overdrawing) and returns how long to wait before using them.
-    fn reserve(&mut self, now: Duration, n: f64) -> Duration {
+    pub(super) fn reserve(&mut self, now: Duration, n: f64) -> Duration {
         if now > self.last {
             let refill = (now - self.last).as_secs_f64() * self.rate;
             self.tokens = (self.tokens + refill).min(self.capacity);

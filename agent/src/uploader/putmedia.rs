@@ -46,6 +46,7 @@ use tokio::sync::{Notify, watch};
 use tracing::{debug, warn};
 
 use super::ack::AckParser;
+use super::budget::Budget;
 use super::endpoint::EndpointCache;
 use super::feed::{Feed, FeedFragment, Next};
 use super::pacer::Pacer;
@@ -267,6 +268,7 @@ impl PutMedia {
             feed,
             mode,
             pacer,
+            budget,
             stop,
             outcomes,
         } = session;
@@ -292,6 +294,7 @@ impl PutMedia {
             outcomes,
             stream: stream.key(),
             pacer,
+            budget,
             stop,
             mode,
             deadline: self.deadline(signed.expires),
@@ -393,6 +396,7 @@ struct Sender<'a> {
     outcomes: &'a Outcomes<'a>,
     stream: &'a str,
     pacer: Arc<Mutex<Pacer>>,
+    budget: Arc<Mutex<Budget>>,
     stop: &'a Stop,
     mode: RunMode,
     /// Monotonic time after which no fragment starts.
@@ -483,7 +487,11 @@ impl Sender<'_> {
                 break SenderEnd::Rotated;
             }
             let i = self.link.ledger().on_started(f.row.clone());
-            match send_fragment(&f, &mut file, tx, &self.pacer, self.clock).await {
+            let rates = Rates {
+                pacer: &self.pacer,
+                budget: &self.budget,
+            };
+            match send_fragment(&f, &mut file, tx, rates, self.clock).await {
                 Ok(()) => {}
                 Err(SendError::Closed) => return SenderEnd::Closed,
                 Err(SendError::Read(e)) => {
@@ -703,11 +711,40 @@ enum SendError {
     Read(std::io::Error),
 }
 
+/// What holds a sender back: the stream's pacing to the service limits, the agent's budget.
+struct Rates<'a> {
+    pacer: &'a Mutex<Pacer>,
+    budget: &'a Mutex<Budget>,
+}
+
+impl Rates<'_> {
+    /// How many bytes to send next, at most `left`.
+    fn piece(&self, clock: &Arc<dyn Clock>, left: u64) -> usize {
+        let mut n = left.min(CHUNK as u64) as usize;
+        let mut budget = self.budget.lock().expect("budget lock");
+        if !budget.is_unlimited() {
+            n = n.min(budget.chunk(clock.now(), clock.monotonic()));
+        }
+        n
+    }
+
+    /// Reserves `n` bytes with both; how long to wait before sending them.
+    fn reserve(&self, clock: &Arc<dyn Clock>, n: usize) -> Duration {
+        let mono = clock.monotonic();
+        let pace = self.pacer.lock().expect("pacer lock").bytes(mono, n as u64);
+        let mut budget = self.budget.lock().expect("budget lock");
+        if budget.is_unlimited() {
+            return pace;
+        }
+        pace.max(budget.take(clock.now(), mono, n))
+    }
+}
+
 async fn send_fragment(
     f: &FeedFragment,
     file: &mut Option<(PathBuf, tokio::fs::File)>,
     tx: &mut mpsc::Sender<Result<Bytes, std::io::Error>>,
-    pacer: &Mutex<Pacer>,
+    rates: Rates<'_>,
     clock: &Arc<dyn Clock>,
 ) -> Result<(), SendError> {
     if file.as_ref().is_none_or(|(p, _)| *p != f.path) {
@@ -723,13 +760,10 @@ async fn send_fragment(
         .map_err(SendError::Read)?;
     let mut left = f.row.size;
     while left > 0 {
-        let n = left.min(CHUNK as u64) as usize;
+        let n = rates.piece(clock, left);
         let mut buf = vec![0u8; n];
         handle.read_exact(&mut buf).await.map_err(SendError::Read)?;
-        let wait = pacer
-            .lock()
-            .expect("pacer lock")
-            .bytes(clock.monotonic(), n as u64);
+        let wait = rates.reserve(clock, n);
         if !wait.is_zero() {
             clock.sleep(wait).await;
         }

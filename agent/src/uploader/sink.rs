@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
+use super::budget::Budget;
 use super::feed::{Feed, Next, Start};
 use super::pacer::Pacer;
 pub use super::session::SessionEnd;
@@ -38,6 +39,8 @@ pub struct Session<'a> {
     pub mode: RunMode,
     /// The stream's pacing, shared by its consecutive sessions.
     pub pacer: Arc<Mutex<Pacer>>,
+    /// The agent's bandwidth budget, shared by every stream.
+    pub budget: Arc<Mutex<Budget>>,
     /// Sending stops between fragments once this fires.
     pub stop: &'a Stop,
     pub outcomes: &'a Outcomes<'a>,

@@ -99,6 +99,7 @@ pub async fn uploader_with(
 }
 
 /// Starts a run of `stream` until nothing is pending.
+#[allow(dead_code, reason = "for the tests that upload a backlog")]
 pub fn until_empty(up: &Uploader, stream: &str) -> UploadHandle {
     up.start(StreamTarget::Name(stream.into()), RunMode::UntilEmpty, None)
 }
