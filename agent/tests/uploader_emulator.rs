@@ -605,8 +605,14 @@ async fn wrong_credentials_are_refused_and_nothing_is_marked() {
 /// `kvs-edge-agent upload` as a child process, configured only through the environment (the
 /// SDK reaches the emulator through AWS_ENDPOINT_URL_KINESIS_VIDEO).
 fn upload_command(s: &Setup, stream: &str) -> std::process::Command {
+    upload_with(s, &["--stream", stream, "--until-empty"])
+}
+
+/// `kvs-edge-agent upload ARGS` as [`upload_command`] runs it.
+fn upload_with(s: &Setup, args: &[&str]) -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_kvs-edge-agent"));
-    c.args(["upload", "--stream", stream, "--until-empty"])
+    c.arg("upload")
+        .args(args)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", s.recordings.parent().unwrap())
@@ -926,4 +932,73 @@ async fn late_persisted_acks_survive_a_window_end_and_a_stop() {
             assert_eq!(session["last_cluster_eofr"], true, "{session}");
         }
     }
+}
+
+/// `upload --from --to`: exactly the fragments overlapping the range, stored as a request that
+/// ends DONE; a malformed range is refused naming the flag, and nothing is stored or sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upload_verb_sends_a_time_range_and_refuses_a_bad_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recordings = tmp.path().join("recordings");
+    std::fs::create_dir_all(&recordings).unwrap();
+    let catalog =
+        Arc::new(Catalog::open(&recordings.join(kvs_edge_agent::catalog::FILE_NAME)).unwrap());
+    let emulator = Emulator::start(&tmp.path().join("emulator"), &[]);
+    let s = Setup {
+        _tmp: tmp,
+        catalog,
+        recordings,
+        emulator,
+    };
+    let rec = s.record("r", 2, 6);
+    let t0 = rec.fragments[0].timecode_ms;
+    let from = jiff::Timestamp::from_millisecond(t0 + 3000).unwrap().to_string();
+    let to = format!("{:.3}", (t0 + 8000) as f64 / 1000.0);
+
+    for (args, needle) in [
+        (
+            vec!["--from", &to, "--to", &from],
+            "--to must be after --from",
+        ),
+        (
+            vec!["--from", "noon", "--to", &to],
+            "--from \"noon\": not ISO 8601",
+        ),
+    ] {
+        let mut a = vec!["--stream", "r"];
+        a.extend(args);
+        let out = upload_with(&s, &a).output().unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{err}");
+    }
+    assert!(s.catalog.requests("r").unwrap().is_empty());
+
+    let out = upload_with(
+        &s,
+        &[
+            "--stream",
+            "r",
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--max-kbps",
+            "2000",
+        ],
+    )
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("DONE (5 fragments uploaded)"), "{stdout}");
+    let sent: Vec<i64> = persisted(&s.emulator.index("r").await)
+        .iter()
+        .map(|(tc, _, _)| (tc - t0) / 1000)
+        .collect();
+    assert_eq!(sent, [3, 4, 5, 6, 7]);
 }
