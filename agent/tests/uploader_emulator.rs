@@ -952,7 +952,9 @@ async fn the_upload_verb_sends_a_time_range_and_refuses_a_bad_one() {
     };
     let rec = s.record("r", 2, 6);
     let t0 = rec.fragments[0].timecode_ms;
-    let from = jiff::Timestamp::from_millisecond(t0 + 3000).unwrap().to_string();
+    let from = jiff::Timestamp::from_millisecond(t0 + 3000)
+        .unwrap()
+        .to_string();
     let to = format!("{:.3}", (t0 + 8000) as f64 / 1000.0);
 
     for (args, needle) in [

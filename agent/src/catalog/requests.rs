@@ -184,18 +184,6 @@ impl Catalog {
             .collect::<rusqlite::Result<_>>()?)
     }
 
-    /// The streams that have open requests.
-    pub fn streams_with_open_requests(&self) -> Result<Vec<String>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "select distinct stream_name from upload_request \
-             where state in ('QUEUED', 'UPLOADING') order by stream_name",
-        )?;
-        Ok(stmt
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?)
-    }
-
     /// A QUEUED request is being served.
     pub fn set_request_uploading(&self, id: i64, now: Timestamp) -> Result<()> {
         self.conn().execute(

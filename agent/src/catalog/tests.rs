@@ -632,3 +632,125 @@ fn version_2_fragments_upgrade_as_recorded_on_a_synchronised_clock() {
         [0, 1]
     );
 }
+
+fn new_request(id: &str, kind: RequestKind, start_ms: i64, end_ms: i64) -> NewRequest {
+    NewRequest {
+        stream_name: "cam".into(),
+        request_id: id.into(),
+        kind,
+        start_ms,
+        end_ms,
+    }
+}
+
+#[test]
+fn requests_are_stored_once_ended_with_counts_and_pruned() {
+    let c = Catalog::open_in_memory().unwrap();
+    let seg = c.insert_segment(&segment("cam", "cam/1.mkv", 0)).unwrap();
+    let mut offset = 300;
+    for i in 0..4 {
+        let id = c
+            .add_fragment(seg, &fragment(offset, 10, i * 2000))
+            .unwrap();
+        offset += 10;
+        if i == 1 {
+            c.mark_fragment_uploaded(id, "n1", t("2026-01-01T00:00:00Z"))
+                .unwrap();
+        }
+    }
+    let now = t("2026-01-01T00:00:00Z");
+    let mut changed = c.requests_changed("cam");
+    let a = c
+        .add_request(&new_request("a", RequestKind::Range, 500, 4500), now)
+        .unwrap();
+    assert!(matches!(a, Added::New(_)));
+    assert!(changed.has_changed().unwrap(), "a new request is announced");
+    changed.mark_unchanged();
+    assert_eq!(a.row().already, 1, "fragment 1 was uploaded before");
+    assert_eq!(a.row().state, RequestState::Queued);
+    let again = c
+        .add_request(&new_request("a", RequestKind::Range, 0, 9), now)
+        .unwrap();
+    assert_eq!(
+        again,
+        Added::Known(a.row().clone()),
+        "a redelivery changes nothing"
+    );
+    assert!(!changed.has_changed().unwrap());
+
+    let pending: Vec<i64> = c
+        .pending_fragments_in("cam", None, Some((500, 4500)), 10)
+        .unwrap()
+        .iter()
+        .map(|f| f.timecode_ms)
+        .collect();
+    assert_eq!(pending, [0, 4000], "overlapping and pending");
+    let counts = c.range_counts("cam", 500, 4500).unwrap();
+    assert_eq!(
+        (counts.pending, counts.uploaded, counts.recorded_until),
+        (2, 1, Some(8000))
+    );
+
+    c.set_request_uploading(a.row().id, now).unwrap();
+    let ended = c
+        .end_request(a.row().id, RequestState::Done, "done", now)
+        .unwrap()
+        .unwrap();
+    assert_eq!((ended.state, ended.uploaded), (RequestState::Done, 0));
+    assert!(
+        c.end_request(a.row().id, RequestState::Failed, "x", now)
+            .unwrap()
+            .is_none()
+    );
+
+    // A new live request ends the open one; stop-live ends the newest.
+    c.add_request(&new_request("l1", RequestKind::Live, 0, 60_000), now)
+        .unwrap();
+    c.add_request(&new_request("l2", RequestKind::Live, 0, 60_000), now)
+        .unwrap();
+    let open: Vec<String> = c
+        .open_requests("cam")
+        .unwrap()
+        .into_iter()
+        .map(|r| r.request_id)
+        .collect();
+    assert_eq!(open, ["l2"]);
+    let l1 = c
+        .requests("cam")
+        .unwrap()
+        .into_iter()
+        .find(|r| r.request_id == "l1")
+        .unwrap();
+    assert_eq!(l1.details.as_deref(), Some("replaced by request l2"));
+    assert_eq!(c.stop_live("cam", now).unwrap().unwrap().request_id, "l2");
+    assert!(c.stop_live("cam", now).unwrap().is_none());
+
+    // Only the newest ended requests are kept.
+    for i in 0..KEEP_ENDED + 5 {
+        let r = c
+            .add_request(
+                &new_request(&format!("r{i}"), RequestKind::Range, 0, 1),
+                now,
+            )
+            .unwrap();
+        c.end_request(r.row().id, RequestState::Done, "done", now)
+            .unwrap();
+    }
+    let kept = c.requests("cam").unwrap();
+    assert!(kept.len() <= KEEP_ENDED + 1, "{}", kept.len());
+    assert_eq!(kept[0].request_id, format!("r{}", KEEP_ENDED + 4));
+
+    let backlog = c.backlog("cam").unwrap();
+    assert_eq!(
+        (backlog.fragments, backlog.bytes, backlog.oldest_ms),
+        (3, 30, Some(0))
+    );
+
+    c.put_config(&request("cam", "hub"), SyncStatus::InSync, now)
+        .unwrap();
+    assert!(c.delete_config("cam").unwrap());
+    assert!(
+        c.requests("cam").unwrap().is_empty(),
+        "a deleted stream's requests go too"
+    );
+}
