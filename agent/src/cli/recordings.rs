@@ -102,15 +102,25 @@ fn du(catalog: &Catalog) -> anyhow::Result<()> {
         streams.entry(config.stream_name().to_owned()).or_default();
     }
     println!(
-        "{:<20} {:>8} {:>10} {:>10} {:>6} {:<19} RETENTION",
-        "STREAM", "SEGMENTS", "USED", "LIMIT", "USED%", "STRATEGY"
+        "{:<20} {:>8} {:>10} {:>10} {:>6} {:<19} {:>7} {:>10} {:>9} RETENTION",
+        "STREAM",
+        "SEGMENTS",
+        "USED",
+        "LIMIT",
+        "USED%",
+        "STRATEGY",
+        "PENDING",
+        "TO_UPLOAD",
+        "OLDEST"
     );
+    let now = jiff::Timestamp::now().as_millisecond();
     for (stream, t) in &streams {
         let config = catalog.config(stream)?;
         let limits = config.as_ref().map(|c| Limits::of(&c.request.edge_config));
         let max = limits.and_then(|l| l.max_bytes);
+        let backlog = catalog.backlog(stream)?;
         println!(
-            "{:<20} {:>8} {:>10} {:>10} {:>6} {:<19} {}",
+            "{:<20} {:>8} {:>10} {:>10} {:>6} {:<19} {:>7} {:>10} {:>9} {}",
             stream,
             t.segments,
             size(t.bytes),
@@ -121,12 +131,29 @@ fn du(catalog: &Catalog) -> anyhow::Result<()> {
                 (Some(l), Some(_)) => l.strategy.as_str(),
                 _ => "-",
             },
+            backlog.fragments,
+            size(backlog.bytes).replace(' ', ""),
+            backlog
+                .oldest_ms
+                .map(|t| age(now - t))
+                .unwrap_or_else(|| "-".into()),
             limits
                 .map(|l| format!("{}h", l.retention_ms / 3_600_000))
                 .unwrap_or_else(|| "(no configuration)".into()),
         );
     }
     Ok(())
+}
+
+/// An age as `3d04h`, `2h05m`, `4m10s` or `12s`.
+fn age(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86_400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
+    }
 }
 
 #[derive(Default)]
