@@ -478,3 +478,131 @@ async fn live_upload_benchmark() {
     assert_eq!(dups, 0, "fragments duplicated");
     assert_eq!(to_persisted.len(), committed.len());
 }
+
+/// Body bytes the emulator received from `stream` per second, between its first and last whole
+/// second of receiving, in kbit/s.
+async fn received_kbps(emulator: &Emulator, stream: &str) -> f64 {
+    let index = emulator.index(stream).await;
+    let mut per_sec: BTreeMap<i64, u64> = BTreeMap::new();
+    for slot in index["bytes_by_100ms"].as_array().unwrap() {
+        *per_sec.entry(slot[0].as_i64().unwrap() / 1000).or_default() += slot[1].as_u64().unwrap();
+    }
+    let (first, last) = (
+        *per_sec.keys().next().unwrap() + 1,
+        *per_sec.keys().last().unwrap() - 1,
+    );
+    let bytes: u64 = (first..last)
+        .map(|s| per_sec.get(&s).copied().unwrap_or(0))
+        .sum();
+    bytes as f64 * 8.0 / 1000.0 / (last - first) as f64
+}
+
+/// 4. Capped (`capped_upload_benchmark`): one stream of ~1 MB fragments under
+///    `uploader.max_kbps` caps of 1, 4 and 16 Mbit/s for 15 s each: the rate the emulator
+///    received against the cap.
+/// 5. Live with a backlog: ten minutes of backlog uploading (window open), then live for
+///    BENCH_LIVE_BACKLOG_SECS (60): commit -> PERSISTED of each live fragment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: bench/upload/run.sh --mode capped"]
+async fn capped_upload_benchmark() {
+    use kvs_edge_agent::catalog::{NewRequest, RequestKind};
+    use kvs_edge_agent::uploader::budget::Caps;
+    for kbps in [1000u32, 4000, 16_000] {
+        let tmp = tempfile::tempdir().unwrap();
+        let rec = tmp.path().join("rec");
+        let catalog = Arc::new(Catalog::open(&tmp.path().join("catalog.db")).unwrap());
+        record(&catalog, &rec, "cap", an_hour_ago_ms(), 1, 60, None, PAD);
+        let emulator = Emulator::start(&tmp.path().join("emu"), &[]);
+        let options = Options {
+            bandwidth: Caps {
+                default_kbps: kbps,
+                windows: vec![],
+            },
+            ..Options::default()
+        };
+        let up = uploader(Arc::clone(&catalog), &rec, &emulator, options).await;
+        let job = up.start(
+            StreamTarget::Name("cap".into()),
+            RunMode::UntilStopped,
+            None,
+        );
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        job.stop();
+        job.wait().await.unwrap();
+        let got = received_kbps(&emulator, "cap").await;
+        println!(
+            "capped, 1 stream: requested {kbps} kbit/s, achieved {got:.0} kbit/s ({:+.2} %)",
+            (got / f64::from(kbps) - 1.0) * 100.0
+        );
+    }
+
+    let secs: u64 = std::env::var("BENCH_LIVE_BACKLOG_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let tmp = tempfile::tempdir().unwrap();
+    let rec = tmp.path().join("rec");
+    let catalog = Arc::new(Catalog::open(&tmp.path().join("catalog.db")).unwrap());
+    // Ten minutes of 1 s fragments, ending an hour ago.
+    record(
+        &catalog,
+        &rec,
+        "live",
+        an_hour_ago_ms() - 600_000,
+        10,
+        60,
+        None,
+        0,
+    );
+    let emulator = Emulator::start(&tmp.path().join("emu"), &[]);
+    let up = uploader(Arc::clone(&catalog), &rec, &emulator, Options::default()).await;
+    let job = up.start(
+        StreamTarget::Name("live".into()),
+        RunMode::UntilStopped,
+        None,
+    );
+    let now = jiff::Timestamp::now();
+    catalog
+        .add_request(
+            &NewRequest {
+                stream_name: "live".into(),
+                request_id: "bench".into(),
+                kind: RequestKind::Live,
+                start_ms: now.as_millisecond(),
+                end_ms: now.as_millisecond() + (secs as i64 + 30) * 1000,
+            },
+            now,
+        )
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(secs);
+    let committed = {
+        let (catalog, rec) = (Arc::clone(&catalog), rec.clone());
+        tokio::task::spawn_blocking(move || append_live(&catalog, &rec, "live", until))
+            .await
+            .unwrap()
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    job.stop();
+    job.wait().await.unwrap();
+    let index = emulator.index("live").await;
+    let mut latency = Vec::new();
+    let mut backlog_sent = 0;
+    for f in index["fragments"].as_array().unwrap() {
+        let tc = f["timecode"].as_i64().unwrap();
+        match committed.get(&tc) {
+            Some(c) => latency.push(f["closed_ms"].as_i64().unwrap() - c),
+            None => backlog_sent += 1,
+        }
+    }
+    let pending = catalog.backlog("live").unwrap().fragments;
+    println!(
+        "live with a 10-minute backlog, {secs} s, {} fragments of 2 s: commit -> PERSISTED {}; backlog fragments sent meanwhile {backlog_sent}, still pending {pending}",
+        committed.len(),
+        median_max(&mut latency)
+    );
+    assert_eq!(
+        latency.len(),
+        committed.len(),
+        "every live fragment persisted"
+    );
+}

@@ -64,6 +64,8 @@ pub enum Next {
     /// The session's work is done: its range is sent, its live time is up, or (newest first)
     /// an older part of the backlog waits.
     Finished,
+    /// The backlog's window closed under a backlog session: it stops as at a job stop.
+    WindowClosed,
     /// Nothing pending after the last fragment (yet).
     Empty,
 }
@@ -259,6 +261,10 @@ impl Feed {
         }
         Ok(match self.plan().await? {
             Some(best) if best.same(&work) => None,
+            // The backlog's window closed: the session stops (a bounded drain).
+            _ if matches!(work, Work::Backlog(_)) && self.backlog.borrow().is_none() => {
+                Some(Next::WindowClosed)
+            }
             Some(_) => Some(Next::NewSession),
             None => Some(Next::Finished),
         })

@@ -417,15 +417,13 @@ impl Uploader {
         let left = until.duration_since(clock.now());
         let left = Duration::try_from(left).unwrap_or(Duration::ZERO);
         let gate = Arc::clone(&h.gate);
-        if let Some(old) = h.closer.take() {
-            old.abort();
-        }
-        h.closer = Some(tokio::spawn(async move {
-            tokio::select! {
-                () = clock.sleep(left) => { gate.send_replace(None); }
-                () = gate.closed() => {}
-            }
-        }));
+        h.closer = None;
+        // Not ended by `gate.closed()`: the job may not have subscribed yet. The handle aborts
+        // it when dropped.
+        h.closer = Some(AbortOnDrop(tokio::spawn(async move {
+            clock.sleep(left).await;
+            gate.send_replace(None);
+        })));
         h
     }
 
@@ -544,6 +542,21 @@ impl Uploader {
             progress,
             reported: tokio::sync::Mutex::new((st.reported.clone(), None)),
         };
+        // The session stops as the job does, and a backlog session also when its window
+        // closes: what it sent then gets the stop's bounded drain, and the job goes on with
+        // any requests.
+        let (session_stopper, session_stop) = stop::channel();
+        let mut gate = st.gate.subscribe();
+        let is_backlog = matches!(work, Work::Backlog(_));
+        let trigger = {
+            let mut stop = stop.clone();
+            async move {
+                tokio::select! {
+                    () = stop.stopped() => {}
+                    Ok(_) = gate.wait_for(Option::is_none), if is_backlog => {}
+                }
+            }
+        };
         let session = Session {
             stream,
             start,
@@ -551,10 +564,23 @@ impl Uploader {
             mode,
             pacer: Arc::clone(&st.pacer),
             budget: Arc::clone(&s.budget),
-            stop,
+            stop: &session_stop,
             outcomes: &outcomes,
         };
-        let ended = s.sink.send(session).await;
+        let ended = {
+            let send = s.sink.send(session);
+            tokio::pin!(send, trigger);
+            let mut fired = false;
+            loop {
+                tokio::select! {
+                    r = &mut send => break r,
+                    () = &mut trigger, if !fired => {
+                        session_stopper.stop();
+                        fired = true;
+                    }
+                }
+            }
+        };
         outcomes.report(true).await;
         st.reported = outcomes.reported.into_inner().0;
         match ended {
@@ -564,7 +590,7 @@ impl Uploader {
                     st.failures = 0;
                     st.retry.reset();
                 }
-                self.after(key, end, progress, st).await
+                self.after(key, end, stop, progress, st).await
             }
             Err(e @ (UploadError::StreamNotFound { .. } | UploadError::NoRetention { .. })) => {
                 Next::End(Err(e))
@@ -635,6 +661,7 @@ impl Uploader {
         &self,
         key: &str,
         end: SessionEnd,
+        stop: &Stop,
         progress: &Progress,
         st: &mut RunState,
     ) -> Next {
@@ -648,6 +675,8 @@ impl Uploader {
                 st.retry.reset();
                 Next::Now
             }
+            // A window that closed stops only its session: requests may be left.
+            SessionEnd::Stopped if !stop.is_stopped() => Next::Now,
             SessionEnd::Stopped => Next::End(Ok(())),
             SessionEnd::StreamGone(what) => Next::End(Err(UploadError::StreamNotActive {
                 stream: key.to_owned(),
@@ -822,13 +851,22 @@ pub struct UploadHandle {
     gate: Arc<BacklogGate>,
     order: BacklogOrder,
     /// Closes the backlog at the window's end.
-    closer: Option<tokio::task::JoinHandle<()>>,
+    closer: Option<AbortOnDrop>,
 }
 
 fn joined(
     r: Result<Result<ProgressSnapshot, UploadError>, tokio::task::JoinError>,
 ) -> Result<ProgressSnapshot, UploadError> {
     r.unwrap_or_else(|e| Err(UploadError::Config(format!("upload task failed: {e}"))))
+}
+
+/// A task that ends with whoever holds it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl UploadHandle {

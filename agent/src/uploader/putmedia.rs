@@ -436,6 +436,7 @@ impl Sender<'_> {
                     Ok(Next::Fragment(f)) => f,
                     Ok(Next::NewSession) => break SenderEnd::NewSession,
                     Ok(Next::Finished) => break SenderEnd::CaughtUp,
+                    Ok(Next::WindowClosed) => break SenderEnd::Stopped,
                     Ok(Next::Empty) => {
                         // Caught up: close the last fragment now rather than at the next.
                         if open {

@@ -85,11 +85,53 @@ impl Outcomes<'_> {
         if snap.fragments_uploaded == reported.0.fragments_uploaded {
             return false;
         }
+        // The rate since the last report: what the budget and the link allow now.
+        let kbps = reported.1.map(|at| {
+            let secs = now.saturating_sub(at).as_secs_f64().max(0.001);
+            (snap.bytes_uploaded - reported.0.bytes_uploaded) as f64 * 8.0 / 1000.0 / secs
+        });
+        let details = self.backlog_line(kbps).await;
         self.uploader
-            .status(self.key, JobStatus::Success, None, snap.last_persisted)
+            .status(
+                self.key,
+                JobStatus::Success,
+                details.as_deref(),
+                snap.last_persisted,
+            )
             .await;
         *reported = (snap, Some(now));
         true
+    }
+
+    /// What is left to upload and how fast it goes, for the job status and the log (at most
+    /// every [`STATUS_EVERY`]); `None` when the catalog cannot say.
+    async fn backlog_line(&self, kbps: Option<f64>) -> Option<String> {
+        let stream = self.key.to_owned();
+        let backlog = blocking(self.catalog(), move |c| c.backlog(&stream))
+            .await
+            .ok()?;
+        let now = self.clock().now().as_millisecond();
+        let oldest = backlog
+            .oldest_ms
+            .map(|t| format!(", the oldest recorded {} s ago", (now - t).max(0) / 1000))
+            .unwrap_or_default();
+        let rate = kbps
+            .map(|k| format!("; uploading at {k:.0} kbit/s"))
+            .unwrap_or_default();
+        let line = format!(
+            "{} fragments ({:.1} MB) to upload{oldest}{rate}",
+            backlog.fragments,
+            backlog.bytes as f64 / 1e6
+        );
+        tracing::info!(
+            stream = self.key,
+            pending_fragments = backlog.fragments,
+            pending_bytes = backlog.bytes,
+            oldest_pending_age_secs = backlog.oldest_ms.map(|t| (now - t).max(0) / 1000),
+            kbps = kbps.map(|k| k.round() as u64),
+            "upload backlog"
+        );
+        Some(line)
     }
 
     /// A request was made (counted in the job's sessions).
@@ -173,6 +215,7 @@ impl MemorySink {
                     Next::Fragment(f) => f,
                     Next::NewSession => break SessionEnd::NewSession,
                     Next::Empty | Next::Finished => break SessionEnd::Done,
+                    Next::WindowClosed => break SessionEnd::Stopped,
                 },
             };
             if s.stop.is_stopped() {
