@@ -602,6 +602,23 @@ async fn wrong_credentials_are_refused_and_nothing_is_marked() {
     );
 }
 
+/// A setup for the `upload` verb: the CLI finds the catalog in the state directory, which
+/// defaults to the recordings.
+fn cli_setup() -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let recordings = tmp.path().join("recordings");
+    std::fs::create_dir_all(&recordings).unwrap();
+    let catalog =
+        Arc::new(Catalog::open(&recordings.join(kvs_edge_agent::catalog::FILE_NAME)).unwrap());
+    let emulator = Emulator::start(&tmp.path().join("emulator"), &[]);
+    Setup {
+        _tmp: tmp,
+        catalog,
+        recordings,
+        emulator,
+    }
+}
+
 /// `kvs-edge-agent upload` as a child process, configured only through the environment (the
 /// SDK reaches the emulator through AWS_ENDPOINT_URL_KINESIS_VIDEO).
 fn upload_command(s: &Setup, stream: &str) -> std::process::Command {
@@ -629,19 +646,7 @@ fn upload_with(s: &Setup, args: &[&str]) -> std::process::Command {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_upload_then_restart_loses_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let recordings = tmp.path().join("recordings");
-    std::fs::create_dir_all(&recordings).unwrap();
-    // The CLI finds the catalog in the state directory, which defaults to the recordings.
-    let catalog =
-        Arc::new(Catalog::open(&recordings.join(kvs_edge_agent::catalog::FILE_NAME)).unwrap());
-    let emulator = Emulator::start(&tmp.path().join("emulator"), &[]);
-    let s = Setup {
-        _tmp: tmp,
-        catalog,
-        recordings,
-        emulator,
-    };
+    let s = cli_setup();
     let rec = s.record("k9", 3, 6);
 
     let mut child = upload_command(&s, "k9").spawn().unwrap();
@@ -938,18 +943,7 @@ async fn late_persisted_acks_survive_a_window_end_and_a_stop() {
 /// ends DONE; a malformed range is refused naming the flag, and nothing is stored or sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_upload_verb_sends_a_time_range_and_refuses_a_bad_one() {
-    let tmp = tempfile::tempdir().unwrap();
-    let recordings = tmp.path().join("recordings");
-    std::fs::create_dir_all(&recordings).unwrap();
-    let catalog =
-        Arc::new(Catalog::open(&recordings.join(kvs_edge_agent::catalog::FILE_NAME)).unwrap());
-    let emulator = Emulator::start(&tmp.path().join("emulator"), &[]);
-    let s = Setup {
-        _tmp: tmp,
-        catalog,
-        recordings,
-        emulator,
-    };
+    let s = cli_setup();
     let rec = s.record("r", 2, 6);
     let t0 = rec.fragments[0].timecode_ms;
     let from = jiff::Timestamp::from_millisecond(t0 + 3000)

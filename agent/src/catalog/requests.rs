@@ -82,6 +82,14 @@ fn request_from_row(r: &Row<'_>) -> rusqlite::Result<RequestRow> {
     })
 }
 
+fn by_id(conn: &rusqlite::Connection, id: i64) -> rusqlite::Result<RequestRow> {
+    conn.query_row(
+        &format!("select {COLUMNS} from upload_request where id = ?1"),
+        [id],
+        request_from_row,
+    )
+}
+
 /// How [`Catalog::add_request`] took a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Added {
@@ -150,11 +158,7 @@ impl Catalog {
              and state in ('DONE', 'FAILED') order by id desc limit ?2)",
             params![r.stream_name, KEEP_ENDED as i64],
         )?;
-        let row = tx.query_row(
-            &format!("select {COLUMNS} from upload_request where id = ?1"),
-            [id],
-            request_from_row,
-        )?;
+        let row = by_id(&tx, id)?;
         tx.commit()?;
         drop(conn);
         self.announce_request(&r.stream_name);
@@ -237,11 +241,7 @@ impl Catalog {
                 now.as_millisecond()
             ],
         )?;
-        let ended = tx.query_row(
-            &format!("select {COLUMNS} from upload_request where id = ?1"),
-            [id],
-            request_from_row,
-        )?;
+        let ended = by_id(&tx, id)?;
         tx.commit()?;
         drop(conn);
         self.announce_request(&ended.stream_name);

@@ -567,16 +567,8 @@ async fn upload_request(ctx: &Ctx, stream: &str, kind: Kind, mut body: Value) ->
     let mut answered = false;
     let mut last: Option<Value> = None;
     let outcome = loop {
-        let m = match pending.next() {
-            Some(m) => m,
-            None => match session
-                .next_message(deadline)
-                .await
-                .map_err(Failure::from)?
-            {
-                Some(m) => m,
-                None => break None,
-            },
+        let Some(m) = pull(&mut session, &mut pending, deadline).await? else {
+            break None;
         };
         let Ok(v) = json::from_slice::<Value>(&m.payload) else {
             continue;
@@ -638,6 +630,18 @@ async fn upload_request(ctx: &Ctx, stream: &str, kind: Kind, mut body: Value) ->
     }
 }
 
+/// The next message: first from those already seen, then from the broker until `deadline`.
+async fn pull(
+    session: &mut Session,
+    seen: &mut impl Iterator<Item = Message>,
+    deadline: Instant,
+) -> Result<Option<Message>, Failure> {
+    match seen.next() {
+        Some(m) => Ok(Some(m)),
+        None => session.next_message(deadline).await.map_err(Failure::from),
+    }
+}
+
 /// The next live (not retained) message on `topic`: first from those already seen, then from
 /// the broker until `deadline`; `None` when the deadline passes.
 async fn next_live(
@@ -647,16 +651,8 @@ async fn next_live(
     topic: &str,
 ) -> Result<Option<Message>, Failure> {
     loop {
-        let m = match seen.next() {
-            Some(m) => m,
-            None => match session
-                .next_message(deadline)
-                .await
-                .map_err(Failure::from)?
-            {
-                Some(m) => m,
-                None => return Ok(None),
-            },
+        let Some(m) = pull(session, seen, deadline).await? else {
+            return Ok(None);
         };
         if !m.retained && m.topic == topic {
             return Ok(Some(m));
