@@ -26,6 +26,7 @@ use crate::clock::{Clock, RealClock};
 use crate::control::mqtt::{BrokerError, BrokerOptions, ControlConfig};
 use crate::control::topics::{LOCAL_THING, Topics};
 use crate::edge_config::{ApiTimestamp, StartEdgeConfigurationUpdateRequest};
+use crate::http::HttpConfig;
 use crate::recorder::fragmenter::FragmenterConfig;
 use crate::recorder::rtsp::RtspOptions;
 use crate::secrets::{LocalSecretsFile, NoSecrets, SecretSource};
@@ -40,6 +41,8 @@ const JOBS_STOP_WITHIN: Duration = Duration::from_secs(7);
 const CONTROL_STOP_WITHIN: Duration = Duration::from_millis(2500);
 /// The metrics publisher's last flush (FatalError, Completed) is bounded by its own 2 s.
 const METRICS_STOP_WITHIN: Duration = Duration::from_millis(2500);
+/// Requests in progress (an export) are cut after this.
+const HTTP_STOP_WITHIN: Duration = Duration::from_secs(1);
 
 /// What the agent is given rather than builds.
 pub struct Deps {
@@ -99,6 +102,8 @@ pub struct Agent {
     iot_credentials: Option<IotCredentialsProvider>,
     greengrass: Option<GreengrassConfig>,
     broker: BrokerPlan,
+    /// The HTTP server's settings, its token read; `None` when it is off.
+    http: Option<HttpConfig>,
 }
 
 impl Agent {
@@ -174,13 +179,20 @@ impl Agent {
             _ => None,
         };
         let broker = broker_plan(&settings, greengrass.as_ref()).map_err(|e| invalid(&e))?;
-        Ok(Agent {
+        let http = http_config(&settings).map_err(|e| invalid(&e))?;
+        let mut agent = Agent {
             settings,
             catalog,
             iot_credentials,
             greengrass,
             broker,
-        })
+            http,
+        };
+        let thing = agent.thing().unwrap_or_else(|| LOCAL_THING.to_owned());
+        if let Some(h) = agent.http.as_mut() {
+            h.thing = thing;
+        }
+        Ok(agent)
     }
 
     /// The thing the agent answers for: IoT mode's, the nucleus' under Greengrass, else the
@@ -303,6 +315,7 @@ impl Agent {
         }
         let thing = self.thing();
         let (metrics_stop, metrics) = self.start_metrics(&supervisor, sdk.as_ref(), &thing, &clock);
+        let (http_stop, http) = start_http(self.http.take(), &supervisor, &clock).await;
         let topics = Topics::new(self.settings.file.mqtt.topic_prefix.clone(), thing);
         let (control_stop, mut control) = match start_broker(self.broker, &topics) {
             Some(broker) => {
@@ -357,6 +370,7 @@ impl Agent {
             tx.stop();
         }
         metrics_stop.stop();
+        http_stop.stop();
         // The control plane's `offline` and the metrics' last batch leave side by side.
         let control_stopped = async {
             if let Some(control) = control
@@ -370,7 +384,16 @@ impl Agent {
                 let _ = tokio::time::timeout(METRICS_STOP_WITHIN, m).await;
             }
         };
-        tokio::join!(control_stopped, metrics_stopped);
+        let http_stopped = async {
+            if let Some(mut h) = http
+                && tokio::time::timeout(HTTP_STOP_WITHIN, &mut h)
+                    .await
+                    .is_err()
+            {
+                h.abort();
+            }
+        };
+        tokio::join!(control_stopped, metrics_stopped, http_stopped);
         Ok(stopped)
     }
 
@@ -395,6 +418,7 @@ impl Agent {
             thing: thing.clone().unwrap_or_else(|| LOCAL_THING.to_owned()),
             interval: Duration::from_secs(u64::from(settings.file.cloudwatch.interval_secs)),
             buffer: settings.file.cloudwatch.buffer_datums as usize,
+            link: supervisor.stats().cloudwatch.clone(),
         };
         let task = tokio::spawn(metrics::run(
             Arc::new(supervisor.clone()),
@@ -404,6 +428,55 @@ impl Agent {
             stop_rx,
         ));
         (stop, Some(task))
+    }
+}
+
+/// The HTTP server's settings with its token read; `None` when `http.listen` is empty.
+fn http_config(settings: &Settings) -> Result<Option<HttpConfig>, crate::http::HttpError> {
+    let h = &settings.file.http;
+    let Some(listen) = h.address() else {
+        return Ok(None);
+    };
+    let token = h
+        .token_file
+        .as_deref()
+        .map(crate::http::read_token)
+        .transpose()?;
+    Ok(Some(HttpConfig {
+        listen,
+        token,
+        max_export: Duration::from_secs(h.max_export_secs.into()),
+        thing: String::new(),
+    }))
+}
+
+/// The HTTP server, when configured and its port free: one that cannot bind is warned about
+/// and the agent records on without it (the page matters less than the media).
+async fn start_http(
+    cfg: Option<HttpConfig>,
+    supervisor: &Supervisor,
+    clock: &Arc<dyn Clock>,
+) -> (crate::stop::Stopper, Option<tokio::task::JoinHandle<()>>) {
+    let (stop, stop_rx) = crate::stop::channel();
+    let Some(cfg) = cfg else {
+        info!("http.listen is empty: no HTTP server");
+        return (stop, None);
+    };
+    match crate::http::bind(cfg.listen).await {
+        Ok(listener) => {
+            let task = tokio::spawn(crate::http::serve(
+                listener,
+                cfg,
+                supervisor.clone(),
+                clock.clone(),
+                stop_rx,
+            ));
+            (stop, Some(task))
+        }
+        Err(e) => {
+            warn!(error = %e, "no HTTP server; recording goes on");
+            (stop, None)
+        }
     }
 }
 

@@ -31,6 +31,8 @@ enum Command {
     Recordings(cli::recordings::Args),
     /// Upload a stream's recorded fragments now with PutMedia, showing progress.
     Upload(cli::upload::Args),
+    /// Write a recorded time range to an MP4 or Matroska file.
+    Export(cli::export::Args),
 }
 
 /// Buffers of 128 KiB and more (a camera's read buffer, frames, fragments) are mapped on their own
@@ -68,6 +70,7 @@ fn main() -> ExitCode {
         Command::Ctl(args) => cli::ctl::run(args),
         Command::Recordings(args) => cli::recordings::run(args),
         Command::Upload(args) => cli::upload::run(args),
+        Command::Export(args) => cli::export::run(args),
     };
     match result {
         Ok(code) => code,

@@ -296,6 +296,8 @@ pub struct PublisherConfig {
     pub interval: Duration,
     /// Most datums kept while CloudWatch cannot be reached.
     pub buffer: usize,
+    /// Set to whether the last sending went through.
+    pub link: crate::stats::Link,
 }
 
 /// Sends every batch it can, oldest first; stops at the first that fails for a reason worth
@@ -362,7 +364,9 @@ pub async fn run(
         let snapshot = source.snapshot();
         buffer.push(sample(&snapshot, &cfg.thing, now));
         buffer.expire(now);
-        match flush(&mut buffer, sink.as_ref()).await {
+        let flushed = flush(&mut buffer, sink.as_ref()).await;
+        cfg.link.set(flushed.is_ok());
+        match flushed {
             Ok(n) => {
                 if failing {
                     info!(sent = n, "CloudWatch reachable again");

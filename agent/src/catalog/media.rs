@@ -86,6 +86,18 @@ pub struct Backlog {
     pub oldest_ms: Option<i64>,
 }
 
+/// Where a fragment lies in time and whether it is uploaded ([`Catalog::fragment_times`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FragmentTime {
+    pub segment_id: SegmentId,
+    /// Where its cluster lies in the segment file.
+    pub offset: u64,
+    pub size: u64,
+    pub timecode_ms: i64,
+    pub duration_ms: i64,
+    pub upload_state: UploadState,
+}
+
 /// A segment with the upload state of its fragments counted, for the janitor and `recordings`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SegmentSummary {
@@ -394,6 +406,36 @@ impl Catalog {
             failed,
             recorded_until,
         })
+    }
+
+    /// A stream's fragments overlapping `[start_ms, end_ms)` in timestamp order (what a
+    /// timeline shows and an export plays), segments being deleted left out; at most `limit`.
+    pub fn fragment_times(
+        &self,
+        stream: &str,
+        start_ms: i64,
+        end_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<FragmentTime>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "select f.segment_id, f.offset, f.size, f.timecode_ms, f.duration_ms, f.upload_state \
+             from fragment f join segment s on s.id = f.segment_id \
+             where s.stream_name = ?1 and s.state != 'DELETING' and f.timecode_ms < ?3 \
+             and f.timecode_ms + f.duration_ms > ?2 order by f.timecode_ms, s.id limit ?4",
+        )?;
+        Ok(stmt
+            .query_map(params![stream, start_ms, end_ms, limit as i64], |r| {
+                Ok(FragmentTime {
+                    segment_id: r.get(0)?,
+                    offset: r.get(1)?,
+                    size: r.get(2)?,
+                    timecode_ms: r.get(3)?,
+                    duration_ms: r.get(4)?,
+                    upload_state: UploadState::parse(&r.get::<_, String>(5)?)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?)
     }
 
     /// What a stream has still to upload.

@@ -56,8 +56,8 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use config::{Job, JobStatusRow, StoredConfig};
 pub use media::{
-    Backlog, FragmentRow, NewFragment, NewSegment, RangeCounts, SegmentId, SegmentRow,
-    SegmentState, SegmentSummary, UploadState,
+    Backlog, FragmentRow, FragmentTime, NewFragment, NewSegment, RangeCounts, SegmentId,
+    SegmentRow, SegmentState, SegmentSummary, UploadState,
 };
 pub use quarantine::QuarantineRow;
 pub use requests::{Added, KEEP_ENDED, NewRequest, RequestKind, RequestRow, RequestState};

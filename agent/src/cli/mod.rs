@@ -3,6 +3,7 @@
 pub mod check;
 pub mod check_config;
 pub mod ctl;
+pub mod export;
 pub mod record;
 pub mod recordings;
 pub mod run;

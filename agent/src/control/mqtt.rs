@@ -777,13 +777,15 @@ pub async fn run(
         last_upload_status: HashMap::new(),
     };
     let mut connected = false;
+    let link = supervisor.stats().mqtt.clone();
+    link.set(false);
     let mut refresh = Ticker::new(cfg.clock.clone(), REFRESH_EVERY);
     loop {
         tokio::select! {
             () = refresh.tick() => p.refresh(),
             c = conn_rx.recv() => match c {
-                Some(Conn::Up) => { connected = true; p.on_connect(); }
-                Some(Conn::Down) => connected = false,
+                Some(Conn::Up) => { connected = true; link.set(true); p.on_connect(); }
+                Some(Conn::Down) => { connected = false; link.set(false); }
                 None => break,
             },
             e = events.recv() => match e {

@@ -174,11 +174,22 @@ pub enum MkvError {
 /// `segment_uid` should be random (or otherwise unique per file); KVS keeps it as segment
 /// metadata but does not interpret it.
 pub fn segment_header(track: &TrackInfo, segment_uid: [u8; 16]) -> Vec<u8> {
-    build_segment_header(track, &segment_uid)
+    build_segment_header(track, &segment_uid, None)
         .expect("header uses valid constant IDs and in-memory sizes far below 2^56")
 }
 
-fn build_segment_header(track: &TrackInfo, segment_uid: &[u8; 16]) -> Result<Vec<u8>, EbmlError> {
+/// [`segment_header`] with the Segment's Duration (ms) in Info: a file written whole (an
+/// export), so players know its length though the Segment's size stays unknown.
+pub fn file_header(track: &TrackInfo, segment_uid: [u8; 16], duration_ms: f64) -> Vec<u8> {
+    build_segment_header(track, &segment_uid, Some(duration_ms))
+        .expect("header uses valid constant IDs and in-memory sizes far below 2^56")
+}
+
+fn build_segment_header(
+    track: &TrackInfo,
+    segment_uid: &[u8; 16],
+    duration_ms: Option<f64>,
+) -> Result<Vec<u8>, EbmlError> {
     let mut ebml_body = Vec::new();
     ebml::write_uint(&mut ebml_body, ids::EBML_VERSION, 1)?;
     ebml::write_uint(&mut ebml_body, ids::EBML_READ_VERSION, 1)?;
@@ -191,6 +202,9 @@ fn build_segment_header(track: &TrackInfo, segment_uid: &[u8; 16]) -> Result<Vec
     let mut info = Vec::new();
     ebml::write_binary(&mut info, ids::SEGMENT_UID, segment_uid)?;
     ebml::write_uint(&mut info, ids::TIMECODE_SCALE, TIMECODE_SCALE_NS)?;
+    if let Some(d) = duration_ms {
+        ebml::write_float(&mut info, ids::DURATION, d)?;
+    }
     ebml::write_string(&mut info, ids::MUXING_APP, APP_NAME)?;
     ebml::write_string(&mut info, ids::WRITING_APP, APP_NAME)?;
 

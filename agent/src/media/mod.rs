@@ -7,6 +7,8 @@
 //! - [`fragment`]: one Cluster's frames and track, as the recorder hands them to the store.
 //! - [`h264`]: Annex B / AVCC framing, AVCDecoderConfigurationRecord, SPS size parsing,
 //!   access-unit assembly and the parameter-set policy for frame payloads.
+//! - [`mp4`]: fragmented MP4 (an init segment, then one `moof`+`mdat` per fragment) for
+//!   streaming a recorded range to a browser.
 //!
 //! Every parser returns a typed error on malformed bytes and never panics, so recovery code can
 //! feed it whatever a power cut left on disk.
@@ -15,3 +17,4 @@ pub mod ebml;
 pub mod fragment;
 pub mod h264;
 pub mod mkv;
+pub mod mp4;

@@ -198,6 +198,16 @@ pub trait StatusSink: Send + Sync {
     /// A segment file was closed (rolled, paused, stopped, or abandoned after a write
     /// failure): what the janitor waits for.
     fn segment_closed(&self) {}
+
+    /// A source session delivered its first frame (every session after the first is a
+    /// reconnect).
+    fn connected(&self) {}
+
+    /// A frame was placed at `timestamp_ms` (wall clock): how recent the newest frame is.
+    fn frame(&self, _timestamp_ms: i64) {}
+
+    /// A fragment of `frames` frames and `bytes` bytes is durably on disk.
+    fn fragment_recorded(&self, _frames: u64, _bytes: u64) {}
 }
 
 /// Writes the status into the catalog's job_status (the stream must have an edge configuration
@@ -412,6 +422,7 @@ impl JobState {
                 self.summary.fragments += 1;
                 self.summary.frames += frames as u64;
                 self.summary.clock_unsynced += u64::from(unsynced);
+                self.reporter.sink.fragment_recorded(frames as u64, w.bytes);
                 if w.closed_previous {
                     self.reporter.sink.segment_closed();
                 }
@@ -537,6 +548,7 @@ impl JobState {
                 self.summary.gaps.push(gap);
             }
         }
+        self.reporter.sink.frame(ts);
         let timed = TimedFrame {
             timestamp_ms: ts,
             key: f.key,
@@ -748,6 +760,7 @@ impl JobState {
                     Ok(f) => {
                         if session_first {
                             self.retry.reset();
+                            self.reporter.sink.connected();
                         }
                         self.on_frame(f, &mut session_first).await;
                     }

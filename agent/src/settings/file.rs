@@ -26,6 +26,7 @@ pub struct AgentFile {
     pub uploader: UploaderFile,
     pub disk_reserve: DiskReserveFile,
     pub cloudwatch: CloudWatchFile,
+    pub http: HttpFile,
     /// The rolled log files' format: `text` (as stderr) or `json` (one object per line, for
     /// log shippers).
     pub log_format: LogFormat,
@@ -42,6 +43,7 @@ impl Default for AgentFile {
             uploader: UploaderFile::default(),
             disk_reserve: DiskReserveFile::default(),
             cloudwatch: CloudWatchFile::default(),
+            http: HttpFile::default(),
             log_format: LogFormat::default(),
         }
     }
@@ -232,6 +234,37 @@ impl Default for CloudWatchFile {
     }
 }
 
+/// The read-only HTTP server: health, Prometheus metrics, the JSON API, export and the page.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpFile {
+    /// `host:port` to listen on; empty turns the server off.
+    pub listen: String,
+    /// A file holding the bearer token every request must carry; required to listen anywhere
+    /// but on a loopback address.
+    pub token_file: Option<PathBuf>,
+    /// The longest time range one export may ask for.
+    #[serde(deserialize_with = "whole_number")]
+    pub max_export_secs: u32,
+}
+
+impl Default for HttpFile {
+    fn default() -> Self {
+        HttpFile {
+            listen: "127.0.0.1:8080".into(),
+            token_file: None,
+            max_export_secs: 3600,
+        }
+    }
+}
+
+impl HttpFile {
+    /// The address to listen on; `None` when the server is off.
+    pub fn address(&self) -> Option<std::net::SocketAddr> {
+        self.listen.parse().ok()
+    }
+}
+
 /// Largest settings file read: far more than every key takes.
 const MAX_FILE_BYTES: u64 = 1 << 20;
 
@@ -302,6 +335,7 @@ pub(super) fn parse(text: &str) -> Result<AgentFile, ParseError> {
     errors.extend(empty_paths(&file));
     errors.extend(bad_broker_addresses(&file.mqtt));
     errors.extend(bad_bandwidth_windows(&file.uploader));
+    errors.extend(bad_http(&file.http));
     if errors.is_empty() {
         Ok(file)
     } else {
@@ -331,6 +365,31 @@ fn bad_bandwidth_windows(u: &UploaderFile) -> Vec<SettingError> {
             let message = format!("{} is outside 8..=10000000", w.max_kbps);
             errors.push(setting_error(&name("max_kbps"), message));
         }
+    }
+    errors
+}
+
+fn bad_http(h: &HttpFile) -> Vec<SettingError> {
+    let mut errors = Vec::new();
+    if h.listen.is_empty() {
+        return errors;
+    }
+    match h.listen.parse::<std::net::SocketAddr>() {
+        Err(_) => errors.push(setting_error(
+            "http.listen",
+            format!(
+                "{} is not an address like 127.0.0.1:8080 (empty turns the server off)",
+                quote(&h.listen)
+            ),
+        )),
+        Ok(a) if !a.ip().is_loopback() && h.token_file.is_none() => errors.push(setting_error(
+            "http.token_file",
+            format!(
+                "is required to listen on {a}, which is not a loopback address: every request \
+                 must then carry its bearer token"
+            ),
+        )),
+        Ok(_) => {}
     }
     errors
 }
@@ -393,6 +452,7 @@ fn out_of_range(file: &AgentFile) -> Vec<SettingError> {
             1000,
             10_000_000,
         ),
+        ("http.max_export_secs", file.http.max_export_secs, 1, 86_400),
         (
             "disk_reserve.min_free_percent",
             file.disk_reserve.min_free_percent,
@@ -435,6 +495,7 @@ fn empty_paths(file: &AgentFile) -> Vec<SettingError> {
     [
         ("state_directory", &file.state_directory),
         ("secrets_file", &file.secrets_file),
+        ("http.token_file", &file.http.token_file),
     ]
     .into_iter()
     .filter(|(_, path)| empty_path(path))

@@ -532,3 +532,51 @@ fn upload_requests_order_and_bandwidth_are_read_and_checked() {
     let e = load(&Env::default(), Some(&path)).unwrap_err().to_string();
     assert!(e.contains("when"), "{e}");
 }
+
+#[test]
+fn the_http_server_is_read_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.yaml");
+    let s = load(&Env::default(), Some(&path));
+    assert!(s.is_err(), "a missing file is an error, not the defaults");
+    std::fs::write(&path, "http:\n  listen: \"\"\n").unwrap();
+    let s = load(&Env::default(), Some(&path)).unwrap();
+    assert_eq!(s.file.http.address(), None, "empty turns it off");
+    std::fs::write(
+        &path,
+        "http:\n  listen: 0.0.0.0:9000\n  token_file: /etc/token\n  max_export_secs: 600\n",
+    )
+    .unwrap();
+    let h = load(&Env::default(), Some(&path)).unwrap().file.http;
+    assert_eq!(h.address(), Some("0.0.0.0:9000".parse().unwrap()));
+    assert_eq!(h.max_export_secs, 600);
+    let bad = [
+        (
+            "http:\n  listen: localhost\n",
+            "http.listen: \"localhost\" is not an address",
+        ),
+        (
+            "http:\n  listen: 192.168.1.5:8080\n",
+            "http.token_file: is required to listen on 192.168.1.5:8080",
+        ),
+        (
+            "http:\n  listen: \"[::]:8080\"\n",
+            "http.token_file: is required",
+        ),
+        (
+            "http:\n  max_export_secs: 0\n",
+            "http.max_export_secs: 0 is outside 1..=86400",
+        ),
+        ("http:\n  token_file: \"\"\n", "http.token_file: is empty"),
+    ];
+    for (yaml, want) in bad {
+        std::fs::write(&path, yaml).unwrap();
+        let got = errors(load(&Env::default(), Some(&path)).unwrap_err());
+        assert!(got.iter().any(|e| e.starts_with(want)), "{yaml}: {got:?}");
+    }
+    std::fs::write(&path, "http:\n  listen: \"[::1]:8080\"\n").unwrap();
+    assert!(
+        load(&Env::default(), Some(&path)).is_ok(),
+        "IPv6 loopback needs no token"
+    );
+}

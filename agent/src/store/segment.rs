@@ -57,6 +57,8 @@ pub struct Written {
     pub new_file: Option<String>,
     /// Opening the new file closed the one before it.
     pub closed_previous: bool,
+    /// The cluster's length on disk.
+    pub bytes: u64,
 }
 
 #[derive(Debug)]
@@ -132,6 +134,7 @@ impl SegmentWriter {
                     fragment,
                     new_file,
                     closed_previous,
+                    bytes: cluster.len() as u64,
                 })
             }
             Err(e) => {

@@ -57,6 +57,7 @@ impl Supervisor {
             .unwrap_or_else(|e| Err(e.into()));
         match result {
             Ok(()) => {
+                self.0.stats.remove(stream);
                 info!(stream, "edge configuration and media deleted");
                 self.0.emit(StreamEvent::Removed {
                     thing,

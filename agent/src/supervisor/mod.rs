@@ -53,6 +53,7 @@ use crate::janitor::policy::DiskReserve;
 use crate::recorder::fragmenter::FragmenterConfig;
 use crate::recorder::rtsp::RtspOptions;
 use crate::secrets::SecretSource;
+use crate::stats::Stats;
 use crate::uploader::Uploader;
 pub use admission::Ticket;
 use jobs::StreamJobs;
@@ -115,6 +116,8 @@ struct Inner {
     accepting: AtomicBool,
     /// What each job is doing, for the metrics.
     board: Arc<JobBoard>,
+    /// What each stream has done since the start (the uploader's, shared).
+    stats: Arc<Stats>,
 }
 
 /// Cheap to clone; every clone drives the same jobs.
@@ -130,7 +133,11 @@ impl Supervisor {
         uploader: Option<Uploader>,
         events: mpsc::UnboundedSender<StreamEvent>,
     ) -> Supervisor {
+        let stats = uploader
+            .as_ref()
+            .map_or_else(Default::default, Uploader::stats);
         Supervisor(Arc::new(Inner {
+            stats,
             catalog,
             clock,
             cfg,
@@ -166,6 +173,16 @@ impl Supervisor {
             },
             |stream| catalog.stream_usage(stream).ok(),
         )
+    }
+
+    /// What each stream has done since the agent started.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.0.stats
+    }
+
+    /// The supervisor's configuration (the recording directory, for the HTTP server).
+    pub fn config(&self) -> &SupervisorConfig {
+        &self.0.cfg
     }
 
     /// The jobs' one-off events (FatalError, Completed) since the last call.

@@ -99,6 +99,7 @@ impl Recording {
             },
             segment_closed: link.segment_closed.clone(),
             fatal: fatal_tx,
+            counters: inner.stats.stream(stream),
         });
         Recording {
             inner: inner.clone(),
@@ -285,7 +286,7 @@ impl Recording {
                     t = transition => {
                         let was = std::mem::replace(&mut active, matches!(t, Transition::Start { .. }));
                         if was && !active {
-                            inner.board.occurred(&stream, JobKind::Record, Occurrence::Completed, inner.clock.now());
+                            inner.occurred(&stream, JobKind::Record, Occurrence::Completed);
                         }
                     }
                     r = pause.changed() => if r.is_err() { return },

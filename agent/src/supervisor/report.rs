@@ -9,6 +9,7 @@ use tracing::{info, warn};
 use super::{Inner, StreamEvent};
 use crate::catalog::{Catalog, Job};
 use crate::edge_config::JobStatus;
+use crate::health::{JobKind, Occurrence};
 use crate::janitor;
 use crate::recorder::{self, StatusSink};
 
@@ -36,6 +37,12 @@ impl Inner {
         let _ = self.events.send(e);
     }
 
+    /// A job's one-off event, for CloudWatch (published once) and Prometheus (counted).
+    pub(super) fn occurred(&self, stream: &str, kind: JobKind, what: Occurrence) {
+        self.board.occurred(stream, kind, what, self.clock.now());
+        self.stats.stream(stream).occurred(kind, what);
+    }
+
     /// Publishes the stream's stored state as it is now.
     pub(super) fn changed(&self, stream: &str) {
         self.emit(snapshot(&self.catalog, stream));
@@ -51,6 +58,7 @@ pub(super) struct EventStatus {
     /// Set on USER_ERROR (bad URI, credentials refused, unsupported codec): a configuration
     /// error, which stops the recorder until the configuration is sent again.
     pub fatal: watch::Sender<bool>,
+    pub counters: Arc<crate::stats::StreamCounters>,
 }
 
 impl StatusSink for EventStatus {
@@ -68,6 +76,18 @@ impl StatusSink for EventStatus {
 
     fn segment_closed(&self) {
         self.segment_closed.notify_one();
+    }
+
+    fn connected(&self) {
+        self.counters.camera_session();
+    }
+
+    fn frame(&self, timestamp_ms: i64) {
+        self.counters.frame(timestamp_ms);
+    }
+
+    fn fragment_recorded(&self, frames: u64, bytes: u64) {
+        self.counters.fragment_recorded(frames, bytes);
     }
 }
 

@@ -213,6 +213,6 @@ async fn finish_run(inner: &Inner, stream: &str, h: UploadHandle) {
         None => None,
     };
     if let Some(what) = what {
-        board.occurred(stream, JobKind::Upload, what, inner.clock.now());
+        inner.occurred(stream, JobKind::Upload, what);
     }
 }

@@ -309,6 +309,8 @@ struct Shared {
     sink: Arc<dyn MediaSink>,
     recording_dir: PathBuf,
     options: Options,
+    /// What each stream has uploaded since the agent started.
+    stats: Arc<crate::stats::Stats>,
 }
 
 /// Uploads streams; cheap to clone, one per agent.
@@ -375,8 +377,14 @@ impl Uploader {
                 sink,
                 recording_dir,
                 options,
+                stats: Arc::new(crate::stats::Stats::new()),
             }),
         }
+    }
+
+    /// The counters the uploader keeps (and the recorders share, through the supervisor).
+    pub fn stats(&self) -> Arc<crate::stats::Stats> {
+        Arc::clone(&self.shared.stats)
     }
 
     /// Spawns a stream's upload job; it runs until [`UploadHandle::stop`], until `until` (the
@@ -688,6 +696,7 @@ impl Uploader {
                     reason, "upload interrupted; will resend from the first unpersisted fragment"
                 );
                 progress.retries.fetch_add(1, Ordering::Relaxed);
+                self.shared.stats.stream(key).upload_retry();
                 let e = UploadError::Endpoint(reason.clone());
                 self.failed(key, &reason, st, progress, &e).await;
                 Next::After(st.retry.next_delay())
@@ -700,6 +709,7 @@ impl Uploader {
             SessionEnd::Refused(e) => {
                 warn!(stream = key, error = %e, "PutMedia refused");
                 progress.retries.fetch_add(1, Ordering::Relaxed);
+                self.shared.stats.stream(key).upload_retry();
                 self.failed(key, &e.to_string(), st, progress, &e).await;
                 Next::After(st.retry.next_delay())
             }

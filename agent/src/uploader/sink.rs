@@ -69,6 +69,10 @@ impl Outcomes<'_> {
         &self.uploader.shared.clock
     }
 
+    fn stats(&self) -> Arc<crate::stats::StreamCounters> {
+        self.uploader.shared.stats.stream(self.key)
+    }
+
     /// Shows new progress in the job status; `force` even if the last report is recent.
     /// `true` when there was progress to show.
     pub(super) async fn report(&self, force: bool) -> bool {
@@ -150,6 +154,7 @@ impl Outcomes<'_> {
         .await?;
         self.progress
             .add_uploaded(fragment.size, self.clock().now());
+        self.stats().uploaded(fragment.size);
         self.report(false).await;
         Ok(())
     }
@@ -163,6 +168,7 @@ impl Outcomes<'_> {
         })
         .await;
         self.progress.add_failed(what);
+        self.stats().upload_failed(what);
         marked
     }
 }

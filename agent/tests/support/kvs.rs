@@ -13,6 +13,7 @@ pub const ACCESS_KEY: &str = "AKIDUPLOADERTEST";
 pub const SECRET_KEY: &str = "uploader/test/secret+key";
 pub const REGION: &str = "us-east-1";
 
+#[allow(dead_code, reason = "for the tests that start the emulator")]
 const EMULATOR: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../tests/kvs_emulator/kvs_emulator.py"
@@ -28,6 +29,7 @@ pub struct Emulator {
 }
 
 impl Emulator {
+    #[allow(dead_code, reason = "for the tests that start the emulator")]
     pub fn start(data_dir: &Path, extra: &[&str]) -> Emulator {
         let mut child = Command::new("python3")
             .arg(EMULATOR)
@@ -74,6 +76,7 @@ impl Emulator {
     }
 
     /// The stream's persisted fragments, as the emulator indexes them.
+    #[allow(dead_code, reason = "for the tests that read the emulator's index")]
     pub async fn index(&self, stream: &str) -> Value {
         let r = self
             .http

@@ -215,6 +215,7 @@ async fn publisher_buffers_while_offline_and_sends_in_order_when_back() {
             thing: "thing-a".into(),
             interval: Duration::from_secs(60),
             buffer: 10_000,
+            link: Default::default(),
         },
         stop,
     ));
