@@ -26,10 +26,10 @@ const LAYERS: &[(&str, &[&str])] = &[
             "secrets",
         ],
     ),
-    ("state", &["catalog", "store", "health"]),
-    ("jobs", &["recorder", "uploader", "janitor"]),
+    ("state", &["catalog", "store", "health", "stats"]),
+    ("jobs", &["recorder", "uploader", "janitor", "export"]),
     ("supervisor", &["supervisor"]),
-    ("edges", &["control", "aws", "service", "settings"]),
+    ("edges", &["control", "aws", "service", "settings", "http"]),
     ("composition root", &["agent"]),
     ("binary", &["cli", "main"]),
 ];
