@@ -109,6 +109,43 @@ pub struct HealthSnapshot {
     pub space_used: Vec<(String, f64)>,
 }
 
+/// One thing's jobs of one kind by state: the seed's `RecordJobs.*` / `UploadJobs.*` counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JobCounts {
+    pub healthy: usize,
+    pub unhealthy: usize,
+    pub running: usize,
+    /// Every job (the seed's EdgeConfigCount).
+    pub configured: usize,
+}
+
+impl HealthSnapshot {
+    /// `own` (which gets its counts even with no job) and every thing that has a job.
+    pub fn things<'a>(&'a self, own: &'a str) -> std::collections::BTreeSet<&'a str> {
+        std::iter::once(own)
+            .chain(self.jobs.iter().map(|j| j.thing.as_str()))
+            .collect()
+    }
+
+    pub fn counts(&self, thing: &str, kind: JobKind) -> JobCounts {
+        let mut c = JobCounts::default();
+        for j in self
+            .jobs
+            .iter()
+            .filter(|j| j.thing == thing && j.kind == kind)
+        {
+            c.configured += 1;
+            c.running += usize::from(j.running());
+            if j.healthy() {
+                c.healthy += 1;
+            } else {
+                c.unhealthy += 1;
+            }
+        }
+        c
+    }
+}
+
 /// One-off events kept until the publisher takes them; beyond this the oldest are dropped
 /// (with metrics off nobody takes them).
 const MAX_EVENTS: usize = 1024;

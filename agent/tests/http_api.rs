@@ -286,13 +286,7 @@ async fn metrics_api_and_health_agree_with_the_catalog() {
         ("/api/v1/nothing", 404, "no such endpoint"),
     ];
     let mut bodies = vec![text.clone(), streams.text(), one_stream.text(), rec.text()];
-    for (path, status, says) in bad {
-        let r = get(&format!("{base}{path}"), None).await;
-        assert_eq!(r.status, *status, "{path}: {}", r.text());
-        let msg = r.json()["message"].as_str().unwrap().to_owned();
-        assert!(msg.contains(says), "{path}: {msg}");
-        bodies.push(r.text());
-    }
+    bodies.extend(http::assert_refused(&base, bad).await);
     for b in &bodies {
         assert!(!b.contains(PASSWORD), "a response holds the password: {b}");
     }
@@ -310,13 +304,7 @@ async fn metrics_api_and_health_agree_with_the_catalog() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(agent.is_running(), "{}", agent.log_tail());
-    assert!(
-        !agent.log_text().contains("panicked"),
-        "{}",
-        agent.log_tail()
-    );
-    let (status, _) = agent.stop().unwrap();
-    assert!(status.success());
+    agent.stop_cleanly();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -370,6 +358,5 @@ async fn a_listener_off_loopback_needs_its_token() {
         let r = get(&format!("{base}{path}"), Some(token)).await;
         assert_eq!(r.status, 200, "{path}: {}", r.text());
     }
-    let (status, _) = agent.stop().unwrap();
-    assert!(status.success());
+    agent.stop_cleanly();
 }

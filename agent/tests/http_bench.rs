@@ -17,14 +17,19 @@ mod net;
 mod poll;
 #[path = "support/process.rs"]
 mod process;
+#[path = "support/recording.rs"]
+mod recording;
+#[path = "support/sample.rs"]
+mod sample;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kvs_edge_agent::catalog::{Catalog, NewFragment, NewSegment};
+use kvs_edge_agent::catalog::Catalog;
 use kvs_edge_agent::media::h264::{self, AvcConfig};
-use kvs_edge_agent::media::mkv::{self, Frame};
+use kvs_edge_agent::media::mkv::Frame;
+use recording::{Layout, write_gops};
 
 const FRAME_MS: i64 = 40;
 const MINUTES: usize = 60;
@@ -36,26 +41,32 @@ struct Cost {
     maxrss_mib: f64,
 }
 
-fn run(cmd: &mut Command) -> Cost {
-    let start = Instant::now();
-    // Reaped by wait4 below, which also gives its resource usage.
-    #[allow(clippy::zombie_processes)]
-    let child = cmd.stdout(Stdio::null()).spawn().expect("spawn");
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: wait4 on our own child's pid, with valid pointers.
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut ru) };
-    assert_eq!(pid, child.id() as i32);
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "{cmd:?} failed"
-    );
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+/// Runs `cmd` under GNU time, which forks it from its own small process: a child forked
+/// from this test would count the test's memory in its peak RSS.
+fn run(cmd: &Command) -> Cost {
+    let report = tempfile::NamedTempFile::new().unwrap();
+    let status = Command::new("/usr/bin/time")
+        .args(["-f", "%e %U %S %M", "-o"])
+        .arg(report.path())
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .envs(
+            cmd.get_envs()
+                .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
+        )
+        .stdout(Stdio::null())
+        .status()
+        .expect("/usr/bin/time");
+    assert!(status.success(), "{cmd:?} failed");
+    let text = std::fs::read_to_string(report.path()).unwrap();
+    let v: Vec<f64> = text
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
     Cost {
-        wall: start.elapsed().as_secs_f64(),
-        cpu: secs(ru.ru_utime) + secs(ru.ru_stime),
-        maxrss_mib: ru.ru_maxrss as f64 / 1024.0,
+        wall: v[0],
+        cpu: v[1] + v[2],
+        maxrss_mib: v[3] / 1024.0,
     }
 }
 
@@ -85,77 +96,46 @@ fn clip() -> PathBuf {
     path
 }
 
-/// An hour of the clip in `rec`, indexed by the catalog: 60 segments of 30 two-second fragments.
+/// An hour of the clip in `rec`, indexed by the catalog: 60 segments of 30 two-second fragments;
+/// their bytes and files.
 fn lay_down(catalog: &Catalog, rec: &Path, stream: &str, t0: i64) -> (u64, Vec<PathBuf>) {
     let data = std::fs::read(clip()).unwrap();
     let aus = h264::access_units(&data);
     let (sps, pps) = aus[0].parameter_sets();
     let config = AvcConfig::from_parameter_sets(sps.unwrap(), pps.unwrap()).unwrap();
     let track = config.track_info().unwrap();
-    let frames: Vec<(bool, Vec<u8>)> = aus
+    let frames: Vec<Frame> = aus
         .iter()
-        .map(|au| {
-            (
-                au.is_key(),
-                h264::frame_payload(au.nals.iter().map(Vec::as_slice), &config),
-            )
+        .map(|au| Frame {
+            timestamp_ms: 0,
+            key: au.is_key(),
+            data: h264::frame_payload(au.nals.iter().map(Vec::as_slice), &config),
         })
         .collect();
     assert_eq!(frames.len(), 1500);
-    let dir = rec.join(stream);
-    std::fs::create_dir_all(&dir).unwrap();
-    let (mut bytes, mut files, mut t) = (0, Vec::new(), t0);
-    for m in 0..MINUTES {
-        let header = mkv::segment_header(&track, [m as u8 + 1; 16]);
-        let rel = format!("{stream}/{t}.mkv");
-        let path = rec.join(&rel);
-        let seg = catalog
-            .insert_segment(&NewSegment {
-                stream_name: stream.into(),
-                path: rel,
-                codec_id: track.codec.codec_id().into(),
-                codec_private: track.codec_private.clone(),
-                width: track.width,
-                height: track.height,
-                header_size: header.len() as u64,
-                start_ms: t,
-            })
-            .unwrap();
-        let mut file = header;
-        for gop in frames.chunk_by(|_, b| !b.0) {
-            let fr: Vec<Frame> = gop
-                .iter()
-                .enumerate()
-                .map(|(i, (key, data))| Frame {
-                    timestamp_ms: t + FRAME_MS * i as i64,
-                    key: *key,
-                    data: data.clone(),
-                })
-                .collect();
-            let cluster = mkv::cluster(&fr).unwrap();
-            let offset = file.len() as u64;
-            file.extend_from_slice(&cluster);
-            catalog
-                .add_fragment(
-                    seg,
-                    &NewFragment {
-                        offset,
-                        size: cluster.len() as u64,
-                        timecode_ms: t,
-                        duration_ms: FRAME_MS * fr.len() as i64,
-                        frame_count: fr.len() as u32,
-                        key_frame_count: 1,
-                        clock_unsynced: false,
-                    },
-                )
-                .unwrap();
-            t += FRAME_MS * fr.len() as i64;
-        }
-        bytes += file.len() as u64;
-        std::fs::write(&path, &file).unwrap();
-        catalog.close_segment(seg).unwrap();
-        files.push(path);
-    }
+    let gops: Vec<&[Frame]> = frames.chunk_by(|_, b| !b.key).collect();
+    let layout = Layout {
+        segments: MINUTES,
+        per_segment: gops.len(),
+        gops_per_fragment: 1,
+    };
+    write_gops(
+        catalog,
+        rec,
+        stream,
+        (t0, FRAME_MS),
+        &track,
+        &gops,
+        layout,
+        None,
+    );
+    let files: Vec<PathBuf> = catalog
+        .segments(Some(stream))
+        .unwrap()
+        .iter()
+        .map(|s| rec.join(&s.path))
+        .collect();
+    let bytes = files.iter().map(|f| f.metadata().unwrap().len()).sum();
     (bytes, files)
 }
 

@@ -18,7 +18,7 @@
 //! box reports its history when it comes back. It runs on its own task: media work never waits
 //! for it.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -95,22 +95,14 @@ pub fn sample(snapshot: &HealthSnapshot, thing: &str, at: Timestamp) -> Vec<Datu
             at,
         });
     }
-    let things: BTreeSet<&str> = std::iter::once(thing)
-        .chain(snapshot.jobs.iter().map(|j| j.thing.as_str()))
-        .collect();
-    for t in things {
+    for t in snapshot.things(thing) {
         for kind in JobKind::ALL {
-            let jobs = || {
-                snapshot
-                    .jobs
-                    .iter()
-                    .filter(move |j| j.thing == t && j.kind == kind)
-            };
+            let c = snapshot.counts(t, kind);
             let counts = [
-                ("HealthyJobCount", jobs().filter(|j| j.healthy()).count()),
-                ("UnhealthyJobCount", jobs().filter(|j| !j.healthy()).count()),
-                ("RunningJobCount", jobs().filter(|j| j.running()).count()),
-                ("EdgeConfigCount", jobs().count()),
+                ("HealthyJobCount", c.healthy),
+                ("UnhealthyJobCount", c.unhealthy),
+                ("RunningJobCount", c.running),
+                ("EdgeConfigCount", c.configured),
             ];
             for (name, n) in counts {
                 out.push(Datum {

@@ -214,22 +214,14 @@ impl Collector for SampleCollector {
             "kvs_edge_jobs",
             "Jobs of the thing by state (the seed's RecordJobs.* and UploadJobs.* counts)",
         );
-        let things: std::collections::BTreeSet<&str> = std::iter::once(s.thing.as_str())
-            .chain(s.health.jobs.iter().map(|j| j.thing.as_str()))
-            .collect();
-        for t in things {
+        for t in s.health.things(&s.thing) {
             for kind in JobKind::ALL {
-                let of = || {
-                    s.health
-                        .jobs
-                        .iter()
-                        .filter(move |j| j.thing == t && j.kind == kind)
-                };
+                let c = s.health.counts(t, kind);
                 let counts = [
-                    ("healthy", of().filter(|j| j.healthy()).count()),
-                    ("unhealthy", of().filter(|j| !j.healthy()).count()),
-                    ("running", of().filter(|j| j.running()).count()),
-                    ("configured", of().count()),
+                    ("healthy", c.healthy),
+                    ("unhealthy", c.unhealthy),
+                    ("running", c.running),
+                    ("configured", c.configured),
                 ];
                 for (state, n) in counts {
                     jobs.add(

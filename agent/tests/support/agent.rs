@@ -98,6 +98,14 @@ impl Agent {
         self.logs.push(log);
     }
 
+    /// SIGTERM: the agent must exit 0, and its log must hold no panic.
+    #[allow(dead_code, reason = "for the tests that end with an orderly stop")]
+    pub fn stop_cleanly(&mut self) {
+        assert!(!self.log_text().contains("panicked"), "{}", self.log_tail());
+        let (status, _) = self.stop().unwrap();
+        assert!(status.success(), "exit {status:?}: {}", self.log_tail());
+    }
+
     #[allow(dead_code, reason = "for the tests that signal the agent")]
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("agent running").id()

@@ -52,6 +52,21 @@ pub async fn get(url: &str, token: Option<&str>) -> Got {
     }
 }
 
+/// GETs each `(path, status, says)` under `base`: the status must be `status` and the JSON
+/// error's message must contain `says`. Returns the bodies.
+pub async fn assert_refused<P: AsRef<str>>(base: &str, cases: &[(P, u16, &str)]) -> Vec<String> {
+    let mut bodies = Vec::new();
+    for (path, status, says) in cases {
+        let path = path.as_ref();
+        let r = get(&format!("{base}{path}"), None).await;
+        assert_eq!(r.status, *status, "{path}: {}", r.text());
+        let msg = r.json()["message"].as_str().unwrap().to_owned();
+        assert!(msg.contains(says), "{path}: {msg}");
+        bodies.push(r.text());
+    }
+    bodies
+}
+
 /// One sample: its name and labels (sorted), and its value.
 #[allow(dead_code, reason = "for the tests that read /metrics")]
 pub type Samples = BTreeMap<(String, Vec<(String, String)>), f64>;

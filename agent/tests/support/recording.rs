@@ -82,11 +82,6 @@ fn write(
     codec_change_at_segment: Option<usize>,
     pad: usize,
 ) -> Recording {
-    let Layout {
-        segments,
-        per_segment,
-        gops_per_fragment,
-    } = layout;
     let crate::sample::Clip {
         track, mut frames, ..
     } = crate::sample::clip(0);
@@ -102,12 +97,49 @@ fn write(
     }
     let gops: Vec<&[Frame]> = frames.chunk_by(|_, b| !b.key).collect();
     assert_eq!(gops.len(), 6, "the sample has six 1-second GOPs");
+    write_gops(
+        catalog,
+        recording_dir,
+        stream,
+        (t0_ms, FRAME_MS),
+        &track,
+        &gops,
+        layout,
+        codec_change_at_segment,
+    )
+}
+
+/// Lays `gops` (looped, from the first in each segment) down as `layout` says, frames `frame_ms` apart from `t0_ms`, as the
+/// recorder would: each segment's header, then each cluster appended before its row.
+#[allow(clippy::too_many_arguments)]
+#[allow(
+    dead_code,
+    reason = "for the tests and benchmarks that need a recording"
+)]
+pub fn write_gops(
+    catalog: &Catalog,
+    recording_dir: &Path,
+    stream: &str,
+    (t0_ms, frame_ms): (i64, i64),
+    track: &TrackInfo,
+    gops: &[&[Frame]],
+    layout: Layout,
+    codec_change_at_segment: Option<usize>,
+) -> Recording {
+    use std::io::Write;
+    let Layout {
+        segments,
+        per_segment,
+        gops_per_fragment,
+    } = layout;
     let dir = recording_dir.join(stream);
     std::fs::create_dir_all(&dir).unwrap();
     let mut clusters = Vec::new();
     let mut frame_count = 0;
     let mut t = t0_ms;
     for s in 0..segments {
+        // Each segment starts again at the first GOP.
+        let mut g = 0;
         let mut track = track.clone();
         if codec_change_at_segment.is_some_and(|c| s >= c) {
             // Same SPS/PPS, a different (still valid) record: AVCC level byte changed.
@@ -115,47 +147,46 @@ fn write(
         }
         let header = mkv::segment_header(&track, [s as u8 + 1; 16]);
         let rel = format!("{stream}/{t}.mkv");
-        let path = recording_dir.join(&rel);
-        let mut file = header.clone();
+        let mut file = std::fs::File::create(recording_dir.join(&rel)).unwrap();
         let seg = catalog
             .insert_segment(&segment_row(stream, rel, &track, header.len(), t))
             .unwrap();
-        std::fs::write(&path, &file).unwrap();
-        for f in 0..per_segment {
-            let gop: Vec<&Frame> = (0..gops_per_fragment)
-                .flat_map(|g| gops[(f * gops_per_fragment + g) % gops.len()].iter())
-                .collect();
+        file.write_all(&header).unwrap();
+        let mut size = header.len() as u64;
+        for _ in 0..per_segment {
             let base = t;
-            let fr: Vec<Frame> = gop
-                .iter()
+            let fr: Vec<Frame> = (0..gops_per_fragment)
+                .flat_map(|_| {
+                    g += 1;
+                    gops[(g - 1) % gops.len()].iter()
+                })
                 .enumerate()
                 .map(|(i, fr)| Frame {
-                    timestamp_ms: base + FRAME_MS * i as i64,
+                    timestamp_ms: base + frame_ms * i as i64,
                     key: fr.key,
                     data: fr.data.clone(),
                 })
                 .collect();
             let cluster = mkv::cluster(&fr).unwrap();
-            let offset = file.len() as u64;
-            file.extend_from_slice(&cluster);
-            std::fs::write(&path, &file).unwrap();
+            file.write_all(&cluster).unwrap();
             catalog
                 .add_fragment(
                     seg,
                     &NewFragment {
-                        offset,
+                        offset: size,
                         size: cluster.len() as u64,
                         timecode_ms: base,
-                        duration_ms: FRAME_MS * fr.len() as i64,
+                        duration_ms: frame_ms * fr.len() as i64,
                         frame_count: fr.len() as u32,
                         key_frame_count: gops_per_fragment as u32,
                         clock_unsynced: false,
                     },
                 )
                 .unwrap();
+            size += cluster.len() as u64;
             frame_count += fr.len();
             clusters.push(cluster);
-            t = base + FRAME_MS * fr.len() as i64;
+            t = base + frame_ms * fr.len() as i64;
         }
         catalog.close_segment(seg).unwrap();
     }
