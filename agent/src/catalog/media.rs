@@ -489,6 +489,23 @@ impl Catalog {
     /// Every segment of a stream (`None`: of every stream), in recording order, with its
     /// fragments counted by upload state.
     pub fn segment_summaries(&self, stream: Option<&str>) -> Result<Vec<SegmentSummary>> {
+        self.summaries(stream, None)
+    }
+
+    /// [`Catalog::segment_summaries`] of the segments overlapping `[start_ms, end_ms)`.
+    pub fn segment_summaries_in(
+        &self,
+        stream: &str,
+        (start_ms, end_ms): (i64, i64),
+    ) -> Result<Vec<SegmentSummary>> {
+        self.summaries(Some(stream), Some((start_ms, end_ms)))
+    }
+
+    fn summaries(
+        &self,
+        stream: Option<&str>,
+        range: Option<(i64, i64)>,
+    ) -> Result<Vec<SegmentSummary>> {
         let columns = SEGMENT_COLUMNS
             .split(", ")
             .map(|c| format!("s.{c}"))
@@ -502,12 +519,14 @@ impl Catalog {
              coalesce(sum(f.upload_state = 'FAILED'), 0), \
              coalesce(sum(f.clock_unsynced), 0) \
              from segment s left join fragment f on f.segment_id = s.id \
-             where ?1 is null or s.stream_name = ?1 \
+             where (?1 is null or s.stream_name = ?1) \
+             and (?2 is null or (s.start_ms < ?3 and s.end_ms > ?2)) \
              group by s.id order by s.stream_name, s.id"
         ))?;
         let n = SEGMENT_COLUMNS.split(", ").count();
+        let (start, end) = range.unzip();
         Ok(stmt
-            .query_map([stream], |r| {
+            .query_map(params![stream, start, end], |r| {
                 Ok(SegmentSummary {
                     segment: segment_from_row(r)?,
                     fragments: r.get(n)?,
@@ -517,6 +536,27 @@ impl Catalog {
                     clock_unsynced: r.get(n + 4)?,
                 })
             })?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// A stream's segments counted, with where the oldest starts and the newest ends (segments
+    /// being deleted excluded).
+    pub fn media_extent(&self, stream: &str) -> Result<(u32, Option<i64>, Option<i64>)> {
+        Ok(self.conn().query_row(
+            "select count(*), min(start_ms), max(end_ms) from segment \
+             where stream_name = ?1 and state != 'DELETING'",
+            [stream],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?)
+    }
+
+    /// The streams with media on disk, by name.
+    pub fn media_streams(&self) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("select distinct stream_name from segment order by stream_name")?;
+        Ok(stmt
+            .query_map([], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?)
     }
 

@@ -61,7 +61,7 @@ pub struct StreamView {
 #[serde(rename_all = "PascalCase")]
 pub struct Usage {
     pub local_media_bytes: u64,
-    pub segments: usize,
+    pub segments: u32,
     /// Epoch seconds of the oldest and newest media on disk.
     pub oldest_media_time: Option<f64>,
     pub newest_media_time: Option<f64>,
@@ -99,20 +99,20 @@ impl From<StreamCounts> for Counters {
 }
 
 /// Whether the catalog knows the stream at all (a configuration or media).
-fn known(catalog: &Catalog, name: &str) -> Result<bool, CatalogError> {
-    Ok(catalog.config(name)?.is_some() || !catalog.segments(Some(name))?.is_empty())
+pub(super) fn known(catalog: &Catalog, name: &str) -> Result<bool, CatalogError> {
+    Ok(catalog.config(name)?.is_some() || catalog.media_extent(name)?.0 > 0)
 }
 
 fn view(catalog: &Catalog, name: &str, counts: StreamCounts) -> Result<StreamView, CatalogError> {
-    let segments = catalog.segments(Some(name))?;
+    let (segments, oldest, newest) = catalog.media_extent(name)?;
     Ok(StreamView {
         stream_name: name.to_owned(),
         configuration: catalog.describe(name)?,
         usage: Usage {
             local_media_bytes: catalog.stream_usage(name)?,
-            segments: segments.len(),
-            oldest_media_time: segments.iter().map(|s| s.start_ms).min().map(secs),
-            newest_media_time: segments.iter().map(|s| s.end_ms).max().map(secs),
+            segments,
+            oldest_media_time: oldest.map(secs),
+            newest_media_time: newest.map(secs),
         },
         uploads: upload_status(catalog, name)?,
         counters: counts.into(),
@@ -129,7 +129,7 @@ pub(super) async fn streams(
             .iter()
             .map(|s| s.stream_name().to_owned())
             .collect();
-        names.extend(c.segments(None)?.into_iter().map(|s| s.stream_name));
+        names.extend(c.media_streams()?);
         names
             .into_iter()
             .map(|n| {
@@ -297,9 +297,8 @@ pub(super) async fn recordings(
         }
         let fragments = c.fragment_times(&n, start, end, MAX_FRAGMENTS + 1)?;
         let segments = c
-            .segment_summaries(Some(&n))?
+            .segment_summaries_in(&n, (start, end))?
             .into_iter()
-            .filter(|s| s.segment.start_ms < end && s.segment.end_ms > start)
             .map(|s| SegmentView {
                 start_time: secs(s.segment.start_ms),
                 end_time: secs(s.segment.end_ms),

@@ -52,7 +52,7 @@ async fn export(
     let root = state.supervisor.config().recording_dir.clone();
     let stream = name.clone();
     let opened = tokio::task::spawn_blocking(move || {
-        if catalog.config(&stream)?.is_none() && catalog.segments(Some(&stream))?.is_empty() {
+        if !super::api::known(&catalog, &stream)? {
             return Ok(None);
         }
         Export::new(catalog, &root, &stream, (start, end), format).map(Some)
