@@ -20,6 +20,8 @@ PACKAGES=(
   sqlite3
   # libfaketime: the agent's wall clock stepped, its monotonic clock left alone (clock_steps.rs)
   faketime
+  # FUSE for the power-cut file system (tests/powercut, agent/tests/powercut_fs.rs)
+  fuse3 libfuse3-3
   # A real browser for the page (agent/tests/http_export.rs), driven over WebDriver
   chromium chromium-driver
   # systemd-analyze verify/security and systemd-sysusers for the unit (tests/packaging/check.sh)
@@ -45,6 +47,8 @@ python3 -c 'import localstack.runtime.main' 2>/dev/null || python3 -m pip instal
   "service-identity<24.3" cbor2==5.6.5
 # The Prometheus project's own text-format parser, the oracle of /metrics (agent/tests/http_api.rs).
 python3 -c 'import prometheus_client' 2>/dev/null || python3 -m pip install -q prometheus-client
+# The libfuse 3 binding of the power-cut file system (tests/powercut/powercut.py).
+python3 -c 'import mfusepy' 2>/dev/null || python3 -m pip install -q mfusepy
 # The real Greengrass IPC client, the oracle of the fake nucleus (tests/greengrass_ipc).
 python3 -c 'import awsiot' 2>/dev/null || python3 -m pip install -q awsiotsdk
 
