@@ -216,7 +216,7 @@ impl SegmentWriter {
             let _ = std::fs::remove_file(&path);
             return Err(e);
         }
-        let id = self.catalog.insert_segment(&NewSegment {
+        let inserted = self.catalog.insert_segment(&NewSegment {
             stream_name: self.stream.clone(),
             path: rel.clone(),
             codec_id: frag.track.codec.codec_id().to_owned(),
@@ -225,7 +225,19 @@ impl SegmentWriter {
             height: frag.track.height,
             header_size: header.len() as u64,
             start_ms,
-        })?;
+        });
+        let id = match inserted {
+            Ok(id) => id,
+            Err(e) => {
+                // No row names the file (the catalog's disk full, say): remove it, or it
+                // stays on disk unindexed, which `check` reports and the next start refuses
+                // to guess about. A crash before this leaves the same orphan, which recovery
+                // of the stream directory handles.
+                let _ = std::fs::remove_file(&path);
+                let _ = fsx::fsync_dir(&dir);
+                return Err(e.into());
+            }
+        };
         info!(stream = %self.stream, path = %rel, "segment opened");
         self.open = Some(OpenSegment {
             id,
@@ -286,6 +298,27 @@ mod tests {
             new_segment,
             ..Fragment::sample(ts, 5, track)
         }
+    }
+
+    #[test]
+    fn a_segment_whose_row_cannot_be_inserted_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("catalog.db");
+        drop(Catalog::open(&db).unwrap());
+        // A catalog that refuses writes, as one on a full disk does.
+        let catalog = Arc::new(Catalog::open_read_only(&db).unwrap());
+        let track = Arc::new(TrackInfo {
+            codec: VideoCodec::H264,
+            codec_private: vec![1, 77, 0, 30, 0xFF, 0xE0, 0],
+            width: 640,
+            height: 360,
+        });
+        let mut w = SegmentWriter::new(dir.path(), "cam", catalog).unwrap();
+        let t0 = 1_764_028_800_000;
+        assert!(w.write(&frag(t0, true, &track)).is_err());
+        let day = dir.path().join("streams/cam/2025-11-25");
+        let left: Vec<_> = std::fs::read_dir(&day).unwrap().collect();
+        assert!(left.is_empty(), "an unindexed file was left: {left:?}");
     }
 
     #[test]
