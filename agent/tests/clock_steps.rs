@@ -182,7 +182,7 @@ async fn wall_clock_steps_while_recording_and_uploading() {
     );
 
     // Uploads: no error, every fragment once, each on its era's time.
-    let index = emulator.index(STREAM).await;
+    let index = emulator.index_settled(STREAM).await;
     let errors = index["errors"].as_array().unwrap();
     assert!(errors.is_empty(), "emulator errors: {errors:?}");
     let mut at_emulator = HashMap::new();

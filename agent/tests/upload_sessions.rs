@@ -121,7 +121,7 @@ impl Rig {
     }
 
     async fn index(&self) -> Value {
-        self.emulator.index(STREAM).await
+        self.emulator.index_settled(STREAM).await
     }
 }
 

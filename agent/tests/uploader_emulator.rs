@@ -419,7 +419,7 @@ async fn every_session_ends_with_the_eofr_tag_after_its_last_ack() {
         .admin("streams/eofr/faults", json!({"delay_persisted_ms": 1500}))
         .await;
     upload_all(&s, "eofr", test_options()).await;
-    let index = s.emulator.index("eofr").await;
+    let index = s.emulator.index_settled("eofr").await;
     let c = counts(&index);
     assert_eq!(c.len(), 8);
     assert!(c.values().all(|&n| n == 1), "duplicates: {c:?}");

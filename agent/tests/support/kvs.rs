@@ -90,6 +90,24 @@ impl Emulator {
         serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
     }
 
+    /// [`Emulator::index`] once every session the emulator logged has seen its body end: the
+    /// agent may finish (its last ack read, the connection closed) a moment before the
+    /// emulator's handler records how the body ended.
+    #[allow(dead_code, reason = "for the tests of the session shape")]
+    pub async fn index_settled(&self, stream: &str) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let index = self.index(stream).await;
+            let settled = index["session_log"]
+                .as_array()
+                .is_none_or(|log| log.iter().all(|s| !s["body_end_ms"].is_null()));
+            if settled || std::time::Instant::now() > deadline {
+                return index;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     #[allow(dead_code, reason = "for some of the tests with the emulator only")]
     pub async fn fault(&self, stream: &str, fault: Value) {
         self.admin(
