@@ -179,19 +179,16 @@ impl Agent {
             _ => None,
         };
         let broker = broker_plan(&settings, greengrass.as_ref()).map_err(|e| invalid(&e))?;
-        let http = http_config(&settings).map_err(|e| invalid(&e))?;
         let mut agent = Agent {
             settings,
             catalog,
             iot_credentials,
             greengrass,
             broker,
-            http,
+            http: None,
         };
         let thing = agent.thing().unwrap_or_else(|| LOCAL_THING.to_owned());
-        if let Some(h) = agent.http.as_mut() {
-            h.thing = thing;
-        }
+        agent.http = http_config(&agent.settings, thing).map_err(|e| invalid(&e))?;
         Ok(agent)
     }
 
@@ -432,7 +429,10 @@ impl Agent {
 }
 
 /// The HTTP server's settings with its token read; `None` when `http.listen` is empty.
-fn http_config(settings: &Settings) -> Result<Option<HttpConfig>, crate::http::HttpError> {
+fn http_config(
+    settings: &Settings,
+    thing: String,
+) -> Result<Option<HttpConfig>, crate::http::HttpError> {
     let h = &settings.file.http;
     let Some(listen) = h.address() else {
         return Ok(None);
@@ -446,7 +446,7 @@ fn http_config(settings: &Settings) -> Result<Option<HttpConfig>, crate::http::H
         listen,
         token,
         max_export: Duration::from_secs(h.max_export_secs.into()),
-        thing: String::new(),
+        thing,
     }))
 }
 

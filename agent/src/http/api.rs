@@ -17,7 +17,7 @@ use super::{ApiError, AppState, db};
 use crate::catalog::{Catalog, CatalogError, FragmentTime, UploadState};
 use crate::edge_config::DescribeEdgeConfigurationResponse;
 use crate::stats::StreamCounts;
-use crate::supervisor::requests::{UploadStatus, upload_status};
+use crate::supervisor::requests::{UploadStatus, secs, upload_status};
 
 /// The longest range `recordings` answers for: a week of timeline.
 pub const MAX_RECORDINGS_MS: i64 = 7 * 86_400_000;
@@ -28,10 +28,6 @@ const DEFAULT_RECORDINGS_MS: i64 = 86_400_000;
 const SPAN_TOLERANCE_MS: i64 = 1000;
 /// Most fragments one recordings answer reads (a week of 2 s fragments, with room).
 const MAX_FRAGMENTS: usize = 400_000;
-
-fn secs(ms: i64) -> f64 {
-    ms as f64 / 1000.0
-}
 
 /// A stream name from the path: the API's `[a-zA-Z0-9_.-]+`, at most 256 characters.
 pub(super) fn stream_name(name: &str) -> Result<&str, ApiError> {

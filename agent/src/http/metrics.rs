@@ -58,8 +58,9 @@ impl Sample {
         catalog: &Catalog,
     ) -> Result<Sample, crate::catalog::CatalogError> {
         let sup = &state.supervisor;
+        let stats = sup.stats();
         let health = sup.health();
-        let counts = sup.stats().snapshot();
+        let mut counts = stats.snapshot();
         let mut names: std::collections::BTreeSet<String> = catalog
             .configs()?
             .iter()
@@ -72,13 +73,12 @@ impl Sample {
             streams.insert(
                 name.clone(),
                 StreamSample {
-                    counts: counts.get(&name).cloned().unwrap_or_default(),
+                    counts: counts.remove(&name).unwrap_or_default(),
                     backlog: catalog.backlog(&name)?,
                     local_media_bytes: catalog.stream_usage(&name)?,
                 },
             );
         }
-        let stats = sup.stats();
         Ok(Sample {
             now_ms: state.clock.now().as_millisecond(),
             thing: state.thing.clone(),

@@ -196,7 +196,8 @@ impl From<Backlog> for BacklogStatus {
     }
 }
 
-fn secs(ms: i64) -> f64 {
+/// Epoch milliseconds as the API's epoch seconds.
+pub(crate) fn secs(ms: i64) -> f64 {
     ms as f64 / 1000.0
 }
 
