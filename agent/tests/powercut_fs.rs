@@ -6,30 +6,16 @@
 
 #[path = "support/peer.rs"]
 mod peer;
+#[path = "support/powercut.rs"]
+mod powercut;
 #[path = "support/process.rs"]
 mod process;
 
-use std::fs::OpenOptions;
 use std::process::Command;
 
-const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+use powercut::have_fuse;
 
-fn have_fuse() -> bool {
-    let device = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/fuse")
-        .is_ok();
-    peer::required(
-        "/dev/fuse",
-        device,
-        "a kernel with FUSE; in a container, --device /dev/fuse --cap-add SYS_ADMIN",
-    ) && peer::on_path("fusermount3")
-        && peer::python(
-            "mfusepy",
-            "apt-get install fuse3 libfuse3-3; python3 -m pip install mfusepy",
-        )
-}
+const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
 #[test]
 fn powercut_fs_self_test() {

@@ -37,6 +37,8 @@ mod net;
 mod peer;
 #[path = "support/poll.rs"]
 mod poll;
+#[path = "support/powercut.rs"]
+mod powercut;
 #[path = "support/process.rs"]
 mod process;
 #[path = "support/proxy.rs"]
@@ -73,6 +75,7 @@ use mkv::{ffprobe_frames_ok, mkvmerge_ok};
 use net::free_port;
 use peer::require;
 use poll::wait_until;
+use powercut::PowerDisk;
 use proxy::Proxy;
 use rng::{Rng, long_mode, seed};
 use rtsp::{RtspServer, require_gstreamer};
@@ -359,14 +362,103 @@ enum Phase {
     Deleting,
 }
 
-// --- 1. kill -9 -----------------------------------------------------------------------------------
+// --- 1. kill -9, and power cuts ----------------------------------------------------------------
 
-fn kill9(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
-    let kills = std::env::var("RELIABILITY_KILLS")
+/// How the agent goes down at the random instant.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Crash {
+    /// SIGKILL: every write already made survives in the page cache.
+    Kill9,
+    /// SIGKILL and the disk's power at the same instant: the recording directory (and the
+    /// catalog in it) is the power-cut file system, so what was not made durable is lost.
+    PowerCut,
+}
+
+/// What a power cut found: the state visible through the mount just before it, against the
+/// durable state after it.
+#[derive(Default)]
+struct CutTally {
+    /// Fragments with a committed row before the cut that the durable catalog lacks.
+    committed_lost: usize,
+    losses: Vec<String>,
+    /// Cuts that caught a fragment in flight: its bytes written past the indexed size of the
+    /// open segment, its row not committed.
+    in_flight: usize,
+    /// Of those, the fragments whose bytes had been synced (recovery indexes them again); the
+    /// others are lost.
+    in_flight_synced: usize,
+    /// Segments open at a cut, closed by recovery, that ffprobe decoded whole.
+    probed: usize,
+    /// Cuts at an exact step (a trap), by step.
+    at: BTreeMap<&'static str, usize>,
+}
+
+/// Where a power cut falls, by phase and turn: at a random instant (`None`), or at an exact
+/// step of the agent's ordering, held there by a trap of the file system (a label, the trap).
+fn cut_trap(phase: Phase, k: usize) -> Option<(&'static str, &'static str)> {
+    match (phase, (k / 3) % 3) {
+        (Phase::Recording, 1) => Some((
+            "a fragment written, before its fsync",
+            "fsync .mkv after write .mkv",
+        )),
+        (Phase::Recording, 2) => Some((
+            "a fragment synced, before its commit",
+            "write -wal after fsync .mkv",
+        )),
+        (Phase::Deleting, 0) => Some((
+            "a segment marked DELETING, before its unlink",
+            "unlink .mkv",
+        )),
+        (Phase::Deleting, 1) => Some((
+            "a segment unlinked, before its directory's fsync",
+            "fsyncdir * after unlink .mkv",
+        )),
+        _ => None,
+    }
+}
+
+/// A read-only connection to the catalog that has read it once (so that it holds the WAL
+/// open, and needs no write to read again).
+fn open_reader(db: &Path) -> rusqlite::Connection {
+    let conn = snapshot::reader(db);
+    read_snapshot(&conn, STREAM);
+    conn
+}
+
+/// Whether the disk's trap has caught its operation (a failed request counts as not yet).
+fn trapped(disk: &PowerDisk) -> bool {
+    disk.trapped().is_ok_and(|t| t.is_some())
+}
+
+/// Bytes written past the indexed size of each OPEN segment of `snap`, as the mount shows them.
+fn unindexed_tails(rec: &Path, snap: &Snapshot) -> BTreeMap<String, u64> {
+    snap.segments
+        .values()
+        .filter(|s| s.state == "OPEN")
+        .filter_map(|s| {
+            let len = std::fs::metadata(rec.join(&s.path)).ok()?.len();
+            (len > s.size).then(|| (s.path.clone(), s.size))
+        })
+        .collect()
+}
+
+fn crashes(rt: &Runtime, rng: &mut Rng, base: &Path, crash: Crash) -> Outcome {
+    let (name, variable, long, short) = match crash {
+        Crash::Kill9 => ("kill9", "RELIABILITY_KILLS", 150, 51),
+        Crash::PowerCut => ("powercut", "RELIABILITY_CUTS", 100, 24),
+    };
+    let kills = std::env::var(variable)
         .ok()
         .and_then(|k| k.parse().ok())
-        .unwrap_or(if long_mode() { 150 } else { 51 });
-    let dir = base.join("kill9");
+        .unwrap_or(if long_mode() { long } else { short });
+    let dir = base.join(name);
+    let mut disk = match crash {
+        Crash::Kill9 => None,
+        Crash::PowerCut if !powercut::have_fuse() => {
+            return Ok(skipped("power cut", "no FUSE here"));
+        }
+        Crash::PowerCut => Some(PowerDisk::new(&dir.join("fs"), &dir.join("rec"))),
+    };
     let camera = RtspServer::start(&["--source", "live"]);
     let emulator = Emulator::start(&dir.join("kvs"), &[]);
     let req = request(
@@ -392,7 +484,13 @@ fn kill9(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
     let mut deleted: BTreeSet<i64> = BTreeSet::new();
     let mut seen: BTreeSet<(String, u64)> = BTreeSet::new();
     let mut faults: Vec<Fault> = Vec::new();
+    let mut cuts = CutTally::default();
+    // After a cut: the tails in flight at it (segment path -> indexed size then).
+    let mut tails: BTreeMap<String, u64> = BTreeMap::new();
     let phases = [Phase::Recording, Phase::Uploading, Phase::Deleting];
+    if let Some(d) = disk.as_mut() {
+        d.mount()?;
+    }
     for k in 0..=kills {
         let phase = phases[k % phases.len()];
         // Deleting: the target is the janitor's first pass, which runs at startup beside
@@ -400,6 +498,14 @@ fn kill9(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
         // state this run leaves is compared with the last one after the kill, and audited at
         // the next restart).
         let startup_kill = phase == Phase::Deleting && k < kills;
+        let trap = disk.as_ref().and_then(|_| cut_trap(phase, k));
+        // A trap holds every write after its own: the catalog is then read through a
+        // connection opened before (see `reader`).
+        let mut reader = None;
+        if let (Some(d), Some((_, spec)), true) = (disk.as_ref(), trap, startup_kill) {
+            reader = Some(open_reader(&agent.catalog()));
+            d.trap(spec)?;
+        }
         let t_start = Instant::now();
         agent.start();
         let start = if startup_kill {
@@ -414,6 +520,9 @@ fn kill9(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
                     .map_err(|lost| format!("kill {k}: fragments lost: {lost:#?}"))?,
             );
             note_acked(&mut acked, &start)?;
+            if crash == Crash::PowerCut {
+                cut_recovered(&mut agent, &before, &std::mem::take(&mut tails), &mut cuts)?;
+            }
             start
         };
         let t_recovered = t_start.elapsed();
@@ -451,15 +560,31 @@ fn kill9(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
                     });
                     fresh && s.frags.values().all(|f| f.upload_state != "PENDING")
                 }
-                Phase::Deleting => agent.log().matches(" deleted ").count() > deleted_before,
+                // Or a trap set before the start caught the janitor (or recovery) deleting.
+                Phase::Deleting => {
+                    agent.log().matches(" deleted ").count() > deleted_before
+                        || trap.is_some() && disk.as_ref().is_some_and(trapped)
+                }
             }
         })
         .map_err(|e| format!("{e}\n{}", agent.log_tail()))?;
         ensure!(!exited, "{what}: the agent exited:\n{}", agent.log_tail());
         let t_event = t_start.elapsed();
+        if let (Some(d), Some((label, spec))) = (disk.as_ref(), trap) {
+            if !startup_kill {
+                reader = Some(open_reader(&agent.catalog()));
+                d.trap(spec)?;
+            }
+            wait_until(&format!("cut {k}: the trap {spec}"), EVENT, || trapped(d))
+                .map_err(|e| format!("{e}\n{}", agent.log_tail()))?;
+            *cuts.at.entry(label).or_default() += 1;
+        }
         // The random instant: within a fragment's time while recording or uploading, within a
         // janitor pass's time while deleting.
         let delay = match phase {
+            // A trap holds the agent at its step already (and the catalog is not to be opened
+            // while it does).
+            _ if trap.is_some() => Duration::ZERO,
             // Half the time anywhere in the next fragment's time; half the time around its
             // write and commit, the instant that leaves an unindexed tail.
             Phase::Recording if rng.range(0, 2) == 0 => rng.millis(0, 1500),
@@ -476,9 +601,42 @@ fn kill9(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
         };
         std::thread::sleep(delay);
         let kill_ms = now_ms();
-        agent.kill9()?;
+        let mut caught = String::new();
+        let visible = match disk.as_mut() {
+            None => {
+                agent.kill9()?;
+                None
+            }
+            Some(d) => {
+                if trap.is_some() {
+                    caught = format!(", at {}", d.trapped()?.unwrap_or_default());
+                }
+                // Frozen first, so that what it committed can be read before the cut: the
+                // instant of the cut is the instant of the freeze.
+                agent.freeze();
+                let visible = match reader.take() {
+                    Some(r) => read_snapshot(&r, STREAM),
+                    None => snapshot(&agent.catalog(), STREAM),
+                };
+                let in_flight = unindexed_tails(&agent.rec, &visible);
+                d.cut()?;
+                agent.kill9()?;
+                // The backing directory is the disk after the cut: a tail longer there than
+                // the indexed size was synced, and recovery must index it again.
+                for (path, indexed) in in_flight {
+                    cuts.in_flight += 1;
+                    let durable = std::fs::metadata(d.backing.join(&path)).map_or(0, |m| m.len());
+                    if durable > indexed {
+                        cuts.in_flight_synced += 1;
+                        tails.insert(path, indexed);
+                    }
+                }
+                d.mount()?;
+                Some(visible)
+            }
+        };
         eprintln!(
-            "reliability: kill {k} {phase:?}: recovered at {} ms, event at {} ms, killed {} ms later",
+            "reliability: {name} {k} {phase:?}: recovered at {} ms, event at {} ms, down {} ms later{caught}",
             t_recovered.as_millis(),
             t_event.as_millis(),
             delay.as_millis()
@@ -487,6 +645,19 @@ fn kill9(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
 
         // The crash state: only the residue a crash may leave, on the newest segment.
         let previous = std::mem::replace(&mut before, snapshot(&agent.catalog(), STREAM));
+        if let Some(visible) = &visible {
+            // Every row committed before the cut is durable (the catalog syncs at each
+            // commit). The durable catalog may hold one more: a commit synced by the frozen
+            // agent, not yet published to readers.
+            // Counted, and the run goes on: the table then shows how many.
+            let lost = match compare(visible, &before) {
+                Ok(g) => g.iter().map(|g| format!("{g:?}")).collect(),
+                Err(lost) => lost,
+            };
+            cuts.committed_lost += lost.len();
+            cuts.losses
+                .extend(lost.into_iter().map(|l| format!("cut {k}: {l}")));
+        }
         faults.push(Fault {
             ms: kill_ms,
             ..Fault::now(&before)
@@ -603,33 +774,111 @@ fn kill9(rt: &Runtime, rng: &mut Rng, base: &Path) -> Outcome {
         "{} duplicate fragments for {kills} kills: more than a kill can leave in flight",
         dups.in_flight
     );
+    ensure!(
+        cuts.losses.is_empty(),
+        "committed fragments lost at a power cut: {:#?}",
+        cuts.losses
+    );
     drop(camera);
     let phases: Vec<String> = phase_kills
         .iter()
         .map(|(p, n)| format!("{n} {p}"))
         .collect();
     let gone: Vec<String> = gone.iter().map(|(r, n)| format!("{n} {r}")).collect();
-    Ok(Row {
-        scenario: "kill -9 (record/upload/delete)".into(),
-        faults: format!("{kills} SIGKILL ({})", phases.join(", ")),
-        recovered: format!(
-            "{kills}/{kills}: {} fragments committed, {} torn tails, {mid_delete} mid-deletion, \
-             {cli_repairs} check --repair, {sampled} segments probed, {copies} uploaded \
-             ({} resent after a kill), {} deleted by the janitor, each found in the \
-             emulator ({})",
-            seen.len(),
-            torn,
-            dups.total,
-            deleted.len(),
-            if gone.is_empty() {
-                "none".into()
-            } else {
-                gone.join(", ")
-            }
-        ),
-        lost: dups.cell(),
-        result: "ok".into(),
+    let recovered = format!(
+        "{kills}/{kills}: {} fragments committed, {} torn tails, {mid_delete} mid-deletion, \
+         {cli_repairs} check --repair, {sampled} segments probed, {copies} uploaded \
+         ({} resent after a crash), {} deleted by the janitor, each found in the \
+         emulator ({})",
+        seen.len(),
+        torn,
+        dups.total,
+        deleted.len(),
+        if gone.is_empty() {
+            "none".into()
+        } else {
+            gone.join(", ")
+        }
+    );
+    Ok(match crash {
+        Crash::Kill9 => Row {
+            scenario: "kill -9 (record/upload/delete)".into(),
+            faults: format!("{kills} SIGKILL ({})", phases.join(", ")),
+            recovered,
+            lost: dups.cell(),
+            result: "ok".into(),
+        },
+        Crash::PowerCut => Row {
+            scenario: "power cut (record/upload/delete)".into(),
+            faults: format!("{kills} cuts ({})", phases.join(", ")),
+            recovered: format!(
+                "{recovered}; {} open segments probed after recovery; cuts at a step: {}",
+                cuts.probed,
+                cuts.at
+                    .iter()
+                    .map(|(at, n)| format!("{n} {at}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            lost: format!(
+                "{} committed; {} in flight at a cut ({} synced and indexed again, {} lost), {}",
+                cuts.committed_lost,
+                cuts.in_flight,
+                cuts.in_flight_synced,
+                cuts.in_flight - cuts.in_flight_synced,
+                dups.cell()
+            ),
+            result: "ok".into(),
+        },
     })
+}
+
+/// After a power cut's restart: each fragment in flight at the cut whose bytes were synced
+/// (`tails`: segment path -> indexed size then) was indexed again by recovery, unless its
+/// segment was deleted since (the janitor's first pass may come first); each segment open at
+/// the cut, closed by recovery, decodes whole with its indexed frames. Read with the agent
+/// frozen.
+fn cut_recovered(
+    agent: &mut Agent,
+    at_cut: &Snapshot,
+    tails: &BTreeMap<String, u64>,
+    cuts: &mut CutTally,
+) -> Result<(), String> {
+    agent.freeze();
+    let now = snapshot(&agent.catalog(), STREAM);
+    let result = (|| {
+        for (path, indexed) in tails {
+            let indexed_again = now
+                .frags
+                .values()
+                .any(|f| f.segment == *path && f.offset >= *indexed);
+            ensure!(
+                indexed_again || !now.segments.contains_key(path),
+                "{path}: the fragment synced past {indexed} before the cut was not indexed again"
+            );
+        }
+        for seg in at_cut.segments.values().filter(|s| s.state == "OPEN") {
+            let Some(closed) = now.segments.get(&seg.path).filter(|s| s.state == "CLOSED") else {
+                continue;
+            };
+            let frames: u64 = now
+                .frags
+                .values()
+                .filter(|f| f.segment == closed.path)
+                .map(|f| u64::from(f.frame_count))
+                .sum();
+            if frames == 0 {
+                continue;
+            }
+            let path = agent.rec.join(&closed.path);
+            mkvmerge_ok(&path)?;
+            ffprobe_frames_ok(&path, frames)?;
+            cuts.probed += 1;
+        }
+        Ok(())
+    })();
+    agent.thaw();
+    result
 }
 
 /// Counts the policy deletions by reason and remembers the timecodes deleted.
@@ -1211,7 +1460,14 @@ fn reliability_suite() {
     let mut failures = Vec::new();
     type Scenario<'a> = (&'a str, Box<dyn FnMut(&mut Rng) -> Outcome + 'a>);
     let scenarios: Vec<Scenario> = vec![
-        ("kill -9", Box::new(|rng| kill9(&rt, rng, base))),
+        (
+            "kill -9",
+            Box::new(|rng| crashes(&rt, rng, base, Crash::Kill9)),
+        ),
+        (
+            "power cut",
+            Box::new(|rng| crashes(&rt, rng, base, Crash::PowerCut)),
+        ),
         (
             "camera flapping",
             Box::new(|rng| camera_flapping(rng, base)),

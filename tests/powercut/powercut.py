@@ -44,12 +44,27 @@ The control socket (``--control``) takes one command per connection, a line, and
 ``ok`` (with JSON for ``stats``) or ``error: ...``: ``cut``, ``unmount``, ``stall SECONDS``
 (from then on every operation that changes something -- writes, truncations, syncs, creations,
 renames, removals -- waits SECONDS before it proceeds, while reads and lookups answer at
-once), ``unstall`` (ends the stall and releases every waiting operation at once), and
-``stats`` (counts of syncs and of operations waiting in a stall).
+once), ``unstall`` (ends the stall and releases every waiting operation at once), ``trap OP
+SUFFIX [after OP2 SUFFIX2]`` (the next operation OP on a path ending in SUFFIX, once an OP2 on
+a path ending in SUFFIX2 has completed when that is given, ``*`` matching any path, starts a
+stall without end: it waits, unapplied, with every changing operation after it, until
+``unstall`` or a cut; so a test can cut the power at an exact step of a program's ordering,
+such as between a file's fsync and the commit that indexes it), and ``stats`` (counts of syncs
+and of operations waiting in a stall, and ``trapped``, the operation a trap caught:
+``"fsync /a/b.mkv"``). OP is one of write, truncate, fsync, fsyncdir, create, mkdir, unlink,
+rmdir, rename (matched on its source path).
 
-What FUSE needs for SQLite: no ``direct_io`` (the WAL index, -shm, is mmapped shared, which
-needs the page cache), and no ``lock`` operation, so that the kernel keeps POSIX byte-range
-locks itself (right for one mount).
+A stall holds the writers only, as a disk's would, because the kernel keeps no page cache of
+these files (``direct_io``): a cached page being written is locked until its write returns, and
+the kernel invalidates the cache at each ``open`` (and when the size changes), so a held write
+would hold every reader that opens the file. The exception is a file whose name ends in
+``-shm``: SQLite's WAL index, which it maps shared (which needs the page cache) and never
+syncs. Its writes (the kernel writing the mapped pages back) do not wait in a stall.
+
+What FUSE needs for SQLite: the page cache for -shm (above), and no ``lock`` operation, so
+that the kernel keeps POSIX byte-range locks itself (right for one mount). A reader should open
+its connection before a stall: SQLite, as root, fchowns the WAL at each open, and the kernel
+holds the WAL's inode lock through a write or fsync it has sent here, so that open would wait.
 
 Limits: the data lives in memory, twice (visible and durable), which suits tests of tens of MB;
 no extended attributes; libfuse's path API gives each name of a hard-linked file a kernel inode
@@ -60,6 +75,7 @@ Usage::
     powercut.py mount BACKING MOUNTPOINT [--control SOCKET]   # prints READY once mounted
     powercut.py cut|unmount|unstall|stats SOCKET
     powercut.py stall SOCKET SECONDS
+    powercut.py trap SOCKET OP SUFFIX [after OP2 SUFFIX2]
 """
 
 import argparse
@@ -80,6 +96,8 @@ UTIME_NOW = (1 << 30) - 1
 UTIME_OMIT = (1 << 30) - 2
 RENAME_NOREPLACE = 1
 FALLOC_FL_KEEP_SIZE = 1
+# A trap's stall: "without end", within what threading's waits accept.
+TRAP_SECONDS = 10.0**6
 
 
 class Inode:
@@ -131,6 +149,11 @@ class Inode:
         self.mtime = self.ctime = time.time_ns()
 
 
+def _matches(path, suffix):
+    """A trap's path test: ``*`` matches every path."""
+    return suffix == "*" or path.endswith(suffix)
+
+
 def _os_error(code):
     return OSError(code, os.strerror(code))
 
@@ -155,6 +178,9 @@ class PowerCut:
         self._stall_seconds = 0.0
         self._stall_generation = 0
         self._stalled = 0
+        # (op, suffix, after): after is None or the (op, suffix) that must complete first.
+        self._trap = None
+        self._trapped = None
         self.counts = {"fsync": 0, "fsyncdir": 0}
         self.exiting = threading.Event()
         self.mounted = False
@@ -369,11 +395,32 @@ class PowerCut:
             self._stall_generation += 1
             self._stall.notify_all()
 
+    def set_trap(self, op, suffix, after=None):
+        with self._stall:
+            self._trap = (op, suffix, after)
+            self._trapped = None
+
+    def _spring(self, op, path):
+        """Starts the trap's endless stall when ``op`` on ``path`` is the one it waits for."""
+        with self._stall:
+            trap = self._trap
+            if trap and trap[2] is None and trap[0] == op and _matches(path, trap[1]):
+                self._trap = None
+                self._trapped = f"{op} {path}"
+                self._stall_seconds = TRAP_SECONDS
+
+    def _completed(self, op, path):
+        """Arms a trap whose first step (``after``) this operation was."""
+        with self._stall:
+            trap = self._trap
+            if trap and trap[2] and trap[2][0] == op and _matches(path, trap[2][1]):
+                self._trap = (trap[0], trap[1], None)
+
     def stats(self):
         with self._stall:
-            stalled = self._stalled
+            stalled, trapped = self._stalled, self._trapped
         with self._lock:
-            return dict(self.counts, stalled=stalled, cut=self._frozen)
+            return dict(self.counts, stalled=stalled, cut=self._frozen, trapped=trapped)
 
     def _wait_if_stalled(self):
         """Holds a changing operation for the stall's time, or until unstall or a cut."""
@@ -399,11 +446,36 @@ class PowerCut:
                 raise _os_error(errno.EIO)
             yield
 
+    def _vpath(self, node, depth=0):
+        """A visible path of ``node`` from the root (``/a/b``), or None if no name reaches it."""
+        if node is self.root:
+            return ""
+        if depth > 200:
+            return None
+        for parent, name in node.links:
+            base = self._vpath(parent, depth + 1)
+            if base is not None:
+                return f"{base}/{name}"
+        return None
+
+    def _path_of(self, path, fh):
+        """The path of a call, which libfuse leaves out of the calls on an open handle; looked
+        up only while a trap or a stall needs it."""
+        if path or fh is None or self._trap is None and self._stall_seconds <= 0:
+            return path or ""
+        with self._lock:
+            node = self._handles.get(fh)
+            return (self._vpath(node) if node else None) or ""
+
     @contextlib.contextmanager
-    def _changing(self):
-        self._wait_if_stalled()
+    def _changing(self, op=None, path=None, fh=None):
+        path = self._path_of(path, fh)
+        self._spring(op, path)
+        if not path.endswith("-shm"):
+            self._wait_if_stalled()
         with self._reading():
             yield
+        self._completed(op, path)
 
     # --- the name space ---------------------------------------------------------------
 
@@ -524,7 +596,7 @@ class PowerCut:
             self._handles.pop(fh, None)
 
     def fsyncdir(self, path, _datasync, fh):
-        with self._changing():
+        with self._changing("fsyncdir", path, fh):
             self.counts["fsyncdir"] += 1
             self._sync_dir(self._node(path, fh))
 
@@ -536,7 +608,7 @@ class PowerCut:
             return node.target
 
     def mkdir(self, path, mode):
-        with self._changing():
+        with self._changing("mkdir", path):
             self._create(path, stat.S_IFDIR | stat.S_IMODE(mode))
 
     def mknod(self, path, mode, _dev):
@@ -550,7 +622,7 @@ class PowerCut:
             self._create(path, stat.S_IFLNK | 0o777, target)
 
     def create(self, path, mode, flags):
-        with self._changing():
+        with self._changing("create", path):
             try:
                 node = self._create(path, stat.S_IFREG | stat.S_IMODE(mode))
             except FileExistsError:
@@ -584,7 +656,7 @@ class PowerCut:
             return bytes(node.data[offset:offset + size])
 
     def write(self, path, data, offset, fh):
-        with self._changing():
+        with self._changing("write", path, fh):
             node = self._node(path, fh)
             end = offset + len(data)
             current = len(node.data)
@@ -609,7 +681,7 @@ class PowerCut:
         node.touch()
 
     def truncate(self, path, length, fh=None):
-        with self._changing():
+        with self._changing("truncate", path, fh):
             node = self._node(path, fh)
             if not node.is_file():
                 raise _os_error(errno.EISDIR if node.is_dir() else errno.EINVAL)
@@ -624,12 +696,12 @@ class PowerCut:
                 self._resize(node, offset + size)
 
     def fsync(self, path, _datasync, fh):
-        with self._changing():
+        with self._changing("fsync", path, fh):
             self.counts["fsync"] += 1
             self._sync_inode(self._node(path, fh))
 
     def unlink(self, path):
-        with self._changing():
+        with self._changing("unlink", path):
             parent, name = self._parent(path)
             node = parent.entries.get(name)
             if node is None:
@@ -639,7 +711,7 @@ class PowerCut:
             self._unlink(parent, name)
 
     def rmdir(self, path):
-        with self._changing():
+        with self._changing("rmdir", path):
             parent, name = self._parent(path)
             node = parent.entries.get(name)
             if node is None:
@@ -651,7 +723,7 @@ class PowerCut:
             self._unlink(parent, name)
 
     def rename(self, old, new, flags=0):
-        with self._changing():
+        with self._changing("rename", old):
             if flags & ~RENAME_NOREPLACE:
                 raise _os_error(errno.EINVAL)
             src_dir, src_name = self._parent(old)
@@ -693,6 +765,12 @@ class PowerCut:
             node.ctime = time.time_ns()
 
     def chown(self, path, uid, gid, fh=None):
+        with self._reading():
+            node = self._node(path, fh)
+            if uid in (-1, node.uid) and gid in (-1, node.gid):
+                # Nothing changes, so nothing waits in a stall: SQLite, as root, fchowns its
+                # -wal and -shm to the database's owner at every open, readers' too.
+                return
         with self._changing():
             node = self._node(path, fh)
             if uid != -1:
@@ -755,6 +833,21 @@ def _fuse_class():
         def rename_fuse_3(self, old, new, flags):
             return self.operations.rename(path_of(self, old), path_of(self, new), flags)
 
+        def open(self, path, fip):
+            result = super().open(path, fip)
+            uncached(path, fip)
+            return result
+
+        def create(self, path, mode, fip):
+            result = super().create(path, mode, fip)
+            uncached(path, fip)
+            return result
+
+    def uncached(path, fip):
+        """Direct I/O for every file but SQLite's -shm, which it maps shared (see the stall)."""
+        if not path.endswith(b"-shm"):
+            fip.contents.direct_io = 1
+
     class Operations(PowerCut, mfusepy.Operations):
         def _caller(self):
             uid, gid, _pid = mfusepy.fuse_get_context()
@@ -802,6 +895,8 @@ def _serve_control(fs, path):
                     elif command == "unstall":
                         fs.set_stall(0)
                         reply = "ok"
+                    elif command == "trap":
+                        reply = _trap(fs, args)
                     elif command == "stats":
                         reply = "ok " + json.dumps(fs.stats())
                     else:
@@ -811,6 +906,22 @@ def _serve_control(fs, path):
                 conn.sendall(reply.encode() + b"\n")
 
     threading.Thread(target=serve, name="control", daemon=True).start()
+
+
+TRAP_OPS = {"write", "truncate", "fsync", "fsyncdir", "create", "mkdir", "unlink", "rmdir",
+            "rename"}
+
+
+def _trap(fs, args):
+    """``trap OP SUFFIX [after OP2 SUFFIX2]``, checked word by word."""
+    shape = len(args) == 2 or len(args) == 5 and args[2] == "after"
+    if not shape:
+        return "error: usage: trap OP SUFFIX [after OP2 SUFFIX2]"
+    unknown = [op for op in args[0:1] + args[3:4] if op not in TRAP_OPS]
+    if unknown:
+        return f"error: trap: unknown operation {unknown[0]} (one of {', '.join(sorted(TRAP_OPS))})"
+    fs.set_trap(args[0], args[1], tuple(args[3:5]) or None)
+    return "ok"
 
 
 def mount(backing, mountpoint, control):
@@ -861,11 +972,16 @@ def main():
     s = sub.add_parser("stall")
     s.add_argument("socket")
     s.add_argument("seconds", type=float)
+    t = sub.add_parser("trap")
+    t.add_argument("socket")
+    t.add_argument("words", nargs="+", help="OP SUFFIX [after OP2 SUFFIX2]")
     args = parser.parse_args()
     if args.command == "mount":
         mount(args.backing, args.mountpoint, args.control)
     elif args.command == "stall":
         request(args.socket, f"stall {args.seconds}")
+    elif args.command == "trap":
+        request(args.socket, " ".join(["trap", *args.words]))
     else:
         answer = request(args.socket, args.command)
         if answer:

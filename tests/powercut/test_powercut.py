@@ -367,6 +367,8 @@ class PowerCutTest(unittest.TestCase):
             self.assertEqual(read_file(fs.path("read")), b"readable")
             self.assertEqual(sorted(os.listdir(fs.mnt)), ["read", "written"])
             os.stat(fs.path("read"))
+            # A chown that changes nothing (SQLite's at every open, as root) does not wait.
+            os.chown(fs.path("read"), os.getuid(), os.getgid())
             self.assertLess(time.monotonic() - started, seconds / 2, "reads answer during a stall")
             self.assertEqual(write.result(), 6)
             self.assertGreaterEqual(write.elapsed, seconds * 0.9)
@@ -386,6 +388,66 @@ class PowerCutTest(unittest.TestCase):
             with self.assertRaises(OSError):
                 lost.result()
         self.assertEqual(read_file(os.path.join(self.backing, "written")), b"after!")
+
+    def test_7b_trap_cuts_between_two_steps(self):
+        """A trap set on a file's fsync after its write holds that fsync (and every change after
+        it, reads going on) until the cut: the write is lost, as the step it stopped was."""
+        fs = self.mount()
+        durable_file(fs.path("seg.mkv"), b"header")
+        durable_file(fs.path("other"), b"x")
+        for bad in ["trap fsync", "trap sync .mkv", "trap fsync .mkv before write .mkv"]:
+            with self.assertRaises(RuntimeError, msg=bad):
+                fs.request(bad)
+        fs.request("trap fsync .mkv after write .mkv")
+        with open(fs.path("seg.mkv"), "r+b", buffering=0) as f:
+            # An fsync before any write is not the step the trap waits for.
+            os.fsync(f.fileno())
+            self.assertIsNone(fs.stats()["trapped"])
+            os.pwrite(f.fileno(), b"cluster", 6)
+            sync = BlockedCall(lambda: os.fsync(f.fileno()))
+            self.await_stalled(fs, 1)
+            self.assertEqual(fs.stats()["trapped"], "fsync /seg.mkv")
+            self.assertEqual(read_file(fs.path("seg.mkv")), b"headercluster")
+            later = BlockedCall(lambda: write_file(fs.path("other"), b"y"))
+            self.await_stalled(fs, 2)
+            fs.cut()
+            with self.assertRaises(OSError):
+                sync.result()
+            with self.assertRaises(OSError):
+                later.result()
+        fs = self.mount()
+        self.assertEqual(read_file(fs.path("seg.mkv")), b"header")
+        self.assertEqual(read_file(fs.path("other")), b"x")
+
+    def test_7c_sqlite_is_read_during_a_stall(self):
+        """A stalled disk holds SQLite's writer, not a reader that has its connection open: no
+        page of the database or the WAL is cached (so none is locked by the held write), and
+        the WAL index (-shm), which both map, is written back whatever the stall."""
+        fs = self.mount()
+        db = fs.path("catalog.db")
+        writer = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+        writer.execute("pragma journal_mode=wal")
+        writer.execute("pragma synchronous=full")
+        writer.execute("create table t(i integer)")
+        reader = sqlite3.connect(f"file:{db}?mode=ro", uri=True, check_same_thread=False)
+
+        def count():
+            return reader.execute("select count(*) from t").fetchone()[0]
+
+        self.assertEqual(count(), 0)
+        for i in range(20):
+            writer.execute("insert into t values (?)", (i,))
+        fs.request("stall 60")
+        insert = BlockedCall(lambda: writer.execute("insert into t values (20)"))
+        self.await_stalled(fs, 1)
+        read = BlockedCall(count)
+        self.assertEqual(read.result(), 20)
+        self.assertLess(read.elapsed, 10, "the reader waited for the stall")
+        fs.request("unstall")
+        insert.result()
+        self.assertEqual(count(), 21)
+        reader.close()
+        writer.close()
 
     def test_8_random_operations_match_a_real_directory(self):
         """Seeded random writes, truncations, renames, removals and syncs, done both on the

@@ -59,12 +59,24 @@ pub fn snapshot(db: &Path, stream: &str) -> Snapshot {
     if !db.exists() {
         return Snapshot::default();
     }
+    read_snapshot(&reader(db), stream)
+}
+
+/// A read-only connection to the catalog, for [`read_snapshot`]s: one kept open can read while
+/// the disk stalls, where opening one may not (SQLite, as root, chowns the WAL at each open,
+/// which waits for the inode that a held write keeps locked).
+pub fn reader(db: &Path) -> rusqlite::Connection {
     let conn = rusqlite::Connection::open_with_flags(
         db,
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .unwrap();
     conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn
+}
+
+/// One stream's rows through `conn`, in one transaction.
+pub fn read_snapshot(conn: &rusqlite::Connection, stream: &str) -> Snapshot {
     let mut snap = Snapshot::default();
     let has_tables: i64 = conn
         .query_row(
