@@ -6,6 +6,10 @@
 //!    agreement (audited with the agent frozen), and no committed fragment may be missing unless
 //!    the janitor deleted its segment by policy; the emulator must never see a fragment resent
 //!    after its PERSISTED ack was committed, nor fragments out of order;
+//!    the same with power cuts: the recording directory and catalog on the power-cut file
+//!    system (tests/powercut), cut at random instants and at exact steps of the crash ordering
+//!    (its traps); every row committed before a cut must be durable, and the fragment in flight
+//!    is either lost or, when its bytes were synced, indexed again by recovery;
 //! 2. the camera going away and coming back;
 //! 3. the MQTT broker going away and coming back (the agent answers over MQTT after each);
 //! 4. a TCP proxy between the agent and the emulator cutting and stalling uploads mid-body;
@@ -188,15 +192,24 @@ fn sample_segment(rng: &mut Rng, rec: &Path, snap: &Snapshot) -> Result<bool, St
         return Ok(false);
     }
     let seg = closed[rng.range(0, closed.len() as u64) as usize];
+    probe_segment(rec, snap, &seg.path)
+}
+
+/// The segment at `path` passes mkvmerge -J and decodes with the frames `snap` indexes in it;
+/// `false` (not probed) when it indexes none.
+fn probe_segment(rec: &Path, snap: &Snapshot, path: &str) -> Result<bool, String> {
     let frames: u64 = snap
         .frags
         .values()
-        .filter(|f| f.segment == seg.path)
+        .filter(|f| f.segment == path)
         .map(|f| u64::from(f.frame_count))
         .sum();
-    let path = rec.join(&seg.path);
-    mkvmerge_ok(&path)?;
-    ffprobe_frames_ok(&path, frames)?;
+    if frames == 0 {
+        return Ok(false);
+    }
+    let file = rec.join(path);
+    mkvmerge_ok(&file)?;
+    ffprobe_frames_ok(&file, frames)?;
     Ok(true)
 }
 
@@ -393,28 +406,42 @@ struct CutTally {
     at: BTreeMap<&'static str, usize>,
 }
 
-/// Where a power cut falls, by phase and turn: at a random instant (`None`), or at an exact
-/// step of the agent's ordering, held there by a trap of the file system (a label, the trap).
+/// The exact steps a power cut is held at, by phase and turn (`(k / 3) % 3`): a label, and the
+/// file system's trap (see tests/powercut/powercut.py). Other turns cut at a random instant.
+const CUT_STEPS: [(Phase, usize, &str, &str); 4] = [
+    (
+        Phase::Recording,
+        1,
+        "a fragment written, before its fsync",
+        "fsync .mkv after write .mkv",
+    ),
+    (
+        Phase::Recording,
+        2,
+        "a fragment synced, before its commit",
+        "write -wal after fsync .mkv",
+    ),
+    (
+        Phase::Deleting,
+        0,
+        "a segment marked DELETING, before its unlink",
+        "unlink .mkv",
+    ),
+    (
+        Phase::Deleting,
+        1,
+        "a segment unlinked, before its directory's fsync",
+        "fsyncdir * after unlink .mkv",
+    ),
+];
+
+/// Where cut `k` falls: at a random instant (`None`), or at an exact step of the agent's
+/// ordering, held there by a trap (a label, the trap).
 fn cut_trap(phase: Phase, k: usize) -> Option<(&'static str, &'static str)> {
-    match (phase, (k / 3) % 3) {
-        (Phase::Recording, 1) => Some((
-            "a fragment written, before its fsync",
-            "fsync .mkv after write .mkv",
-        )),
-        (Phase::Recording, 2) => Some((
-            "a fragment synced, before its commit",
-            "write -wal after fsync .mkv",
-        )),
-        (Phase::Deleting, 0) => Some((
-            "a segment marked DELETING, before its unlink",
-            "unlink .mkv",
-        )),
-        (Phase::Deleting, 1) => Some((
-            "a segment unlinked, before its directory's fsync",
-            "fsyncdir * after unlink .mkv",
-        )),
-        _ => None,
-    }
+    CUT_STEPS
+        .iter()
+        .find(|(p, turn, _, _)| *p == phase && *turn == (k / 3) % 3)
+        .map(|(_, _, label, spec)| (*label, *spec))
 }
 
 /// A read-only connection to the catalog that has read it once (so that it holds the WAL
@@ -858,22 +885,13 @@ fn cut_recovered(
             );
         }
         for seg in at_cut.segments.values().filter(|s| s.state == "OPEN") {
-            let Some(closed) = now.segments.get(&seg.path).filter(|s| s.state == "CLOSED") else {
-                continue;
-            };
-            let frames: u64 = now
-                .frags
-                .values()
-                .filter(|f| f.segment == closed.path)
-                .map(|f| u64::from(f.frame_count))
-                .sum();
-            if frames == 0 {
-                continue;
+            let closed = now
+                .segments
+                .get(&seg.path)
+                .is_some_and(|s| s.state == "CLOSED");
+            if closed && probe_segment(&agent.rec, &now, &seg.path)? {
+                cuts.probed += 1;
             }
-            let path = agent.rec.join(&closed.path);
-            mkvmerge_ok(&path)?;
-            ffprobe_frames_ok(&path, frames)?;
-            cuts.probed += 1;
         }
         Ok(())
     })();
