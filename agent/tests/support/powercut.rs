@@ -195,9 +195,10 @@ fn mounted(path: &Path) -> bool {
 }
 
 impl Drop for PowerDisk {
+    /// Releases whatever a stall or a trap holds (a failed test may leave one), then unmounts.
     fn drop(&mut self) {
         if self.child.is_some()
-            && self.request("unmount").is_err()
+            && self.unstall().and_then(|()| self.unmount()).is_err()
             && let Some(c) = self.child.as_mut()
         {
             let _ = c.kill();
