@@ -32,7 +32,9 @@ pub fn move_aside(
     let from = root.join(rel);
     let (to_rel, to) = free_target(root, rel);
     let to_dir = to.parent().expect("a quarantine path has a parent");
-    std::fs::create_dir_all(to_dir).map_err(io_err("create directory", to_dir))?;
+    // Each new directory synced into its parent: the move's fsync below makes the object's
+    // new name durable, which is worth nothing if the directory holding it is not.
+    fsx::ensure_dir(to_dir)?;
     std::fs::rename(&from, &to).map_err(io_err("move to quarantine", &from))?;
     fsx::fsync_dir(to_dir)?;
     if let Some(dir) = from.parent() {
