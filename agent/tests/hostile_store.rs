@@ -11,16 +11,7 @@ mod peer;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn agent(rec: &Path) -> Command {
-    let mut c = bin::command();
-    c.env("AWS_KVS_EDGE_RECORDING_DIRECTORY", rec)
-        .env("AWS_KVS_EDGE_LOG_OUTPUT_DIRECTORY", rec.join("log"))
-        // No broker may be reached from here: an unroutable local port.
-        .env("RUST_LOG", "warn");
-    c
-}
+use std::process::Output;
 
 fn clip() -> String {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/sample-h264-640x360-gop1s.h264");
@@ -38,7 +29,7 @@ fn text(o: &Output) -> String {
 
 /// Records `secs` seconds of the sample clip as `stream`.
 fn record(rec: &Path, stream: &str, secs: u32, extra: &[&str]) -> Output {
-    agent(rec)
+    bin::on_store(rec)
         .args(["record", "--stream", stream, "--uri", &clip()])
         .args([
             "--duration",
@@ -97,13 +88,13 @@ fn no_lost_or_mistyped_catalog_deletes_media_and_reindex_rebuilds_it() {
         rec.join("kvs-edge-agent.db").is_file(),
         "the catalog is untouched"
     );
-    let out = agent(rec).args(["check"]).output().unwrap();
+    let out = bin::on_store(rec).args(["check"]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
 
     // A mistyped catalog path: refused, not created, nothing touched.
     let typo = rec.join("typo.db");
     for args in [&["check", "--repair"][..], &["check"][..]] {
-        let out = agent(rec)
+        let out = bin::on_store(rec)
             .args(args)
             .arg("--catalog")
             .arg(&typo)
@@ -117,9 +108,12 @@ fn no_lost_or_mistyped_catalog_deletes_media_and_reindex_rebuilds_it() {
 
     // The catalog lost: every verb refuses; nothing touched.
     remove_catalog(rec);
-    let out = agent(rec).args(["check", "--repair"]).output().unwrap();
+    let out = bin::on_store(rec)
+        .args(["check", "--repair"])
+        .output()
+        .unwrap();
     assert!(!out.status.success(), "{}", text(&out));
-    let out = agent(rec).args(["run"]).output().unwrap();
+    let out = bin::on_store(rec).args(["run"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("--reindex"), "{}", text(&out));
     let out = record(rec, "cam", 1, &[]);
@@ -128,7 +122,7 @@ fn no_lost_or_mistyped_catalog_deletes_media_and_reindex_rebuilds_it() {
     assert_eq!(media(rec), before);
 
     // The explicit rebuild: every segment indexed again, pending upload; catalog and disk agree.
-    let out = agent(rec)
+    let out = bin::on_store(rec)
         .args(["check", "--repair", "--reindex"])
         .output()
         .unwrap();
@@ -141,7 +135,10 @@ fn no_lost_or_mistyped_catalog_deletes_media_and_reindex_rebuilds_it() {
     );
     assert!(report.contains("catalog and disk agree"), "{report}");
     assert_eq!(media(rec), before);
-    let out = agent(rec).args(["recordings", "list"]).output().unwrap();
+    let out = bin::on_store(rec)
+        .args(["recordings", "list"])
+        .output()
+        .unwrap();
     let listing = text(&out);
     for name in ["cam", "log", "kvs-edge-agent.db"] {
         assert!(listing.contains(&format!("total {name}:")), "{listing}");
@@ -149,7 +146,7 @@ fn no_lost_or_mistyped_catalog_deletes_media_and_reindex_rebuilds_it() {
     // And recording goes on under the rebuilt catalog.
     let out = record(rec, "cam", 1, &[]);
     assert!(out.status.success(), "{}", text(&out));
-    let out = agent(rec).args(["check"]).output().unwrap();
+    let out = bin::on_store(rec).args(["check"]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
 }
 
@@ -164,7 +161,7 @@ fn a_damaged_catalog_schema_is_refused_by_every_verb() {
         .unwrap()
         .execute_batch("drop table fragment")
         .unwrap();
-    let out = agent(rec).args(["run"]).output().unwrap();
+    let out = bin::on_store(rec).args(["run"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         text(&out).contains("table fragment is missing"),
@@ -176,7 +173,7 @@ fn a_damaged_catalog_schema_is_refused_by_every_verb() {
         &["check", "--repair"][..],
         &["recordings", "list"][..],
     ] {
-        let out = agent(rec).args(args).output().unwrap();
+        let out = bin::on_store(rec).args(args).output().unwrap();
         assert!(!out.status.success(), "{args:?}: {}", text(&out));
         assert!(
             text(&out).contains("table fragment is missing"),
@@ -219,9 +216,12 @@ fn repair_keeps_what_is_readable_and_quarantines_the_rest() {
     std::fs::remove_file(&segments[3]).unwrap();
     std::os::unix::fs::symlink(&outside, &segments[3]).unwrap();
 
-    let out = agent(rec).args(["check"]).output().unwrap();
+    let out = bin::on_store(rec).args(["check"]).output().unwrap();
     assert!(!out.status.success(), "damage is seen: {}", text(&out));
-    let out = agent(rec).args(["check", "--repair"]).output().unwrap();
+    let out = bin::on_store(rec)
+        .args(["check", "--repair"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let report = text(&out);
     assert_eq!(
@@ -249,7 +249,10 @@ fn repair_keeps_what_is_readable_and_quarantines_the_rest() {
         .count();
     assert_eq!(quarantined, 3);
     // Repaired for good: a second repair does nothing, recording resumes.
-    let out = agent(rec).args(["check", "--repair"]).output().unwrap();
+    let out = bin::on_store(rec)
+        .args(["check", "--repair"])
+        .output()
+        .unwrap();
     assert!(!text(&out).contains("repaired:"), "{}", text(&out));
     let out = record(rec, "cam", 1, &[]);
     assert!(out.status.success(), "{}", text(&out));

@@ -1,8 +1,8 @@
 //! The power-cut file system (tests/powercut/powercut.py): a FUSE file system that keeps what
 //! was not made durable in memory, so that cutting its power loses exactly that. Its own suite
 //! (tests/powercut/test_powercut.py) shows each durability rule, SQLite in WAL mode on it, and
-//! its stall; and the agent's own moves on it. Without FUSE (/dev/fuse, fusermount3) or the mfusepy binding the test is skipped,
-//! except under CI.
+//! its stall; the agent's own moves are then tested on it. Without FUSE (/dev/fuse,
+//! fusermount3) or the mfusepy binding the tests are skipped, except under CI.
 
 #[path = "support/bin.rs"]
 mod bin;
@@ -33,14 +33,6 @@ fn powercut_fs_self_test() {
     process::assert_success(&out);
 }
 
-fn agent(rec: &Path) -> Command {
-    let mut c = bin::command();
-    c.env("AWS_KVS_EDGE_RECORDING_DIRECTORY", rec)
-        .env("AWS_KVS_EDGE_LOG_OUTPUT_DIRECTORY", rec.join("log"))
-        .env("RUST_LOG", "warn");
-    c
-}
-
 fn ok(out: Output) -> String {
     let text = format!(
         "{}{}",
@@ -63,7 +55,7 @@ fn a_quarantined_segment_survives_a_power_cut() {
     let mut disk = PowerDisk::new(&dir.path().join("fs"), &rec);
     disk.mount().unwrap();
     let clip = Path::new(REPO).join("samples/sample-h264-640x360-gop1s.h264");
-    ok(agent(&rec)
+    ok(bin::on_store(&rec)
         .args(["record", "--stream", "cam", "--uri"])
         .arg(format!("file://{}", clip.canonicalize().unwrap().display()))
         .args(["--duration", "4s", "--min-fragment-ms", "1000"])
@@ -89,7 +81,10 @@ fn a_quarantined_segment_survives_a_power_cut() {
     // Everything so far durable (a clean shutdown), then the repair, then the cut.
     disk.unmount().unwrap();
     disk.mount().unwrap();
-    let report = ok(agent(&rec).args(["check", "--repair"]).output().unwrap());
+    let report = ok(bin::on_store(&rec)
+        .args(["check", "--repair"])
+        .output()
+        .unwrap());
     assert!(report.contains("moved to quarantine/"), "{report}");
     disk.cut().unwrap();
     disk.mount().unwrap();
@@ -105,6 +100,6 @@ fn a_quarantined_segment_survives_a_power_cut() {
         moved.display()
     );
     assert!(!segments[0].exists());
-    let report = ok(agent(&rec).arg("check").output().unwrap());
+    let report = ok(bin::on_store(&rec).arg("check").output().unwrap());
     assert!(report.contains("catalog and disk agree"), "{report}");
 }

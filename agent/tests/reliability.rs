@@ -391,8 +391,7 @@ enum Crash {
 /// durable state after it.
 #[derive(Default)]
 struct CutTally {
-    /// Fragments with a committed row before the cut that the durable catalog lacks.
-    committed_lost: usize,
+    /// Fragments with a committed row before the cut that the durable catalog lacks, described.
     losses: Vec<String>,
     /// Cuts that caught a fragment in flight: its bytes written past the indexed size of the
     /// open segment, its row not committed.
@@ -457,7 +456,8 @@ fn trapped(disk: &PowerDisk) -> bool {
     disk.trapped().is_ok_and(|t| t.is_some())
 }
 
-/// Bytes written past the indexed size of each OPEN segment of `snap`, as the mount shows them.
+/// The OPEN segments of `snap` whose file, as the mount shows it, holds bytes past the indexed
+/// size (a fragment in flight): path -> indexed size.
 fn unindexed_tails(rec: &Path, snap: &Snapshot) -> BTreeMap<String, u64> {
     snap.segments
         .values()
@@ -675,13 +675,12 @@ fn crashes(rt: &Runtime, rng: &mut Rng, base: &Path, crash: Crash) -> Outcome {
         if let Some(visible) = &visible {
             // Every row committed before the cut is durable (the catalog syncs at each
             // commit). The durable catalog may hold one more: a commit synced by the frozen
-            // agent, not yet published to readers.
-            // Counted, and the run goes on: the table then shows how many.
+            // agent, not yet published to readers. A loss is noted and the run goes on, so that
+            // the failure lists them all.
             let lost = match compare(visible, &before) {
                 Ok(g) => g.iter().map(|g| format!("{g:?}")).collect(),
                 Err(lost) => lost,
             };
-            cuts.committed_lost += lost.len();
             cuts.losses
                 .extend(lost.into_iter().map(|l| format!("cut {k}: {l}")));
         }
@@ -849,7 +848,7 @@ fn crashes(rt: &Runtime, rng: &mut Rng, base: &Path, crash: Crash) -> Outcome {
             ),
             lost: format!(
                 "{} committed; {} in flight at a cut ({} synced and indexed again, {} lost), {}",
-                cuts.committed_lost,
+                cuts.losses.len(),
                 cuts.in_flight,
                 cuts.in_flight_synced,
                 cuts.in_flight - cuts.in_flight_synced,

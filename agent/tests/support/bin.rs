@@ -1,5 +1,6 @@
 //! The built binary, for its one-shot verbs (`check-config`, `record`, `check`, `ctl`...).
 
+use std::path::Path;
 use std::process::Command;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_kvs-edge-agent");
@@ -20,5 +21,15 @@ pub fn command() -> Command {
             c.env_remove(k);
         }
     }
+    c
+}
+
+/// [`command`] for a store at `rec`: its recording directory, logs under it, warnings only.
+#[allow(dead_code, reason = "for the tests of a store's one-shot verbs")]
+pub fn on_store(rec: &Path) -> Command {
+    let mut c = command();
+    c.env("AWS_KVS_EDGE_RECORDING_DIRECTORY", rec)
+        .env("AWS_KVS_EDGE_LOG_OUTPUT_DIRECTORY", rec.join("log"))
+        .env("RUST_LOG", "warn");
     c
 }
